@@ -1,0 +1,3 @@
+from mwa_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""mwa_cli.models"""
