@@ -1,0 +1,131 @@
+"""Adapter artefacts: ``adapter_model.safetensors`` (trainable weights only) + ``adapter_config.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mwa_cli import __version__
+from mwa_cli.adapters.registry import AppliedMethod, apply_method
+from mwa_cli.errors import CheckpointError
+from mwa_cli.models.beit3 import BEiT3Retrieval
+from mwa_cli.models.presets import BackboneInfo, build_backbone
+
+WEIGHTS_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def adapter_config(applied: AppliedMethod, info: BackboneInfo,
+                   token_additions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What re-attaching the adapter needs: method, options, layers, backbone identity, token additions."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "method": applied.name,
+        "mwa_version": __version__,
+        "backbone": {"name": info.name, "config": info.config, "weights_sha256": info.weights_sha256},
+        "options": applied.options,
+        "layers": applied.layers,
+        "trainable_params": applied.trainable_params(),
+        "total_params": applied.total_params(),
+        "token_additions": token_additions,
+    }
+
+
+def save_adapter(run_dir: str | Path, model: BEiT3Retrieval, applied: AppliedMethod, info: BackboneInfo,
+                 token_additions: dict[str, Any] | None = None) -> Path:
+    """Write the trainable weights (full weights for full-ft) and their config, atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().to("cpu").contiguous() for n, p in applied.trainable_named_parameters()}
+    _atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"method": applied.name}))
+    text = json.dumps(adapter_config(applied, info, token_additions), indent=2, ensure_ascii=False)
+    _atomic_write(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return run_dir / WEIGHTS_FILE
+
+
+def read_adapter_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Locate and parse ``adapter_config.json`` in a run dir or beside an adapter file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist", hint="pass a run folder written by `mwa train`")
+    folder = path if path.is_dir() else path.parent
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"no {CONFIG_FILE} in {folder}",
+                              hint="pass a run folder written by `mwa train` or the folder of an adapter")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path} has format version {cfg.get('format_version')}, "
+                              f"this mwa reads {FORMAT_VERSION}")
+    return folder, cfg
+
+
+def _check_backbone(cfg: dict[str, Any], info: BackboneInfo) -> None:
+    recorded = cfg["backbone"]
+    diffs = [f"{k}: adapter {recorded['config'].get(k)!r} vs backbone {v!r}"
+             for k, v in info.config.items() if k != "drop_path" and recorded["config"].get(k) != v]
+    if diffs:
+        raise CheckpointError(f"the adapter was made for another backbone ({recorded['name']}): " + "; ".join(diffs),
+                              hint=f"use --backbone {recorded['name']} with the weights it was trained on")
+    want, have = recorded.get("weights_sha256"), info.weights_sha256
+    if want and have and want != have:
+        raise CheckpointError(
+            f"the adapter was trained on backbone weights {want[:12]}…, but the weights given are {have[:12]}…",
+            hint="pass the same --weights file the adapter was trained with")
+
+
+def load_adapter(
+    path: str | Path,
+    *,
+    weights: str | None = None,
+    model: BEiT3Retrieval | None = None,
+    info: BackboneInfo | None = None,
+    tokenizer: str | None = None,
+) -> tuple[BEiT3Retrieval, AppliedMethod, BackboneInfo]:
+    """Rebuild (or check) the backbone, re-apply the method and load the adapter weights bit-exactly."""
+    folder, cfg = read_adapter_config(path)
+    if model is None:
+        name = cfg["backbone"]["name"]
+        source = cfg["backbone"]["config"] if name.startswith("config:") else name
+        model, info = build_backbone(source, weights, tokenizer=tokenizer)
+    assert info is not None
+    _check_backbone(cfg, info)
+    applied = apply_method(model, cfg["method"], cfg["options"])
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read {folder / WEIGHTS_FILE}: {exc}",
+                              hint="the file may be truncated; train again or restore it") from None
+    params = dict(applied.trainable_named_parameters())
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise CheckpointError(f"{folder / WEIGHTS_FILE} does not match method {cfg['method']}: "
+                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    wrong = [n for n, p in params.items() if tuple(p.shape) != tuple(state[n].shape)]
+    if wrong:
+        raise CheckpointError(f"{folder / WEIGHTS_FILE} has tensors of the wrong shape: {wrong[:3]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n].to(p.dtype))
+    return model, applied, info

@@ -1,0 +1,113 @@
+"""Named backbones and the one function that builds them: ``build_backbone``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mwa_cli.errors import ConfigError
+from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
+from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
+
+MINI_DIR = Path(__file__).parent / "mini"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "beit3-base": dict(embed_dim=768, depth=12, num_heads=12, ffn_dim=3072),
+    "beit3-large": dict(embed_dim=1024, depth=24, num_heads=16, ffn_dim=4096),
+    "beit3-base-384": dict(embed_dim=768, depth=12, num_heads=12, ffn_dim=3072, img_size=384),
+    "beit3-large-384": dict(embed_dim=1024, depth=24, num_heads=16, ffn_dim=4096, img_size=384),
+    # Random tiny model for tests (uses the built-in English tokenizer).
+    "beit3-tiny-test": dict(img_size=32, patch_size=8, vocab_size=8192, embed_dim=64, depth=2, num_heads=4,
+                            ffn_dim=256, text_len=32),
+}
+MINI = "beit3-mini"
+
+
+@dataclass
+class BackboneInfo:
+    """What an artefact must record to re-attach to the same backbone."""
+
+    name: str
+    config: dict[str, Any]
+    weights: str | None = None
+    weights_sha256: str | None = None
+    tokenizer_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def preset_names() -> list[str]:
+    return [*PRESETS, MINI]
+
+
+def _mini_files() -> tuple[Path, Path, Path]:
+    return MINI_DIR / "config.json", MINI_DIR / "weights.safetensors", MINI_DIR / "tokenizer.spm"
+
+
+def find_tokenizer(name: str, weights: str | None, tokenizer: str | None) -> str | None:
+    """The tokenizer to use: explicit path, else built-in for small models, else beit3.spm found nearby."""
+    if tokenizer:
+        return str(tokenizer)
+    if name == MINI or name == "beit3-tiny-test" or name.startswith("config:"):
+        path = _mini_files()[2]
+        return str(path) if path.is_file() else None
+    candidates = [os.environ.get("MWA_BEIT3_SPM", "")]
+    if weights and not is_url(weights):
+        candidates.append(str(Path(weights).with_name("beit3.spm")))
+    candidates.append(str(DEFAULT_CACHE / "beit3.spm"))
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def resolve_config(name_or_config: str | dict[str, Any]) -> tuple[str, BEiT3Config]:
+    """A preset name, a path to a config JSON, or a config dict -> (name, config)."""
+    if isinstance(name_or_config, dict):
+        return "config:custom", BEiT3Config.from_dict(name_or_config)
+    name = str(name_or_config)
+    if name == MINI:
+        cfg_path = _mini_files()[0]
+        if not cfg_path.is_file():
+            raise ConfigError("the built-in beit3-mini weights are not installed",
+                              hint="regenerate them with scripts/pretrain_mini.py or reinstall mwa")
+        return name, BEiT3Config.from_dict(json.loads(cfg_path.read_text()))
+    if name in PRESETS:
+        return name, BEiT3Config.from_dict(PRESETS[name])
+    if name.endswith(".json") and Path(name).is_file():
+        return f"config:{Path(name).name}", BEiT3Config.from_dict(json.loads(Path(name).read_text()))
+    raise ConfigError(f"unknown backbone {name!r}",
+                      hint=f"use one of {', '.join(preset_names())}, or a path to a config .json")
+
+
+def build_backbone(
+    name_or_config: str | dict[str, Any],
+    weights: str | None = None,
+    *,
+    drop_path: float = 0.0,
+    tokenizer: str | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[BEiT3Retrieval, BackboneInfo]:
+    """Build a backbone and load its weights (built-in for beit3-mini; ``weights`` path or URL otherwise).
+
+    Builds on the meta device when ``device == "meta"`` (for parameter counting; no weights loaded).
+    """
+    name, cfg = resolve_config(name_or_config)
+    cfg.drop_path = drop_path
+    if str(device) == "meta":
+        with torch.device("meta"):
+            model = BEiT3Retrieval(cfg)
+        return model, BackboneInfo(name, cfg.to_dict())
+    model = BEiT3Retrieval(cfg)
+    if weights is None and name == MINI:
+        weights = str(_mini_files()[1])
+    sha = None
+    if weights is not None:
+        local = download(weights) if is_url(weights) else Path(weights)
+        sha = load_backbone_weights(model, local)
+        weights = str(local)
+    info = BackboneInfo(name, cfg.to_dict(), weights, sha, find_tokenizer(name, weights, tokenizer))
+    if device is not None:
+        model.to(device)
+    return model, info
