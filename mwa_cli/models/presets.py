@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -97,9 +98,9 @@ def build_backbone(
     cfg.drop_path = drop_path
     if str(device) == "meta":
         with torch.device("meta"):
-            model = BEiT3Retrieval(cfg)
-        return model, BackboneInfo(name, cfg.to_dict())
-    model = BEiT3Retrieval(cfg)
+            return BEiT3Retrieval(cfg), BackboneInfo(name, cfg.to_dict())
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model = BEiT3Retrieval(cfg)  # initialised where it will run (fast on a GPU)
     if weights is None and name == MINI:
         weights = str(_mini_files()[1])
     sha = None
@@ -107,7 +108,4 @@ def build_backbone(
         local = download(weights) if is_url(weights) else Path(weights)
         sha = load_backbone_weights(model, local)
         weights = str(local)
-    info = BackboneInfo(name, cfg.to_dict(), weights, sha, find_tokenizer(name, weights, tokenizer))
-    if device is not None:
-        model.to(device)
-    return model, info
+    return model, BackboneInfo(name, cfg.to_dict(), weights, sha, find_tokenizer(name, weights, tokenizer))
