@@ -1,0 +1,54 @@
+"""`mwa report`: compare runs with full fine-tuning (terminal summary, one self-contained HTML file, --json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    @guarded
+    def report(
+        run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run folders (runs/<name>) to compare.",
+                                                        show_default=False),
+        runs: Optional[Path] = typer.Option(None, "--runs", help="Take every run folder inside this folder."),
+        compare: str = typer.Option("full-ft", "--compare", help="Baseline: a method name or a run name."),
+        gpu_cost: float = typer.Option(2.5, "--gpu-cost", help="Price of one GPU-hour (CPU-hour on CPU runs)."),
+        currency: str = typer.Option("USD", "--currency", help="Currency of --gpu-cost."),
+        lines: int = typer.Option(10, "--lines", help="Production lines / product variants, one model each."),
+        retrains: int = typer.Option(12, "--retrains-per-year", help="Retrains of each line's model per year."),
+        lang: str = typer.Option("en", "--lang", help="Language of the report's own text: en or ja."),
+        out: Optional[Path] = typer.Option(
+            None, "--out", help="HTML file to write (default: report.html in the --runs folder, else in the "
+                                "folder holding the run folders)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report's figures as JSON on stdout."),
+        estimate: bool = typer.Option(False, "--estimate", help="No full-FT run: measure its step time for a few "
+                                      "steps here and extrapolate (marked 'estimated')."),
+        estimate_steps: int = typer.Option(10, "--estimate-steps", help="Timed steps for --estimate."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Data dir for the gallery (default: the runs' "
+                                            "config.json data_dir)."),
+    ) -> None:
+        """Compare methods with full fine-tuning: recall, training cost, yearly ROI, plots and examples.
+
+        Writes one self-contained HTML file (no network, no JavaScript) and prints a summary.
+        """
+        from mwa_cli.report.api import make_report
+        from mwa_cli.report.console import print_report
+        from mwa_cli.report.i18n import LANGS
+        from mwa_cli.report.roi import Assumptions
+
+        if lang not in LANGS:
+            raise ConfigError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
+        a = Assumptions(gpu_cost_per_hour=gpu_cost, currency=currency, lines=lines, retrains_per_year=retrains)
+        rep = make_report(list(run_dirs or []), runs, compare=compare, assumptions=a, lang=lang, out=out,
+                          estimate=estimate, estimate_steps=estimate_steps, data_dir=data)
+        if as_json:
+            emit_json(rep)
+        else:
+            print_report(rep, console)

@@ -1,0 +1,62 @@
+"""One call that does what `mwa report` does (collect -> optional estimate -> build -> write HTML), so tests
+and scripts can use it without the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mwa_cli.report import roi
+from mwa_cli.report.build import _pick_baseline, _pick_main, build_report, open_data_dir
+from mwa_cli.report.collect import collect
+from mwa_cli.report.estimate import MeasureFn, estimate_full_ft_run
+from mwa_cli.report.html import write_html
+
+DEFAULT_NAME = "report.html"
+
+
+def default_out(run_dirs: list[Path], runs_root: Path | None) -> Path:
+    """Where the HTML goes without --out: <--runs folder>/report.html, else the run folders' common parent."""
+    if runs_root is not None:
+        return (runs_root if runs_root.is_dir() and not (runs_root / "config.json").is_file()
+                else runs_root.parent) / DEFAULT_NAME
+    parents = {p.resolve().parent for p in run_dirs}
+    if len(parents) == 1:
+        return run_dirs[0].parent / DEFAULT_NAME
+    return run_dirs[0].parent / DEFAULT_NAME
+
+
+def make_report(
+    run_dirs: list[Path],
+    runs_root: Path | None = None,
+    *,
+    compare: str = roi.BASELINE_METHOD,
+    assumptions: roi.Assumptions | None = None,
+    lang: str = "en",
+    out: Path | None = None,
+    estimate: bool = False,
+    measure: MeasureFn | None = None,
+    estimate_steps: int = 10,
+    data_dir: Path | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Collect, build and (unless write=False) write the HTML; returns the report dict (with "html" set)."""
+    coll = collect(run_dirs, runs_root)
+    estimated = None
+    notes: list[str] = []
+    baseline, _ = _pick_baseline(coll.runs, compare)
+    if estimate and baseline is None:
+        ref = _pick_main(coll.runs, None)
+        if ref is not None:
+            estimated = estimate_full_ft_run(ref, measure, steps=estimate_steps, data_dir=data_dir)
+    elif estimate:
+        notes.append(f"--estimate ignored: a measured {compare} run ({baseline.name}) exists")
+    data = open_data_dir(coll.runs, data_dir)
+    rep = build_report(coll, compare=compare, assumptions=assumptions, lang=lang, estimated_baseline=estimated,
+                       data_dir=data_dir, estimate_steps=estimate_steps, data=data)
+    rep["notes"].extend(notes)
+    if write:
+        path = out or default_out(run_dirs, runs_root)
+        rep["html"] = str(path)
+        write_html(rep, path, data)
+    return rep

@@ -1,0 +1,297 @@
+"""Assemble the report: one JSON-ready dict that the terminal tables, the HTML and ``--json`` all show.
+
+Shape (``schema_version`` 1)::
+
+    {"schema_version", "created", "lang", "mwa_version", "compare", "html",
+     "baseline": {"run", "method", "found", "estimated", "train_command"},
+     "dataset": {"hash", "images", "captions", "split", "n_images", "n_captions", "data_dir"},
+     "assumptions": {"gpu_cost_per_hour", "currency", "lines", "retrains_per_year", "backbone_bytes",
+                     "backbone_bytes_estimated"},
+     "hours_unit": "gpu_hours|cpu_hours|device_hours",
+     "runs": [{"name", "path", "method", "backbone", "is_baseline", "is_main",
+               "estimated": {"recall", "cost", "savings", "roi"},   # true where the figures are estimates
+               "recall": {"i2t": {...}, "t2i": {...}, "rsum", "mean_recall"} | null,
+               "recall_delta": {"i2t_r1", ..., "t2i_r10", "rsum", "mean_recall"} | null,   # points vs baseline
+               "rsum_kept_pct", "time_pct_of_baseline",
+               "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
+                        "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
+               "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
+               "roi": {"trainings_per_year", "device_hours_per_year", "compute_cost_per_year", "storage_bytes",
+                       "compute_cost_diff", "storage_bytes_diff"},   # diff = this - baseline
+               "per_label": {label: {"mean_recall", "rsum", "n_images", "n_captions"}},
+               "loss_curve": {"x": "time_min|step", "points": [[x, loss], ...]},
+               "provenance": {"device_name", "device_type", "n_devices", "torch", "mwa", "command", "created",
+                              "budget_s"},
+               "gallery": {...} | null}],
+     "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
+     "protocol": "..."}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from mwa_cli import __version__
+from mwa_cli.report import roi as roi_mod
+from mwa_cli.report.collect import Collection, Run, resolve_data_dir
+from mwa_cli.report.estimate import full_ft_command
+from mwa_cli.report.gallery import DataDir, build_gallery
+from mwa_cli.report.i18n import fmt_money, fmt_pct, is_num, t
+
+RECALL_KEYS = [("i2t", "r1"), ("i2t", "r5"), ("i2t", "r10"), ("t2i", "r1"), ("t2i", "r5"), ("t2i", "r10")]
+MAIN_METHOD = "mwa"
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if is_num(x) else None
+
+
+def _device_hours(timing: dict[str, Any]) -> float | None:
+    if is_num(timing.get("device_hours")):
+        return float(timing["device_hours"])
+    if is_num(timing.get("wall_s")):
+        return float(timing["wall_s"]) * float(timing.get("n_devices") or 1) / 3600.0
+    return None
+
+
+def _hours_unit(timing: dict[str, Any]) -> str:
+    return "gpu_hours" if str(timing.get("device_type", "")).lower() == "cuda" else "cpu_hours"
+
+
+def _recall(run: Run) -> dict[str, Any] | None:
+    ev = run.eval
+    if not isinstance(ev.get("i2t"), dict) or not is_num(ev.get("rsum")):
+        return None
+    rsum = float(ev["rsum"])
+    return {"i2t": dict(ev["i2t"]), "t2i": dict(ev["t2i"]), "rsum": rsum,
+            "mean_recall": float(ev.get("mean_recall", rsum / 6.0))}
+
+
+def _loss_curve(run: Run, max_points: int = 200) -> dict[str, Any]:
+    rows = [r for r in run.train_rows if is_num(r.get("loss"))]
+    use_time = bool(rows) and all(is_num(r.get("time_s")) for r in rows)
+    pts = [[(float(r["time_s"]) / 60.0 if use_time else float(r.get("step") or i)), float(r["loss"])]
+           for i, r in enumerate(rows)]
+    if len(pts) > max_points:
+        stride = len(pts) / max_points
+        pts = [pts[int(i * stride)] for i in range(max_points)] + [pts[-1]]
+    return {"x": "time_min" if use_time else "step", "points": pts}
+
+
+def _pick_baseline(runs: list[Run], compare: str) -> tuple[Run | None, list[str]]:
+    cands = [r for r in runs if r.method == compare or r.name == compare]
+    notes = []
+    if len(cands) > 1:
+        cands.sort(key=lambda r: str(r.eval.get("created") or ""), reverse=True)
+        notes.append(f"{len(cands)} runs match --compare {compare}; the most recently evaluated one, "
+                     f"{cands[0].name}, is the baseline")
+    return (cands[0] if cands else None), notes
+
+
+def _pick_main(runs: list[Run], baseline: Run | None) -> Run | None:
+    others = [r for r in runs if r is not baseline]
+    if not others:
+        return None
+    mwa = [r for r in others if r.method == MAIN_METHOD]
+    pool = mwa or others
+    return max(pool, key=lambda r: (_recall(r) or {}).get("rsum", -1.0))
+
+
+def open_data_dir(runs: list[Run], override: Path | None = None) -> DataDir | None:
+    """The data dir (for dataset size and the gallery): the first run's whose manifest.csv can be found."""
+    for r in runs:
+        d = resolve_data_dir(r, override)
+        if d is not None:
+            try:
+                return DataDir(d)
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def build_report(
+    coll: Collection,
+    *,
+    compare: str = roi_mod.BASELINE_METHOD,
+    assumptions: roi_mod.Assumptions | None = None,
+    lang: str = "en",
+    estimated_baseline: Run | None = None,
+    data_dir: Path | None = None,
+    estimate_steps: int | None = None,
+    data: DataDir | None = None,
+) -> dict[str, Any]:
+    """Build the report dict. ``estimated_baseline`` (from estimate.py) stands in when no baseline run exists."""
+    a = assumptions or roi_mod.Assumptions()
+    runs = list(coll.runs)
+    baseline, notes = _pick_baseline(runs, compare)
+    if baseline is None and estimated_baseline is not None:
+        baseline = estimated_baseline
+        runs.append(estimated_baseline)
+    main = _pick_main(runs, baseline)
+    b_est = bool(baseline is not None and (baseline.estimated or baseline.timing.get("estimated")))
+
+    if data is None:
+        data = open_data_dir(runs, data_dir)
+
+    # shared backbone size for adapter methods' storage
+    backbone_bytes: float | None = None
+    backbone_est = False
+    if baseline is not None and baseline.artefact_bytes:
+        backbone_bytes, backbone_est = float(baseline.artefact_bytes), b_est
+    else:
+        totals = [r.timing.get("total_params") for r in runs if is_num(r.timing.get("total_params"))]
+        if totals:
+            backbone_bytes, backbone_est = float(max(totals)) * 4.0, True
+
+    b_recall = _recall(baseline) if baseline is not None else None
+    b_hours = _device_hours(baseline.timing) if baseline is not None else None
+    b_yearly = (roi_mod.yearly(b_hours, baseline.artefact_bytes, is_full_ft=True, backbone_bytes=backbone_bytes,
+                               a=a) if baseline is not None else None)
+
+    ordered = ([baseline] if baseline is not None else []) + sorted(
+        (r for r in runs if r is not baseline), key=lambda r: (r is not main, r.method, r.name))
+    out_runs = []
+    for r in ordered:
+        tm = r.timing
+        est = bool(r.estimated or tm.get("estimated"))
+        rec = _recall(r)
+        hours = _device_hours(tm)
+        trainable, total = _num(tm.get("trainable_params")), _num(tm.get("total_params"))
+        is_base = r is baseline
+        cost = {
+            "wall_s": _num(tm.get("wall_s")), "train_s": _num(tm.get("train_s")), "device_hours": hours,
+            "hours_unit": _hours_unit(tm), "samples_per_s": _num(tm.get("samples_per_s")),
+            "peak_mem_gib": _num(tm.get("peak_mem_gib")),
+            "trainable_params": int(trainable) if trainable is not None else None,
+            "total_params": int(total) if total is not None else None,
+            "trainable_pct": (100.0 * trainable / total) if trainable is not None and total else None,
+            "artefact_bytes": r.artefact_bytes,
+        }
+        delta = kept = time_pct = None
+        if rec is not None and b_recall is not None and not is_base:
+            delta = {f"{d}_{k}": float(rec[d][k]) - float(b_recall[d][k]) for d, k in RECALL_KEYS}
+            delta["rsum"] = rec["rsum"] - b_recall["rsum"]
+            delta["mean_recall"] = rec["mean_recall"] - b_recall["mean_recall"]
+        if rec is not None and b_recall is not None and b_recall["rsum"] > 0:
+            kept = 100.0 * rec["rsum"] / b_recall["rsum"]
+        if baseline is not None and cost["wall_s"] and _num(baseline.timing.get("wall_s")):
+            time_pct = 100.0 * cost["wall_s"] / float(baseline.timing["wall_s"])
+        bt = baseline.timing if baseline is not None else {}
+        savings = {
+            "wall_s": roi_mod.savings_pct(cost["wall_s"], _num(bt.get("wall_s"))),
+            "device_hours": roi_mod.savings_pct(hours, b_hours),
+            "peak_mem_gib": roi_mod.savings_pct(cost["peak_mem_gib"], _num(bt.get("peak_mem_gib"))),
+            "artefact_bytes": roi_mod.savings_pct(r.artefact_bytes, baseline.artefact_bytes if baseline else None),
+        }
+        y = roi_mod.yearly(hours, r.artefact_bytes, is_full_ft=(r.method == roi_mod.BASELINE_METHOD),
+                           backbone_bytes=backbone_bytes, a=a)
+        y["compute_cost_diff"] = roi_mod.diff(y["compute_cost_per_year"], (b_yearly or {}).get("compute_cost_per_year"))
+        y["storage_bytes_diff"] = roi_mod.diff(y["storage_bytes"], (b_yearly or {}).get("storage_bytes"))
+        per_label = {}
+        for name, pl in (r.eval.get("per_label") or {}).items():
+            if is_num(pl.get("rsum")):
+                per_label[str(name)] = {"mean_recall": float(pl["rsum"]) / 6.0, "rsum": float(pl["rsum"]),
+                                        "n_images": pl.get("n_images"), "n_captions": pl.get("n_captions")}
+        uses_storage_est = backbone_est and r.method != roi_mod.BASELINE_METHOD
+        out_runs.append({
+            "name": r.name, "path": str(r.path), "method": r.method, "backbone": r.backbone,
+            "is_baseline": is_base, "is_main": r is main,
+            "estimated": {"recall": False, "cost": est, "savings": est or b_est,
+                          "roi": est or b_est or uses_storage_est},
+            "recall": rec, "recall_delta": delta, "rsum_kept_pct": kept if not is_base else (100.0 if rec else None),
+            "time_pct_of_baseline": time_pct,
+            "cost": cost, "savings_pct": savings if not is_base else {k: None for k in savings}, "roi": y,
+            "per_label": per_label, "loss_curve": _loss_curve(r),
+            "provenance": {"device_name": tm.get("device_name"), "device_type": tm.get("device_type"),
+                           "n_devices": tm.get("n_devices"), "torch": tm.get("torch"), "mwa": tm.get("mwa"),
+                           "command": r.config.get("command"), "created": r.eval.get("created"),
+                           "budget_s": tm.get("budget_s")},
+            "gallery": build_gallery(r, data) if not r.estimated else None,
+        })
+
+    units = {x["cost"]["hours_unit"] for x in out_runs}
+    hours_unit = units.pop() if len(units) == 1 else "device_hours"
+
+    # verdict
+    verdict_est = b_est
+    if baseline is None:
+        verdict = t(lang, "verdict_none")
+    elif main is None:
+        verdict = t(lang, "verdict_only_baseline")
+    else:
+        m = next(x for x in out_runs if x["is_main"])
+        cost_diff = m["roi"]["compute_cost_diff"]
+        cost_txt = ""
+        if is_num(cost_diff) and cost_diff < 0:
+            cost_txt = t(lang, "verdict_cost", saving=fmt_money(-cost_diff, a.currency))
+        elif is_num(cost_diff) and cost_diff > 0:
+            cost_txt = t(lang, "verdict_cost_more", saving=fmt_money(cost_diff, a.currency))
+        name = _display_method(m)
+        time_txt = fmt_pct(m["time_pct_of_baseline"], 0)
+        kept = m["rsum_kept_pct"]
+        if kept is None:
+            verdict = t(lang, "verdict_time_only", method=name, time=time_txt, cost=cost_txt)
+        else:
+            kept_txt = fmt_pct(kept, 1)
+            tp = m["time_pct_of_baseline"]
+            if is_num(tp) and tp > 100:
+                key = "verdict_slower"
+            elif kept > 100.05:
+                key = "verdict_beat"
+            elif kept >= 95.0:
+                key = "verdict_kept"
+            else:
+                key = "verdict_low"
+            verdict = t(lang, key, method=name, kept=kept_txt, time=time_txt, cost=cost_txt)
+
+    ref = main or (ordered[0] if ordered else None)
+    if baseline is not None and b_est:
+        notes.insert(0, t(lang, "estimated_note", steps=baseline.timing.get("measured_steps") or estimate_steps or "?",
+                          ref=(main.name if main else "?")))
+
+    first = coll.runs[0]
+    info = data.info if data is not None else {}
+    counts = info.get("counts") or {}
+    return {
+        "schema_version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "lang": lang,
+        "mwa_version": __version__,
+        "compare": compare,
+        "baseline": {
+            "run": baseline.name if baseline is not None else None,
+            "method": compare,
+            "found": baseline is not None and not b_est,
+            "estimated": b_est,
+            "train_command": full_ft_command(ref) if (ref is not None and (baseline is None or b_est)) else None,
+        },
+        "dataset": {
+            "hash": coll.dataset_hash, "images": counts.get("images"), "captions": counts.get("captions"),
+            "split": first.split, "n_images": first.eval.get("n_images"), "n_captions": first.eval.get("n_captions"),
+            "data_dir": str(data.path) if data is not None else first.config.get("data_dir"),
+        },
+        "assumptions": {**a.as_dict(), "backbone_bytes": backbone_bytes, "backbone_bytes_estimated": backbone_est},
+        "hours_unit": hours_unit,
+        "runs": out_runs,
+        "verdict": verdict,
+        "verdict_estimated": verdict_est,
+        "notes": notes,
+        "skipped": [list(s) for s in coll.skipped],
+        "protocol": first.eval.get("protocol"),
+        "html": None,
+    }
+
+
+METHOD_NAMES = {"mwa": "MWA", "nke": "NKE", "lora": "LoRA", "full-ft": "Full FT", "frozen": "Frozen"}
+
+
+def _display_method(run_dict: dict[str, Any]) -> str:
+    return METHOD_NAMES.get(run_dict["method"], run_dict["method"])
+
+
+def display_name(run_dict: dict[str, Any]) -> str:
+    """"MWA (runs/mwa-2h)" style label: method name, and the run name when it says more."""
+    m = _display_method(run_dict)
+    return m if run_dict["name"].lower() in (run_dict["method"].lower(), m.lower()) else f"{m} · {run_dict['name']}"

@@ -1,0 +1,203 @@
+"""Find run directories, load their files (docs/formats.md) and check they can be compared.
+
+A run directory is a folder holding ``config.json``. ``mwa report RUN_DIR ...`` names them; ``--runs runs/``
+takes every sub-folder of ``runs/`` that is one (a folder named directly that is not a run is searched one level
+down too). Runs missing ``eval.json`` or ``timing.json`` cannot be compared: they are skipped with the reason
+(shown in the report) unless none is left.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mwa_cli.errors import MwaError
+
+ARTEFACT = "adapter_model.safetensors"
+
+
+@dataclass
+class Run:
+    """Everything the report needs from one run directory (missing optional files are empty)."""
+
+    path: Path
+    config: dict[str, Any]
+    timing: dict[str, Any]
+    eval: dict[str, Any]
+    eval_topk: dict[str, Any] | None = None
+    train_rows: list[dict[str, Any]] = field(default_factory=list)
+    adapter_config: dict[str, Any] | None = None
+    artefact_bytes: int | None = None
+    estimated: bool = False  # the whole run is an estimate (made by --estimate), not a measured run
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def method(self) -> str:
+        for src in (self.config, self.eval, self.adapter_config or {}):
+            if src.get("method"):
+                return str(src["method"])
+        return "?"
+
+    @property
+    def backbone(self) -> str:
+        bb = self.config.get("backbone") or self.eval.get("backbone")
+        if isinstance(bb, dict):
+            bb = bb.get("name")
+        if not bb and self.adapter_config:
+            bb = (self.adapter_config.get("backbone") or {}).get("name")
+        return str(bb or "?")
+
+    @property
+    def dataset_hash(self) -> str | None:
+        return self.config.get("dataset_hash") or self.eval.get("dataset_hash")
+
+    @property
+    def split(self) -> str | None:
+        return self.eval.get("split")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MwaError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                       hint="the run may have been interrupted while writing it; re-run `mwa eval` on it") from None
+
+
+def _read_train_rows(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a half-written last line after a kill: ignore it
+        if isinstance(row, dict) and row.get("kind") == "train" and row.get("loss") is not None:
+            rows.append(row)
+    return rows
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def find_run_dirs(run_dirs: list[Path], runs_root: Path | None) -> list[Path]:
+    """Resolve the RUN_DIR arguments and ``--runs`` into a sorted, de-duplicated list of run folders."""
+    found: list[Path] = []
+    roots = list(run_dirs) + ([runs_root] if runs_root is not None else [])
+    if not roots:
+        raise MwaError("no runs given", hint="name run folders (mwa report runs/a runs/b) or use --runs runs/")
+    for root in roots:
+        if not root.exists():
+            raise MwaError(f"{root} does not exist", hint="check the path; runs are written to runs/<name>/ by mwa train")
+        if is_run_dir(root):
+            found.append(root)
+            continue
+        subs = sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p)) if root.is_dir() else []
+        if not subs:
+            raise MwaError(f"{root} holds no run (no config.json in it or in its sub-folders)",
+                           hint="train one with `mwa train DATA_DIR --method mwa`")
+        found.extend(subs)
+    seen: set[Path] = set()
+    out = []
+    for p in found:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(p)
+    return out
+
+
+def load_run(path: Path) -> Run:
+    """Load one run folder. Raises MwaError when config.json, timing.json or eval.json is missing."""
+    for name, why in (("config.json", "it is not a run folder"),
+                      ("timing.json", "the run did not finish; resume it with `mwa train --resume`"),
+                      ("eval.json", f"it was never evaluated; run `mwa eval {path}`")):
+        if not (path / name).is_file():
+            raise MwaError(f"{path}: {name} is missing ({why})")
+    topk = path / "eval_topk.json"
+    adapter_cfg = path / "adapter_config.json"
+    art = path / ARTEFACT
+    return Run(
+        path=path,
+        config=_read_json(path / "config.json"),
+        timing=_read_json(path / "timing.json"),
+        eval=_read_json(path / "eval.json"),
+        eval_topk=_read_json(topk) if topk.is_file() else None,
+        train_rows=_read_train_rows(path / "metrics.jsonl"),
+        adapter_config=_read_json(adapter_cfg) if adapter_cfg.is_file() else None,
+        artefact_bytes=art.stat().st_size if art.is_file() else None,
+    )
+
+
+def check_same_dataset(runs: list[Run]) -> str | None:
+    """Refuse runs trained or evaluated on different data; returns the common dataset hash."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        groups.setdefault(r.dataset_hash or "(unknown)", []).append(str(r.path))
+    if len(groups) > 1:
+        parts = [f"{h[:12]}: {', '.join(paths)}" for h, paths in groups.items()]
+        raise MwaError(
+            "these runs were trained on different datasets and cannot be compared:\n    " + "\n    ".join(parts),
+            hint="compare runs made from the same data dir (same dataset hash); give their folders explicitly",
+        )
+    splits: dict[str, list[str]] = {}
+    for r in runs:
+        splits.setdefault(str(r.split), []).append(str(r.path))
+    if len(splits) > 1:
+        parts = [f"{s}: {', '.join(paths)}" for s, paths in splits.items()]
+        raise MwaError(
+            "these runs were evaluated on different splits and cannot be compared:\n    " + "\n    ".join(parts),
+            hint="re-evaluate them on the same split, e.g. `mwa eval RUN --split test`",
+        )
+    return next(iter(groups)) if runs else None
+
+
+@dataclass
+class Collection:
+    runs: list[Run]
+    skipped: list[tuple[str, str]]  # (path, reason)
+    dataset_hash: str | None
+
+
+def collect(run_dirs: list[Path], runs_root: Path | None = None) -> Collection:
+    """Find, load and validate the runs. Runs named explicitly must load; under ``--runs`` broken ones are skipped."""
+    explicit = {p.resolve() for p in run_dirs if is_run_dir(p)}
+    runs: list[Run] = []
+    skipped: list[tuple[str, str]] = []
+    for p in find_run_dirs(run_dirs, runs_root):
+        try:
+            runs.append(load_run(p))
+        except MwaError as exc:
+            if p.resolve() in explicit:
+                raise
+            skipped.append((str(p), exc.message))
+    if not runs:
+        reasons = "; ".join(f"{p}: {why}" for p, why in skipped)
+        raise MwaError(f"no complete run to report on ({reasons})",
+                       hint="finish a run with `mwa train`, then `mwa eval RUN`")
+    return Collection(runs=runs, skipped=skipped, dataset_hash=check_same_dataset(runs))
+
+
+def resolve_data_dir(run: Run, override: Path | None = None) -> Path | None:
+    """The run's data dir (config.json "data_dir"): as written, else relative to the run's project folder."""
+    if override is not None:
+        return override if override.is_dir() else None
+    raw = run.config.get("data_dir")
+    if not raw:
+        return None
+    p = Path(raw)
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, run.path.parent.parent / p, run.path.parent / p]
+    for c in candidates:
+        if (c / "manifest.csv").is_file():
+            return c
+    return None

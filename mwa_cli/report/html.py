@@ -1,0 +1,125 @@
+"""Render the report dict as ONE self-contained HTML file with Jinja2 (autoescape on: captions, labels and run
+names are user data and appear as text, never as markup).
+
+The template is ``templates/report.html.j2`` at the repository root (found next to the package in a checkout
+or editable install). CSS is inline, charts are inline SVG (svg.py escapes its own text), thumbnails are
+``data:`` URIs, and a Content-Security-Policy meta tag forbids scripts and every external request as a second
+line of defence.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from mwa_cli.report import svg, view
+from mwa_cli.report.build import display_name
+from mwa_cli.report.gallery import DataDir
+from mwa_cli.report.i18n import STRINGS, t
+
+TEMPLATE = "report.html.j2"
+
+
+def template_dir() -> Path:
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "templates", here.parents[1] / "templates"):
+        if (cand / TEMPLATE).is_file():
+            return cand
+    raise FileNotFoundError(f"{TEMPLATE} not found next to the mwa_cli package (templates/)")
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        autoescape=True,  # every {{ }} is HTML-escaped unless explicitly Markup (only our own SVG is)
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def charts(rep: dict[str, Any], lang: str) -> dict[str, Markup]:
+    runs = rep["runs"]
+    points, vlines = [], []
+    for i, r in enumerate(runs):
+        wall = r["cost"]["wall_s"]
+        color = svg.color_for(r["method"], i)
+        label = display_name(r)
+        if r["recall"] is not None and wall is not None:
+            points.append({"label": label, "x": wall / 60.0, "y": r["recall"]["mean_recall"], "color": color})
+        elif wall is not None and r["estimated"]["cost"]:
+            vlines.append({"label": f"{label} ({t(lang, 'estimated')})", "x": wall / 60.0, "color": color})
+    recall_time = svg.scatter(points, vlines=vlines, title=t(lang, "plot_recall_time"),
+                              xlabel=t(lang, "plot_time_axis"), ylabel=t(lang, "plot_recall_axis"),
+                              empty=t(lang, "plot_no_data"))
+    series, xkinds = [], set()
+    for i, r in enumerate(runs):
+        lc = r["loss_curve"]
+        if lc["points"]:
+            xkinds.add(lc["x"])
+            series.append({"label": display_name(r), "color": svg.color_for(r["method"], i), "points": lc["points"]})
+    if len(xkinds) > 1:  # mixed x axes: keep the time-based ones
+        series = [s for s, r in zip(series, [r for r in runs if r["loss_curve"]["points"]])
+                  if r["loss_curve"]["x"] == "time_min"]
+        xkinds = {"time_min"}
+    xlabel = t(lang, "plot_loss_time_axis") if xkinds == {"time_min"} else t(lang, "plot_step_axis")
+    loss = svg.lines(series, title=t(lang, "plot_loss"), xlabel=xlabel, ylabel=t(lang, "plot_loss_axis"),
+                     empty=t(lang, "plot_no_data"))
+    labels = sorted({lab for r in runs for lab in r["per_label"]})
+    bar_series = [{"label": display_name(r), "color": svg.color_for(r["method"], i),
+                   "values": [(r["per_label"].get(lab) or {}).get("mean_recall") for lab in labels]}
+                  for i, r in enumerate(runs) if r["per_label"]]
+    per_label = svg.grouped_bars(labels, bar_series, title=t(lang, "plot_per_label"),
+                                 ylabel=t(lang, "plot_recall_axis"), empty=t(lang, "plot_no_data"))
+    # our own SVG, text already escaped in svg.py
+    return {"recall_time": Markup(recall_time), "loss": Markup(loss), "per_label": Markup(per_label),
+            "has_per_label": bool(labels)}
+
+
+def galleries(rep: dict[str, Any], data: DataDir | None) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(rep["runs"]):
+        g = r.get("gallery")
+        if not (r["is_main"] or r["is_baseline"]) or (r["estimated"]["cost"] and not g):
+            continue  # examples for the main method and the baseline only, to keep the file short
+        g = copy.deepcopy(g) if g else None
+        if g:
+            for q in g["t2i"]:
+                for res in q["results"]:
+                    res["thumb"] = data.thumbnail(res["image_id"]) if data is not None else None
+            for q in g["i2t"]:
+                q["thumb"] = data.thumbnail(q["image_id"]) if data is not None else None
+        out.append({"name": display_name(r), "color": svg.color_for(r["method"], i), "gallery": g,
+                    "main": r["is_main"]})
+    out.sort(key=lambda x: not x["main"])  # the compared method first, then the baseline
+    return out
+
+
+def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
+    lang = rep.get("lang", "en")
+    strings = dict(STRINGS["en"])
+    strings.update(STRINGS.get(lang, {}))
+    unit = t(lang, rep["hours_unit"])
+    ctx = {
+        "rep": rep, "lang": lang, "S": strings, "unit": unit,
+        "methods": ", ".join(display_name(r) for r in rep["runs"] if not r["is_baseline"]) or "—",
+        "recall_rows": view.recall_rows(rep), "cost_rows": view.cost_rows(rep, lang),
+        "roi_rows": view.roi_rows(rep), "assumptions": view.assumption_lines(rep, lang),
+        "provenance": view.provenance_rows(rep), "charts": charts(rep, lang),
+        "galleries": galleries(rep, data), "data_missing": data is None,
+        "fmt_t": lambda key, **kw: t(lang, key, **kw),
+    }
+    return _env().get_template(TEMPLATE).render(**ctx)
+
+
+def write_html(rep: dict[str, Any], path: Path, data: DataDir | None = None) -> Path:
+    html = render_html(rep, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,305 @@
+"""The report's own words in English and Japanese (``--lang en|ja``); data (captions, labels, names) stays as is.
+
+``t(lang, key, **values)`` formats one string. Every key exists in both languages (a test checks it). Number
+formatters live here too so the terminal, HTML and verdict show the same figures the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+LANGS = ("en", "ja")
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Retrieval ROI report",
+        "subtitle": "{methods} compared with full fine-tuning on your data",
+        "generated": "Generated {date} by mwa {version}",
+        "dataset_line": "Dataset {hash} · {images} images, {captions} captions · evaluated on the {split} split "
+                        "({n_images} images, {n_captions} captions)",
+        "verdict": "Verdict",
+        "estimated": "estimated",
+        "estimated_note": "Figures marked “estimated” were not measured by training: full fine-tuning's step time "
+                          "was measured for {steps} steps on this hardware and extrapolated to the same number of "
+                          "samples as “{ref}”. Its recall cannot be estimated without training it.",
+        "no_baseline": "No full fine-tuning run was found among these runs, so nothing can be compared with it.",
+        "no_baseline_hint": "Train one on the same data (same budget), then run the report again:",
+        "no_baseline_estimate": "Or add --estimate to measure full fine-tuning's step time on this hardware for a "
+                                "few steps and extrapolate (figures marked “estimated”).",
+        "baseline_is": "Baseline: {run}",
+        "sec_recall": "Retrieval quality",
+        "sec_recall_help": "Recall@K in percent (higher is better): image→text and text→image. "
+                           "Δ = difference to full fine-tuning in points.",
+        "sec_cost": "Training cost",
+        "sec_cost_help": "Measured by mwa during training. The small line under a figure compares it with full "
+                         "fine-tuning.",
+        "sec_roi": "Yearly cost (ROI)",
+        "sec_roi_help": "Each production line / product variant gets its own model and is retrained regularly. "
+                        "Change the assumptions with the options shown.",
+        "sec_plots": "Charts",
+        "sec_gallery": "Retrieval examples",
+        "sec_gallery_help": "From the {split} split. A green frame or tick marks a correct match.",
+        "sec_provenance": "Provenance",
+        "sec_notes": "Notes",
+        "col_run": "Run",
+        "col_method": "Method",
+        "col_i2t": "Image → text",
+        "col_t2i": "Text → image",
+        "col_rsum": "RSUM",
+        "col_delta_rsum": "Δ RSUM",
+        "col_kept": "Full-FT RSUM kept",
+        "col_wall": "Training wall time",
+        "col_hours": "{unit}",
+        "col_sps": "Samples/s",
+        "col_mem": "Peak memory",
+        "col_trainable": "Trainable params",
+        "col_artefact": "Artefact on disk",
+        "col_save_time": "Time saved",
+        "col_save_hours": "{unit} saved",
+        "col_save_mem": "Memory saved",
+        "col_save_size": "Size saved",
+        "col_trainings": "Trainings / year",
+        "col_hours_year": "{unit} / year",
+        "col_cost_year": "Compute / year",
+        "col_storage": "Storage",
+        "col_cost_diff": "Compute vs full FT",
+        "col_storage_diff": "Storage vs full FT",
+        "col_device": "Device",
+        "col_versions": "torch / mwa",
+        "col_command": "Command",
+        "col_date": "Date",
+        "col_backbone": "Backbone",
+        "gpu_hours": "GPU-hours",
+        "cpu_hours": "CPU-hours",
+        "device_hours": "Device-hours",
+        "assumptions": "Assumptions",
+        "assume_cost": "Compute price: {cost} {currency} per {unit_single} (--gpu-cost, --currency)",
+        "assume_lines": "Production lines / product variants, each with its own model: {lines} (--lines)",
+        "assume_retrains": "Retrains per line per year: {retrains} (--retrains-per-year)",
+        "assume_hours": "Training time per retrain = the measured time of each run, on the same hardware",
+        "assume_storage": "Storage = one artefact per line; adapter methods also keep one shared copy of the "
+                          "backbone ({backbone_size}{backbone_est})",
+        "gpu_hour": "GPU-hour",
+        "cpu_hour": "CPU-hour",
+        "device_hour": "device-hour",
+        "plot_recall_time": "Recall vs training time",
+        "plot_recall_axis": "Mean recall (%)",
+        "plot_time_axis": "Training wall time (min)",
+        "plot_loss": "Training loss",
+        "plot_loss_axis": "Loss",
+        "plot_step_axis": "Step",
+        "plot_loss_time_axis": "Training time (min)",
+        "plot_per_label": "Mean recall per label",
+        "plot_no_data": "No data for this chart.",
+        "gallery_t2i": "Text → image: top 5 images for a caption",
+        "gallery_i2t": "Image → text: top captions for an image",
+        "gallery_none": "No retrieval examples: this run has no eval_topk.json.",
+        "gallery_no_images": "Thumbnails unavailable (data dir {data_dir} not found); captions only.",
+        "hit": "correct",
+        "miss": "wrong",
+        "protocol": "Protocol",
+        "skipped": "Skipped run folders",
+        "verdict_kept": "{method} kept {kept} of full fine-tuning's recall at {time} of its training time{cost}.",
+        "verdict_beat": "{method} reached {kept} of full fine-tuning's recall (better) at {time} of its training "
+                        "time{cost}.",
+        "verdict_low": "{method} kept only {kept} of full fine-tuning's recall, at {time} of its training time: "
+                       "check whether that recall is good enough before switching{cost}.",
+        "verdict_slower": "{method} kept {kept} of full fine-tuning's recall but took {time} of its training time, "
+                          "so it saves no training time here{cost}.",
+        "verdict_cost": ", saving {saving} a year under the stated assumptions",
+        "verdict_cost_more": ", costing {saving} more a year under the stated assumptions",
+        "verdict_time_only": "{method} took {time} of the (estimated) training time of full fine-tuning; recall "
+                             "cannot be compared until a full fine-tuning run is trained{cost}.",
+        "verdict_none": "No full fine-tuning run to compare with: train one or use --estimate.",
+        "verdict_only_baseline": "Only the full fine-tuning run was found: train another method to compare.",
+        "less_than_baseline": "{pct} less",
+        "more_than_baseline": "{pct} more",
+        "same_as_baseline": "same",
+        "gallery_runs": "Shown for {runs}.",
+        "na": "—",
+        "footer": "Every figure was measured by mwa on this data and hardware unless marked “estimated”.",
+    },
+    "ja": {
+        "title": "検索性能と費用対効果レポート",
+        "subtitle": "{methods} とフルファインチューニングの比較（お手元のデータ）",
+        "generated": "作成日時 {date}・mwa {version}",
+        "dataset_line": "データセット {hash}・画像 {images} 枚、キャプション {captions} 件・評価は {split} "
+                        "分割（画像 {n_images} 枚、キャプション {n_captions} 件）",
+        "verdict": "結論",
+        "estimated": "推定",
+        "estimated_note": "「推定」と記した数値は学習による実測ではありません。フルファインチューニングの1ステップの"
+                          "時間をこのハードウェアで {steps} ステップ計測し、「{ref}」と同じサンプル数に外挿しました。"
+                          "その検索精度は学習しない限り推定できません。",
+        "no_baseline": "フルファインチューニングの実行結果が見つからないため、比較できません。",
+        "no_baseline_hint": "同じデータ（同じ時間予算）で学習してから、もう一度レポートを作成してください：",
+        "no_baseline_estimate": "または --estimate を付けると、このハードウェアでフルファインチューニングの"
+                                "ステップ時間を数ステップ計測して外挿します（数値には「推定」と表示）。",
+        "baseline_is": "基準：{run}",
+        "sec_recall": "検索精度",
+        "sec_recall_help": "Recall@K（%、高いほど良い）：画像→テキストとテキスト→画像。"
+                           "Δ はフルファインチューニングとの差（ポイント）。",
+        "sec_cost": "学習コスト",
+        "sec_cost_help": "学習中に mwa が実測した値。数値の下の小さな行はフルファインチューニングとの比較です。",
+        "sec_roi": "年間コスト（費用対効果）",
+        "sec_roi_help": "生産ラインや製品品種ごとに専用モデルを持ち、定期的に再学習すると仮定します。"
+                        "前提条件は表示のオプションで変更できます。",
+        "sec_plots": "グラフ",
+        "sec_gallery": "検索例",
+        "sec_gallery_help": "{split} 分割より。緑の枠またはチェックが正解を示します。",
+        "sec_provenance": "実行環境と来歴",
+        "sec_notes": "注記",
+        "col_run": "実行",
+        "col_method": "手法",
+        "col_i2t": "画像 → テキスト",
+        "col_t2i": "テキスト → 画像",
+        "col_rsum": "RSUM",
+        "col_delta_rsum": "Δ RSUM",
+        "col_kept": "フルFT比 RSUM",
+        "col_wall": "学習時間（実時間）",
+        "col_hours": "{unit}",
+        "col_sps": "サンプル/秒",
+        "col_mem": "最大メモリ",
+        "col_trainable": "学習パラメータ数",
+        "col_artefact": "保存サイズ",
+        "col_save_time": "時間削減",
+        "col_save_hours": "{unit}削減",
+        "col_save_mem": "メモリ削減",
+        "col_save_size": "サイズ削減",
+        "col_trainings": "年間学習回数",
+        "col_hours_year": "年間{unit}",
+        "col_cost_year": "年間計算費用",
+        "col_storage": "保存容量",
+        "col_cost_diff": "計算費用（フルFT比）",
+        "col_storage_diff": "保存容量（フルFT比）",
+        "col_device": "デバイス",
+        "col_versions": "torch / mwa",
+        "col_command": "コマンド",
+        "col_date": "日時",
+        "col_backbone": "バックボーン",
+        "gpu_hours": "GPU時間",
+        "cpu_hours": "CPU時間",
+        "device_hours": "デバイス時間",
+        "assumptions": "前提条件",
+        "assume_cost": "計算費用：{unit_single}あたり {cost} {currency}（--gpu-cost、--currency）",
+        "assume_lines": "専用モデルを持つ生産ライン・製品品種の数：{lines}（--lines）",
+        "assume_retrains": "ラインごとの年間再学習回数：{retrains}（--retrains-per-year）",
+        "assume_hours": "再学習1回の時間 = 各実行の実測時間（同じハードウェア）",
+        "assume_storage": "保存容量 = ラインごとに成果物1つ。アダプタ手法はバックボーンを1つ共有"
+                          "（{backbone_size}{backbone_est}）",
+        "gpu_hour": "GPU 1時間",
+        "cpu_hour": "CPU 1時間",
+        "device_hour": "デバイス 1時間",
+        "plot_recall_time": "検索精度と学習時間",
+        "plot_recall_axis": "平均 Recall（%）",
+        "plot_time_axis": "学習時間（分）",
+        "plot_loss": "学習損失",
+        "plot_loss_axis": "損失",
+        "plot_step_axis": "ステップ",
+        "plot_loss_time_axis": "学習時間（分）",
+        "plot_per_label": "ラベル別の平均 Recall",
+        "plot_no_data": "このグラフのデータはありません。",
+        "gallery_t2i": "テキスト → 画像：キャプションに対する上位5画像",
+        "gallery_i2t": "画像 → テキスト：画像に対する上位キャプション",
+        "gallery_none": "検索例はありません（eval_topk.json がありません）。",
+        "gallery_no_images": "サムネイルを表示できません（データフォルダ {data_dir} が見つかりません）。"
+                             "キャプションのみ表示します。",
+        "hit": "正解",
+        "miss": "不正解",
+        "protocol": "評価方法",
+        "skipped": "除外した実行フォルダ",
+        "verdict_kept": "{method} はフルファインチューニングの検索精度の {kept} を、その学習時間の {time} で"
+                        "達成しました{cost}。",
+        "verdict_beat": "{method} はフルファインチューニングの検索精度の {kept}（上回る）を、その学習時間の "
+                        "{time} で達成しました{cost}。",
+        "verdict_low": "{method} の検索精度はフルファインチューニングの {kept} にとどまります（学習時間は "
+                       "{time}）。切り替える前に、この精度で十分か確認してください{cost}。",
+        "verdict_slower": "{method} はフルファインチューニングの検索精度の {kept} を保ちましたが、学習時間は "
+                          "{time} で、ここでは学習時間を削減できていません{cost}。",
+        "verdict_cost": "（前提条件のもとで年間 {saving} の削減）",
+        "verdict_cost_more": "（前提条件のもとで年間 {saving} の増加）",
+        "verdict_time_only": "{method} の学習時間は、フルファインチューニング（推定）の {time} でした。検索精度は"
+                             "フルファインチューニングを学習するまで比較できません{cost}。",
+        "verdict_none": "比較するフルファインチューニングの実行がありません。学習するか --estimate を使ってください。",
+        "verdict_only_baseline": "フルファインチューニングの実行のみ見つかりました。比較する別の手法を学習してください。",
+        "less_than_baseline": "{pct} 削減",
+        "more_than_baseline": "{pct} 増加",
+        "same_as_baseline": "同等",
+        "gallery_runs": "{runs} の結果を表示しています。",
+        "na": "—",
+        "footer": "「推定」と記した数値を除き、すべての数値はこのデータとハードウェアで mwa が実測したものです。",
+    },
+}
+
+
+def t(lang: str, key: str, **values: Any) -> str:
+    table = STRINGS.get(lang, STRINGS["en"])
+    text = table.get(key, STRINGS["en"][key])
+    return text.format(**values) if values else text
+
+
+# ---- number formatting shared by terminal, HTML and verdict ---------------------------------------------------
+def is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def fmt_num(x: Any, digits: int = 1, na: str = "—") -> str:
+    return f"{x:,.{digits}f}" if is_num(x) else na
+
+
+def fmt_pct(x: Any, digits: int = 1, na: str = "—", signed: bool = False) -> str:
+    if not is_num(x):
+        return na
+    return f"{x:+.{digits}f} %" if signed else f"{x:.{digits}f} %"
+
+
+def fmt_delta(x: Any, digits: int = 1, na: str = "—") -> str:
+    return f"{x:+.{digits}f}" if is_num(x) else na
+
+
+def fmt_int(x: Any, na: str = "—") -> str:
+    return f"{int(x):,}" if is_num(x) else na
+
+
+def fmt_count(x: Any, na: str = "—") -> str:
+    """Parameter counts: 86.5 M, 1.2 B, 12.3 k."""
+    if not is_num(x):
+        return na
+    for div, suf in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.1f} {suf}"
+    return f"{int(x)}"
+
+
+def fmt_bytes(x: Any, na: str = "—", signed: bool = False) -> str:
+    if not is_num(x):
+        return na
+    sign = ("+" if x > 0 else "-" if x < 0 else "") if signed else ("-" if x < 0 else "")
+    v = abs(float(x))
+    for div, suf in ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if v >= div:
+            return f"{sign}{v / div:.1f} {suf}"
+    return f"{sign}{int(v)} B"
+
+
+def fmt_duration(seconds: Any, lang: str = "en", na: str = "—") -> str:
+    if not is_num(seconds):
+        return na
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if lang == "ja":
+        if h:
+            return f"{h}時間{m:02d}分"
+        return f"{m}分{sec:02d}秒" if m else f"{sec}秒"
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
+
+
+def fmt_money(x: Any, currency: str, na: str = "—", signed: bool = False) -> str:
+    if not is_num(x):
+        return na
+    digits = 0 if abs(x) >= 100 else 2
+    sign = ("+" if x > 0 else "-" if x < 0 else "") if signed else ("-" if x < 0 else "")
+    return f"{sign}{abs(x):,.{digits}f} {currency}"

@@ -1,0 +1,154 @@
+"""Formatted table rows from the report dict, shared by the terminal (console.py) and the HTML (html.py), so
+both show exactly the same figures. Each cell: {"text", "estimated", "cls"} where cls is "good"/"bad"/"" for
+colouring deltas and savings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mwa_cli.report.build import RECALL_KEYS, display_name
+from mwa_cli.report.i18n import (fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_int, fmt_money, fmt_num,
+                                 fmt_pct, is_num, t)
+from mwa_cli.report.svg import color_for
+
+
+def _cell(text: str, estimated: bool = False, cls: str = "", sub: str = "", sub_cls: str = "",
+          sub_estimated: bool = False) -> dict[str, Any]:
+    return {"text": text, "estimated": estimated and text != "—", "cls": cls, "sub": sub, "sub_cls": sub_cls,
+            "sub_estimated": sub_estimated and bool(sub)}
+
+
+def _sign_cls(x: Any, good_if_positive: bool = True, eps: float = 0.05) -> str:
+    if not is_num(x) or abs(x) < eps:
+        return ""
+    return "good" if (x > 0) == good_if_positive else "bad"
+
+
+def _kept_cls(kept: Any) -> str:
+    """Green at or above full FT's RSUM, red below 95 % of it, plain in between."""
+    if not is_num(kept):
+        return ""
+    return "good" if kept >= 100.0 else ("bad" if kept < 95.0 else "")
+
+
+def hours_label(lang: str, unit: str) -> str:
+    return t(lang, unit)
+
+
+def recall_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for i, r in enumerate(rep["runs"]):
+        rec, d = r["recall"], r["recall_delta"] or {}
+        cells = []
+        for direction, k in RECALL_KEYS:
+            v = rec[direction][k] if rec else None
+            dv = d.get(f"{direction}_{k}")
+            cells.append(_cell(fmt_num(v), sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
+        dr = d.get("rsum")
+        rows.append({
+            "name": display_name(r), "run": r["name"], "method": r["method"], "color": color_for(r["method"], i),
+            "estimated_run": r["estimated"]["cost"],
+            "is_baseline": r["is_baseline"], "is_main": r["is_main"], "cells": cells,
+            "rsum": _cell(fmt_num(rec["rsum"] if rec else None), estimated=r["estimated"]["recall"]),
+            "delta_rsum": _cell(fmt_delta(dr) if dr is not None else "—", cls=_sign_cls(dr)),
+            "kept": _cell(fmt_pct(r["rsum_kept_pct"]), cls=_kept_cls(r["rsum_kept_pct"]) if not r["is_baseline"] else ""),
+        })
+    return rows
+
+
+def _saving(x: Any, lang: str, digits: int = 0) -> tuple[str, str]:
+    """("60 % less", "good") style sub-line for a saving in percent (positive = less than the baseline)."""
+    if not is_num(x):
+        return "", ""
+    if abs(x) < 0.5 * 10 ** (-digits):
+        return t(lang, "same_as_baseline"), ""
+    key = "less_than_baseline" if x > 0 else "more_than_baseline"
+    top = 100 - 0.5 * 10 ** (-digits)  # would round to 100: say "> 99.9 %" rather than "100 % less"
+    pct = f"> {fmt_pct(100 - 10 ** (-digits), digits)}" if top <= x < 100 else fmt_pct(abs(x), digits)
+    return t(lang, key, pct=pct), ("good" if x > 0 else "bad")
+
+
+def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+    rows = []
+    for i, r in enumerate(rep["runs"]):
+        c, s = r["cost"], r["savings_pct"]
+        ce, se = r["estimated"]["cost"], r["estimated"]["savings"]
+        hours_unit = t(lang, c["hours_unit"]) if rep["hours_unit"] == "device_hours" else ""
+        tp = c["trainable_pct"]
+
+        def with_saving(text: str, key: str, digits: int = 0) -> dict[str, Any]:
+            sub, cls = _saving(s[key], lang, digits)
+            return _cell(text, ce, sub=sub, sub_cls=cls, sub_estimated=se and not ce)
+
+        rows.append({
+            "name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
+            "is_baseline": r["is_baseline"], "is_main": r["is_main"], "estimated_run": r["estimated"]["cost"],
+            "wall": with_saving(fmt_duration(c["wall_s"], lang), "wall_s"),
+            "hours": with_saving(fmt_num(c["device_hours"], 3 if (c["device_hours"] or 0) < 10 else 1)
+                                 + (f" {hours_unit}" if hours_unit and c["device_hours"] is not None else ""),
+                                 "device_hours"),
+            "sps": _cell(fmt_num(c["samples_per_s"]), ce),
+            "mem": with_saving(fmt_num(c["peak_mem_gib"]) + (" GiB" if is_num(c["peak_mem_gib"]) else ""),
+                               "peak_mem_gib"),
+            "trainable": _cell(fmt_count(c["trainable_params"]), ce,
+                               sub=(f"{tp:.2f} %" if is_num(tp) else "")),
+            "artefact": with_saving(fmt_bytes(c["artefact_bytes"]), "artefact_bytes", 1),
+            "savings": {k: s[k] for k in s},
+        })
+    return rows
+
+
+def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    cur = rep["assumptions"]["currency"]
+    rows = []
+    for i, r in enumerate(rep["runs"]):
+        y = r["roi"]
+        e = r["estimated"]["roi"]
+        ce = r["estimated"]["cost"]
+        rows.append({
+            "name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
+            "is_baseline": r["is_baseline"], "is_main": r["is_main"], "estimated_run": r["estimated"]["cost"],
+            "trainings": _cell(fmt_int(y["trainings_per_year"])),
+            "hours_year": _cell(fmt_num(y["device_hours_per_year"]), ce),
+            "cost_year": _cell(fmt_money(y["compute_cost_per_year"], cur), ce),
+            "storage": _cell(fmt_bytes(y["storage_bytes"]), e),
+            "cost_diff": _cell(fmt_money(y["compute_cost_diff"], cur, signed=True) if not r["is_baseline"] else "—",
+                               e, _sign_cls(-(y["compute_cost_diff"] or 0), eps=0.005)),
+            "storage_diff": _cell(fmt_bytes(y["storage_bytes_diff"], signed=True) if not r["is_baseline"] else "—",
+                                  e, _sign_cls(-(y["storage_bytes_diff"] or 0), eps=0.5)),
+        })
+    return rows
+
+
+def assumption_lines(rep: dict[str, Any], lang: str) -> list[str]:
+    a = rep["assumptions"]
+    unit_single = {"gpu_hours": "gpu_hour", "cpu_hours": "cpu_hour"}.get(rep["hours_unit"], "device_hour")
+    bb = a.get("backbone_bytes")
+    return [
+        t(lang, "assume_cost", cost=f"{a['gpu_cost_per_hour']:g}", currency=a["currency"],
+          unit_single=t(lang, unit_single)),
+        t(lang, "assume_lines", lines=a["lines"]),
+        t(lang, "assume_retrains", retrains=a["retrains_per_year"]),
+        t(lang, "assume_hours"),
+        t(lang, "assume_storage", backbone_size=fmt_bytes(bb),
+          backbone_est=(", " + t(lang, "estimated")) if a.get("backbone_bytes_estimated") and bb else ""),
+    ]
+
+
+def provenance_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for r in rep["runs"]:
+        p = r["provenance"]
+        dev = p.get("device_name") or p.get("device_type") or "—"
+        if p.get("n_devices") and int(p["n_devices"]) > 1:
+            dev = f"{p['n_devices']} × {dev}"
+        cmd = p.get("command")
+        if isinstance(cmd, list):
+            cmd = " ".join(str(c) for c in cmd)
+        rows.append({
+            "name": display_name(r), "backbone": r["backbone"], "device": dev,
+            "versions": f"{p.get('torch') or '—'} / {p.get('mwa') or '—'}",
+            "date": (str(p.get("created") or "—"))[:19].replace("T", " "), "command": cmd or "—",
+            "estimated": r["estimated"]["cost"],
+        })
+    return rows
