@@ -1,0 +1,122 @@
+"""`mwa prepare`: thin Typer wrapper around mwa_cli.data.prepare.prepare_dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.data.images import DEFAULT_MAX_PIXELS
+
+HELP = """Ingest a folder of photos and captions into a data directory for `mwa train`.
+
+Input shapes, detected in this order (--format forces one): (1) captions.csv / .tsv / .jsonl at the folder
+root (columns image + caption, optional label, split, lang); (2) a.jpg + a.txt sidecar files, one caption per
+line; (3) class folders photos/<label>/*.jpg with captions from templates (--lang, --templates).
+
+Writes manifest.csv, dataset.json, rejected.csv (every file or row not used, with the reason),
+data_report.json and an image cache at --image-size. Re-running on an unchanged folder reuses the cache.
+
+Exit codes: 0 done (rejections, if any, are listed in rejected.csv); 2 invalid option; 3 unusable input (no
+photos, no usable image-caption pair, unreadable captions table); 4 --strict and some file or row was
+rejected (no dataset written); 1 unexpected internal error; 130 interrupted.
+"""
+
+
+def _print_summary(res) -> None:  # noqa: ANN001
+    c, rep = res.counts, res.report
+    f, r = c["files"], c["rows"]
+    console.print(f"[bold green]prepared[/] {res.out_dir}  ([dim]{res.format} format, {res.seconds:.1f} s, "
+                  f"{res.decoded} decoded, {res.reused} from cache[/])", highlight=False)
+    t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    t.add_column("split")
+    t.add_column("images", justify="right")
+    t.add_column("captions", justify="right")
+    t.add_column("labels")
+    for s in ("train", "val", "test"):
+        labs = ", ".join(f"{k} {v}" for k, v in rep["labels_per_split"][s].items())
+        t.add_row(s, str(c["by_split"][s]["images"]), str(c["by_split"][s]["captions"]),
+                  labs if len(labs) < 70 else labs[:67] + "...")
+    t.add_row("[bold]total", f"[bold]{c['images']}", f"[bold]{c['captions']}", "")
+    console.print(t)
+    cpi, cl = rep["captions_per_image"], rep["caption_length_chars"]
+    console.print(f"captions per image: {cpi['min']}–{cpi['max']} (mean {cpi['mean']}); caption length "
+                  f"{cl['min']}–{cl['max']} characters (median {cl['median']:g})", highlight=False)
+    dup = rep["duplicates_merged"]
+    if dup["images"] or dup["captions"]:
+        console.print(f"duplicates merged: {dup['images']} image file(s), {dup['captions']} caption(s)")
+    files_line = (f"files: {f['found']} found = {f['used']} used + {f['rejected']} rejected")
+    if r["found"]:
+        files_line += (f"; caption rows: {r['found']} found = {r['used']} used + {r['duplicates_merged']} duplicate"
+                       f" + {r['rejected']} rejected" + (f" + {r['excluded_by_lang']} other language" if r['excluded_by_lang'] else ""))
+    console.print(files_line, highlight=False)
+    if c["rejected"]:
+        console.print(f"[yellow]{c['rejected']} rejected[/] (every one with its reason in "
+                      f"{res.out_dir / 'rejected.csv'}):", highlight=False)
+        for reason, n in list(rep["rejected_by_reason"].items())[:6]:
+            console.print(f"  {n:>5} × {reason}", highlight=False)
+    tok = rep["tokenizer_coverage"]
+    if tok["status"] == "ok":
+        frac = tok["unknown_fraction"] * 100
+        style = "red" if frac >= 1 else ("yellow" if tok["unknown_tokens"] else "green")
+        chars = " ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12])
+        console.print(f"tokenizer coverage ({Path(tok['tokenizer']).name}): [{style}]{tok['unknown_tokens']} of "
+                      f"{tok['tokens']} tokens unknown ({frac:.1f} %), in {tok['texts_with_unknown']} of "
+                      f"{tok['texts']} captions[/]" + (f"; most frequent unknown: {chars}" if chars else ""),
+                      highlight=False)
+        if tok["unknown_tokens"]:
+            console.print("  [yellow]the model cannot read these characters: consider rewording captions or "
+                          "extending the tokenizer before training[/]")
+    else:
+        console.print(f"tokenizer coverage: skipped ({tok['reason']})", highlight=False)
+    for note in res.notes:
+        console.print(f"[dim]note:[/] {note}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("prepare", help=HELP)
+    @guarded
+    def prepare(
+        photos_dir: Path = typer.Argument(..., help="Folder with the photos (and captions table or .txt files)."),
+        out: Path = typer.Option(Path("data"), "--out", "-o", help="Data directory to write."),
+        format: str = typer.Option("auto", "--format", help="auto | table | sidecar | folders."),
+        lang: str = typer.Option("both", "--lang", help="en | ja | both: template captions for class folders; "
+                                 "for tables with a lang column, which rows to keep."),
+        split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test shares (a table's split column wins)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the train/val/test split."),
+        image_size: int = typer.Option(224, "--image-size", help="Side of the square image cache (224 for BEiT-3)."),
+        max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels",
+                                       help="Refuse images with more pixels (decompression-bomb guard)."),
+        strict: bool = typer.Option(False, "--strict", help="Exit 4 and write no dataset if anything is rejected."),
+        templates: Optional[Path] = typer.Option(None, "--templates", help="Your own caption template file ({label})."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer",
+                                                 help="SentencePiece model for the coverage check (e.g. beit3.spm)."),
+        workers: int = typer.Option(0, "--workers", help="Decoding processes (0 = all cores)."),
+        json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout only."),
+    ) -> None:
+        from mwa_cli.data.prepare import prepare_dataset
+
+        try:
+            res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
+                                  image_size=image_size, max_pixels=max_pixels, strict=strict,
+                                  progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
+                                  workers=workers or None)
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - no traceback for the user
+            from mwa_cli.errors import MwaError
+
+            if isinstance(exc, MwaError) or os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
+                              "to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
+        if json_out:
+            emit_json(res.summary())
+        else:
+            _print_summary(res)

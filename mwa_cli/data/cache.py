@@ -1,0 +1,275 @@
+"""The image cache: every used photo pre-resized to S×S, uint8 [N,S,S,3] raw file + JSON index.
+
+Files (in `<data_dir>/cache/`): `images_<S>.u8` (C-contiguous RGB rows, read with numpy.memmap) and
+`images_<S>.json` = {"size": S, "count": N, "ids": [image_id, ...]}. Rows are keyed by content hash, so a
+rebuild reuses every row whose photo has not changed. Both files are written to a temporary name and then
+moved into place with os.replace (the .u8 first, the index last), so a reader never sees a half-written cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from mwa_cli.data import images as _img
+from mwa_cli.data.manifest import atomic_write_json, load_dataset_info, load_manifest
+from mwa_cli.errors import DataError
+
+# Below this many files the pool's start-up costs more than it saves.
+_POOL_MIN_FILES = 24
+
+
+class ImageCache:
+    """A read-only view of one cache size: `.size`, `.ids`, `.index_of(image_id)`, `.array` memmap [N,S,S,3]."""
+
+    def __init__(self, data_dir: Path, size: int):
+        self.data_dir = Path(data_dir)
+        self.size = int(size)
+        self.index_path = cache_index_path(self.data_dir, self.size)
+        self.array_path = cache_array_path(self.data_dir, self.size)
+        try:
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"image cache index {self.index_path} is unreadable ({exc})",
+                            hint="delete the cache folder and re-run `mwa prepare`") from None
+        self.ids: list[str] = list(index["ids"])
+        if int(index["size"]) != self.size or int(index["count"]) != len(self.ids):
+            raise DataError(f"image cache index {self.index_path} is inconsistent",
+                            hint="delete the cache folder and re-run `mwa prepare`")
+        expected = len(self.ids) * self.size * self.size * 3
+        actual = self.array_path.stat().st_size if self.array_path.exists() else -1
+        if actual != expected:
+            raise DataError(f"image cache {self.array_path} has {actual} bytes, expected {expected}",
+                            hint="delete the cache folder and re-run `mwa prepare`")
+        self._pos = {i: n for n, i in enumerate(self.ids)}
+        if self.ids:
+            self.array = np.memmap(self.array_path, dtype=np.uint8, mode="r",
+                                   shape=(len(self.ids), self.size, self.size, 3))
+        else:
+            self.array = np.zeros((0, self.size, self.size, 3), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self, image_id: str) -> int:
+        try:
+            return self._pos[image_id]
+        except KeyError:
+            raise DataError(f"image {image_id} is not in the {self.size}px cache",
+                            hint="re-run `mwa prepare` on the photos folder") from None
+
+    def get(self, image_id: str) -> np.ndarray:
+        return np.asarray(self.array[self.index_of(image_id)])
+
+
+def cache_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "cache"
+
+
+def cache_index_path(data_dir: Path, size: int) -> Path:
+    return cache_dir(data_dir) / f"images_{int(size)}.json"
+
+
+def cache_array_path(data_dir: Path, size: int) -> Path:
+    return cache_dir(data_dir) / f"images_{int(size)}.u8"
+
+
+def try_open(data_dir: Path, size: int) -> ImageCache | None:
+    """The existing cache of this size, or None when missing or damaged."""
+    if not cache_index_path(data_dir, size).exists():
+        return None
+    try:
+        return ImageCache(data_dir, size)
+    except (DataError, KeyError, ValueError, OSError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------- decoding pool
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def make_progress(enabled: bool):
+    """A Rich progress bar with rate and ETA on stderr (stdout stays clean for --json), or None."""
+    if not enabled:
+        return None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    from mwa_cli.commands.common import err_console
+
+    class _Rate(ProgressColumn):
+        def render(self, task):  # noqa: ANN001
+            return Text(f"{task.speed:,.0f} img/s" if task.speed else "", style="cyan")
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+
+
+def decode_files(
+    files: Sequence[tuple[str, str, str | None]],
+    size: int,
+    staging_path: Path,
+    *,
+    max_pixels: int = _img.DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool = False,
+    description: str = "decoding photos",
+) -> list[dict]:
+    """Decode `files` [(abs_path, rel_path, expected_image_id or None)] into row i of a staging memmap.
+
+    Returns one result dict per file (see images.process_file), in input order.
+    """
+    n = len(files)
+    staging_path = Path(staging_path)
+    staging_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(staging_path, "wb") as fh:
+        fh.truncate(max(n, 1) * size * size * 3)
+    tasks = [(i, a, r, size, int(max_pixels), str(staging_path), max(n, 1), e) for i, (a, r, e) in enumerate(files)]
+    workers = workers or default_workers()
+    results: list[dict | None] = [None] * n
+    bar = make_progress(progress and n > 0)
+    task_id = None
+    if bar is not None:
+        bar.start()
+        task_id = bar.add_task(description, total=n)
+    try:
+        if workers <= 1 or n < _POOL_MIN_FILES:
+            for t in tasks:
+                results[t[0]] = _img.process_file(t)
+                if bar is not None:
+                    bar.advance(task_id)
+            _img._MEMMAPS.clear()
+        else:
+            chunk = max(1, min(32, n // (workers * 8)))
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(_img.process_file, tasks, chunksize=chunk):
+                    results[res["row"]] = res
+                    if bar is not None:
+                        bar.advance(task_id)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results  # type: ignore[return-value]
+
+
+def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Callable[[str], np.ndarray]) -> ImageCache:
+    """Write images_<S>.u8 + .json for `ids` (in that order), rows from `row_source(id)`; atomic."""
+    cdir = cache_dir(data_dir)
+    cdir.mkdir(parents=True, exist_ok=True)
+    arr_path = cache_array_path(data_dir, size)
+    tmp = cdir / f".{arr_path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            for image_id in ids:
+                row = np.ascontiguousarray(row_source(image_id), dtype=np.uint8)
+                if row.shape != (size, size, 3):
+                    raise ValueError(f"cache row for {image_id} has shape {row.shape}")
+                fh.write(row.tobytes())
+        os.replace(tmp, arr_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    atomic_write_json(cache_index_path(data_dir, size), {"size": int(size), "count": len(ids), "ids": list(ids)})
+    return ImageCache(data_dir, size)
+
+
+def unique_images(df) -> list[tuple[str, str]]:
+    """(image_id, path) for each distinct image in manifest order (first path wins)."""
+    seen: dict[str, str] = {}
+    for image_id, path in zip(df["image_id"], df["path"]):
+        if image_id not in seen:
+            seen[image_id] = path
+    return list(seen.items())
+
+
+@contextlib.contextmanager
+def cache_lock(data_dir: Path):
+    """An exclusive lock on the cache folder while it is (re)built, so that several processes (e.g. one per
+    GPU) asking for the same size build it once; a no-op where fcntl is missing."""
+    cdir = cache_dir(data_dir)
+    cdir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(cdir / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_cache(data_dir: Path, size: int, *, progress: bool = True, workers: int | None = None) -> ImageCache:
+    """The S×S cache for this data dir; builds it (reusing rows of any older cache) from the photos in
+    dataset.json's `source` when missing or out of date. Safe to call from several processes at once."""
+    data_dir = Path(data_dir)
+    size = int(size)
+    if size < 8 or size > 4096:
+        raise DataError(f"image size {size} is out of range (8–4096)")
+    df = load_manifest(data_dir)
+    wanted = unique_images(df)
+    ids = [i for i, _ in wanted]
+    existing = try_open(data_dir, size)
+    if existing is not None and existing.ids == ids:
+        return existing
+    with cache_lock(data_dir):
+        return _build_cache(data_dir, size, wanted, progress=progress, workers=workers)
+
+
+def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, progress: bool,
+                 workers: int | None) -> ImageCache:
+    ids = [i for i, _ in wanted]
+    existing = try_open(data_dir, size)  # again, under the lock: another process may have built it
+    if existing is not None and existing.ids == ids:
+        return existing
+    info = load_dataset_info(data_dir)
+    source = Path(info["source"])
+    max_pixels = int((info.get("settings") or {}).get("max_pixels") or _img.DEFAULT_MAX_PIXELS)
+    reuse = {} if existing is None else {i: n for n, i in enumerate(existing.ids)}
+    todo = [(str(source / p), p, i) for i, p in wanted if i not in reuse]
+    if todo and not source.is_dir():
+        raise DataError(f"the {size}px image cache must be built, but the photos folder {source} is gone",
+                        hint="re-run `mwa prepare` with the photos folder, or restore it")
+    staging = cache_dir(data_dir) / f".staging_{size}_{uuid.uuid4().hex[:8]}.u8"
+    try:
+        results = decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers, progress=progress,
+                               description=f"caching {size}px images") if todo else []
+        bad = [r for r in results if "reject" in r]
+        if bad:
+            listing = "; ".join(f"{r['rel']}: {r['reject']}" for r in bad[:5])
+            raise DataError(f"{len(bad)} photo(s) in {source} can no longer be used for the {size}px cache: {listing}",
+                            hint="re-run `mwa prepare` on the photos folder")
+        staged = {todo[r["row"]][2]: r["row"] for r in results}
+        mm = (np.memmap(staging, dtype=np.uint8, mode="r", shape=(max(len(todo), 1), size, size, 3))
+              if todo else None)
+
+        def row_source(image_id: str) -> np.ndarray:
+            if image_id in staged:
+                return mm[staged[image_id]]
+            return existing.array[reuse[image_id]]
+
+        cache = write_cache(data_dir, size, ids, row_source)
+        mm = None  # release the staging map before it is removed
+    finally:
+        if staging.exists():
+            staging.unlink()
+    return cache
+
+
+def build_from_rows(data_dir: Path, size: int, ids: Iterable[str], sources: dict[str, tuple[np.ndarray, int]]) -> ImageCache:
+    """Write the cache for `ids` where sources[id] = (array, row)."""
+    return write_cache(data_dir, size, list(ids), lambda i: sources[i][0][sources[i][1]])

@@ -1,0 +1,106 @@
+"""Read and write the data directory's tables (manifest.csv, dataset.json, rejected.csv) atomically.
+
+See docs/formats.md "Data directory" for the contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mwa_cli.errors import DataError
+
+SCHEMA_VERSION = 1
+MANIFEST_COLUMNS = ["image_id", "path", "caption", "label", "split", "width", "height"]
+REJECTED_COLUMNS = ["path", "row", "reason"]
+SPLITS = ("train", "val", "test")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
+
+
+def dataset_hash(df: pd.DataFrame) -> str:
+    """sha256 over the manifest rows (image_id, caption, label, split), in file order."""
+    h = hashlib.sha256()
+    for row in df[["image_id", "caption", "label", "split"]].itertuples(index=False):
+        h.update(json.dumps(list(row), ensure_ascii=False).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _need_data_dir(data_dir: Path) -> Path:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory not found: {data_dir}", hint="create it with `mwa prepare PHOTOS_DIR --out DIR`")
+    return data_dir
+
+
+def load_manifest(data_dir: Path) -> pd.DataFrame:
+    """manifest.csv as a DataFrame: strings for text columns ('' for no label), ints for width/height."""
+    data_dir = _need_data_dir(data_dir)
+    path = data_dir / "manifest.csv"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {data_dir} is not a prepared data directory",
+                        hint="run `mwa prepare PHOTOS_DIR --out DIR` first")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot read {path}: {exc}", hint="re-run `mwa prepare`") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks columns {missing}", hint="re-run `mwa prepare` with this mwa version")
+    df["width"] = df["width"].astype(int)
+    df["height"] = df["height"].astype(int)
+    return df
+
+
+def load_dataset_info(data_dir: Path) -> dict:
+    """dataset.json as a dict."""
+    data_dir = _need_data_dir(data_dir)
+    path = data_dir / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: {data_dir} is not a prepared data directory",
+                        hint="run `mwa prepare PHOTOS_DIR --out DIR` first")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot read {path}: {exc}", hint="re-run `mwa prepare`") from None
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"{path} has schema_version {info.get('schema_version')!r}, this mwa reads {SCHEMA_VERSION}",
+                        hint="re-run `mwa prepare` with this mwa version")
+    return info
