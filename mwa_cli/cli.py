@@ -26,6 +26,13 @@ app = typer.Typer(
 
 # Each module in mwa_cli.commands defines `register(app)`; listed here in help order.
 COMMAND_MODULES = [
+    "prepare",
+    "train",
+    "eval",
+    "index",
+    "search",
+    "doctor",
+    "report",
 ]
 
 

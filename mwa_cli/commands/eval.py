@@ -1,0 +1,85 @@
+"""`mwa eval`: thin Typer wrapper around mwa_cli.eval.evaluate.evaluate_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
+
+HELP = (
+    'Retrieval metrics of a trained run, an adapter, or the zero-shot backbone, on one split.\n'
+    '\n'
+    'Image→text and text→image R@1/5/10, median rank, RSUM (sum of the six recalls) and mean recall, per '
+    'label when the data has labels. An image query hits at K if ANY of its captions is in the top K; '
+    'every caption is a text query. Writes eval.json and eval_topk.json into the run (or adapter) folder.\n'
+    '\n'
+    'Examples:\n'
+    '\n'
+    '  mwa eval runs/mwa-beit3-base-20260101-120000\n'
+    '\n'
+    '  mwa eval runs/my-run --split val --json\n'
+    '\n'
+    '  mwa eval path/to/adapter_config.json --data data\n'
+    '\n'
+    '  mwa eval data --method frozen --backbone beit3-mini        (zero-shot backbone, nothing written)\n'
+    ''
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval", help=HELP)
+    @guarded
+    def eval_cmd(
+        target: Optional[Path] = typer.Argument(None, help="Run folder, adapter folder/file, or (with --method "
+                                                "frozen) the data dir."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Data dir [default: the run's data dir]."),
+        split: str = typer.Option("test", "--split", help="test | val."),
+        method: Optional[str] = typer.Option(None, "--method", help="'frozen': evaluate --backbone zero-shot."),
+        backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for --method frozen."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights (path or URL)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
+        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp16 | fp32."),
+        batch_size: int = typer.Option(128, "--batch-size", help="Embedding batch size."),
+        json_out: bool = typer.Option(False, "--json", help="Print eval.json on stdout only."),
+    ) -> None:
+        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.eval.evaluate import evaluate_path
+
+        if split not in ("test", "val", "train"):
+            raise ConfigError(f"unknown split {split!r}", hint="use --split test or --split val")
+        if method not in (None, "frozen"):
+            raise ConfigError("--method only takes 'frozen' here (a run or adapter knows its own method)")
+        if method == "frozen" and not backbone:
+            raise ConfigError("--method frozen needs --backbone", hint="e.g. --backbone beit3-mini")
+        try:
+            result = evaluate_path(target, data_dir=data, split=split, device=device, precision=precision,
+                                   batch_size=batch_size, tokenizer=tokenizer, backbone=backbone, weights=weights,
+                                   method=method)
+        except (typer.Exit, KeyboardInterrupt, MwaError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
+        if json_out:
+            emit_json(result)
+            return
+        i2t, t2i = result["i2t"], result["t2i"]
+        console.print(f"[bold]{result.get('method')}[/] · {result.get('backbone')} · {result['split']}: "
+                      f"{result['n_images']} images, {result['n_captions']} captions", highlight=False)
+        console.print(f"  image→text R@1/5/10 {i2t['r1']:.2f} / {i2t['r5']:.2f} / {i2t['r10']:.2f} "
+                      f"(median rank {i2t['median_rank']:g})", highlight=False)
+        console.print(f"  text→image R@1/5/10 {t2i['r1']:.2f} / {t2i['r5']:.2f} / {t2i['r10']:.2f} "
+                      f"(median rank {t2i['median_rank']:g})", highlight=False)
+        console.print(f"  RSUM {result['rsum']:.2f} · mean recall {result['mean_recall']:.2f}", highlight=False)
+        for label, m in (result.get("per_label") or {}).items():
+            console.print(f"    {label}: RSUM {m['rsum']:.2f} ({m['n_images']} images)", highlight=False)
+        if result.get("written_to"):
+            console.print(f"  written to {result['written_to']}", highlight=False)

@@ -1,0 +1,205 @@
+"""`mwa train`: thin Typer wrapper around mwa_cli.train.loop.train (options → TrainConfig → Rich progress)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
+
+HELP = (
+    'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
+    '\n'
+    'The budget covers the whole run (evaluations, checkpoints, final test evaluation, artefacts): after '
+    'a short measured warm-up the number of steps is fitted so that the learning-rate schedule ends '
+    'inside it. Every method uses the same data order, schedule shape, precision and effective batch, so '
+    'runs compare fairly.\n'
+    '\n'
+    'Examples:\n'
+    '\n'
+    '  mwa train data --method mwa --budget 2h\n'
+    '\n'
+    '  mwa train data --method full-ft --backbone beit3-base --weights beit3_base_itc_patch16_224.pth '
+    '--budget 2h\n'
+    '\n'
+    '  mwa train data --method nke --epochs 10 --batch-size 64 --lr 5e-4\n'
+    '\n'
+    '  mwa train data --method lora --option rank=16 --config train.toml\n'
+    '\n'
+    '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
+    '\n'
+    'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
+    'eval_topk.json, adapter_model.safetensors + adapter_config.json, checkpoint/last/.\n'
+    '\n'
+    'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
+    '130 / 143. Exit codes: 0 done; 2 invalid option or data; 3 the loss became non-finite (last good '
+    'checkpoint kept); 4 out of memory even at micro-batch 1; 1 unexpected internal error.'
+)
+
+
+def _parse_options(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    from mwa_cli.errors import ConfigError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--option {item!r} is not KEY=VALUE", hint="e.g. --option rank=16 --option layers=top-4")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+class _RichProgress:
+    """Maps trainer events onto a Rich progress bar (stderr) with ETA, loss, lr, samples/s and memory."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.quiet = quiet
+        self.progress = None
+        self.task = None
+        if not quiet:
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     TextColumn("{task.fields[info]}"), console=err_console, transient=False)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def _print(self, text: str) -> None:
+        if self.quiet:
+            return
+        (self.progress.console if self.progress is not None else err_console).print(text, highlight=False)
+
+    def __call__(self, event: str, data: dict) -> None:
+        if self.quiet or self.progress is None:
+            return
+        if event == "setup":
+            self._print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
+                        f"batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
+                        f"trainable {data['trainable_params']:,} / {data['total_params']:,} "
+                        f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)")
+            self._print(f"run folder: {data['run_dir']}")
+            self.task = self.progress.add_task("train", total=data.get("total_steps"), info="warming up")
+        elif event == "plan" and self.task is not None:
+            self.progress.update(self.task, total=data["total_steps"])
+        elif event == "step" and self.task is not None:
+            info = (f"loss {data['loss']:.4f} · lr {data['lr']:.2e} · {data['samples_per_s']:.1f} samples/s · "
+                    f"{data['mem_gib']:.2f} GiB")
+            self.progress.update(self.task, completed=data["step"], total=data.get("total_steps"), info=info)
+        elif event == "eval":
+            self._print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
+                        f"(i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
+        elif event == "message":
+            self._print(f"[cyan]·[/] {data['text']}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", help=HELP)
+    @guarded
+    def train_cmd(
+        data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. [default: mwa]"),
+        backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
+                                               help="beit3-base | beit3-large | beit3-mini | preset | config .json. "
+                                                    "[default: beit3-base]"),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, 3600s."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first)."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
+        batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
+                                                 "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"
+                                                 ". [default: 128 on GPU, 32 on CPU]"),
+        micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Micro-batch for gradient accumulation."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: 2e-4]"),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Final learning rate. [default: 1e-6]"),
+        warmup_frac: Optional[float] = typer.Option(None, "--warmup", help="Warm-up share of the steps. [default: 0.1]"),
+        layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay. [default: 0.65]"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay. [default: 0.05]"),
+        drop_path: Optional[float] = typer.Option(None, "--drop-path", help="Stochastic depth rate. [default: 0.1]"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on GPU, "
+                                                "fp32 on CPU)."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto | cuda | cpu."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Data loader workers (auto: 0 on CPU, ≤8 on GPU)."),
+        flip: Optional[str] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
+                                           "left/right, 左/右) | on | off."),
+        option: Optional[List[str]] = typer.Option(None, "--option",
+                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
+        out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. [default: runs]"),
+        name: Optional[str] = typer.Option(None, "--name", help="Run name [default: <method>-<backbone>-<time>]."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
+        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Val evaluations during training. [default: 2]"),
+        log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric rows. [default: 10]"),
+        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
+                                                       help="Steps between checkpoints (0: every --checkpoint-minutes)."),
+        checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes", help="[default: 10]"),
+        compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
+        config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file with any of these options."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
+    ) -> None:
+        from mwa_cli.errors import MwaError
+        from mwa_cli.train.config import resolve_config
+        from mwa_cli.train.loop import train
+
+        cli = dict(data_dir=str(data_dir) if data_dir else None, method=method, backbone=backbone, weights=weights,
+                   tokenizer=tokenizer, budget=budget, epochs=epochs, steps=steps, batch_size=batch_size,
+                   micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_frac=warmup_frac, layer_decay=layer_decay,
+                   weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
+                   workers=workers, flip=flip, method_options=_parse_options(option), out=out, name=name,
+                   resume=resume, seed=seed, val_evals=val_evals, log_every=log_every,
+                   checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)
+        if resume:
+            ignored = sorted(k for k, v in cli.items() if v is not None and k not in ("resume", "out"))
+            if (ignored or config) and not quiet:
+                err_console.print(f"[yellow]note:[/] --resume continues the run with its own config.json; ignored: "
+                                  f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
+            cli = {"resume": resume, "out": out}
+            config = None
+        try:
+            cfg = resolve_config(cli, config)
+            with _RichProgress(quiet or json_out) as progress:
+                result = train(cfg, progress, count_from_process_start=True)
+        except (typer.Exit, KeyboardInterrupt, MwaError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - no traceback for the user
+            if os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
+                              "to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
+        if json_out:
+            emit_json(result.to_dict())
+        if result.status == "completed":
+            if not json_out:
+                ev = result.eval or {}
+                console.print(f"[bold green]done[/] {result.run_dir}: {result.message}", highlight=False)
+                if ev and not quiet:
+                    console.print(f"  {ev['split']}: i2t R@1/5/10 {ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/"
+                                  f"{ev['i2t']['r10']:.1f} · t2i R@1/5/10 {ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/"
+                                  f"{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}", highlight=False)
+            return
+        if result.status == "interrupted":
+            err_console.print(f"[yellow]{result.message}[/]", highlight=False)
+        else:
+            err_console.print(f"[bold red]error:[/] {result.message}", highlight=False)
+        raise typer.Exit(result.exit_code)

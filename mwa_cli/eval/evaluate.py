@@ -1,0 +1,189 @@
+"""Evaluate a model on one split of a prepared data dir → the `eval.json` / `eval_topk.json` dicts.
+
+Metrics come from `mwa_cli.eval.metrics` (retrieval_metrics, topk_lists); this module only gathers the split,
+embeds it in batches under inference mode and adds the run's identity (method, backbone, dataset hash, time).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.eval.embed import embed_images, embed_texts
+from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
+
+TOPK_MAX_QUERIES = 200  # the report's gallery shows a few; keep eval_topk.json small on big splits
+
+
+@dataclass
+class SplitData:
+    """One split: unique images (first-appearance order) and every caption row (manifest file order)."""
+
+    split: str
+    image_ids: list[str]
+    image_rows: np.ndarray  # cache row of each image
+    labels: list[str]  # one per image
+    captions: list[str]
+    text_to_image: torch.Tensor  # [N_txt] index into image_ids
+    caption_indices: list[int]  # index among the split's manifest rows (file order)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def n_captions(self) -> int:
+        return len(self.captions)
+
+
+def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
+    """Gather split `split` from the manifest; `cache` is an ImageCache (for `.index_of`)."""
+    from mwa_cli.data.manifest import load_manifest
+
+    df = load_manifest(Path(data_dir))
+    sub = df[df["split"] == split]
+    if len(sub) == 0:
+        raise DataError(f"the {split!r} split of {data_dir} is empty",
+                        hint="re-run `mwa prepare` with a larger split, or evaluate another split with --split")
+    pos: dict[str, int] = {}
+    labels: list[str] = []
+    t2i = []
+    for image_id, label in zip(sub["image_id"], sub["label"]):
+        if image_id not in pos:
+            pos[image_id] = len(pos)
+            labels.append(label or "")
+        t2i.append(pos[image_id])
+    ids = list(pos)
+    rows = np.array([cache.index_of(i) for i in ids], dtype=np.int64)
+    return SplitData(split=split, image_ids=ids, image_rows=rows, labels=labels, captions=list(sub["caption"]),
+                     text_to_image=torch.tensor(t2i, dtype=torch.long), caption_indices=list(range(len(sub))))
+
+
+def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", *, device: torch.device,
+                   dtype: torch.dtype | None = None, batch_size: int = 128, cache=None, split_data=None,
+                   topk: bool = True, identity: dict | None = None) -> tuple[dict, dict | None]:
+    """(eval.json dict, eval_topk.json dict or None) for `model` on `split` of `data_dir`.
+
+    `tokenizer` needs `encode_batch(texts) -> (ids, mask)`; `identity` adds method/backbone/dataset_hash keys.
+    Pass a prepared `split_data` (and `cache`) to avoid re-reading the manifest on repeated evaluations.
+    """
+    from mwa_cli.data.cache import ensure_cache
+
+    t0 = time.perf_counter()
+    size = int(model.config.img_size)
+    if cache is None:
+        cache = ensure_cache(Path(data_dir), size, progress=False)
+    if split_data is None:
+        split_data = load_split(data_dir, split, cache)
+    ids, mask = tokenizer.encode_batch(split_data.captions)
+    img = embed_images(model, cache.array, split_data.image_rows, image_size=size, device=device,
+                       batch_size=batch_size, dtype=dtype)
+    txt = embed_texts(model, ids, mask, device=device, batch_size=max(batch_size, 256), dtype=dtype)
+    has_labels = any(split_data.labels)
+    metrics = retrieval_metrics(img, txt, split_data.text_to_image,
+                                labels=split_data.labels if has_labels else None)
+    result = {"split": split_data.split}
+    result.update(metrics)
+    if not has_labels:
+        result.setdefault("per_label", {})
+    top = None
+    if topk:
+        top = topk_lists(img, txt, split_data.text_to_image, image_ids=split_data.image_ids,
+                         split=split_data.split, k=10, caption_indices=split_data.caption_indices,
+                         max_queries=TOPK_MAX_QUERIES)
+    ident = dict(identity or {})
+    result["method"] = ident.get("method")
+    result["backbone"] = ident.get("backbone")
+    result["dataset_hash"] = ident.get("dataset_hash")
+    for key, value in ident.items():
+        if key not in result:
+            result[key] = value
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return result, top
+
+
+def load_tokenizer(tokenizer_path: str | None, text_len: int):
+    from mwa_cli.models.tokenizer import Beit3Tokenizer
+
+    if not tokenizer_path:
+        raise ConfigError("no tokenizer for this backbone",
+                          hint="pass --tokenizer PATH to the backbone's sentencepiece model (beit3.spm for BEiT-3)")
+    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len)
+
+
+def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, split: str = "test",
+                  device: str = "auto", precision: str = "auto", batch_size: int = 128,
+                  tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
+                  method: str | None = None, write: bool = True) -> dict:
+    """`mwa eval`: evaluate a run folder, an adapter (folder or adapter_config.json), or a bare backbone.
+
+    A run folder's config.json supplies the data dir when `data_dir` is None. With `method == "frozen"` and
+    `backbone` given, the zero-shot backbone is evaluated (target may then be the data dir or None).
+    Writes eval.json + eval_topk.json into the run/adapter folder when `write` and the target is a folder.
+    """
+    import json
+
+    from mwa_cli.data.manifest import load_dataset_info
+    from mwa_cli.train.config import amp_dtype, resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    run_cfg: dict = {}
+    out_dir: Path | None = None
+    if method == "frozen" and backbone:
+        from mwa_cli.models.presets import build_backbone
+
+        model, info = build_backbone(backbone, weights, tokenizer=tokenizer)
+        method_name = "frozen"
+        if target is not None and data_dir is None:
+            data_dir = target
+    else:
+        if target is None:
+            raise ConfigError("nothing to evaluate", hint="give a run folder or an adapter file")
+        from mwa_cli.adapters.io import load_adapter
+
+        tpath = Path(target)
+        folder = tpath if tpath.is_dir() else tpath.parent
+        if (folder / "config.json").is_file():
+            try:
+                run_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            except ValueError:
+                run_cfg = {}
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"{folder} holds no adapter_config.json",
+                              hint="give a finished run folder (runs/<name>) or an adapter folder")
+        # Same seed as training before building: a randomly initialised backbone (test presets) comes out
+        # identical; pretrained backbones are unaffected.
+        torch.manual_seed(int(run_cfg.get("seed", 0) or 0))
+        model, applied, info = load_adapter(tpath, weights=weights or run_cfg.get("weights"),
+                                            tokenizer=tokenizer or run_cfg.get("tokenizer"))
+        method_name = applied.name
+        out_dir = folder
+        if data_dir is None:
+            data_dir = run_cfg.get("data_dir")
+        if data_dir is None:
+            raise ConfigError("no data dir: this adapter does not come with a run's config.json",
+                              hint="pass --data DATA_DIR")
+    model.to(dev)
+    model.eval()
+    text_len = int(run_cfg.get("text_len") or model.config.text_len)
+    tok_path = tokenizer or run_cfg.get("tokenizer") or getattr(info, "tokenizer_path", None)
+    tok = load_tokenizer(tok_path, text_len)
+    ds_info = load_dataset_info(Path(data_dir))
+    identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
+    result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
+                                 batch_size=batch_size, identity=identity)
+    if write and out_dir is not None:
+        from mwa_cli.train.run_dir import write_json_atomic
+
+        write_json_atomic(out_dir / "eval.json", result)
+        if top is not None:
+            write_json_atomic(out_dir / "eval_topk.json", top)
+        result = dict(result, written_to=str(out_dir / "eval.json"))
+    return result

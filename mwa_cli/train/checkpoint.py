@@ -1,0 +1,154 @@
+"""Resumable checkpoints, written atomically: `checkpoint/last/` is always a complete checkpoint.
+
+Writing: everything goes to `checkpoint/.tmp-<pid>-<n>/` (files fsync'ed), then `last` is renamed to
+`last.old`, the temp folder is renamed to `last`, and `last.old` is removed. A SIGKILL at any moment leaves either
+`last` (complete) or, in the instant between the two renames, only `last.old` (complete): `find_checkpoint`
+falls back to it. Half-written temp folders are ignored and cleaned up by the next save.
+
+Contents: `state.pt` (torch.save, loaded with weights_only=True): trainable tensors by name, optimizer,
+schedule, GradScaler, step, RNG states (python, numpy, torch CPU, CUDA), timing counters, micro-batch; and
+`meta.json` (step, epoch, time, for people and tools).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mwa_cli.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def rng_state() -> dict:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except (RuntimeError, IndexError):  # a different GPU count: best effort
+            pass
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    wanted = {n for n, p in params.items() if p.requires_grad}
+    missing = sorted(wanted - set(tensors))
+    extra = sorted(set(tensors) - wanted)
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint does not match this model's trainable parameters (missing {missing[:3]}, "
+            f"unexpected {extra[:3]})",
+            hint="resume with the same method, backbone and options as the interrupted run")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            p = params[name]
+            if p.shape != tensor.shape:
+                raise CheckpointError(f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, "
+                                      f"the model expects {tuple(p.shape)}")
+            p.copy_(tensor.to(p.device, p.dtype))
+
+
+def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Atomically replace `ckpt_root/last` with a checkpoint of `state` (see module docstring)."""
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = ckpt_root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    payload = dict(state)
+    payload["format_version"] = FORMAT_VERSION
+    with open(tmp / "state.pt", "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    meta = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    _test_pause()
+    last = ckpt_root / "last"
+    old = ckpt_root / "last.old"
+    if old.exists() and last.exists():
+        shutil.rmtree(old)
+    if last.exists():
+        os.replace(last, old)
+    os.replace(tmp, last)
+    _fsync_dir(ckpt_root)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    return last
+
+
+def _test_pause() -> None:
+    """Test hook: MWA_TEST_CKPT_PAUSE=seconds sleeps between writing and publishing (to SIGKILL mid-save)."""
+    pause = os.environ.get("MWA_TEST_CKPT_PAUSE")
+    if pause:
+        time.sleep(float(pause))
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """`checkpoint/last` of a run, or `last.old` when a kill struck between the two renames; None if none."""
+    root = Path(run_dir) / "checkpoint"
+    for name in ("last", "last.old"):
+        cand = root / name
+        if (cand / "state.pt").is_file() and (cand / "meta.json").is_file():
+            return cand
+    return None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}",
+                              hint="the file is damaged; start a new run or restore the run folder") from None
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {state.get('format_version')!r}, "
+                              f"this mwa reads {FORMAT_VERSION}")
+    return state

@@ -1,0 +1,226 @@
+"""Training configuration: one dataclass, resolved from defaults ← config file (JSON/TOML) ← command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mwa_cli.errors import ConfigError
+
+METHOD_NAMES = ("mwa", "nke", "lora", "full-ft", "frozen")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cuda", "cpu")
+FLIP_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `mwa train`. Field names are the config-file keys (dashes also accepted)."""
+
+    data_dir: str = ""
+    method: str = "mwa"
+    method_options: dict = field(default_factory=dict)
+    backbone: str = "beit3-base"
+    weights: str | None = None
+    # length of the run: budget (wall clock, whole run), epochs, steps: whichever ends first
+    budget: str | None = None
+    epochs: float | None = None
+    steps: int | None = None
+    # batch: effective batch per optimizer step; micro-batch for gradient accumulation
+    batch_size: int | str | None = None  # None: 128 on CUDA (BEiT-3 Base recipe), 32 on CPU; "auto": probe
+    micro_batch: int | None = None
+    lr: float = 2e-4
+    min_lr: float = 1e-6
+    warmup_frac: float = 0.1
+    layer_decay: float = 0.65
+    weight_decay: float = 0.05
+    drop_path: float = 0.1
+    precision: str = "auto"
+    device: str = "auto"
+    workers: int | None = None
+    # augmentation
+    crop_scale_min: float = 0.5
+    flip: str = "auto"
+    # bookkeeping
+    out: str = "runs"
+    name: str | None = None
+    seed: int = 0
+    log_every: int = 10
+    val_evals: int = 2
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
+    eval_batch_size: int = 128
+    final_split: str = "test"
+    compile: bool = False
+    text_len: int | None = None
+    tokenizer: str | None = None
+    resume: str | None = None
+    command: str = ""
+
+    # ---------------------------------------------------------------- derived / checks
+    @property
+    def budget_s(self) -> float | None:
+        return parse_budget(self.budget) if self.budget not in (None, "") else None
+
+    def validate(self) -> "TrainConfig":
+        if self.method not in METHOD_NAMES:
+            raise ConfigError(f"unknown method {self.method!r}", hint=f"choose one of: {', '.join(METHOD_NAMES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}", hint="choose bf16, fp16, fp32 or auto")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}", hint="choose auto, cuda or cpu")
+        if self.flip not in FLIP_MODES:
+            raise ConfigError(f"unknown flip mode {self.flip!r}", hint="choose auto, on or off")
+        if self.final_split not in ("test", "val"):
+            raise ConfigError(f"final split must be test or val, not {self.final_split!r}")
+        if isinstance(self.batch_size, str):
+            if self.batch_size.strip().lower() == "auto":
+                self.batch_size = "auto"
+            else:
+                try:
+                    self.batch_size = int(self.batch_size)
+                except ValueError:
+                    raise ConfigError(f"--batch-size must be a number or 'auto', not {self.batch_size!r}") from None
+        if isinstance(self.batch_size, int) and self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError("--micro-batch must be at least 1")
+        if self.budget not in (None, ""):
+            parse_budget(self.budget)
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError("--epochs must be positive")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("--steps must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("--lr must be positive")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ConfigError("crop_scale_min must be in (0, 1]")
+        if self.log_every < 1:
+            raise ConfigError("log_every must be at least 1")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["budget_s"] = self.budget_s
+        return d
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_BUDGET_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|days?|d)?", re.I)
+_UNIT_S = {"h": 3600, "m": 60, "s": 1, "d": 86400}
+
+
+def parse_budget(text: str | int | float) -> float:
+    """'2h' | '90m' | '3600s' | '1h30m' | '1.5h' | '3600' (seconds) → seconds (float > 0)."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = str(text).strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        if not s:
+            raise ConfigError("empty --budget", hint="write e.g. 2h, 90m or 3600s")
+        while pos < len(s):
+            m = _BUDGET_RE.match(s, pos)
+            if not m or m.end() == pos:
+                raise ConfigError(f"cannot read the budget {text!r}", hint="write e.g. 2h, 90m, 1h30m or 3600s")
+            unit = (m.group(2) or "s")[0].lower()
+            seconds += float(m.group(1)) * _UNIT_S[unit]
+            pos = m.end()
+    if seconds <= 0:
+        raise ConfigError(f"the budget must be positive, got {text!r}")
+    return seconds
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a JSON or TOML config file into a dict of TrainConfig fields (dashes → underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        else:
+            raw = json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot parse config file {p}: {exc}", hint="use JSON (.json) or TOML (.toml)") from None
+    if isinstance(raw, dict) and isinstance(raw.get("train"), dict):  # allow a [train] table
+        raw = raw["train"]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must hold an object/table of options")
+    out = {}
+    unknown = []
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        if k == "budget_s":  # written by config.json of a run: derived, ignore
+            continue
+        if k in ("data_dir", "dataset_hash", "mwa_version", "run_dir") and k not in _FIELDS:
+            continue
+        if k not in _FIELDS:
+            unknown.append(key)
+            continue
+        out[k] = value
+    if unknown:
+        raise ConfigError(f"unknown option(s) in {p}: {', '.join(sorted(unknown))}",
+                          hint="option names are those of `mwa train --help` (with _ or -)")
+    return out
+
+
+def resolve_config(cli: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
+    """defaults ← config file ← command-line values that were given (None = not given)."""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_config_file(config_file))
+    for key, value in cli.items():
+        if value is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+        values[key] = value
+    cfg = TrainConfig(**values)
+    return cfg.validate()
+
+
+def config_from_run(run_config: dict) -> TrainConfig:
+    """Rebuild a TrainConfig from a run's config.json (extra keys ignored)."""
+    values = {k: v for k, v in run_config.items() if k in _FIELDS}
+    return TrainConfig(**values).validate()
+
+
+# -------------------------------------------------------------------------------- device and precision
+def resolve_device(name: str = "auto"):
+    """'auto' → cuda when available, else cpu. 'cuda' without a GPU is an error the user can act on."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is visible",
+                          hint="use --device cpu (slow) or check the driver / CUDA_VISIBLE_DEVICES")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device) -> str:
+    """'auto' → bf16 on a GPU that supports it (else fp16), fp32 on CPU."""
+    import torch
+
+    precision = (precision or "auto").lower()
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("fp16 needs a CUDA GPU", hint="use --precision fp32 (or bf16) on the CPU")
+    return precision
+
+
+def amp_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -1,0 +1,219 @@
+"""Training input pipeline over the prepared image cache (no JPEG decoding while training).
+
+Design (see docs/decisions.md):
+* One item of `TrainBatches` is a whole *effective batch*, addressed by the global optimizer step. The pair order
+  of epoch e is `randperm(n, seed, e)` (drop_last), so step s always holds the same pairs: a resume at step s
+  continues the exact same data order, whatever the number of workers.
+* Augmentation parameters (random-resized-crop box, scale 0.5–1, ratio 3/4–4/3; horizontal flip) are drawn from a
+  generator seeded by (seed, step), never from the global RNG, so they are reproducible too.
+* Workers only gather uint8 rows from the memory-mapped cache (one fancy-index per batch) plus the pre-tokenised
+  captions; the crop/flip/resize/normalise runs batched on the training device (`augment_batch`), so only uint8
+  crosses the PCIe bus (pinned) and the CPU never bottlenecks the GPU.
+* Horizontal flip is disabled per sample when its caption mentions left/right (EN) or 左/右 (JA), or a
+  rotation sense (clockwise, 時計回り): flipping would contradict the caption.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN = 0.5
+STD = 0.5
+
+_FLIP_WORDS = re.compile(
+    r"\b(left|right)|(counter|anti)[- ]?clockwise|\bclockwise|[左右]|時計回り|反時計", re.IGNORECASE
+)
+
+
+def mentions_left_right(text: str) -> bool:
+    """True when a caption's meaning changes under a horizontal flip (left/right, 左/右, clockwise...)."""
+    return bool(_FLIP_WORDS.search(text or ""))
+
+
+def flip_allowed_mask(captions: list[str], mode: str = "auto") -> np.ndarray:
+    """Per pair: may this sample be flipped? mode auto (caption check), on (always), off (never)."""
+    if mode == "off":
+        return np.zeros(len(captions), dtype=bool)
+    if mode == "on":
+        return np.ones(len(captions), dtype=bool)
+    return np.array([not mentions_left_right(c) for c in captions], dtype=bool)
+
+
+def cache_path(data_dir: str | Path, size: int) -> Path:
+    return Path(data_dir) / "cache" / f"images_{size}.u8"
+
+
+def open_cache_array(data_dir: str | Path, size: int, count: int) -> np.ndarray:
+    """Read-only memmap of the image cache `[N, S, S, 3]` uint8 (docs/formats.md)."""
+    return np.memmap(cache_path(data_dir, size), dtype=np.uint8, mode="r", shape=(count, size, size, 3))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator()
+    g.manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + 12345) % (2**63 - 1))
+    return torch.randperm(n, generator=g)
+
+
+def crop_boxes(batch: int, gen: torch.Generator, scale_min: float = 0.5, scale_max: float = 1.0,
+               ratio=(3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+    """torchvision RandomResizedCrop parameters, vectorised, as fractions of a square image: [B, 4] (x0, y0, w, h)."""
+    area = torch.empty(batch, tries).uniform_(scale_min, scale_max, generator=gen)
+    logr = torch.empty(batch, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    r = torch.exp(logr)
+    w = torch.sqrt(area * r)
+    h = torch.sqrt(area / r)
+    ok = (w <= 1.0) & (h <= 1.0)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1, dtype=torch.long))
+    ux = torch.rand(batch, generator=gen)
+    uy = torch.rand(batch, generator=gen)
+    idx = first.clamp(min=0)
+    bw = torch.where(first >= 0, w.gather(1, idx[:, None])[:, 0], torch.ones(batch))
+    bh = torch.where(first >= 0, h.gather(1, idx[:, None])[:, 0], torch.ones(batch))
+    x0 = ux * (1.0 - bw)
+    y0 = uy * (1.0 - bh)
+    return torch.stack([x0, y0, bw, bh], 1)
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C goes to the whole process group: workers ignore it, the trainer handles it at a step boundary.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass
+class PairTable:
+    """The train split as arrays: cache row of each pair's image, token ids, padding mask, flip permission."""
+
+    image_rows: np.ndarray  # [P] int64
+    input_ids: torch.Tensor  # [P, L] int64
+    padding_mask: torch.Tensor  # [P, L]
+    flip_ok: np.ndarray  # [P] bool
+
+    def __len__(self) -> int:
+        return int(self.image_rows.shape[0])
+
+
+class TrainBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose key is the global optimizer step; returns one effective batch."""
+
+    def __init__(self, pairs: PairTable, data_dir: str | Path, cache_size: int, cache_count: int,
+                 batch_size: int, seed: int, crop_scale_min: float = 0.5, augment: bool = True):
+        self.pairs = pairs
+        self.data_dir = str(data_dir)
+        self.cache_size = int(cache_size)
+        self.cache_count = int(cache_count)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.crop_scale_min = float(crop_scale_min)
+        self.augment = augment
+        self._array = None  # opened lazily in each worker (a memmap must not be pickled)
+        self._orders: dict[int, torch.Tensor] = {}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.pairs) // self.batch_size)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch index within the epoch) of global step `step`."""
+        return divmod(int(step), self.steps_per_epoch)
+
+    def indices_for(self, step: int) -> torch.Tensor:
+        epoch, j = self.position(step)
+        order = self._orders.get(epoch)
+        if order is None:
+            self._orders = {epoch: epoch_order(len(self.pairs), self.seed, epoch)}
+            order = self._orders[epoch]
+        return order[j * self.batch_size:(j + 1) * self.batch_size]
+
+    def __len__(self) -> int:  # nominal; the sampler is infinite
+        return 2**62
+
+    def __getitem__(self, step: int) -> dict:
+        if self._array is None:
+            self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
+        idx = self.indices_for(step)
+        idx_np = idx.numpy()
+        rows = self.pairs.image_rows[idx_np]
+        # fancy-index with sorted rows (sequential reads), then put back in batch order
+        order = np.argsort(rows, kind="stable")
+        gathered = np.empty((len(rows), self.cache_size, self.cache_size, 3), dtype=np.uint8)
+        gathered[order] = self._array[rows[order]]
+        gen = torch.Generator()
+        gen.manual_seed((self.seed * 2_000_003 + int(step) * 104_729 + 7) % (2**63 - 1))
+        b = len(rows)
+        if self.augment:
+            boxes = crop_boxes(b, gen, self.crop_scale_min)
+            flip = (torch.rand(b, generator=gen) < 0.5) & torch.from_numpy(self.pairs.flip_ok[idx_np])
+        else:
+            boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(b, 1)
+            flip = torch.zeros(b, dtype=torch.bool)
+        return {
+            "step": int(step),
+            "images": torch.from_numpy(gathered),
+            "input_ids": self.pairs.input_ids[idx],
+            "padding_mask": self.pairs.padding_mask[idx],
+            "boxes": boxes,
+            "flip": flip,
+            "index": idx,
+        }
+
+
+class _StepSampler(torch.utils.data.Sampler):
+    def __init__(self, start: int, stop: int | None = None):
+        self.start, self.stop = int(start), stop
+
+    def __iter__(self):
+        s = self.start
+        while self.stop is None or s < self.stop:
+            yield s
+            s += 1
+
+
+def make_loader(dataset: TrainBatches, start_step: int, *, workers: int, pin_memory: bool,
+                stop_step: int | None = None) -> torch.utils.data.DataLoader:
+    """DataLoader over steps [start_step, stop_step) (infinite when stop_step is None).
+
+    A private generator is passed so creating the iterator never consumes the global torch RNG (resume exactness).
+    """
+    kwargs = {}
+    if workers > 0:
+        kwargs.update(worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=_StepSampler(start_step, stop_step), num_workers=workers,
+        pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs,
+    )
+
+
+def to_pixels(images_u8: torch.Tensor, out_size: int) -> torch.Tensor:
+    """uint8 [B,S,S,3] → float [B,3,out,out] normalised with mean = std = 0.5 (eval: plain resize)."""
+    x = images_u8.permute(0, 3, 1, 2).float()
+    if x.shape[-1] != out_size or x.shape[-2] != out_size:
+        x = F.interpolate(x, size=(out_size, out_size), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp_(0, 255)
+    return x.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
+
+
+def augment_batch(images_u8: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Batched random-resized-crop + flip + normalise on the images' device (bilinear sampling)."""
+    b = images_u8.shape[0]
+    x = images_u8.permute(0, 3, 1, 2).float()
+    # non_blocking: a blocking copy would make the host wait for the previous step's kernels (a hidden sync)
+    boxes = boxes.to(device=x.device, non_blocking=True).float()
+    flip = flip.to(device=x.device, non_blocking=True)
+    x0, y0, w, h = boxes.unbind(1)
+    sx = torch.where(flip, -w, w)
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = 2 * (x0 + w / 2) - 1
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = 2 * (y0 + h / 2) - 1
+    grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)

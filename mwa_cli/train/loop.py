@@ -1,0 +1,861 @@
+"""The trainer behind `mwa train` and the GPU benchmark.
+
+* `Trainer`: one optimizer step of contrastive training (`Trainer.step(batch)`), with mixed precision, gradient
+  accumulation (micro-batches), CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix under no_grad. The hot path
+  does no host sync: the loss stays on the device; `train()` reads it only at logging intervals.
+* `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (benchmarks).
+* `train(config, progress=None) -> RunResult`: the whole run: data, budget planning, logging, evaluations,
+  checkpoints, signals, artefacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mwa_cli import __version__
+from mwa_cli.errors import ConfigError, DataError, MwaError
+from mwa_cli.train import checkpoint as ckpt_mod
+from mwa_cli.train.budget import BudgetPlanner
+from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
+from mwa_cli.train.data import PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader
+from mwa_cli.train.loss import contrastive_loss
+from mwa_cli.train.optim import build_optimizer, layer_decay_groups
+from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name, now_iso
+from mwa_cli.train.schedule import WarmupCosine
+
+EXIT_OK = 0
+EXIT_NONFINITE = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+CPU_AUTO_BATCH = 32
+GPU_DEFAULT_BATCH = 128
+AUTO_BATCH_CAP = 256
+
+ProgressFn = Callable[[str, dict], None]
+
+_OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+class NonFiniteLoss(MwaError):
+    exit_code = EXIT_NONFINITE
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | interrupted | nonfinite
+    exit_code: int
+    steps: int
+    total_steps: int
+    message: str = ""
+    resume_command: str | None = None
+    eval: dict | None = None
+    timing: dict = field(default_factory=dict)
+    last_loss: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"run_dir": str(self.run_dir), "status": self.status, "exit_code": self.exit_code,
+                "steps": self.steps, "total_steps": self.total_steps, "message": self.message,
+                "resume_command": self.resume_command, "eval": self.eval, "timing": self.timing,
+                "last_loss": self.last_loss}
+
+
+# ============================================================================ Trainer
+class Trainer:
+    """Owns the model, optimizer, schedule and precision; `step(batch)` does one optimizer step.
+
+    A batch is a dict: `images` uint8 [B,S,S,3] (+ `boxes` [B,4], `flip` [B] for augmentation) or `pixels`
+    float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]. `micro_batch` < B accumulates
+    gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
+    """
+
+    def __init__(self, model, applied=None, *, device: torch.device | str = "cpu", precision: str = "fp32",
+                 lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
+                 layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool = False,
+                 on_message: Callable[[str], None] | None = None):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.model.train()
+        self.applied = applied
+        self.precision = precision
+        self.dtype = amp_dtype(precision)
+        self.image_size = int(model.config.img_size)
+        self.micro_batch = micro_batch
+        self.on_message = on_message or (lambda _msg: None)
+        if applied is not None:
+            groups = applied.param_groups(lr, weight_decay, layer_decay)
+            if hasattr(model, "set_frozen_prefix"):
+                model.set_frozen_prefix(int(applied.lowest_trainable_layer))
+        else:
+            groups = layer_decay_groups(model, lr, weight_decay, layer_decay, int(model.config.depth))
+        self.optimizer = build_optimizer(groups, self.device)
+        self.schedule = WarmupCosine(lr, min_lr, warmup_frac)
+        self.schedule.fit(100_000)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.step_count = 0
+        self.last_lr = 0.0
+        self._encode_image = model.encode_image
+        self._encode_text = model.encode_text
+        if compile:
+            self._encode_image = torch.compile(model.encode_image)
+            self._encode_text = torch.compile(model.encode_text)
+        nan_at = os.environ.get("MWA_TEST_NAN_AT_STEP")  # test hook: poison the loss at this step
+        self._nan_at = int(nan_at) if nan_at else None
+        delay = os.environ.get("MWA_TEST_STEP_DELAY")  # test hook: slow each step (signal tests)
+        self._delay = float(delay) if delay else 0.0
+
+    @property
+    def trains(self) -> bool:
+        return self.optimizer is not None
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def pixels(self, batch: dict) -> torch.Tensor:
+        if "pixels" in batch:
+            return batch["pixels"].to(self.device, non_blocking=True)
+        images = batch["images"].to(self.device, non_blocking=True)
+        return augment_batch(images, batch["boxes"], batch["flip"], self.image_size)
+
+    def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b = px.shape[0]
+        m = min(self.micro_batch or b, b)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, b, m):
+            j = min(i + m, b)
+            with self._autocast():
+                img = self._encode_image(px[i:j])
+                txt = self._encode_text(ids[i:j], mask[i:j])
+            loss = contrastive_loss(img, txt, self.model.logit_scale)
+            if self._nan_at is not None and self.step_count == self._nan_at:
+                loss = loss * float("nan")
+            part = loss * ((j - i) / b)
+            if self.scaler is not None:
+                self.scaler.scale(part).backward()
+            else:
+                part.backward()
+            total = total + part.detach()
+        return total
+
+    def step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
+        if self.optimizer is None:
+            raise MwaError("this method has no trainable parameters: nothing to train")
+        px = self.pixels(batch)
+        ids = batch["input_ids"].to(self.device, non_blocking=True)
+        mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        while True:
+            oom = False
+            try:
+                loss = self._forward_backward(px, ids, mask)
+            except _OOM_ERRORS:
+                if not self._can_back_off():
+                    raise
+                oom = True
+            if not oom:
+                break
+            self._halve_micro_batch(px.shape[0])
+        lr = self.schedule.apply(self.optimizer, self.step_count)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        self.last_lr = lr
+        if self._delay:
+            time.sleep(self._delay)
+        return loss
+
+    def _can_back_off(self) -> bool:
+        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error)."""
+        return self.device.type == "cuda"
+
+    def _halve_micro_batch(self, batch: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        current = min(self.micro_batch or batch, batch)
+        if current <= 1:
+            raise MwaError("CUDA out of memory even with a micro-batch of 1",
+                           hint="use a smaller backbone, --precision bf16, or a GPU with more memory", exit_code=4)
+        self.micro_batch = max(1, current // 2)
+        acc = math.ceil(batch / self.micro_batch)
+        self.on_message(f"CUDA out of memory: micro-batch halved to {self.micro_batch}; the effective batch stays "
+                        f"{batch} through {acc} gradient-accumulation steps")
+
+    # ----------------------------------------------------------------- benchmark helpers
+    def random_batch(self, batch_size: int, *, text_len: int | None = None, seed: int = 0,
+                     augment: bool = True) -> dict:
+        """A batch of random data in the trainer's input format (uint8 images from a private generator)."""
+        g = torch.Generator().manual_seed(seed)
+        s = self.image_size
+        text_len = int(text_len or self.model.config.text_len)
+        vocab = int(self.model.config.vocab_size)
+        ids = torch.randint(4, vocab, (batch_size, text_len), generator=g)
+        lengths = torch.randint(text_len // 4, text_len + 1, (batch_size,), generator=g)
+        mask = (torch.arange(text_len)[None, :] >= lengths[:, None]).long()
+        ids = ids.masked_fill(mask.bool(), 1)
+        batch = {"images": torch.randint(0, 256, (batch_size, s, s, 3), dtype=torch.uint8, generator=g),
+                 "input_ids": ids, "padding_mask": mask,
+                 "boxes": torch.tensor([[0.1, 0.1, 0.8, 0.8]]).repeat(batch_size, 1),
+                 "flip": torch.rand(batch_size, generator=g) < 0.5}
+        if not augment:
+            batch["boxes"] = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(batch_size, 1)
+        if self.device.type == "cuda":
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    def time_steps(self, batch: dict, n: int = 15, warmup: int = 3) -> list[float]:
+        """Benchmark only: `warmup` untimed steps, then `n` steps timed one by one (synchronising the device)."""
+        for _ in range(warmup):
+            self.step(batch)
+        self.synchronize()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            self.step(batch)
+            self.synchronize()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "trainables": ckpt_mod.trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": self.step_count,
+            "micro_batch": self.micro_batch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        ckpt_mod.load_trainable_state(self.model, state["trainables"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step_count = int(state["step"])
+        self.micro_batch = state.get("micro_batch")
+
+
+def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, method_options: dict | None = None,
+                  weights: str | None = None, device: str = "auto", precision: str = "auto",
+                  micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
+                  weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool = False,
+                  total_steps: int = 1000, seed: int = 0) -> Trainer:
+    """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data)."""
+    from mwa_cli.adapters.registry import apply_method
+    from mwa_cli.models.presets import build_backbone
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    _seed_everything(seed)
+    model, _info = build_backbone(backbone, weights, drop_path=drop_path)
+    applied = apply_method(model, method, method_options)
+    _cuda_setup(dev)
+    trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
+                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile)
+    trainer.schedule.fit(total_steps)
+    return trainer
+
+
+# ============================================================================ helpers
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _cuda_setup(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _peak_mem_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    except Exception:  # noqa: BLE001
+        return 0.0
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} threads)"
+
+
+class _SignalFlag:
+    """SIGINT/SIGTERM set a flag read at step boundaries; a second signal interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _handler(self, signum, _frame) -> None:
+        if self.signum is not None:  # second signal: stop now (the checkpoint on disk stays intact)
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, prev in self._previous.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, prev)
+        self._previous.clear()
+
+
+def resolve_run_path(resume: str, out: str) -> Path:
+    """`--resume` accepts a run folder path or a run name under --out."""
+    p = Path(resume)
+    if (p / "config.json").is_file():
+        return p
+    q = Path(out) / resume
+    if (q / "config.json").is_file():
+        return q
+    raise ConfigError(f"no run to resume at {resume!r}", hint=f"give a run folder such as {Path(out) / 'NAME'}")
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("__main__.py", "/mwa")):
+        argv[0] = "mwa"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _say(progress: ProgressFn | None, text: str) -> None:
+    if progress is not None:
+        progress("message", {"text": text})
+
+
+def _emit(progress: ProgressFn | None, event: str, data: dict) -> None:
+    if progress is not None:
+        progress(event, data)
+
+
+# ============================================================================ train()
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): the CLI counts the budget from there."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / ticks
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from_process_start: bool = False
+          ) -> RunResult:
+    """Run (or resume) one training run; see the module docstring. Never calls sys.exit.
+
+    `progress(event, data)` receives "setup", "plan", "step", "eval", "checkpoint", "message", "done" events.
+    With `count_from_process_start` (the CLI), the budget clock starts when the process started, so interpreter
+    and import time count too.
+    """
+    t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
+    run: RunDir
+    resume_state: dict | None = None
+    if config.resume:
+        run = RunDir(resolve_run_path(config.resume, config.out))
+        saved = run.read_config()
+        cfg = config_from_run(saved)
+        cfg.resume = str(run.path)
+        if (run.path / "adapter_model.safetensors").is_file() and (run.path / "eval.json").is_file():
+            raise ConfigError(f"{run.path} has already finished: nothing to resume",
+                              hint=f"evaluate it with `mwa eval {run.path}`, or start a new run with another --name")
+        found = ckpt_mod.find_checkpoint(run.path)
+        if found is None:
+            raise ConfigError(f"{run.path} has no checkpoint to resume from",
+                              hint="the run stopped before its first checkpoint: start it again")
+        resume_state = ckpt_mod.load_checkpoint(found)
+        command = saved.get("command", "")
+    else:
+        cfg = config.validate()
+        if not cfg.data_dir:
+            raise ConfigError("no data directory given", hint="mwa train DATA_DIR --method mwa --budget 2h")
+        command = cfg.command or _command_line()
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    _cuda_setup(device)
+    _seed_everything(cfg.seed)
+
+    # ------------------------------------------------------------------ data + model
+    from mwa_cli.adapters.io import save_adapter
+    from mwa_cli.adapters.registry import apply_method
+    from mwa_cli.data.cache import ensure_cache
+    from mwa_cli.data.manifest import load_dataset_info, load_manifest
+    from mwa_cli.eval.evaluate import evaluate_model, load_split, load_tokenizer
+    from mwa_cli.models.presets import build_backbone
+
+    data_dir = Path(cfg.data_dir).resolve()
+    df = load_manifest(data_dir)
+    ds_info = load_dataset_info(data_dir)
+    if resume_state is not None and saved.get("dataset_hash") and saved["dataset_hash"] != ds_info.get("dataset_hash"):
+        raise DataError(f"the data in {data_dir} changed since this run started (dataset hash differs)",
+                        hint="resume with the same data dir, or start a new run")
+    model, binfo = build_backbone(cfg.backbone, cfg.weights, drop_path=cfg.drop_path, tokenizer=cfg.tokenizer)
+    applied = apply_method(model, cfg.method, cfg.method_options)
+    image_size = int(model.config.img_size)
+    text_len = int(cfg.text_len or model.config.text_len)
+    tok = load_tokenizer(binfo.tokenizer_path, text_len)
+    cache = ensure_cache(data_dir, image_size, progress=progress is not None and not getattr(progress, "quiet", False))
+
+    train_df = df[df["split"] == "train"]
+    if len(train_df) == 0 and cfg.method != "frozen":
+        raise DataError(f"the train split of {data_dir} is empty", hint="re-run `mwa prepare` with more photos")
+    captions = list(train_df["caption"])
+    ids, mask = tok.encode_batch(captions)
+    pairs = PairTable(image_rows=np.array([cache.index_of(i) for i in train_df["image_id"]], dtype=np.int64),
+                      input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, cfg.flip))
+    n_pairs = len(pairs)
+    val_data = load_split(data_dir, "val", cache) if (df["split"] == "val").any() else None
+    final_split = cfg.final_split
+    if not (df["split"] == final_split).any():
+        raise DataError(f"the {final_split} split of {data_dir} is empty: nothing to evaluate the run on",
+                        hint="re-run `mwa prepare` with a non-empty test split")
+    test_data = load_split(data_dir, final_split, cache)
+
+    # ------------------------------------------------------------------ batch size
+    messages: list[str] = []
+
+    def message(text: str) -> None:
+        messages.append(text)
+        _say(progress, text)
+
+    auto_fields = []
+    batch_size = cfg.batch_size
+    micro = cfg.micro_batch
+    trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
+                      warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
+                      micro_batch=micro, compile=cfg.compile, on_message=message)
+    if batch_size is None:  # the same default for every method keeps comparisons fair
+        batch_size = GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
+        auto_fields.append("batch_size")
+    elif batch_size == "auto":
+        auto_fields.append("batch_size")
+        if device.type == "cuda" and trainer.trains:
+            batch_size = _find_max_batch(trainer, min(AUTO_BATCH_CAP, max(1, n_pairs)), text_len, message)
+        else:
+            batch_size = CPU_AUTO_BATCH
+            if trainer.trains:
+                message(f"--batch-size auto: on the CPU it uses {CPU_AUTO_BATCH} (no memory probe)")
+    batch_size = int(batch_size)
+    if n_pairs and batch_size > n_pairs:
+        message(f"batch size {batch_size} is larger than the {n_pairs} training pairs: using {n_pairs}")
+        batch_size = n_pairs
+    if micro is not None and micro >= batch_size:
+        trainer.micro_batch = None
+    dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), max(1, batch_size), cfg.seed,
+                           crop_scale_min=cfg.crop_scale_min)
+    spe = dataset.steps_per_epoch
+
+    # ------------------------------------------------------------------ run dir + config.json
+    if resume_state is None:
+        name = cfg.name or default_run_name(cfg.method, cfg.backbone)
+        cfg.name = name
+        run = RunDir.create(cfg.out, name)
+        record = cfg.to_dict()
+        record.update(batch_size=batch_size, precision=precision, device=device.type, text_len=text_len,
+                      method_options=applied.options, auto_resolved=auto_fields)
+        if cfg.tokenizer is None:
+            record["tokenizer"] = binfo.tokenizer_path
+        cfg_record = base_config_record(record, data_dir=str(data_dir), dataset_hash=ds_info.get("dataset_hash"),
+                                        command=command)
+        cfg_record["backbone_info"] = {"name": binfo.name, "weights_sha256": binfo.weights_sha256}
+        run.write_config(cfg_record)
+    else:
+        cfg_record = run.read_config()
+    resume_cmd = f"mwa train --resume {shlex.quote(str(run.path))}"
+
+    # ------------------------------------------------------------------ state
+    acc = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "data_wait_s": 0.0, "wall_prev_s": 0.0,
+           "samples": 0, "segments": 0}
+    planned = False
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        acc.update(resume_state.get("acc", {}))
+        planned = bool(resume_state.get("planned"))
+        total_steps = int(resume_state["total_steps"])
+        run.truncate_metrics(trainer.step_count)
+        ckpt_mod.set_rng_state(resume_state["rng"])
+        message(f"resuming {run.path} at step {trainer.step_count} of {total_steps}")
+    acc["segments"] = int(acc.get("segments", 0)) + 1
+
+    budget_s = cfg.budget_s
+    limit = None
+    if cfg.steps is not None:
+        limit = int(cfg.steps)
+    if cfg.epochs is not None:
+        e_steps = max(1, int(round(cfg.epochs * spe)))
+        limit = e_steps if limit is None else min(limit, e_steps)
+    if limit is None and budget_s is None:
+        limit = 10 * spe
+        message(f"no --budget, --epochs or --steps: training 10 epochs ({limit} steps)")
+    if not trainer.trains:
+        limit = 0
+        message(f"method {cfg.method} trains nothing: evaluating the backbone as it is")
+    if resume_state is None:
+        total_steps = limit if limit is not None else 0
+        if budget_s is None or not trainer.trains:
+            trainer.schedule.fit(max(1, total_steps))
+            planned = True
+        else:
+            trainer.schedule.fit(limit or 100_000)
+    deadline = None if budget_s is None else t_start + budget_s - float(acc["wall_prev_s"])
+
+    planner = BudgetPlanner(budget_s=budget_s, deadline=deadline, val_items=(val_data.n_images + val_data.n_captions)
+                            if val_data else 0, final_items=test_data.n_images + test_data.n_captions,
+                            val_evals=cfg.val_evals if val_data else 0, checkpoint_every=cfg.checkpoint_every,
+                            checkpoint_minutes=cfg.checkpoint_minutes, batch_size=max(1, batch_size))
+    eval_dtype = amp_dtype(precision)
+    identity = {"method": cfg.method, "backbone": binfo.name, "dataset_hash": ds_info.get("dataset_hash")}
+    trainable_n = applied.trainable_params()
+    total_n = applied.total_params()
+    _emit(progress, "setup", {"run_dir": str(run.path), "method": cfg.method, "backbone": binfo.name,
+                              "device": _device_name(device), "precision": precision, "batch_size": batch_size,
+                              "micro_batch": trainer.micro_batch or batch_size, "train_pairs": n_pairs,
+                              "steps_per_epoch": spe, "trainable_params": trainable_n, "total_params": total_n,
+                              "budget_s": budget_s, "total_steps": total_steps if planned else None})
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # ------------------------------------------------------------------ helpers bound to this run
+    def run_eval(split_data, split_name: str, step: int, *, topk: bool = False):
+        t0 = time.monotonic()
+        result, top = evaluate_model(model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
+                                     batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data, topk=topk,
+                                     identity=identity)
+        seconds = time.monotonic() - t0
+        acc["eval_s"] += seconds
+        return result, top, seconds
+
+    def log_eval(result: dict, step: int) -> None:
+        row = {"kind": "eval", "step": step, "split": result["split"], "rsum": result["rsum"],
+               "i2t_r1": result["i2t"]["r1"], "i2t_r5": result["i2t"]["r5"], "i2t_r10": result["i2t"]["r10"],
+               "t2i_r1": result["t2i"]["r1"], "t2i_r5": result["t2i"]["r5"], "t2i_r10": result["t2i"]["r10"],
+               "mean_recall": result["mean_recall"], "time_s": round(elapsed(), 3)}
+        run.append_metrics(row)
+        _emit(progress, "eval", row)
+
+    def elapsed() -> float:
+        return time.monotonic() - t_start + float(acc["wall_prev_s"])
+
+    def save_ckpt(step: int) -> float:
+        t0 = time.monotonic()
+        state = {"trainer": trainer.state_dict(), "rng": ckpt_mod.rng_state(), "acc": dict(acc, wall_prev_s=elapsed()),
+                 "total_steps": int(total_steps), "planned": planned, "batch_size": batch_size}
+        epoch, j = dataset.position(step)
+        ckpt_mod.save_checkpoint(run.checkpoint_root, state, {"step": step, "epoch": epoch, "batch_in_epoch": j,
+                                                              "total_steps": int(total_steps)})
+        seconds = time.monotonic() - t0
+        acc["checkpoint_s"] += seconds
+        _emit(progress, "checkpoint", {"step": step, "seconds": seconds, "path": str(run.checkpoint_root / "last")})
+        return seconds
+
+    def write_timing(status: str) -> dict:
+        wall = elapsed()
+        train_s = float(acc["train_s"])
+        steps_done = trainer.step_count
+        timing = {
+            "wall_s": round(wall, 3), "train_s": round(train_s, 3), "eval_s": round(float(acc["eval_s"]), 3),
+            "checkpoint_s": round(float(acc["checkpoint_s"]), 3), "steps": steps_done,
+            "samples": int(acc["samples"]),
+            "samples_per_s": round(acc["samples"] / train_s, 3) if train_s > 0 else 0.0,
+            "device_hours": round(wall / 3600.0, 6), "device_type": device.type,
+            "device_name": _device_name(device), "n_devices": 1, "peak_mem_gib": round(_peak_mem_gib(device), 4),
+            "data_wait_fraction": round(acc["data_wait_s"] / train_s, 4) if train_s > 0 else 0.0,
+            "budget_s": budget_s, "torch": torch.__version__, "mwa": __version__,
+            "trainable_params": trainable_n, "total_params": total_n, "estimated": False,
+            "status": status, "planned_steps": int(total_steps), "batch_size": batch_size,
+            "micro_batch": trainer.micro_batch or batch_size, "precision": precision,
+        }
+        run.write_timing(timing)
+        return timing
+
+    flag = _SignalFlag()
+    flag.install()
+    try:
+        # -------------------------------------------------------------- step-0 val eval (zero-shot point)
+        step = trainer.step_count
+        if resume_state is None and val_data is not None and cfg.val_evals > 0 and trainer.trains:
+            result, _, secs = run_eval(val_data, "val", 0)
+            planner.observe_eval(secs, val_data.n_images + val_data.n_captions)
+            log_eval(result, 0)
+
+        # -------------------------------------------------------------- training loop
+        interval_loss = torch.zeros((), device=device)
+        interval_steps = 0
+        last_loss: float | None = None
+        t_interval = time.monotonic()
+        last_ckpt_time = time.monotonic()
+        last_good_ckpt_step = int(resume_state["trainer"]["step"]) if resume_state is not None else None
+        stop_reason = None
+        status = "completed"
+        measure = planner.new_measurement(device.type, max_steps=limit) if not planned else None
+        eval_steps = planner.eval_steps(total_steps) if planned else set()
+        t_seg = time.monotonic()
+        replan_at: int | None = None
+        replan_ref = (0, 0.0)
+        loader = None
+        it = None
+        if trainer.trains and (not planned or step < total_steps):
+            loader = make_loader(dataset, step, workers=_workers(cfg, device), pin_memory=device.type == "cuda")
+            it = iter(loader)
+
+        def flush_train_time() -> None:
+            nonlocal t_seg
+            now = time.monotonic()
+            acc["train_s"] += now - t_seg
+            t_seg = now
+
+        def check_interval(step_now: int, consume: bool = True) -> float | None:
+            """Sync point: read the interval's mean loss; stop on a non-finite value (consume: start a new one)."""
+            nonlocal interval_loss, interval_steps
+            if interval_steps == 0:
+                return None
+            value = float(interval_loss.item()) / interval_steps
+            if not math.isfinite(value):
+                keep = (f"the last good checkpoint (step {last_good_ckpt_step}) is kept in "
+                        f"{run.checkpoint_root / 'last'}" if last_good_ckpt_step is not None
+                        else "no checkpoint had been written yet")
+                raise NonFiniteLoss(
+                    f"the loss became {value} between steps {step_now - interval_steps + 1} and {step_now}: "
+                    f"training stopped; {keep}",
+                    hint=f"lower --lr (it was {cfg.lr:g}) or use --precision bf16/fp32, and start a new run")
+            if not consume:
+                return value
+            interval_loss = torch.zeros((), device=device)
+            interval_steps = 0
+            return value
+
+        def log_train(step_now: int) -> None:
+            """A metrics.jsonl train row (a sync point: reads the interval's mean loss)."""
+            nonlocal last_loss, t_interval, t_seg
+            flush_train_time()
+            dt = time.monotonic() - t_interval
+            n_int = interval_steps
+            value = check_interval(step_now)
+            if value is None:
+                return
+            last_loss = value
+            row = {"kind": "train", "step": step_now, "epoch": round(step_now / spe, 4), "loss": value,
+                   "lr": trainer.last_lr, "samples_per_s": round(n_int * batch_size / dt, 3) if dt > 0 else 0.0,
+                   "mem_gib": round(_peak_mem_gib(device), 4), "time_s": round(elapsed(), 3)}
+            run.append_metrics(row)
+            _emit(progress, "step", dict(row, total_steps=total_steps if planned else None))
+            t_interval = time.monotonic()
+            t_seg = time.monotonic()
+
+        try:
+            while it is not None and (not planned or step < total_steps):
+                if flag.signum is not None:
+                    break
+                if planned and budget_s is not None and planner.must_stop(step, total_steps, eval_steps):
+                    stop_reason = (f"stopping at step {step} of {total_steps}: the remaining budget is needed for "
+                                   "the final evaluation and artefacts")
+                    message(stop_reason)
+                    break
+                t_wait = time.monotonic()
+                batch = next(it)
+                acc["data_wait_s"] += time.monotonic() - t_wait
+                loss = trainer.step(batch)
+                step = trainer.step_count
+                interval_loss += loss
+                interval_steps += 1
+                acc["samples"] += batch_size
+
+                if measure is not None:  # budget: warm-up measurement, then fit the schedule
+                    done = measure.tick(step, trainer.synchronize)
+                    if done:
+                        log_train(step)  # syncs and checks the loss is finite before the checkpoint
+                        flush_train_time()
+                        secs = save_ckpt(step)
+                        last_good_ckpt_step = step
+                        last_ckpt_time = time.monotonic()
+                        planner.observe_checkpoint(secs)
+                        total_steps, why = planner.plan(step, measure.step_time, limit, time.monotonic())
+                        trainer.schedule.fit(max(1, total_steps))
+                        planned = True
+                        measure = None
+                        eval_steps = planner.eval_steps(total_steps)
+                        _emit(progress, "plan", {"total_steps": total_steps, "reason": why,
+                                                 "step_time_s": planner.step_time, "budget_s": budget_s})
+                        message(why)
+                        cfg_record["plan"] = {"total_steps": total_steps, "step_time_s": planner.step_time,
+                                              "warmup_steps": trainer.schedule.warmup_steps, "reason": why}
+                        run.write_config(cfg_record)
+                        t_seg = time.monotonic()
+                        replan_ref = (step, acc["train_s"])
+                        replan_at = step + max(cfg.log_every, (total_steps - step) // 10)
+                        if step >= total_steps:
+                            break
+                        continue
+
+                is_last = planned and step >= total_steps
+                if step % cfg.log_every == 0 or is_last or step == 1:
+                    log_train(step)
+                    if replan_at is not None and step >= replan_at and step < total_steps:
+                        # re-measure the step time (mean since the plan) every ~10 % of the run, until 80 %
+                        st = (acc["train_s"] - replan_ref[1]) / max(1, step - replan_ref[0])
+                        replan_at = step + max(cfg.log_every, total_steps // 10)
+                        if replan_at > 0.8 * total_steps:
+                            replan_at = None
+                        new_total, why = planner.plan(step, st, limit, time.monotonic(),
+                                                      evals_left=sum(1 for e in eval_steps if e > step))
+                        if abs(new_total - total_steps) > 0.03 * total_steps:
+                            keep_warmup = trainer.schedule.warmup_steps if step >= trainer.schedule.warmup_steps else None
+                            total_steps = max(new_total, step)
+                            trainer.schedule.fit(max(1, total_steps), warmup_steps=keep_warmup)
+                            eval_steps = {e for e in planner.eval_steps(total_steps) if e > step} | {
+                                e for e in eval_steps if e <= step}
+                            message("re-planned: " + why)
+                            _emit(progress, "plan", {"total_steps": total_steps, "reason": why,
+                                                     "step_time_s": st, "budget_s": budget_s})
+                            cfg_record["plan"].update(total_steps=total_steps, step_time_s=st, reason=why,
+                                                      replanned_at=step)
+                            run.write_config(cfg_record)
+                if step in eval_steps and not is_last and val_data is not None:
+                    check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
+                    flush_train_time()
+                    t_eval = time.monotonic()
+                    result, _, secs = run_eval(val_data, "val", step)
+                    planner.observe_eval(secs, val_data.n_images + val_data.n_captions)
+                    log_eval(result, step)
+                    t_seg = time.monotonic()
+                    t_interval += time.monotonic() - t_eval
+                due = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or (
+                    cfg.checkpoint_every <= 0 and time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60)
+                if due and not is_last:
+                    check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
+                    flush_train_time()
+                    secs = save_ckpt(step)
+                    planner.observe_checkpoint(secs)
+                    last_good_ckpt_step = step
+                    last_ckpt_time = time.monotonic()
+                    t_seg = time.monotonic()
+                    t_interval += secs  # samples/s counts training time only
+            flush_train_time()
+            last_loss = check_interval(step) or last_loss
+        except NonFiniteLoss as exc:
+            flush_train_time()
+            write_timing("nonfinite")
+            return RunResult(run.path, "nonfinite", EXIT_NONFINITE, trainer.step_count, int(total_steps),
+                             message=exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""),
+                             timing={}, last_loss=None)
+        finally:
+            if loader is not None:
+                del it, loader
+
+        # -------------------------------------------------------------- interrupted
+        if flag.signum is not None:
+            save_ckpt(step)
+            code = EXIT_SIGTERM if flag.signum == signal.SIGTERM else EXIT_SIGINT
+            name = "SIGTERM" if flag.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+            timing = write_timing("interrupted")
+            msg = (f"{name}: stopped at step {step} of {total_steps}; a resumable checkpoint is in "
+                   f"{run.checkpoint_root / 'last'}. Resume with: {resume_cmd}")
+            _emit(progress, "done", {"status": "interrupted", "message": msg})
+            return RunResult(run.path, "interrupted", code, step, int(total_steps), message=msg,
+                             resume_command=resume_cmd, timing=timing, last_loss=last_loss)
+
+        # -------------------------------------------------------------- final evaluation and artefacts
+        flag.restore()  # from here on, Ctrl-C interrupts the (short) finalisation directly
+        if val_data is not None:
+            result, _, secs = run_eval(val_data, "val", step)
+            log_eval(result, step)
+        result, top, secs = run_eval(test_data, final_split, step, topk=True)
+        run.write_eval(result, top)
+        t0 = time.monotonic()
+        save_adapter(run.path, model, applied, binfo)
+        acc["checkpoint_s"] += time.monotonic() - t0
+        timing = write_timing("completed")
+        msg = f"finished {step} steps in {timing['wall_s']:.1f} s; {final_split} RSUM {result['rsum']:.2f}"
+        if stop_reason:
+            msg += f" ({stop_reason})"
+        _emit(progress, "done", {"status": status, "message": msg, "eval": result, "timing": timing})
+        return RunResult(run.path, status, EXIT_OK, step, int(total_steps), message=msg, eval=result,
+                         timing=timing, last_loss=last_loss)
+    finally:
+        flag.restore()
+
+
+def _workers(cfg: TrainConfig, device: torch.device) -> int:
+    if cfg.workers is not None:
+        return max(0, int(cfg.workers))
+    if device.type != "cuda":
+        return 0
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        n = os.cpu_count() or 2
+    return max(1, min(8, n // 2))
+
+
+def _find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None]) -> int:
+    """CUDA: the largest power-of-two micro-batch ≤ cap whose forward+backward fits (weights untouched)."""
+    best = 0
+    b = 8 if cap >= 8 else cap
+    while b <= cap:
+        batch = trainer.random_batch(b, text_len=text_len, seed=1)
+        ok = True
+        try:
+            px = trainer.pixels(batch)
+            ids = batch["input_ids"].to(trainer.device)
+            mask = batch["padding_mask"].to(trainer.device)
+            trainer._forward_backward(px, ids, mask)
+            torch.cuda.synchronize(trainer.device)
+        except _OOM_ERRORS:
+            ok = False
+        trainer.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if not ok:
+            break
+        best = b
+        if b == cap:
+            break
+        b = min(cap, b * 2)
+    if best == 0:
+        raise MwaError("CUDA out of memory even with a batch of 8", hint="use a smaller backbone or --precision bf16",
+                       exit_code=4)
+    message(f"--batch-size auto: the largest micro-batch that fits is {best}; using batch size {best}")
+    return best

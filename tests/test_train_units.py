@@ -1,0 +1,182 @@
+"""Trainer building blocks: budget parsing, config resolution, schedule, loss, param groups, data, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mwa_cli.errors import ConfigError
+from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from mwa_cli.train.config import TrainConfig, load_config_file, parse_budget, resolve_config
+from mwa_cli.train.data import (augment_batch, crop_boxes, epoch_order, flip_allowed_mask, mentions_left_right,
+                                to_pixels)
+from mwa_cli.train.loss import contrastive_loss
+from mwa_cli.train.optim import layer_decay_groups, layer_id_for
+from mwa_cli.train.schedule import WarmupCosine
+
+
+@pytest.mark.parametrize("text,seconds", [("2h", 7200), ("90m", 5400), ("3600s", 3600), ("1h30m", 5400),
+                                          ("1.5h", 5400), ("3600", 3600), ("20s", 20), ("10 min", 600)])
+def test_parse_budget(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "2x", "-5m", "0s"])
+def test_parse_budget_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_budget(text)
+
+
+def test_config_file_then_cli(tmp_path):
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"method": "nke", "lr": 1e-3, "batch-size": 16, "budget": "90m"}))
+    cfg = resolve_config({"lr": 5e-4, "method": None}, js)
+    assert (cfg.method, cfg.lr, cfg.batch_size, cfg.budget_s) == ("nke", 5e-4, 16, 5400)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nmethod = "lora"\nepochs = 3\nmethod_options = { rank = 16 }\n')
+    cfg = resolve_config({}, toml)
+    assert cfg.method == "lora" and cfg.epochs == 3 and cfg.method_options == {"rank": 16}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"lrr": 1}))
+    with pytest.raises(ConfigError, match="lrr"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError):
+        resolve_config({"method": "bogus"})
+    assert TrainConfig(batch_size="auto").validate().batch_size == "auto"
+    assert TrainConfig(batch_size="64").validate().batch_size == 64
+
+
+def test_schedule_warmup_then_cosine():
+    s = WarmupCosine(base_lr=1.0, min_lr=0.01, warmup_frac=0.1)
+    s.fit(100)
+    lrs = [s.lr_at(i) for i in range(100)]
+    assert s.warmup_steps == 10
+    assert 0 < lrs[0] < 0.1  # starts near 0
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # rises during warm-up
+    assert lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decays
+    assert s.lr_at(100) == pytest.approx(0.01)
+    state = s.state_dict()
+    s2 = WarmupCosine(base_lr=3.0)
+    s2.load_state_dict(state)
+    assert s2.lr_at(37) == s.lr_at(37)
+
+
+def test_contrastive_loss_matches_reference():
+    torch.manual_seed(0)
+    img = F.normalize(torch.randn(6, 16), dim=-1)
+    txt = F.normalize(torch.randn(6, 16), dim=-1)
+    scale = torch.tensor(math.log(1 / 0.07))
+    logits = scale.exp() * img @ txt.t()
+    ref = 0.5 * (F.cross_entropy(logits, torch.arange(6)) + F.cross_entropy(logits.t(), torch.arange(6)))
+    assert torch.allclose(contrastive_loss(img, txt, scale), ref)
+    assert torch.allclose(contrastive_loss(img, txt, scale), contrastive_loss(txt, img, scale))
+    assert contrastive_loss(img, img, scale) < ref  # aligned pairs give a lower loss
+
+
+def test_layer_decay_groups_follow_beit3_rule():
+    assert layer_id_for("beit3.encoder.layers.3.ffn.A.fc1.weight", 12) == 4
+    assert layer_id_for("beit3.text_embed.weight", 12) == 0
+    assert layer_id_for("logit_scale", 12) == 13
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text_embed = torch.nn.Embedding(5, 4)
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+            self.logit_scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    groups = layer_decay_groups(M(), lr=1.0, weight_decay=0.05, layer_decay=0.5, depth=2)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["text_embed.weight"]["lr_scale"] == 0.5**3
+    assert by_name["layers.0.weight"]["lr_scale"] == 0.5**2 and by_name["layers.0.weight"]["weight_decay"] == 0.05
+    assert by_name["layers.1.bias"]["weight_decay"] == 0.0
+    assert by_name["logit_scale"]["lr_scale"] == 1.0 and by_name["logit_scale"]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("text,hit", [
+    ("a scratch on the upper-left of the plate", True), ("Dent at RIGHT edge", True), ("rotated clockwise", True),
+    ("左上に長い傷がある金属板", True), ("右側のへこみ", True), ("a bright stain", False), ("copyright mark", False),
+    ("中央に傷", False), ("a long scratch", False), ("leftover residue", True)])
+def test_flip_guard(text, hit):
+    assert mentions_left_right(text) is hit
+
+
+def test_flip_modes():
+    caps = ["left scratch", "a dent"]
+    assert flip_allowed_mask(caps, "auto").tolist() == [False, True]
+    assert flip_allowed_mask(caps, "on").tolist() == [True, True]
+    assert flip_allowed_mask(caps, "off").tolist() == [False, False]
+
+
+def test_augmentation_geometry():
+    g = torch.Generator().manual_seed(0)
+    boxes = crop_boxes(500, g, scale_min=0.5)
+    x0, y0, w, h = boxes.unbind(1)
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= 1 + 1e-6).all() and (y0 + h <= 1 + 1e-6).all()
+    area = w * h
+    assert (area >= 0.5 - 1e-5).all() and (area <= 1 + 1e-5).all()
+    img = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+    full = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)
+    same = augment_batch(img, full, torch.tensor([False, False]), 16)
+    assert torch.allclose(same, to_pixels(img, 16), atol=1e-4)  # full box, no flip = plain normalise
+    assert same.min() >= -1 - 1e-5 and same.max() <= 1 + 1e-5  # mean = std = 0.5
+    flipped = augment_batch(img, full, torch.tensor([True, False]), 16)
+    assert torch.allclose(flipped[0], same[0].flip(-1), atol=1e-4)
+    assert torch.allclose(flipped[1], same[1], atol=1e-4)
+
+
+def test_epoch_order_is_deterministic():
+    assert torch.equal(epoch_order(50, 3, 1), epoch_order(50, 3, 1))
+    assert not torch.equal(epoch_order(50, 3, 1), epoch_order(50, 3, 2))
+    assert sorted(epoch_order(50, 3, 1).tolist()) == list(range(50))
+
+
+def test_checkpoint_atomic_and_fallback(tmp_path):
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint", {"step": 1, "x": torch.ones(3)}, {"step": 1})
+    save_checkpoint(run / "checkpoint", {"step": 2, "x": torch.ones(3) * 2}, {"step": 2})
+    last = find_checkpoint(run)
+    assert last.name == "last" and load_checkpoint(last)["step"] == 2
+    assert not list((run / "checkpoint").glob(".tmp-*")) and not (run / "checkpoint" / "last.old").exists()
+    # a kill between the two renames leaves only last.old: it is found and complete
+    os.replace(run / "checkpoint" / "last", run / "checkpoint" / "last.old")
+    (run / "checkpoint" / ".tmp-999-1").mkdir()  # half-written temp folder: ignored
+    assert find_checkpoint(run).name == "last.old"
+    assert load_checkpoint(find_checkpoint(run))["step"] == 2
+    save_checkpoint(run / "checkpoint", {"step": 3}, {"step": 3})
+    assert load_checkpoint(find_checkpoint(run))["step"] == 3
+    assert not list((run / "checkpoint").glob(".tmp-*"))
+    shutil.rmtree(run / "checkpoint" / "last")
+    assert find_checkpoint(run) is None
+
+
+def test_run_dir_refuses_started_runs_but_reuses_aborted_starts(tmp_path):
+    from mwa_cli.train.run_dir import RunDir
+
+    run = RunDir.create(tmp_path, "a")
+    run.write_config({"x": 1})  # stopped before its first checkpoint
+    run.append_metrics({"kind": "eval", "step": 0})
+    again = RunDir.create(tmp_path, "a")
+    assert not again.config_path.exists() and not again.metrics_path.exists()
+    (again.path / "checkpoint").mkdir()
+    with pytest.raises(ConfigError, match="already exists"):
+        RunDir.create(tmp_path, "a")
+
+
+def test_metrics_truncation_on_resume(tmp_path):
+    from mwa_cli.train.run_dir import RunDir
+
+    run = RunDir.create(tmp_path, "m")
+    for step in range(1, 8):
+        run.append_metrics({"kind": "train", "step": step})
+    with open(run.metrics_path, "a") as f:
+        f.write('{"kind": "train", "st')  # a line cut by SIGKILL
+    run.truncate_metrics(4)
+    assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4]
