@@ -1,0 +1,81 @@
+"""`mwa index`: thin Typer wrapper around mwa_cli.search.index.build_index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
+
+HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`.
+
+Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
+listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
+removed ones. An index is tied to its adapter and backbone: another adapter is refused.
+
+Examples:
+
+  mwa index ./photos --adapter runs/mwa-beit3-base-20260101-120000 --out photos_index
+
+  mwa index ./photos --adapter runs/my-run --out photos_index --captions data   (also embed data's captions)
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("index", help=HELP)
+    @guarded
+    def index_cmd(
+        photos: Path = typer.Argument(..., help="Folder of photos to index (searched recursively)."),
+        adapter: Path = typer.Option(..., "--adapter", help="Run folder (or adapter folder) of `mwa train`."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: RUN_DIR/index_<photos>]."),
+        captions: Optional[Path] = typer.Option(None, "--captions", help="Data dir of `mwa prepare` whose "
+                                                "captions are embedded too (for photo → caption search)."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the run's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the run's]."),
+        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        batch_size: int = typer.Option(64, "--batch-size", help="Embedding batch size."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes [default: CPU cores]."),
+        rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
+    ) -> None:
+        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.search.index import build_index
+
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers must be at least 1 (got {workers})")
+        try:
+            summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
+                                  device=device, batch_size=batch_size, workers=workers, progress=not json_out,
+                                  rebuild=rebuild)
+        except (typer.Exit, KeyboardInterrupt, MwaError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
+        if json_out:
+            emit_json(summary)
+            return
+        from rich.markup import escape
+
+        c = summary["counts"]
+        console.print(f"[bold]index[/] {escape(summary['index'])}: {c['images']} images from "
+                      f"{c['files_indexed']} files ({summary['method']} · {summary['backbone']})", highlight=False)
+        console.print(f"  embedded {c['embedded']} · reused {c['reused']} · removed {c['removed']} · "
+                      f"duplicates merged {c['duplicates_merged']} · rejected {c['rejected']}", highlight=False)
+        if c["captions"]:
+            console.print(f"  captions: {c['captions']} ({c['captions_embedded']} embedded now)", highlight=False)
+        rate = f" · {summary['images_per_s']:.1f} photos/s" if summary.get("images_per_s") else ""
+        console.print(f"  {summary['seconds']:.1f} s{rate}", highlight=False)
+        if c["rejected"]:
+            console.print(f"  [yellow]{c['rejected']} file(s) not indexed[/]: see {escape(summary['rejected_csv'])}",
+                          highlight=False)
+        console.print(f'  next: mwa search "a scratch near the edge" --index {escape(summary["index"])}',
+                      highlight=False)

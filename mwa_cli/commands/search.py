@@ -1,0 +1,114 @@
+"""`mwa search`: thin Typer wrapper around mwa_cli.search.query.search."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
+
+HELP = """Find the photos closest to a description, or to a photo, in an index made by `mwa index`.
+
+A photo query (--image) also lists the nearest captions when the index holds a caption set (`mwa index
+--captions DATA_DIR`). Scores are cosine similarities (higher is closer). Exact search over every indexed photo.
+
+Examples:
+
+  mwa search "crack near the weld" --index photos_index
+
+  mwa search "右上に傷" --index photos_index --top 20 --html results.html
+
+  mwa search --image query.jpg --index photos_index --json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("search", help=HELP)
+    @guarded
+    def search_cmd(
+        text: Optional[str] = typer.Argument(None, help="What to look for, in words."),
+        index: Path = typer.Option(..., "--index", help="Index folder written by `mwa index`."),
+        image: Optional[Path] = typer.Option(None, "--image", help="Search with this photo instead of words."),
+        top: int = typer.Option(10, "--top", help="How many results."),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
+                                               "the index]; another adapter is refused."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the index's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the index's]."),
+        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
+    ) -> None:
+        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.search.index import SearchIndex, adapter_identity, check_identity, load_search_model, \
+            read_index_meta
+        from mwa_cli.search.query import search
+
+        if text is None and image is None:
+            raise ConfigError("nothing to search for", hint='give words ("crack near the weld") or --image PHOTO')
+        if text is not None and image is not None:
+            raise ConfigError("give either words or --image, not both")
+        if text is not None and not text.strip():
+            raise ConfigError("the text query is empty", hint='e.g. mwa search "a scratch on the upper left" '
+                                                              "--index INDEX_DIR")
+        if top < 1:
+            raise ConfigError(f"--top must be at least 1 (got {top})")
+        try:
+            meta = read_index_meta(index)
+            run_dir = adapter or Path(meta.get("adapter") or "")
+            check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
+            idx = SearchIndex.load(index)
+            sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
+                                   tokenizer=tokenizer or meta.get("tokenizer"), device=device,
+                                   need_tokenizer=text is not None)
+            result = search(idx, sm, text=text, image=image, top=top)
+            if html is not None:
+                from mwa_cli.search.html import PhotoThumbs, write_search_html
+
+                write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
+                result["html"] = str(html)
+        except (typer.Exit, KeyboardInterrupt, MwaError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
+        if json_out:
+            emit_json(result)
+            return
+        _print(result)
+
+
+def _print(result: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    q = result["query"]
+    title = f'"{q["text"]}"' if q["kind"] == "text" else q["path"]
+    for w in result.get("warnings") or []:
+        err_console.print(Text("warning: " + w, style="yellow"))
+    table = Table(title=Text(f"{title} · top {len(result['images'])} of {result['n_images']} photos"),
+                  title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("photo", overflow="fold")
+    for hit in result["images"]:
+        name = hit["path"] + (f"  (+{len(hit['duplicates'])} copies)" if hit["duplicates"] else "")
+        table.add_row(str(hit["rank"]), f"{hit['score']:.3f}", Text(name))
+    console.print(table)
+    if result.get("captions"):
+        ct = Table(title=Text("nearest captions"), title_justify="left")
+        ct.add_column("#", justify="right")
+        ct.add_column("score", justify="right")
+        ct.add_column("caption", overflow="fold")
+        ct.add_column("label")
+        for c in result["captions"]:
+            ct.add_row(str(c["rank"]), f"{c['score']:.3f}", Text(c["caption"]), Text(c["label"]))
+        console.print(ct)
+    t = result["timing_ms"]
+    console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms"
+                       + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))

@@ -1,0 +1,14 @@
+"""`mwa index` / `mwa search`: embed a photos folder with an adapted model and query it by text or by photo.
+
+Index directory (written by `mwa index`, read by `mwa search`):
+
+| file | content |
+|---|---|
+| `index.json` | `{"schema_version": 1, "generation": "<hex>", "identity": {adapter_config_sha256, adapter_weights_sha256, backbone, backbone_weights_sha256, method}, "adapter": "<abs run dir>", "weights", "tokenizer", "source": "<abs photos folder>", "image_size", "dim", "counts": {...}, "captions": null or {"data_dir", "dataset_hash", "count"}, "created", "mwa_version"}`; written last |
+| `embeddings.safetensors` | `images` float32 [M, d] (one row per distinct photo content, L2-normalised), `captions` float32 [C, d] when a caption set is held; metadata `generation` equals index.json's |
+| `manifest.csv` | one row per indexed file: `path` (POSIX, relative to the photos folder), `image_id` (first 16 hex of the file's sha256), `row` (embedding row; copies of one photo share it), `size`, `mtime_ns`, `width`, `height` |
+| `captions.csv` | the caption set (distinct caption texts of a prepared data dir): `caption`, `label`, `image_id`, `path`, `n_images` |
+| `rejected.csv` | `path`, `row`, `reason` (same format as prepare's) |
+
+A re-run embeds only files whose size or mtime changed and whose content hash is new; removed files are dropped.
+"""

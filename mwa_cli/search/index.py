@@ -1,0 +1,532 @@
+"""Build, update and load a search index (see the package docstring for the files and their contract).
+
+Ingestion is prepare's: `scan_folder` (path safety, hidden files, links), `decode_files` (pool of decode workers,
+Pillow draft mode, EXIF, pixel cap, any mode → RGB, plain square resize) and its reject reasons. Embedding is
+`mwa_cli.eval.embed.embed_images` (mean = std = 0.5, plain resize), the same as `mwa eval`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mwa_cli import __version__
+from mwa_cli.errors import CheckpointError, ConfigError, DataError
+
+SCHEMA_VERSION = 1
+INDEX_FILE = "index.json"
+EMB_FILE = "embeddings.safetensors"
+MANIFEST_FILE = "manifest.csv"
+CAPTIONS_FILE = "captions.csv"
+REJECTED_FILE = "rejected.csv"
+MANIFEST_COLUMNS = ["path", "image_id", "row", "size", "mtime_ns", "width", "height"]
+CAPTION_COLUMNS = ["caption", "label", "image_id", "path", "n_images"]
+EXIT_DATA = 3  # unusable input (as prepare)
+IDENTITY_KEYS = ("adapter_config_sha256", "adapter_weights_sha256", "backbone", "backbone_weights_sha256")
+
+
+# ------------------------------------------------------------------------------------------------ the model
+@dataclass
+class SearchModel:
+    """An adapted model ready to embed queries, with its tokenizer and identity."""
+
+    model: Any
+    tokenizer: Any
+    info: Any
+    method: str
+    run_dir: Path
+    identity: dict[str, Any]
+    device: torch.device
+    weights: str | None = None
+    tokenizer_path: str | None = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.img_size)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        from mwa_cli.eval.embed import embed_texts
+
+        ids, mask = self.tokenizer.encode_batch(texts)
+        return embed_texts(self.model, ids, mask, device=self.device).cpu()
+
+    @torch.inference_mode()
+    def encode_pixels(self, images_u8: np.ndarray) -> torch.Tensor:
+        """Embeddings of uint8 [B, S, S, 3] images (already square-resized)."""
+        from mwa_cli.eval.embed import embed_images
+
+        return embed_images(self.model, images_u8, np.arange(len(images_u8)), image_size=self.image_size,
+                            device=self.device).cpu()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
+    """What ties an index to its adapter: hashes of adapter_config.json and the adapter weights, the backbone
+    name and its weights' sha256 (as recorded in adapter_config.json). Cheap: no model is built."""
+    from mwa_cli.adapters.io import CONFIG_FILE, WEIGHTS_FILE, read_adapter_config
+
+    folder, cfg = read_adapter_config(run_dir)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing", hint="pass a finished run folder written by `mwa train`")
+    backbone = cfg.get("backbone") or {}
+    return {"adapter_config_sha256": _sha256_file(folder / CONFIG_FILE),
+            "adapter_weights_sha256": _sha256_file(weights),
+            "backbone": backbone.get("name"),
+            "backbone_weights_sha256": backbone.get("weights_sha256"),
+            "method": cfg.get("method")}
+
+
+def _added_tokens(cfg: dict[str, Any]) -> dict[str, int] | None:
+    extra = cfg.get("token_additions")
+    if not isinstance(extra, dict):
+        return None
+    table = extra.get("added_tokens", extra.get("tokens", extra))
+    if isinstance(table, dict) and table and all(isinstance(k, str) and isinstance(v, int) for k, v in table.items()):
+        return dict(table)
+    return None
+
+
+def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokenizer: str | None = None,
+                      device: str = "auto", need_tokenizer: bool = True) -> SearchModel:
+    """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training)."""
+    from mwa_cli.adapters.io import load_adapter, read_adapter_config
+    from mwa_cli.eval.evaluate import load_tokenizer
+    from mwa_cli.models.tokenizer import Beit3Tokenizer
+    from mwa_cli.train.config import resolve_device
+
+    folder, cfg = read_adapter_config(run_dir)
+    run_cfg: dict[str, Any] = {}
+    if (folder / "config.json").is_file():
+        try:
+            run_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except ValueError:
+            run_cfg = {}
+    identity = adapter_identity(folder)
+    weights = weights or run_cfg.get("weights")
+    tokenizer = tokenizer or run_cfg.get("tokenizer")
+    # Same seed as training before building: a randomly initialised backbone (test presets) comes out identical.
+    torch.manual_seed(int(run_cfg.get("seed", 0) or 0))
+    model, applied, info = load_adapter(folder, weights=weights, tokenizer=tokenizer)
+    dev = resolve_device(device)
+    model.to(dev)
+    model.eval()
+    tok = None
+    tok_path = tokenizer or getattr(info, "tokenizer_path", None)
+    if need_tokenizer:
+        text_len = int(run_cfg.get("text_len") or model.config.text_len)
+        added = _added_tokens(cfg)
+        tok = (Beit3Tokenizer.from_file(tok_path, max_len=text_len, added_tokens=added) if added and tok_path
+               else load_tokenizer(tok_path, text_len))
+    return SearchModel(model=model, tokenizer=tok, info=info, method=applied.name, run_dir=folder,
+                       identity=identity, device=dev, weights=getattr(info, "weights", None) or weights,
+                       tokenizer_path=tok_path)
+
+
+def check_identity(index_identity: dict[str, Any], identity: dict[str, Any], index_dir: Path,
+                   built_with: str | None) -> None:
+    """Refuse an index made with another adapter or backbone, saying which one differs."""
+    def short(v: Any) -> str:
+        return "none" if v is None else str(v)[:12]
+
+    if index_identity.get("backbone") != identity.get("backbone") or \
+            index_identity.get("backbone_weights_sha256") != identity.get("backbone_weights_sha256"):
+        raise CheckpointError(
+            f"the index {index_dir} was built with backbone {index_identity.get('backbone')} "
+            f"(weights {short(index_identity.get('backbone_weights_sha256'))}), but this adapter uses "
+            f"{identity.get('backbone')} (weights {short(identity.get('backbone_weights_sha256'))}); "
+            "their embeddings are not comparable",
+            hint=f"search with the adapter that built it ({built_with}), or rebuild the index "
+                 "with `mwa index PHOTOS_DIR --adapter RUN_DIR --out NEW_DIR` (or --rebuild)")
+    if any(index_identity.get(k) != identity.get(k) for k in ("adapter_config_sha256", "adapter_weights_sha256")):
+        raise CheckpointError(
+            f"the index {index_dir} was built with another adapter ({built_with}, {index_identity.get('method')}, "
+            f"weights {short(index_identity.get('adapter_weights_sha256'))}); this one is "
+            f"{identity.get('method')}, weights {short(identity.get('adapter_weights_sha256'))}: "
+            "their embeddings are not comparable",
+            hint=f"search with the adapter that built it ({built_with}), or rebuild the index "
+                 "with `mwa index PHOTOS_DIR --adapter RUN_DIR --out NEW_DIR` (or --rebuild)")
+
+
+# ------------------------------------------------------------------------------------------------ the index
+@dataclass
+class SearchIndex:
+    """A loaded index: embeddings (CPU float32), file manifest, caption set and metadata."""
+
+    path: Path
+    meta: dict[str, Any]
+    images: torch.Tensor                   # [M, d]
+    manifest: pd.DataFrame                 # one row per file
+    captions: pd.DataFrame | None = None   # one row per caption
+    caption_emb: torch.Tensor | None = None
+    row_paths: list[list[str]] = field(default_factory=list)   # row -> file paths (sorted; first = canonical)
+    row_ids: list[str] = field(default_factory=list)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.meta["identity"]
+
+    @property
+    def source(self) -> Path:
+        return Path(self.meta["source"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+    @classmethod
+    def load(cls, index_dir: str | Path) -> "SearchIndex":
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        index_dir = Path(index_dir)
+        meta = read_index_meta(index_dir)
+        emb_path = index_dir / EMB_FILE
+        try:
+            with safe_open(str(emb_path), framework="pt") as fh:
+                gen = (fh.metadata() or {}).get("generation")
+                images = fh.get_tensor("images")
+                caption_emb = fh.get_tensor("captions") if "captions" in fh.keys() else None
+        except (SafetensorError, OSError, FileNotFoundError) as exc:
+            raise DataError(f"cannot read {emb_path}: {exc}", hint="rebuild it with `mwa index ... --rebuild`",
+                            exit_code=EXIT_DATA) from None
+        if gen != meta.get("generation"):
+            raise DataError(f"{index_dir} is incomplete (an interrupted `mwa index`?): the embeddings and "
+                            "index.json are from different runs", hint="run the same `mwa index` again",
+                            exit_code=EXIT_DATA)
+        try:
+            manifest = pd.read_csv(index_dir / MANIFEST_FILE, dtype={"path": str, "image_id": str},
+                                   keep_default_na=False, encoding="utf-8")
+            captions = (pd.read_csv(index_dir / CAPTIONS_FILE, dtype=str, keep_default_na=False, encoding="utf-8")
+                        if caption_emb is not None else None)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the tables of {index_dir}: {exc}", hint="run the same `mwa index` again",
+                            exit_code=EXIT_DATA) from None
+        rows = manifest["row"].astype(int).to_numpy() if len(manifest) else np.zeros(0, dtype=int)
+        if len(rows) and (rows.max() >= images.shape[0] or rows.min() < 0):
+            raise DataError(f"{index_dir / MANIFEST_FILE} does not match the embeddings",
+                            hint="run the same `mwa index` again", exit_code=EXIT_DATA)
+        row_paths: list[list[str]] = [[] for _ in range(images.shape[0])]
+        row_ids = [""] * images.shape[0]
+        for p, i, r in zip(manifest["path"], manifest["image_id"], rows):
+            row_paths[r].append(p)
+            row_ids[r] = i
+        if captions is not None and len(captions) != caption_emb.shape[0]:
+            raise DataError(f"{index_dir / CAPTIONS_FILE} does not match the embeddings",
+                            hint="run the same `mwa index` again", exit_code=EXIT_DATA)
+        return cls(path=index_dir, meta=meta, images=images.float().contiguous(), manifest=manifest,
+                   captions=captions, caption_emb=None if caption_emb is None else caption_emb.float().contiguous(),
+                   row_paths=row_paths, row_ids=row_ids)
+
+
+def read_index_meta(index_dir: Path) -> dict[str, Any]:
+    index_dir = Path(index_dir)
+    path = index_dir / INDEX_FILE
+    if not index_dir.exists():
+        raise DataError(f"no index at {index_dir} (the folder does not exist)",
+                        hint="build one with `mwa index PHOTOS_DIR --adapter RUN_DIR --out INDEX_DIR`",
+                        exit_code=EXIT_DATA)
+    if not path.is_file():
+        raise DataError(f"{index_dir} is not a search index (no {INDEX_FILE})",
+                        hint="build one with `mwa index PHOTOS_DIR --adapter RUN_DIR --out INDEX_DIR`",
+                        exit_code=EXIT_DATA)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="run the same `mwa index` again",
+                        exit_code=EXIT_DATA) from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(f"{path} has schema_version {meta.get('schema_version')!r}, this mwa reads {SCHEMA_VERSION}",
+                        hint="rebuild the index with this mwa version (`mwa index ... --rebuild`)",
+                        exit_code=EXIT_DATA)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------ building
+def default_index_dir(run_dir: Path, photos: Path) -> Path:
+    return Path(run_dir) / f"index_{Path(photos).resolve().name or 'photos'}"
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions: pd.DataFrame | None,
+               caption_emb: torch.Tensor | None, rejected: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Every file to a temporary name then os.replace; index.json last, so readers see old or new."""
+    from safetensors.torch import save_file
+
+    from mwa_cli.data.manifest import atomic_write_json, write_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {"images": images.float().contiguous()}
+    if caption_emb is not None:
+        tensors["captions"] = caption_emb.float().contiguous()
+    tmp = out / f".{EMB_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        save_file(tensors, str(tmp), metadata={"generation": meta["generation"]})
+        tmp.replace(out / EMB_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_csv(out / MANIFEST_FILE, manifest)
+    if captions is not None:
+        write_csv(out / CAPTIONS_FILE, captions)
+    elif (out / CAPTIONS_FILE).exists():
+        (out / CAPTIONS_FILE).unlink()
+    write_csv(out / REJECTED_FILE, rejected)
+    atomic_write_json(out / INDEX_FILE, meta)
+
+
+def _caption_set(data_dir: Path) -> tuple[pd.DataFrame, str | None]:
+    """Distinct caption texts of a prepared data dir (first image, label and path kept), and its dataset hash."""
+    from mwa_cli.data.manifest import load_dataset_info, load_manifest
+
+    df = load_manifest(data_dir)
+    info = load_dataset_info(data_dir)
+    df = df[df["caption"].str.strip() != ""]
+    if len(df) == 0:
+        raise DataError(f"{data_dir} holds no captions", hint="give a data dir made by `mwa prepare`",
+                        exit_code=EXIT_DATA)
+    counts = df.groupby("caption", sort=False)["image_id"].nunique()
+    first = df.drop_duplicates("caption", keep="first")
+    out = pd.DataFrame({"caption": first["caption"].to_numpy(), "label": first["label"].to_numpy(),
+                        "image_id": first["image_id"].to_numpy(), "path": first["path"].to_numpy(),
+                        "n_images": counts.loc[first["caption"]].to_numpy()}, columns=CAPTION_COLUMNS)
+    return out.reset_index(drop=True), info.get("dataset_hash")
+
+
+def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path | None = None, *,
+                captions_dir: str | Path | None = None, weights: str | None = None, tokenizer: str | None = None,
+                device: str = "auto", batch_size: int = 64, workers: int | None = None, progress: bool = True,
+                rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
+                search_model: SearchModel | None = None) -> dict[str, Any]:
+    """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
+    by the same adapter) and write the index. Returns a summary dict (the `--json` output)."""
+    from mwa_cli.data import cache as _cache
+    from mwa_cli.data import ingest
+    from mwa_cli.data.images import DEFAULT_MAX_PIXELS
+    from mwa_cli.data.manifest import REJECTED_COLUMNS
+    from mwa_cli.eval.embed import embed_images
+
+    t0 = time.perf_counter()
+    photos = Path(photos_dir).expanduser()
+    if not photos.exists():
+        raise DataError(f"photos folder not found: {photos}", hint="give the folder that holds your photos",
+                        exit_code=EXIT_DATA)
+    if not photos.is_dir():
+        raise DataError(f"{photos} is a file, not a folder", hint="give the folder that holds your photos",
+                        exit_code=EXIT_DATA)
+    root = photos.resolve()
+    out = Path(out_dir).expanduser().resolve() if out_dir else default_index_dir(Path(run_dir), root).resolve()
+    if out == root:
+        raise ConfigError("--out must differ from the photos folder", hint="e.g. --out photos_index")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
+    max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
+
+    # ---------------------------------------------------------------- previous index (identity first: cheap)
+    identity = adapter_identity(run_dir)
+    old: SearchIndex | None = None
+    if out.is_dir() and (out / INDEX_FILE).is_file() and not rebuild:
+        old_meta = read_index_meta(out)
+        check_identity(old_meta.get("identity") or {}, identity, out, old_meta.get("adapter"))
+        try:
+            old = SearchIndex.load(out)
+        except DataError:
+            old = None  # damaged: rebuild from scratch
+    elif out.is_dir() and not (out / INDEX_FILE).is_file() and any(out.iterdir()) and not rebuild:
+        raise ConfigError(f"--out {out} exists and is not a search index",
+                          hint="choose an empty or new folder")
+
+    sm = search_model or load_search_model(run_dir, weights=weights, tokenizer=tokenizer, device=device,
+                                           need_tokenizer=captions_dir is not None)
+    if sm.identity != identity:  # pragma: no cover - a run dir rewritten while we ran
+        raise CheckpointError(f"{run_dir} changed while indexing", hint="run again")
+    size = sm.image_size
+
+    # ---------------------------------------------------------------- scan (prepare's rules)
+    scan = ingest.scan_folder(root, exclude=[out])
+    rejected: list[tuple[str, str, str]] = [(r.path, "" if r.row is None else str(r.row), r.reason)
+                                            for r in scan.rejected]
+    for rel in scan.other:
+        rejected.append((rel, "", f"not an image file type ({Path(rel).suffix or 'no extension'})"))
+    keys = sorted(scan.files)
+    if not keys and old is None:
+        raise DataError(f"no photos found in {root}" + (f" ({len(scan.other)} other files, none an image)"
+                                                       if scan.other else ""),
+                        hint="give the folder that holds your photos (jpg, png, tif, bmp, webp...)",
+                        exit_code=EXIT_DATA)
+
+    old_by_path: dict[str, tuple] = {}
+    old_emb_by_id: dict[str, int] = {}
+    same_source = old is not None and old.meta.get("source") == str(root)
+    if old is not None:
+        for p, i, r, s, m, w, h in old.manifest[MANIFEST_COLUMNS].itertuples(index=False):
+            old_by_path[p] = (i, int(r), int(s), int(m), int(w), int(h))
+            old_emb_by_id[i] = int(r)
+
+    records: dict[str, dict] = {}   # rel -> {image_id, size, mtime_ns, width, height}
+    todo: list[tuple[str, str, None]] = []
+    stats: dict[str, tuple[int, int] | None] = {}
+    for key in keys:
+        rel = scan.files[key]
+        st = stats[rel] = _stat(root / rel)
+        prev = old_by_path.get(rel) if same_source else None
+        if prev and st and (prev[2], prev[3]) == st:
+            records[rel] = {"image_id": prev[0], "size": st[0], "mtime_ns": st[1], "width": prev[4],
+                            "height": prev[5]}
+        else:
+            todo.append((str(root / rel), rel, None))
+
+    # ---------------------------------------------------------------- decode + embed, chunk by chunk
+    new_emb: dict[str, torch.Tensor] = {}
+    embed_s = 0.0
+    n_embedded = 0
+    bar = _cache.make_progress(progress and bool(todo))
+    task = bar.add_task("indexing photos", total=len(todo)) if bar is not None else None
+    if bar is not None:
+        bar.start()
+    staging = out / f".staging_{uuid.uuid4().hex[:8]}.u8"
+    out.mkdir(parents=True, exist_ok=True)
+    t_loop = time.perf_counter()
+    try:
+        for c0 in range(0, len(todo), chunk):
+            part = todo[c0:c0 + chunk]
+            results = _cache.decode_files(part, size, staging, max_pixels=max_pixels, workers=workers,
+                                          progress=False)
+            mm = np.memmap(staging, dtype=np.uint8, mode="r", shape=(max(len(part), 1), size, size, 3))
+            rows, ids = [], []
+            done_now = 0
+            for r in results:
+                rel = r["rel"]
+                if "reject" in r:
+                    rejected.append((rel, "", r["reject"]))
+                    done_now += 1
+                    continue
+                st = stats.get(rel) or (0, 0)
+                records[rel] = {"image_id": r["image_id"], "size": st[0], "mtime_ns": st[1], "width": r["width"],
+                                "height": r["height"]}
+                if r["image_id"] in old_emb_by_id or r["image_id"] in new_emb or r["image_id"] in ids:
+                    done_now += 1  # same content as a photo already embedded (touched, renamed or copied)
+                    continue
+                rows.append(r["row"])
+                ids.append(r["image_id"])
+            if bar is not None and done_now:
+                bar.advance(task, done_now)
+            if rows:
+                t1 = time.perf_counter()
+                emb = embed_images(sm.model, mm, rows, image_size=size, device=sm.device, batch_size=batch_size,
+                                   progress=(lambda n: bar.advance(task, n)) if bar is not None else None).cpu()
+                embed_s += time.perf_counter() - t1
+                n_embedded += len(rows)
+                for i, e in zip(ids, emb):
+                    new_emb[i] = e.clone()
+            del mm
+    finally:
+        if bar is not None:
+            bar.stop()
+        staging.unlink(missing_ok=True)
+    loop_s = time.perf_counter() - t_loop
+
+    # ---------------------------------------------------------------- assemble: one row per distinct content
+    paths = sorted(records, key=lambda p: ingest.nfc(p))
+    row_of: dict[str, int] = {}
+    vectors: list[torch.Tensor] = []
+    man_rows = []
+    for rel in paths:
+        rec = records[rel]
+        i = rec["image_id"]
+        if i not in row_of:
+            row_of[i] = len(vectors)
+            vectors.append(new_emb[i] if i in new_emb else old.images[old_emb_by_id[i]])  # type: ignore[union-attr]
+        man_rows.append({"path": rel, "image_id": i, "row": row_of[i], "size": rec["size"],
+                         "mtime_ns": rec["mtime_ns"], "width": rec["width"], "height": rec["height"]})
+    if not vectors:
+        raise DataError(f"none of the {len(keys)} photo(s) in {root} could be used",
+                        hint=f"see the reasons in {out / REJECTED_FILE}" if rejected else None, exit_code=EXIT_DATA)
+    dim = int(vectors[0].shape[0])
+    images = torch.stack(vectors)
+    manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
+    rej_df = pd.DataFrame(sorted(rejected), columns=REJECTED_COLUMNS)
+
+    # ---------------------------------------------------------------- caption set (re-embedded only if changed)
+    captions, caption_emb, cap_meta, cap_embedded = None, None, None, 0
+    if captions_dir is not None:
+        cdir = Path(captions_dir).expanduser().resolve()
+        captions, ds_hash = _caption_set(cdir)
+        prev = (old.meta.get("captions") or {}) if old is not None else {}
+        if old is not None and old.caption_emb is not None and prev.get("dataset_hash") == ds_hash and ds_hash:
+            caption_emb = old.caption_emb
+        else:
+            if sm.tokenizer is None:  # pragma: no cover - need_tokenizer was set above
+                raise ConfigError("no tokenizer to embed captions")
+            from mwa_cli.eval.embed import embed_texts
+
+            ids_t, mask_t = sm.tokenizer.encode_batch(list(captions["caption"]))
+            caption_emb = embed_texts(sm.model, ids_t, mask_t, device=sm.device).cpu()
+            cap_embedded = len(captions)
+        cap_meta = {"data_dir": str(cdir), "dataset_hash": ds_hash, "count": len(captions)}
+    elif old is not None and old.caption_emb is not None:
+        captions, caption_emb, cap_meta = old.captions, old.caption_emb, old.meta.get("captions")
+
+    old_paths = set(old_by_path) if same_source else set()
+    removed = len(old_paths - set(records)) if same_source else 0
+    counts = {
+        "files_found": len(keys) + len(scan.other) + len(scan.rejected),
+        "files_indexed": len(manifest),
+        "images": int(images.shape[0]),
+        "duplicates_merged": len(manifest) - int(images.shape[0]),
+        "embedded": n_embedded,
+        "reused": len(records) - n_embedded,
+        "removed": removed,
+        "rejected": len(rej_df),
+        "captions": 0 if captions is None else len(captions),
+        "captions_embedded": cap_embedded,
+    }
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "generation": uuid.uuid4().hex,
+        "identity": identity,
+        "adapter": str(sm.run_dir.resolve()),
+        "method": sm.method,
+        "weights": sm.weights,
+        "tokenizer": sm.tokenizer_path,
+        "source": str(root),
+        "image_size": size,
+        "dim": dim,
+        "counts": counts,
+        "captions": cap_meta,
+        "max_pixels": max_pixels,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "mwa_version": __version__,
+    }
+    _write_all(out, images, manifest, captions, caption_emb, rej_df, meta)
+    wall = time.perf_counter() - t0
+    return {"index": str(out), "source": str(root), "adapter": meta["adapter"], "method": sm.method,
+            "backbone": identity["backbone"], "counts": counts, "seconds": round(wall, 3),
+            "embed_seconds": round(embed_s, 3),
+            "processed": len(todo), "process_seconds": round(loop_s, 3),
+            # photos decoded + embedded per second (model load and writing excluded); None when nothing was new
+            "images_per_s": round(len(todo) / loop_s, 2) if n_embedded and loop_s > 0 else None,
+            "rejected_csv": str(out / REJECTED_FILE)}

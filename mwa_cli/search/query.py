@@ -1,0 +1,141 @@
+"""Exact nearest-neighbour search (chunked matrix product + top-k) and the text / photo query front ends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
+
+DEFAULT_CHUNK = 65536
+
+
+def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
+               chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-`k` inner products of each query against the rows of `matrix`: (scores [Q,k], rows [Q,k]).
+
+    Rows are scored `chunk` at a time, so memory stays at Q×chunk scores whatever the index size; each chunk's
+    top-k is merged into the running top-k. Ties keep the lower row first (as a stable sort of -score would).
+    Embeddings are L2-normalised, so the inner product is the cosine similarity.
+    """
+    if queries.dim() == 1:
+        queries = queries[None]
+    n = matrix.shape[0]
+    k = max(0, min(int(k), n))
+    q = queries.to(matrix.dtype)
+    if k == 0:
+        return torch.zeros((q.shape[0], 0)), torch.zeros((q.shape[0], 0), dtype=torch.long)
+    best_s: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
+    for c0 in range(0, n, chunk):
+        block = matrix[c0:c0 + chunk]
+        s = (q @ block.T).float()
+        kk = min(k, s.shape[1])
+        vs, ix = torch.topk(s, kk, dim=1)
+        ix = ix + c0
+        if best_s is None:
+            best_s, best_i = vs, ix
+        else:
+            cat_s = torch.cat([best_s, vs], 1)
+            cat_i = torch.cat([best_i, ix], 1)
+            vs2, pos = torch.topk(cat_s, k, dim=1)
+            best_s, best_i = vs2, torch.gather(cat_i, 1, pos)
+    assert best_s is not None and best_i is not None
+    # deterministic order among equal scores: lower row first
+    order = torch.argsort(best_i, dim=1, stable=True)
+    best_s, best_i = torch.gather(best_s, 1, order), torch.gather(best_i, 1, order)
+    order = torch.argsort(-best_s, dim=1, stable=True)
+    return torch.gather(best_s, 1, order), torch.gather(best_i, 1, order)
+
+
+# ------------------------------------------------------------------------------------------------ queries
+def load_query_image(path: str | Path, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """A query photo decoded with prepare's rules (EXIF, any mode → RGB, pixel cap), as uint8 [1, S, S, 3]."""
+    from mwa_cli.data.images import DEFAULT_MAX_PIXELS, ImageReject, open_checked, square_resize
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"query image not found: {path}", hint="give the path of a photo file", exit_code=EXIT_DATA)
+    if path.is_dir():
+        raise DataError(f"query image {path} is a folder", hint="give the path of one photo file",
+                        exit_code=EXIT_DATA)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the query image {path} ({exc.strerror or exc})",
+                        hint="check the file's permissions", exit_code=EXIT_DATA) from None
+    try:
+        im, _ = open_checked(data, path.name, int(max_pixels or DEFAULT_MAX_PIXELS), draft_size=size)
+        arr = square_resize(im, size)
+    except ImageReject as rej:
+        raise DataError(f"the query image {path} cannot be used: {rej.reason}",
+                        hint="give a JPEG, PNG, TIFF, BMP or WebP photo", exit_code=EXIT_DATA) from None
+    return arr[None]
+
+
+def _image_hits(index: SearchIndex, scores: torch.Tensor, rows: torch.Tensor) -> list[dict[str, Any]]:
+    out = []
+    for rank, (s, r) in enumerate(zip(scores.tolist(), rows.tolist()), 1):
+        paths = index.row_paths[r]
+        out.append({"rank": rank, "score": round(float(s), 6), "path": paths[0] if paths else None,
+                    "image_id": index.row_ids[r], "duplicates": paths[1:]})
+    return out
+
+
+def _caption_hits(index: SearchIndex, scores: torch.Tensor, rows: torch.Tensor) -> list[dict[str, Any]]:
+    caps = index.captions
+    assert caps is not None
+    out = []
+    for rank, (s, r) in enumerate(zip(scores.tolist(), rows.tolist()), 1):
+        row = caps.iloc[r]
+        out.append({"rank": rank, "score": round(float(s), 6), "caption": str(row["caption"]),
+                    "label": str(row["label"]), "image_id": str(row["image_id"]), "path": str(row["path"])})
+    return out
+
+
+def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, image: str | Path | None = None,
+           top: int = 10) -> dict[str, Any]:
+    """One query → the JSON-ready result: nearest images (and nearest captions for a photo query when the
+    index holds a caption set), with cosine scores and timings."""
+    if top < 1:
+        raise ConfigError(f"--top must be at least 1 (got {top})")
+    if (text is None) == (image is None):
+        raise ConfigError("give either a text query or --image PHOTO (not both)",
+                          hint='e.g. mwa search "crack near the weld" --index INDEX_DIR')
+    warnings: list[str] = []
+    t0 = time.perf_counter()
+    if text is not None:
+        if not text.strip():
+            raise ConfigError("the text query is empty", hint='e.g. mwa search "a scratch on the upper left" '
+                                                              "--index INDEX_DIR")
+        unknown = sm.tokenizer.unknown_characters(text) if hasattr(sm.tokenizer, "unknown_characters") else []
+        if unknown:
+            shown = "".join(dict.fromkeys(unknown))[:20]
+            warnings.append(f"{len(unknown)} character(s) of the query are unknown to the tokenizer ({shown}); "
+                            "results may ignore them")
+        q = sm.encode_texts([text])
+        query: dict[str, Any] = {"kind": "text", "text": text}
+    else:
+        px = load_query_image(image, sm.image_size, index.meta.get("max_pixels"))  # type: ignore[arg-type]
+        q = sm.encode_pixels(px)
+        query = {"kind": "image", "path": str(image)}
+    t1 = time.perf_counter()
+    if q.shape[1] != index.images.shape[1]:
+        raise DataError(f"the model's embeddings have {q.shape[1]} dimensions, the index's {index.images.shape[1]}",
+                        hint="rebuild the index with this adapter", exit_code=EXIT_DATA)
+    s, r = exact_topk(index.images, q, top)
+    result: dict[str, Any] = {"query": query, "index": str(index.path), "source": str(index.source),
+                              "top": top, "images": _image_hits(index, s[0], r[0])}
+    if query["kind"] == "image" and index.caption_emb is not None:
+        cs, cr = exact_topk(index.caption_emb, q, top)
+        result["captions"] = _caption_hits(index, cs[0], cr[0])
+    t2 = time.perf_counter()
+    result["timing_ms"] = {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)}
+    result["warnings"] = warnings
+    result["n_images"] = index.n_images
+    return result
