@@ -276,7 +276,7 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     _seed_everything(seed)
-    model, _info = build_backbone(backbone, weights, drop_path=drop_path)
+    model, _info = build_backbone(backbone, weights, drop_path=drop_path, device=dev)
     applied = apply_method(model, method, method_options)
     _cuda_setup(dev)
     trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
@@ -433,7 +433,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     if resume_state is not None and saved.get("dataset_hash") and saved["dataset_hash"] != ds_info.get("dataset_hash"):
         raise DataError(f"the data in {data_dir} changed since this run started (dataset hash differs)",
                         hint="resume with the same data dir, or start a new run")
-    model, binfo = build_backbone(cfg.backbone, cfg.weights, drop_path=cfg.drop_path, tokenizer=cfg.tokenizer)
+    model, binfo = build_backbone(cfg.backbone, cfg.weights, drop_path=cfg.drop_path, tokenizer=cfg.tokenizer,
+                                  device=device)
     applied = apply_method(model, cfg.method, cfg.method_options)
     image_size = int(model.config.img_size)
     text_len = int(cfg.text_len or model.config.text_len)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = math.log(100.0)  # temperature floor 0.01, as CLIP: keeps from-scratch training stable
 
 
 def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -14,7 +18,7 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     """
     img = image_emb.float()
     txt = text_emb.float()
-    scale = logit_scale.float().exp()
+    scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
     logits = scale * img @ txt.t()
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
