@@ -1,0 +1,64 @@
+"""Parameter accounting of every method on the Hugging Face two-tower backbones (meta device, no download).
+
+    python scripts/hf_param_counts.py >> docs/parameters.md
+
+The configs' key sizes are written here from the hub's config.json of openai/clip-vit-base-patch16 and
+google/siglip-base-patch16-224 (nothing can be downloaded where this runs); the models are built with
+``CLIPModel(CLIPConfig(...))`` / ``SiglipModel(SiglipConfig(...))`` under ``torch.device("meta")``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mwa_cli.adapters.registry import METHODS, apply_method
+from mwa_cli.models.hf import HFDualEncoder
+
+CLIP_B16 = {  # openai/clip-vit-base-patch16
+    "vision_config": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                          image_size=224, patch_size=16),
+    "text_config": dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                        num_attention_heads=8, max_position_embeddings=77),
+    "projection_dim": 512,
+}
+SIGLIP_B16_224 = {  # google/siglip-base-patch16-224
+    "vision_config": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                          image_size=224, patch_size=16),
+    "text_config": dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                        num_attention_heads=12, max_position_embeddings=64),
+}
+VARIANTS = [(m, None) for m in METHODS] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
+
+
+def build(name: str) -> HFDualEncoder:
+    from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
+
+    with torch.device("meta"):
+        if name == "clip-vit-base-patch16":
+            return HFDualEncoder(CLIPModel(CLIPConfig(**CLIP_B16)))
+        return HFDualEncoder(SiglipModel(SiglipConfig(**SIGLIP_B16_224)))
+
+
+def main() -> None:
+    print("\n## Hugging Face two-tower backbones (issue 9)\n")
+    print("Made by `python scripts/hf_param_counts.py` from `CLIPModel` / `SiglipModel` built on the meta device from")
+    print("the configs' key sizes (written in the script). CLIP's towers differ in width (768 / 512): its AE is the")
+    print("shared core with per-tower projections; SigLIP's are both 768: one plain AE per layer pair. NKE rank")
+    print("`auto` = 64 (from the wider tower). *Trainable* includes `logit_scale` (and SigLIP's `logit_bias`).\n")
+    print("| backbone | method | options | backbone params | added | added % | trainable | trainable % of all |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name in ("clip-vit-base-patch16", "siglip-base-patch16-224"):
+        for method, options in VARIANTS:
+            model = build(name)
+            backbone = sum(p.numel() for p in model.parameters())
+            applied = apply_method(model, method, options)
+            shown = {k: v for k, v in applied.options.items() if k in ("rank", "ae_width", "preset")}
+            if options and "layers" in options:
+                shown["layers"] = options["layers"]
+            added, trainable = applied.added_params(), applied.trainable_params()
+            print(f"| {name} | {method} | {shown or ''} | {backbone:,} | {added:,} | {100 * added / backbone:.2f} |"
+                  f" {trainable:,} | {100 * trainable / applied.total_params():.2f} |")
+
+
+if __name__ == "__main__":
+    main()
