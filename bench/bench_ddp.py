@@ -1,0 +1,179 @@
+"""Multi-GPU check for issue 8: DDP (torchrun) against one GPU, through the trainer `mwa train` uses.
+
+    PYTHONPATH=$PWD python bench/bench_ddp.py --out docs/bench_ddp.json        # a machine with ≥ 2 GPUs
+    PYTHONPATH=$PWD python bench/bench_ddp.py --smoke                          # CPU, gloo, tiny model (CI)
+
+(a) Loss agreement: BEiT-3 Base, random weights, method mwa (dropout and drop path 0, so both runs draw nothing
+    at random), bf16 autocast, the same seed and the same global batch of --loss-batch random pairs for
+    --loss-steps steps: once on 1 GPU, once on 2 GPUs (each takes the rank-strided half; embeddings gathered with
+    gradients: global negatives). Prints both loss lists and the largest absolute difference.
+(b) Throughput: mwa and full-ft (default drop path 0.1), --batch-per-gpu pairs per GPU (global batch 128 on 1 GPU,
+    256 on 2), median of --steps timed optimizer steps after --warmup: samples/s on 1 and 2 GPUs, scaling factor.
+The 1-GPU part runs in this process; the 2-GPU part in `python -m torch.distributed.run --nproc-per-node 2` of
+this script. Prints a Markdown table and writes all numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mwa_cli.train import distributed as dist_mod  # noqa: E402
+from mwa_cli.train.loop import build_trainer  # noqa: E402
+
+
+def _free(trainer) -> None:
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def work(args) -> dict:
+    """Both measurements on this process's world (1 process, or this rank of a torchrun job)."""
+    ctx = dist_mod.get()
+    world, rank = ctx.world_size, ctx.rank
+    device = "cpu" if args.smoke else "cuda"
+    precision = "fp32" if args.smoke else "bf16"
+    out: dict = {"world_size": world}
+
+    # (a) losses of the first steps on the same global batches
+    t = build_trainer(args.backbone, "mwa", method_options={"dropout": 0.0}, device=device, precision=precision,
+                      drop_path=0.0, seed=args.seed, total_steps=max(10, args.loss_steps), distributed=world > 1)
+    losses = []
+    for s in range(args.loss_steps):
+        batch = dist_mod.shard_batch(t.random_batch(args.loss_batch, seed=1000 + s), rank, world)
+        losses.append(float(ctx.mean(t.step(batch)).item()))
+    out["losses"] = losses
+    _free(t)
+
+    # (b) throughput at a fixed per-GPU batch
+    out["throughput"] = {}
+    for method in ("mwa", "full-ft"):
+        t = build_trainer(args.backbone, method, device=device, precision=precision, seed=args.seed,
+                          total_steps=1000, distributed=world > 1)
+        g = args.batch_per_gpu * world
+        batch = dist_mod.shard_batch(t.random_batch(g, seed=1), rank, world)
+        times = t.time_steps(batch, n=args.steps, warmup=args.warmup)  # each step synchronised on this device
+        med = statistics.median(times)
+        mem = torch.cuda.max_memory_allocated(t.device) / 2**30 if t.device.type == "cuda" else 0.0
+        out["throughput"][method] = {"global_batch": g, "median_step_s": med, "samples_per_s": g / med,
+                                     "step_times_s": times, "peak_mem_gib": mem}
+        _free(t)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    out["device_name"] = (torch.cuda.get_device_name(torch.cuda.current_device()) if device == "cuda"
+                          else f"CPU ({os.cpu_count()} threads)")
+    return out
+
+
+def worker(args) -> None:
+    ctx = dist_mod.init_from_env(torch.device("cpu" if args.smoke else "cuda"))
+    res = work(args)
+    if ctx.is_main:
+        Path(args.worker_out).write_text(json.dumps(res))
+    ctx.barrier()
+    dist_mod.teardown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="CPU + gloo + beit3-tiny-test, tiny sizes (CI)")
+    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--loss-steps", type=int, default=10)
+    ap.add_argument("--loss-batch", type=int, default=None, help="global batch of the loss comparison [128]")
+    ap.add_argument("--batch-per-gpu", type=int, default=None, help="[128]")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps [15]")
+    ap.add_argument("--warmup", type=int, default=None, help="[5]")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="JSON file [bench_ddp.json]")
+    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.smoke:
+        defaults = dict(backbone="beit3-tiny-test", loss_steps=min(args.loss_steps, 3), loss_batch=8,
+                        batch_per_gpu=4, steps=3, warmup=1)
+    else:
+        defaults = dict(backbone="beit3-base", loss_steps=args.loss_steps, loss_batch=128, batch_per_gpu=128,
+                        steps=15, warmup=5)
+    for k, v in defaults.items():
+        if getattr(args, k) is None or k == "loss_steps":
+            setattr(args, k, v)
+    if args.worker_out:  # a rank of the torchrun job
+        if args.smoke:
+            torch.set_num_threads(1)
+        worker(args)
+        return
+
+    if args.smoke:
+        torch.set_num_threads(1)
+    elif torch.cuda.device_count() < args.gpus:
+        sys.exit(f"needs {args.gpus} GPUs, sees {torch.cuda.device_count()}")
+    t0 = time.time()
+    one = work(args)  # 1 device, in this process
+    gc.collect()
+    with tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / "multi.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus),
+               str(Path(__file__).resolve()), "--worker-out", str(part), "--backbone", args.backbone,
+               "--loss-steps", str(args.loss_steps), "--loss-batch", str(args.loss_batch),
+               "--batch-per-gpu", str(args.batch_per_gpu), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--seed", str(args.seed)] + (["--smoke"] if args.smoke else [])
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.setdefault("OMP_NUM_THREADS", "1" if args.smoke else "8")
+        proc = subprocess.run(cmd, env=env)
+        if proc.returncode != 0:
+            sys.exit(f"the {args.gpus}-process run failed (exit {proc.returncode})")
+        multi = json.loads(part.read_text())
+
+    diffs = [abs(a - b) for a, b in zip(one["losses"], multi["losses"])]
+    rows = []
+    for method in ("mwa", "full-ft"):
+        a, b = one["throughput"][method], multi["throughput"][method]
+        rows.append({"method": method, "batch_per_gpu": args.batch_per_gpu, "samples_per_s_1": a["samples_per_s"],
+                     "samples_per_s_n": b["samples_per_s"], "scaling": b["samples_per_s"] / a["samples_per_s"],
+                     "step_s_1": a["median_step_s"], "step_s_n": b["median_step_s"],
+                     "peak_mem_gib_1": a["peak_mem_gib"], "peak_mem_gib_n": b["peak_mem_gib"]})
+    n = args.gpus
+    print(f"\n### DDP check: {args.backbone}, {'fp32 CPU/gloo (smoke)' if args.smoke else 'bf16'}, "
+          f"{one['device_name']} ×1 vs ×{n}")
+    print(f"\n(a) first {args.loss_steps} losses, global batch {args.loss_batch}, seed {args.seed} (mwa, dropout 0)")
+    print("1 device :", [round(x, 5) for x in one["losses"]])
+    print(f"{n} devices:", [round(x, 5) for x in multi["losses"]])
+    print(f"max |difference| = {max(diffs):.3g}")
+    print(f"\n(b) throughput, {args.batch_per_gpu} pairs per device, median of {args.steps} steps\n")
+    print(f"| method | samples/s, 1 device | samples/s, {n} devices | scaling | step s (1 / {n}) | peak GiB (1 / {n}) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['method']} | {r['samples_per_s_1']:.1f} | {r['samples_per_s_n']:.1f} | {r['scaling']:.2f}× | "
+              f"{r['step_s_1']:.3f} / {r['step_s_n']:.3f} | {r['peak_mem_gib_1']:.1f} / {r['peak_mem_gib_n']:.1f} |")
+    result = {"backbone": args.backbone, "smoke": args.smoke, "devices": n, "device_name": one["device_name"],
+              "device_name_multi": multi["device_name"], "torch": torch.__version__,
+              "cuda": torch.version.cuda, "losses_1": one["losses"], "losses_n": multi["losses"],
+              "loss_max_abs_diff": max(diffs), "loss_batch": args.loss_batch, "throughput": rows,
+              "raw_1": one["throughput"], "raw_n": multi["throughput"], "seconds": round(time.time() - t0, 1)}
+    out = args.out or ("bench_ddp_smoke.json" if args.smoke else "bench_ddp.json")
+    Path(out).write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out} ({result['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
