@@ -29,10 +29,11 @@ COMMAND_MODULES = [
     "prepare",
     "train",
     "eval",
+    "report",
     "index",
     "search",
+    "demo",
     "doctor",
-    "report",
 ]
 
 

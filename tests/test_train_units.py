@@ -17,7 +17,6 @@ from mwa_cli.train.config import TrainConfig, load_config_file, parse_budget, re
 from mwa_cli.train.data import (augment_batch, crop_boxes, epoch_order, flip_allowed_mask, mentions_left_right,
                                 to_pixels)
 from mwa_cli.train.loss import contrastive_loss
-from mwa_cli.train.optim import layer_decay_groups, layer_id_for
 from mwa_cli.train.schedule import WarmupCosine
 
 
@@ -80,30 +79,6 @@ def test_contrastive_loss_matches_reference():
     assert contrastive_loss(img, img, scale) < ref  # aligned pairs give a lower loss
 
 
-def test_layer_decay_groups_follow_beit3_rule():
-    assert layer_id_for("beit3.encoder.layers.3.ffn.A.fc1.weight", 12) == 4
-    assert layer_id_for("beit3.text_embed.weight", 12) == 0
-    assert layer_id_for("logit_scale", 12) == 13
-
-    class M(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.text_embed = torch.nn.Embedding(5, 4)
-            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
-            self.logit_scale = torch.nn.Parameter(torch.tensor(1.0))
-
-    groups = layer_decay_groups(M(), lr=1.0, weight_decay=0.05, layer_decay=0.5, depth=2)
-    by_name = {n: g for g in groups for n in g["names"]}
-    assert by_name["text_embed.weight"]["lr_scale"] == 0.5**3
-    assert by_name["layers.0.weight"]["lr_scale"] == 0.5**2 and by_name["layers.0.weight"]["weight_decay"] == 0.05
-    assert by_name["layers.1.bias"]["weight_decay"] == 0.0
-    assert by_name["logit_scale"]["lr_scale"] == 1.0 and by_name["logit_scale"]["weight_decay"] == 0.0
-
-
-@pytest.mark.parametrize("text,hit", [
-    ("a scratch on the upper-left of the plate", True), ("Dent at RIGHT edge", True), ("rotated clockwise", True),
-    ("左上に長い傷がある金属板", True), ("右側のへこみ", True), ("a bright stain", False), ("copyright mark", False),
-    ("中央に傷", False), ("a long scratch", False), ("leftover residue", True)])
 def test_flip_guard(text, hit):
     assert mentions_left_right(text) is hit
 

@@ -35,7 +35,12 @@ def _atomic_write(path: Path, write) -> None:
 
 def adapter_config(applied: AppliedMethod, info: BackboneInfo,
                    token_additions: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What re-attaching the adapter needs: method, options, layers, backbone identity, token additions."""
+    """What re-attaching the adapter needs: method, options, layers, backbone identity, token additions
+    (the model's vocabulary extension table when not given: see `mwa_cli.adapters.vocab`)."""
+    if token_additions is None:
+        from mwa_cli.adapters.vocab import extension_table
+
+        token_additions = extension_table(applied.model)
     return {
         "format_version": FORMAT_VERSION,
         "method": applied.name,
@@ -112,6 +117,10 @@ def load_adapter(
     assert info is not None
     _check_backbone(cfg, info)
     applied = apply_method(model, cfg["method"], cfg["options"])
+    if cfg.get("token_additions"):  # vocabulary extension: re-attach it; its rows are loaded with the adapter
+        from mwa_cli.adapters.vocab import attach_extension
+
+        attach_extension(model, cfg["token_additions"], applied)
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:

@@ -114,6 +114,7 @@ class AppliedMethod:
     model: BEiT3Retrieval
     layers: list[int] = field(default_factory=list)
     new_param_names: set[str] = field(default_factory=set)
+    lr_scales: dict[str, float] = field(default_factory=dict)  # per new parameter (vocabulary extension)
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -146,7 +147,8 @@ class AppliedMethod:
         depth = self.model.config.depth
         groups: dict[tuple[float, bool], dict[str, Any]] = {}
         for name, param in self.trainable_named_parameters():
-            scale = 1.0 if name in self.new_param_names else layer_decay ** (depth + 1 - layer_id(name, depth))
+            scale = (self.lr_scales.get(name, 1.0) if name in self.new_param_names
+                     else layer_decay ** (depth + 1 - layer_id(name, depth)))
             no_decay = param.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES
             group = groups.setdefault((scale, no_decay), {
                 "params": [], "names": [], "lr_scale": scale, "lr": lr * scale,
@@ -180,6 +182,10 @@ def resolve_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]
 
 def apply_method(model: BEiT3Retrieval, name: str, options: dict[str, Any] | None = None) -> AppliedMethod:
     """Inject method ``name`` into ``model`` and set what trains. The model must not carry a method yet."""
+    if getattr(model, "two_tower", False):  # Hugging Face CLIP / SigLIP (mwa_cli.models.hf)
+        from mwa_cli.adapters.two_tower import apply_two_tower
+
+        return apply_two_tower(model, name, options)
     opts = resolve_options(name, options)
     cfg = model.config
     before = {n for n, _ in model.named_parameters()}

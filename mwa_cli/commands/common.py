@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
@@ -19,7 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guarded(fn: F) -> F:
-    """Turn MwaError into a clear message and exit code; Ctrl-C into exit 130; never a traceback."""
+    """Turn MwaError into a clear message and exit code, Ctrl-C into exit 130, and any other exception into a
+    one-line internal error with exit 1 (the traceback only with MWA_DEBUG=1): never a traceback by default."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +36,15 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - no traceback for the user
+            if os.environ.get("MWA_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
+                              "to see the traceback", highlight=False)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.commands.common import console, emit_json, guarded
 
 HELP = (
     'Retrieval metrics of a trained run, an adapter, or the zero-shot backbone, on one split.\n'
@@ -47,7 +46,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(128, "--batch-size", help="Embedding batch size."),
         json_out: bool = typer.Option(False, "--json", help="Print eval.json on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.errors import ConfigError
         from mwa_cli.eval.evaluate import evaluate_path
 
         if split not in ("test", "val", "train"):
@@ -56,18 +55,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--method only takes 'frozen' here (a run or adapter knows its own method)")
         if method == "frozen" and not backbone:
             raise ConfigError("--method frozen needs --backbone", hint="e.g. --backbone beit3-mini")
-        try:
-            result = evaluate_path(target, data_dir=data, split=split, device=device, precision=precision,
-                                   batch_size=batch_size, tokenizer=tokenizer, backbone=backbone, weights=weights,
-                                   method=method)
-        except (typer.Exit, KeyboardInterrupt, MwaError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if os.environ.get("MWA_DEBUG"):
-                raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+        result = evaluate_path(target, data_dir=data, split=split, device=device, precision=precision,
+                               batch_size=batch_size, tokenizer=tokenizer, backbone=backbone, weights=weights,
+                               method=method)
         if json_out:
             emit_json(result)
             return

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.commands.common import console, emit_json, guarded
 
 HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`.
 
@@ -41,25 +40,16 @@ def register(app: typer.Typer) -> None:
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.errors import ConfigError
         from mwa_cli.search.index import build_index
 
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers must be at least 1 (got {workers})")
-        try:
-            summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
-                                  device=device, batch_size=batch_size, workers=workers, progress=not json_out,
-                                  rebuild=rebuild)
-        except (typer.Exit, KeyboardInterrupt, MwaError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if os.environ.get("MWA_DEBUG"):
-                raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+        summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
+                              device=device, batch_size=batch_size, workers=workers, progress=not json_out,
+                              rebuild=rebuild)
         if json_out:
             emit_json(summary)
             return

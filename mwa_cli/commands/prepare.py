@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -69,8 +68,8 @@ def _print_summary(res) -> None:  # noqa: ANN001
                       f"{tok['texts']} captions[/]" + (f"; most frequent unknown: {chars}" if chars else ""),
                       highlight=False)
         if tok["unknown_tokens"]:
-            console.print("  [yellow]the model cannot read these characters: consider rewording captions or "
-                          "extending the tokenizer before training[/]")
+            console.print("  [yellow]the model cannot read these characters: `mwa train --extend-vocab auto` "
+                          "(the default) gives them new token ids when more than 2 % of the tokens are unknown[/]")
     else:
         console.print(f"tokenizer coverage: skipped ({tok['reason']})", highlight=False)
     for note in res.notes:
@@ -100,22 +99,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from mwa_cli.data.prepare import prepare_dataset
 
-        try:
-            res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
-                                  image_size=image_size, max_pixels=max_pixels, strict=strict,
-                                  progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
-                                  workers=workers or None)
-        except (typer.Exit, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - no traceback for the user
-            from mwa_cli.errors import MwaError
-
-            if isinstance(exc, MwaError) or os.environ.get("MWA_DEBUG"):
-                raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
-                              "to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+        res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
+                              image_size=image_size, max_pixels=max_pixels, strict=strict,
+                              progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
+                              workers=workers or None)
         if json_out:
             emit_json(res.summary())
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +40,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.errors import ConfigError
         from mwa_cli.search.index import SearchIndex, adapter_identity, check_identity, load_search_model, \
             read_index_meta
         from mwa_cli.search.query import search
@@ -55,28 +54,19 @@ def register(app: typer.Typer) -> None:
                                                               "--index INDEX_DIR")
         if top < 1:
             raise ConfigError(f"--top must be at least 1 (got {top})")
-        try:
-            meta = read_index_meta(index)
-            run_dir = adapter or Path(meta.get("adapter") or "")
-            check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
-            idx = SearchIndex.load(index)
-            sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
-                                   tokenizer=tokenizer or meta.get("tokenizer"), device=device,
-                                   need_tokenizer=text is not None)
-            result = search(idx, sm, text=text, image=image, top=top)
-            if html is not None:
-                from mwa_cli.search.html import PhotoThumbs, write_search_html
+        meta = read_index_meta(index)
+        run_dir = adapter or Path(meta.get("adapter") or "")
+        check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
+        idx = SearchIndex.load(index)
+        sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
+                               tokenizer=tokenizer or meta.get("tokenizer"), device=device,
+                               need_tokenizer=text is not None)
+        result = search(idx, sm, text=text, image=image, top=top)
+        if html is not None:
+            from mwa_cli.search.html import PhotoThumbs, write_search_html
 
-                write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
-                result["html"] = str(html)
-        except (typer.Exit, KeyboardInterrupt, MwaError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if os.environ.get("MWA_DEBUG"):
-                raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            err_console.print("[yellow]hint:[/] set MWA_DEBUG=1 to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+            write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
+            result["html"] = str(html)
         if json_out:
             emit_json(result)
             return

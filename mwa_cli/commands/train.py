@@ -35,6 +35,10 @@ HELP = (
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
     'eval_topk.json, adapter_model.safetensors + adapter_config.json, checkpoint/last/.\n'
     '\n'
+    'Several GPUs: --devices 2 (or 0,1 or all) runs DistributedDataParallel through torchrun\'s launcher; '
+    '--batch-size is the global batch (each GPU takes 1/N of it), negatives come from the whole global batch. '
+    'On several machines start `torchrun --nnodes ... -m mwa_cli train ...` on each (see the README).\n'
+    '\n'
     'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
     '130 / 143. Exit codes: 0 done; 2 invalid option or data; 3 the loss became non-finite (last good '
     'checkpoint kept); 4 out of memory even at micro-batch 1; 1 unexpected internal error.'
@@ -94,7 +98,9 @@ class _RichProgress:
             self._print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
                         f"batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
                         f"trainable {data['trainable_params']:,} / {data['total_params']:,} "
-                        f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)")
+                        f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)"
+                        + (f", of which vocabulary extension {data['vocab_extension_params']:,}"
+                           if data.get("vocab_extension_params") else ""))
             self._print(f"run folder: {data['run_dir']}")
             self.task = self.progress.add_task("train", total=data.get("total_steps"), info="warming up")
         elif event == "plan" and self.task is not None:
@@ -117,7 +123,8 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
         method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. [default: mwa]"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
-                                               help="beit3-base | beit3-large | beit3-mini | preset | config .json. "
+                                               help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
+                                                    "hf:<model id or dir> (CLIP, SigLIP). "
                                                     "[default: beit3-base]"),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
@@ -128,7 +135,7 @@ def register(app: typer.Typer) -> None:
                                                  "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"
                                                  ". [default: 128 on GPU, 32 on CPU]"),
         micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Micro-batch for gradient accumulation."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: 2e-4]"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: the backbone's recommended rate for the method: docs/decisions.md]"),
         min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Final learning rate. [default: 1e-6]"),
         warmup_frac: Optional[float] = typer.Option(None, "--warmup", help="Warm-up share of the steps. [default: 0.1]"),
         layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay. [default: 0.65]"),
@@ -140,6 +147,11 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader workers (auto: 0 on CPU, ≤8 on GPU)."),
         flip: Optional[str] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
                                            "left/right, 左/右) | on | off."),
+        extend_vocab: Optional[str] = typer.Option(None, "--extend-vocab",
+                                                   help="auto | on | off: give characters the tokenizer maps to "
+                                                        "<unk> (e.g. Japanese kanji) new token ids, trained with the "
+                                                        "adapter and saved with it (auto: on when > 2 % of the "
+                                                        "training captions' tokens are <unk>). [default: auto]"),
         option: Optional[List[str]] = typer.Option(None, "--option",
                                                    help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
         out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. [default: runs]"),
@@ -152,6 +164,11 @@ def register(app: typer.Typer) -> None:
                                                        help="Steps between checkpoints (0: every --checkpoint-minutes)."),
         checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes", help="[default: 10]"),
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
+        devices: Optional[str] = typer.Option(None, "--devices",
+                                              help="Train on several GPUs of this machine: a count (2), GPU ids "
+                                                   "(0,1) or all; DDP through torchrun's launcher, --batch-size stays "
+                                                   "the global batch. With --device cpu: that many CPU processes "
+                                                   "(gloo). Under an external torchrun, mwa uses its ranks."),
         config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file with any of these options."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
         json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
@@ -164,7 +181,8 @@ def register(app: typer.Typer) -> None:
                    tokenizer=tokenizer, budget=budget, epochs=epochs, steps=steps, batch_size=batch_size,
                    micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_frac=warmup_frac, layer_decay=layer_decay,
                    weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
-                   workers=workers, flip=flip, method_options=_parse_options(option), out=out, name=name,
+                   workers=workers, flip=flip, extend_vocab=extend_vocab,
+                   method_options=_parse_options(option), out=out, name=name,
                    resume=resume, seed=seed, val_evals=val_evals, log_every=log_every,
                    checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)
         if resume:
@@ -174,19 +192,25 @@ def register(app: typer.Typer) -> None:
                                   f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
             cli = {"resume": resume, "out": out}
             config = None
+        from mwa_cli.train import distributed as dist_mod
+
+        if devices is not None and not dist_mod.under_torchrun():
+            code = _launch_devices(devices, device, cli, config, resume, out)
+            if code is not None:
+                raise typer.Exit(code)
+        rank_other = dist_mod.under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
+        launched = dist_mod.launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
         try:
             cfg = resolve_config(cli, config)
-            with _RichProgress(quiet or json_out) as progress:
+            with _RichProgress(quiet or json_out or rank_other) as progress:
                 result = train(cfg, progress, count_from_process_start=True)
-        except (typer.Exit, KeyboardInterrupt, MwaError):
+        except MwaError as exc:
+            if rank_other:  # rank 0 prints it
+                raise typer.Exit(exc.exit_code) from None
             raise
-        except Exception as exc:  # noqa: BLE001 - no traceback for the user
-            if os.environ.get("MWA_DEBUG"):
-                raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
-                              "to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+        if rank_other:
+            raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
+        dist_mod.write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
         if json_out:
             emit_json(result.to_dict())
         if result.status == "completed":
@@ -202,4 +226,30 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[yellow]{result.message}[/]", highlight=False)
         else:
             err_console.print(f"[bold red]error:[/] {result.message}", highlight=False)
-        raise typer.Exit(result.exit_code)
+        raise typer.Exit(0 if launched else result.exit_code)
+
+
+def _launch_devices(devices: str, device: str | None, cli: dict, config, resume: str | None, out: str | None
+                    ) -> int | None:
+    """`--devices N|0,1|all`: re-run this command as N processes under torch's elastic launcher (torchrun's
+    engine) and return the exit code; None when one device was asked for (train in this process)."""
+    import sys
+    import time
+
+    from mwa_cli.train import distributed as dist_mod
+    from mwa_cli.train.config import resolve_config
+    from mwa_cli.train.loop import _command_line, process_age_s, resolve_run_path
+    from mwa_cli.train.run_dir import RunDir
+
+    if resume:  # the device type is the run's own
+        device = RunDir(resolve_run_path(resume, out or "runs")).read_config().get("device", device)
+    else:
+        resolve_config(cli, config)  # option errors once, before starting N processes
+    n, visible = dist_mod.parse_devices(devices, device)
+    if visible is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    if n <= 1:
+        return None
+    t0 = time.time() - process_age_s()
+    return dist_mod.launch(n, dist_mod.strip_devices(sys.argv[1:]), visible=visible,
+                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=_command_line())

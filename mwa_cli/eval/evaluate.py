@@ -108,13 +108,21 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
     return result, top
 
 
-def load_tokenizer(tokenizer_path: str | None, text_len: int):
+def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):
+    """The tokenizer of a run: the backbone's sentencepiece model, plus the token table of ``model``'s vocabulary
+    extension when it has one (`mwa_cli.adapters.vocab`). Training, eval, index and search all build it here."""
+    from mwa_cli.adapters.vocab import added_tokens_from, extension_table
     from mwa_cli.models.tokenizer import Beit3Tokenizer
 
+    if tokenizer_path and str(tokenizer_path).startswith("hf:"):  # a Hugging Face backbone's own tokenizer
+        from mwa_cli.models.hf import HFTokenizer
+
+        return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
     if not tokenizer_path:
         raise ConfigError("no tokenizer for this backbone",
                           hint="pass --tokenizer PATH to the backbone's sentencepiece model (beit3.spm for BEiT-3)")
-    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len)
+    added = added_tokens_from(extension_table(model)) if model is not None else None
+    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
 
 
 def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, split: str = "test",
@@ -174,7 +182,7 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
     model.eval()
     text_len = int(run_cfg.get("text_len") or model.config.text_len)
     tok_path = tokenizer or run_cfg.get("tokenizer") or getattr(info, "tokenizer_path", None)
-    tok = load_tokenizer(tok_path, text_len)
+    tok = load_tokenizer(tok_path, text_len, model=model)
     ds_info = load_dataset_info(Path(data_dir))
     identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
     result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),

@@ -28,6 +28,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 MINI = "beit3-mini"
 
+# Peak learning rates per method. beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py,
+# docs/benchmarks.md). BEiT-3: full-ft is the official retrieval recipe; the adapter rates are not yet measured
+# on Base/Large (no real weights in this workplace) and follow the common PEFT practice of 5x full-ft.
+RECOMMENDED_LR: dict[str, dict[str, float]] = {
+    MINI: {"full-ft": 3e-3, "mwa": 2e-2, "nke": 1e-2, "lora": 5e-3},
+    "default": {"full-ft": 2e-4, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
+}
+
 
 @dataclass
 class BackboneInfo:
@@ -47,6 +55,11 @@ def preset_names() -> list[str]:
 
 def _mini_files() -> tuple[Path, Path, Path]:
     return MINI_DIR / "config.json", MINI_DIR / "weights.safetensors", MINI_DIR / "tokenizer.spm"
+
+
+def recommended_lr(backbone: str, method: str) -> float:
+    """The default peak learning rate of ``method`` on ``backbone`` (see RECOMMENDED_LR)."""
+    return RECOMMENDED_LR.get(backbone, RECOMMENDED_LR["default"]).get(method, 2e-4)  # frozen: never used
 
 
 def find_tokenizer(name: str, weights: str | None, tokenizer: str | None) -> str | None:
@@ -93,7 +106,12 @@ def build_backbone(
     """Build a backbone and load its weights (built-in for beit3-mini; ``weights`` path or URL otherwise).
 
     Builds on the meta device when ``device == "meta"`` (for parameter counting; no weights loaded).
+    ``hf:<model id or dir>`` builds a transformers CLIP/SigLIP two-tower model (``mwa_cli.models.hf``).
     """
+    if isinstance(name_or_config, str) and name_or_config.startswith("hf:"):
+        from mwa_cli.models.hf import build_hf_backbone
+
+        return build_hf_backbone(name_or_config, weights, tokenizer=tokenizer, device=device)
     name, cfg = resolve_config(name_or_config)
     cfg.drop_path = drop_path
     if str(device) == "meta":

@@ -94,22 +94,11 @@ def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
             "method": cfg.get("method")}
 
 
-def _added_tokens(cfg: dict[str, Any]) -> dict[str, int] | None:
-    extra = cfg.get("token_additions")
-    if not isinstance(extra, dict):
-        return None
-    table = extra.get("added_tokens", extra.get("tokens", extra))
-    if isinstance(table, dict) and table and all(isinstance(k, str) and isinstance(v, int) for k, v in table.items()):
-        return dict(table)
-    return None
-
-
 def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokenizer: str | None = None,
                       device: str = "auto", need_tokenizer: bool = True) -> SearchModel:
     """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training)."""
     from mwa_cli.adapters.io import load_adapter, read_adapter_config
     from mwa_cli.eval.evaluate import load_tokenizer
-    from mwa_cli.models.tokenizer import Beit3Tokenizer
     from mwa_cli.train.config import resolve_device
 
     folder, cfg = read_adapter_config(run_dir)
@@ -132,9 +121,7 @@ def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokeni
     tok_path = tokenizer or getattr(info, "tokenizer_path", None)
     if need_tokenizer:
         text_len = int(run_cfg.get("text_len") or model.config.text_len)
-        added = _added_tokens(cfg)
-        tok = (Beit3Tokenizer.from_file(tok_path, max_len=text_len, added_tokens=added) if added and tok_path
-               else load_tokenizer(tok_path, text_len))
+        tok = load_tokenizer(tok_path, text_len, model=model)  # applies the adapter's vocabulary extension
     return SearchModel(model=model, tokenizer=tok, info=info, method=applied.name, run_dir=folder,
                        identity=identity, device=dev, weights=getattr(info, "weights", None) or weights,
                        tokenizer_path=tok_path)

@@ -34,7 +34,7 @@ class TrainConfig:
     # batch: effective batch per optimizer step; micro-batch for gradient accumulation
     batch_size: int | str | None = None  # None: 128 on CUDA (BEiT-3 Base recipe), 32 on CPU; "auto": probe
     micro_batch: int | None = None
-    lr: float = 2e-4
+    lr: float | None = None  # None: the backbone's recommended rate for the method (presets.recommended_lr)
     min_lr: float = 1e-6
     warmup_frac: float = 0.1
     layer_decay: float = 0.65
@@ -46,6 +46,10 @@ class TrainConfig:
     # augmentation
     crop_scale_min: float = 0.5
     flip: str = "auto"
+    # vocabulary extension (mwa_cli.adapters.vocab): auto = on when > 2 % of the train captions' tokens are <unk>
+    extend_vocab: str = "auto"
+    extend_vocab_init: str = "mean"  # mean (of the embedding rows) | sample (their mean + covariance) | unk
+    extend_vocab_lr: float = 5e-3  # peak lr of the new rows (same warm-up + cosine shape as the rest)
     # bookkeeping
     out: str = "runs"
     name: str | None = None
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r}", hint="choose auto, cuda or cpu")
         if self.flip not in FLIP_MODES:
             raise ConfigError(f"unknown flip mode {self.flip!r}", hint="choose auto, on or off")
+        if self.extend_vocab not in ("auto", "on", "off"):
+            raise ConfigError(f"unknown --extend-vocab mode {self.extend_vocab!r}", hint="choose auto, on or off")
         if self.final_split not in ("test", "val"):
             raise ConfigError(f"final split must be test or val, not {self.final_split!r}")
         if isinstance(self.batch_size, str):
@@ -96,7 +102,7 @@ class TrainConfig:
             raise ConfigError("--epochs must be positive")
         if self.steps is not None and self.steps < 1:
             raise ConfigError("--steps must be at least 1")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ConfigError("--lr must be positive")
         if not 0 < self.crop_scale_min <= 1:
             raise ConfigError("crop_scale_min must be in (0, 1]")

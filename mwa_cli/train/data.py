@@ -104,8 +104,12 @@ class TrainBatches(torch.utils.data.Dataset):
     """Map-style dataset whose key is the global optimizer step; returns one effective batch."""
 
     def __init__(self, pairs: PairTable, data_dir: str | Path, cache_size: int, cache_count: int,
-                 batch_size: int, seed: int, crop_scale_min: float = 0.5, augment: bool = True):
+                 batch_size: int, seed: int, crop_scale_min: float = 0.5, augment: bool = True,
+                 rank: int = 0, world_size: int = 1):
         self.pairs = pairs
+        # distributed: this rank loads only rows rank::world_size of each global batch (augmentation drawn for the
+        # whole global batch first, so a sample is augmented the same way whatever the number of devices)
+        self.rank, self.world_size = int(rank), int(world_size)
         self.data_dir = str(data_dir)
         self.cache_size = int(cache_size)
         self.cache_count = int(cache_count)
@@ -139,6 +143,9 @@ class TrainBatches(torch.utils.data.Dataset):
         if self._array is None:
             self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         idx = self.indices_for(step)
+        b_global = len(idx)
+        shard = slice(self.rank, None, self.world_size)
+        idx = idx[shard]
         idx_np = idx.numpy()
         rows = self.pairs.image_rows[idx_np]
         # fancy-index with sorted rows (sequential reads), then put back in batch order
@@ -149,8 +156,8 @@ class TrainBatches(torch.utils.data.Dataset):
         gen.manual_seed((self.seed * 2_000_003 + int(step) * 104_729 + 7) % (2**63 - 1))
         b = len(rows)
         if self.augment:
-            boxes = crop_boxes(b, gen, self.crop_scale_min)
-            flip = (torch.rand(b, generator=gen) < 0.5) & torch.from_numpy(self.pairs.flip_ok[idx_np])
+            boxes = crop_boxes(b_global, gen, self.crop_scale_min)[shard]
+            flip = (torch.rand(b_global, generator=gen)[shard] < 0.5) & torch.from_numpy(self.pairs.flip_ok[idx_np])
         else:
             boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(b, 1)
             flip = torch.zeros(b, dtype=torch.bool)

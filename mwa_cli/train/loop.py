@@ -33,9 +33,9 @@ from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
 from mwa_cli.train.data import PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader
-from mwa_cli.train.loss import contrastive_loss
-from mwa_cli.train.optim import build_optimizer, layer_decay_groups
-from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name, now_iso
+from mwa_cli.train.loss import model_loss
+from mwa_cli.train.optim import build_optimizer
+from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
 from mwa_cli.train.schedule import WarmupCosine
 
 EXIT_OK = 0
@@ -85,10 +85,10 @@ class Trainer:
     gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
     """
 
-    def __init__(self, model, applied=None, *, device: torch.device | str = "cpu", precision: str = "fp32",
+    def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
                  layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool = False,
-                 on_message: Callable[[str], None] | None = None):
+                 on_message: Callable[[str], None] | None = None, distributed: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.model.train()
@@ -98,12 +98,8 @@ class Trainer:
         self.image_size = int(model.config.img_size)
         self.micro_batch = micro_batch
         self.on_message = on_message or (lambda _msg: None)
-        if applied is not None:
-            groups = applied.param_groups(lr, weight_decay, layer_decay)
-            if hasattr(model, "set_frozen_prefix"):
-                model.set_frozen_prefix(int(applied.lowest_trainable_layer))
-        else:
-            groups = layer_decay_groups(model, lr, weight_decay, layer_decay, int(model.config.depth))
+        groups = applied.param_groups(lr, weight_decay, layer_decay)
+        model.set_frozen_prefix(int(applied.lowest_trainable_layer))
         self.optimizer = build_optimizer(groups, self.device)
         self.schedule = WarmupCosine(lr, min_lr, warmup_frac)
         self.schedule.fit(100_000)
@@ -115,6 +111,12 @@ class Trainer:
         if compile:
             self._encode_image = torch.compile(model.encode_image)
             self._encode_text = torch.compile(model.encode_text)
+        self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/distributed.py)
+        if distributed and self.optimizer is not None:
+            from mwa_cli.train import distributed as dist_mod
+
+            if dist_mod.get().enabled:
+                self._ddp = dist_mod.wrap_ddp(model, self._encode_image, self._encode_text, self.device)
         nan_at = os.environ.get("MWA_TEST_NAN_AT_STEP")  # test hook: poison the loss at this step
         self._nan_at = int(nan_at) if nan_at else None
         delay = os.environ.get("MWA_TEST_STEP_DELAY")  # test hook: slow each step (signal tests)
@@ -141,10 +143,9 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for i in range(0, b, m):
             j = min(i + m, b)
-            with self._autocast():
-                img = self._encode_image(px[i:j])
-                txt = self._encode_text(ids[i:j], mask[i:j])
-            loss = contrastive_loss(img, txt, self.model.logit_scale)
+            with self._autocast(), self._ddp_sync(last=j >= b):
+                img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
+            loss = self._pair_loss(img, txt)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
             if self._nan_at is not None and self.step_count == self._nan_at:
                 loss = loss * float("nan")
             part = loss * ((j - i) / b)
@@ -154,6 +155,24 @@ class Trainer:
                 part.backward()
             total = total + part.detach()
         return total
+
+    def _ddp_sync(self, last: bool):
+        """DDP averages gradients once per optimizer step: no_sync on every micro-batch but the last."""
+        if self._ddp is None or last:
+            return contextlib.nullcontext()
+        return self._ddp.no_sync()
+
+    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+        if self._ddp is not None:
+            return self._ddp(px, ids, mask)
+        return self._encode_image(px), self._encode_text(ids, mask)
+
+    def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+        if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
+            from mwa_cli.train.distributed import global_model_loss
+
+            return global_model_loss(self.model, img, txt)
+        return model_loss(self.model, img, txt)
 
     def step(self, batch: dict) -> torch.Tensor:
         """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
@@ -187,8 +206,9 @@ class Trainer:
         return loss
 
     def _can_back_off(self) -> bool:
-        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error)."""
-        return self.device.type == "cuda"
+        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error), single-process only: under DDP
+        one rank cannot change its micro-batch alone (the collectives would no longer match)."""
+        return self.device.type == "cuda" and self._ddp is None
 
     def _halve_micro_batch(self, batch: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -268,19 +288,26 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
                   weights: str | None = None, device: str = "auto", precision: str = "auto",
                   micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
                   weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool = False,
-                  total_steps: int = 1000, seed: int = 0) -> Trainer:
-    """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data)."""
+                  total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
+    """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
+
+    `distributed`: under torchrun (after `distributed.init_from_env`), use this rank's device and wrap in DDP."""
     from mwa_cli.adapters.registry import apply_method
     from mwa_cli.models.presets import build_backbone
 
     dev = resolve_device(device)
+    if distributed:
+        from mwa_cli.train import distributed as dist_mod
+
+        if dist_mod.get().enabled:
+            dev = dist_mod.get().device
     prec = resolve_precision(precision, dev)
     _seed_everything(seed)
     model, _info = build_backbone(backbone, weights, drop_path=drop_path, device=dev)
     applied = apply_method(model, method, method_options)
     _cuda_setup(dev)
     trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
-                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile)
+                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed)
     trainer.schedule.fit(total_steps)
     return trainer
 
@@ -392,6 +419,10 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     and import time count too.
     """
     t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
+    from mwa_cli.train import distributed as dist_mod  # torchrun ranks (a no-op context in a single process)
+
+    if count_from_process_start and dist_mod.start_time_monotonic() is not None:
+        t_start = dist_mod.start_time_monotonic()  # started by `mwa train --devices N`: count from the launcher
     run: RunDir
     resume_state: dict | None = None
     if config.resume:
@@ -412,9 +443,15 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         cfg = config.validate()
         if not cfg.data_dir:
             raise ConfigError("no data directory given", hint="mwa train DATA_DIR --method mwa --budget 2h")
-        command = cfg.command or _command_line()
+        command = cfg.command or dist_mod.user_command() or _command_line()
 
     device = resolve_device(cfg.device)
+    dctx = dist_mod.init_from_env(device)  # world size 1 unless started by torchrun
+    device = dctx.device
+    if not dctx.is_main:
+        progress = None  # rank 0 alone shows progress and writes files
+        if resume_state is not None:
+            run = dist_mod.NullRunDir(run.path)
     precision = resolve_precision(cfg.precision, device)
     _cuda_setup(device)
     _seed_everything(cfg.seed)
@@ -425,7 +462,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
     from mwa_cli.eval.evaluate import evaluate_model, load_split, load_tokenizer
-    from mwa_cli.models.presets import build_backbone
+    from mwa_cli.models.presets import build_backbone, recommended_lr
 
     data_dir = Path(cfg.data_dir).resolve()
     df = load_manifest(data_dir)
@@ -439,12 +476,25 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     image_size = int(model.config.img_size)
     text_len = int(cfg.text_len or model.config.text_len)
     tok = load_tokenizer(binfo.tokenizer_path, text_len)
+    if dctx.enabled and not dctx.is_main:
+        dctx.barrier()  # rank 0 builds a missing image cache first
     cache = ensure_cache(data_dir, image_size, progress=progress is not None and not getattr(progress, "quiet", False))
+    if dctx.enabled and dctx.is_main:
+        dctx.barrier()
 
     train_df = df[df["split"] == "train"]
     if len(train_df) == 0 and cfg.method != "frozen":
         raise DataError(f"the train split of {data_dir} is empty", hint="re-run `mwa prepare` with more photos")
     captions = list(train_df["caption"])
+    from mwa_cli.adapters.vocab import extension_params, setup_for_training  # issue 11: vocabulary extension
+
+    vocab_table, vocab_notes, vocab_record = setup_for_training(
+        model, applied, tok, captions, cfg.extend_vocab, resuming=resume_state is not None,
+        init=cfg.extend_vocab_init, peak_lr=cfg.extend_vocab_lr,
+        lr_scale=cfg.extend_vocab_lr / (cfg.lr or recommended_lr(binfo.name, cfg.method)),
+        resumed=saved.get("token_additions") if resume_state is not None else None)
+    if vocab_table is not None:
+        tok = load_tokenizer(binfo.tokenizer_path, text_len, model=model)
     ids, mask = tok.encode_batch(captions)
     pairs = PairTable(image_rows=np.array([cache.index_of(i) for i in train_df["image_id"]], dtype=np.int64),
                       input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, cfg.flip))
@@ -463,19 +513,29 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         messages.append(text)
         _say(progress, text)
 
+    for note in vocab_notes:
+        message(note)
+
     auto_fields = []
+    if cfg.lr is None:
+        cfg.lr = recommended_lr(binfo.name, cfg.method)
+        auto_fields.append("lr")
     batch_size = cfg.batch_size
     micro = cfg.micro_batch
     trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
-                      micro_batch=micro, compile=cfg.compile, on_message=message)
+                      micro_batch=micro, compile=cfg.compile, on_message=message, distributed=dctx.enabled)
     if batch_size is None:  # the same default for every method keeps comparisons fair
         batch_size = GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
         auto_fields.append("batch_size")
     elif batch_size == "auto":
         auto_fields.append("batch_size")
         if device.type == "cuda" and trainer.trains:
-            batch_size = _find_max_batch(trainer, min(AUTO_BATCH_CAP, max(1, n_pairs)), text_len, message)
+            ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
+            batch_size = _find_max_batch(trainer, min(AUTO_BATCH_CAP, max(1, n_pairs // dctx.world_size)), text_len,
+                                         message)
+            trainer._ddp = ddp
+            batch_size = dctx.min_int(batch_size) * dctx.world_size  # global batch: per-GPU size that fits on all
         else:
             batch_size = CPU_AUTO_BATCH
             if trainer.trains:
@@ -486,23 +546,35 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         batch_size = n_pairs
     if micro is not None and micro >= batch_size:
         trainer.micro_batch = None
+    if dctx.enabled:  # --batch-size and --micro-batch are global: each rank runs 1/W of every (micro-)batch
+        if n_pairs and batch_size == n_pairs:
+            batch_size -= batch_size % dctx.world_size
+        dist_mod.check_batch_split(batch_size, dctx.world_size)
+        if trainer.micro_batch is not None:
+            trainer.micro_batch = max(1, trainer.micro_batch // dctx.world_size)
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), max(1, batch_size), cfg.seed,
-                           crop_scale_min=cfg.crop_scale_min)
+                           crop_scale_min=cfg.crop_scale_min, rank=dctx.rank, world_size=dctx.world_size)
     spe = dataset.steps_per_epoch
 
     # ------------------------------------------------------------------ run dir + config.json
     if resume_state is None:
-        name = cfg.name or default_run_name(cfg.method, cfg.backbone)
+        name = dist_mod.on_main(lambda: cfg.name or default_run_name(cfg.method, cfg.backbone))
         cfg.name = name
-        run = RunDir.create(cfg.out, name)
+        run = dist_mod.on_main(lambda: RunDir.create(cfg.out, name))
+        if not dctx.is_main:
+            run = dist_mod.NullRunDir(run.path)
         record = cfg.to_dict()
         record.update(batch_size=batch_size, precision=precision, device=device.type, text_len=text_len,
                       method_options=applied.options, auto_resolved=auto_fields)
         if cfg.tokenizer is None:
             record["tokenizer"] = binfo.tokenizer_path
+        record.update(token_additions=vocab_table, vocab_extension=vocab_record)
         cfg_record = base_config_record(record, data_dir=str(data_dir), dataset_hash=ds_info.get("dataset_hash"),
                                         command=command)
         cfg_record["backbone_info"] = {"name": binfo.name, "weights_sha256": binfo.weights_sha256}
+        if dctx.enabled:
+            cfg_record["distributed"] = {"world_size": dctx.world_size, "backend": dctx.backend,
+                                         "batch_per_device": batch_size // dctx.world_size}
         run.write_config(cfg_record)
     else:
         cfg_record = run.read_config()
@@ -522,6 +594,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         message(f"resuming {run.path} at step {trainer.step_count} of {total_steps}")
     acc["segments"] = int(acc.get("segments", 0)) + 1
 
+    if resume_state is not None and int(resume_state.get("world_size", 1)) != dctx.world_size:
+        saved_w = int(resume_state.get("world_size", 1))
+        if trainer.micro_batch:  # the checkpoint holds the per-device micro-batch of its own device count
+            trainer.micro_batch = max(1, trainer.micro_batch * saved_w // dctx.world_size)
+        message(f"continuing on {dctx.world_size} device(s) a run that ran on {saved_w}: the data order is global, "
+                f"so every step still sees the same global batch of {batch_size}")
+    dist_mod.reseed_rank(cfg.seed, trainer.step_count)  # ranks > 0: their own dropout / drop-path draws
     budget_s = cfg.budget_s
     limit = None
     if cfg.steps is not None:
@@ -556,6 +635,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                               "device": _device_name(device), "precision": precision, "batch_size": batch_size,
                               "micro_batch": trainer.micro_batch or batch_size, "train_pairs": n_pairs,
                               "steps_per_epoch": spe, "trainable_params": trainable_n, "total_params": total_n,
+                              "vocab_extension_params": extension_params(model),
                               "budget_s": budget_s, "total_steps": total_steps if planned else None})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -563,9 +643,10 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     # ------------------------------------------------------------------ helpers bound to this run
     def run_eval(split_data, split_name: str, step: int, *, topk: bool = False):
         t0 = time.monotonic()
-        result, top = evaluate_model(model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
+        result, top = dist_mod.on_main(lambda: evaluate_model(  # rank 0 evaluates, the others wait
+                                     model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
                                      batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data, topk=topk,
-                                     identity=identity)
+                                     identity=identity))
         seconds = time.monotonic() - t0
         acc["eval_s"] += seconds
         return result, top, seconds
@@ -583,8 +664,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
     def save_ckpt(step: int) -> float:
         t0 = time.monotonic()
+        if not dctx.is_main:  # rank 0 alone writes (DDP keeps the trainables and optimizer equal on every rank)
+            return 0.0
         state = {"trainer": trainer.state_dict(), "rng": ckpt_mod.rng_state(), "acc": dict(acc, wall_prev_s=elapsed()),
-                 "total_steps": int(total_steps), "planned": planned, "batch_size": batch_size}
+                 "total_steps": int(total_steps), "planned": planned, "batch_size": batch_size,
+                 "world_size": dctx.world_size}
         epoch, j = dataset.position(step)
         ckpt_mod.save_checkpoint(run.checkpoint_root, state, {"step": step, "epoch": epoch, "batch_in_epoch": j,
                                                               "total_steps": int(total_steps)})
@@ -602,11 +686,12 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             "checkpoint_s": round(float(acc["checkpoint_s"]), 3), "steps": steps_done,
             "samples": int(acc["samples"]),
             "samples_per_s": round(acc["samples"] / train_s, 3) if train_s > 0 else 0.0,
-            "device_hours": round(wall / 3600.0, 6), "device_type": device.type,
-            "device_name": _device_name(device), "n_devices": 1, "peak_mem_gib": round(_peak_mem_gib(device), 4),
+            "device_hours": round(wall * dctx.world_size / 3600.0, 6), "device_type": device.type,
+            "device_name": _device_name(device), "n_devices": dctx.world_size, "peak_mem_gib": round(_peak_mem_gib(device), 4),
             "data_wait_fraction": round(acc["data_wait_s"] / train_s, 4) if train_s > 0 else 0.0,
             "budget_s": budget_s, "torch": torch.__version__, "mwa": __version__,
             "trainable_params": trainable_n, "total_params": total_n, "estimated": False,
+            "vocab_extension_params": extension_params(model),
             "status": status, "planned_steps": int(total_steps), "batch_size": batch_size,
             "micro_batch": trainer.micro_batch or batch_size, "precision": precision,
         }
@@ -654,7 +739,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             nonlocal interval_loss, interval_steps
             if interval_steps == 0:
                 return None
-            value = float(interval_loss.item()) / interval_steps
+            value = float(dctx.mean(interval_loss).item()) / interval_steps  # global batch's loss, same on all ranks
             if not math.isfinite(value):
                 keep = (f"the last good checkpoint (step {last_good_ckpt_step}) is kept in "
                         f"{run.checkpoint_root / 'last'}" if last_good_ckpt_step is not None
@@ -689,9 +774,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
         try:
             while it is not None and (not planned or step < total_steps):
+                must_stop = planned and budget_s is not None and planner.must_stop(step, total_steps, eval_steps)
+                time_due = time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60
+                if dctx.enabled:  # one decision for every rank: any rank's signal, rank 0's budget and clock
+                    flag.signum, (must_stop, time_due) = dctx.agree(flag.signum, (must_stop, time_due))
                 if flag.signum is not None:
                     break
-                if planned and budget_s is not None and planner.must_stop(step, total_steps, eval_steps):
+                if must_stop:
                     stop_reason = (f"stopping at step {step} of {total_steps}: the remaining budget is needed for "
                                    "the final evaluation and artefacts")
                     message(stop_reason)
@@ -707,6 +796,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
                 if measure is not None:  # budget: warm-up measurement, then fit the schedule
                     done = measure.tick(step, trainer.synchronize)
+                    if dctx.enabled:
+                        done = dctx.broadcast_object(done)  # rank 0's clock decides
                     if done:
                         log_train(step)  # syncs and checks the loss is finite before the checkpoint
                         flush_train_time()
@@ -714,7 +805,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                         last_good_ckpt_step = step
                         last_ckpt_time = time.monotonic()
                         planner.observe_checkpoint(secs)
-                        total_steps, why = planner.plan(step, measure.step_time, limit, time.monotonic())
+                        total_steps, why = dist_mod.on_main(
+                            lambda: planner.plan(step, measure.step_time, limit, time.monotonic()))
                         trainer.schedule.fit(max(1, total_steps))
                         planned = True
                         measure = None
@@ -741,8 +833,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                         replan_at = step + max(cfg.log_every, total_steps // 10)
                         if replan_at > 0.8 * total_steps:
                             replan_at = None
-                        new_total, why = planner.plan(step, st, limit, time.monotonic(),
-                                                      evals_left=sum(1 for e in eval_steps if e > step))
+                        new_total, why = dist_mod.on_main(lambda: planner.plan(
+                            step, st, limit, time.monotonic(), evals_left=sum(1 for e in eval_steps if e > step)))
                         if abs(new_total - total_steps) > 0.03 * total_steps:
                             keep_warmup = trainer.schedule.warmup_steps if step >= trainer.schedule.warmup_steps else None
                             total_steps = max(new_total, step)
@@ -765,7 +857,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                     t_seg = time.monotonic()
                     t_interval += time.monotonic() - t_eval
                 due = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or (
-                    cfg.checkpoint_every <= 0 and time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60)
+                    cfg.checkpoint_every <= 0 and (time_due if dctx.enabled else
+                                                   time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60))
                 if due and not is_last:
                     check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
                     flush_train_time()
@@ -790,6 +883,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         # -------------------------------------------------------------- interrupted
         if flag.signum is not None:
             save_ckpt(step)
+            dctx.barrier()  # no rank leaves before rank 0 has written the checkpoint
             code = EXIT_SIGTERM if flag.signum == signal.SIGTERM else EXIT_SIGINT
             name = "SIGTERM" if flag.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
             timing = write_timing("interrupted")
@@ -807,7 +901,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         result, top, secs = run_eval(test_data, final_split, step, topk=True)
         run.write_eval(result, top)
         t0 = time.monotonic()
-        save_adapter(run.path, model, applied, binfo)
+        if dctx.is_main:
+            save_adapter(run.path, model, applied, binfo)
         acc["checkpoint_s"] += time.monotonic() - t0
         timing = write_timing("completed")
         msg = f"finished {step} steps in {timing['wall_s']:.1f} s; {final_split} RSUM {result['rsum']:.2f}"

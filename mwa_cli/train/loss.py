@@ -22,3 +22,23 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     logits = scale * img @ txt.t()
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                 logit_bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss: `-Σ log σ(z_ij (s·I·Tᵀ + b)_ij) / B` with z = +1 on the diagonal, -1 off it
+    (as transformers' `SiglipModel(return_loss=True)`); float32 logits, no clamp on the scale (as big_vision)."""
+    img = image_emb.float()
+    txt = text_emb.float()
+    logits = img @ txt.t() * logit_scale.float().exp() + logit_bias.float()
+    n = logits.shape[0]
+    z = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(z * logits).sum() / n
+
+
+def model_loss(model, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """The loss a backbone was pretrained with: sigmoid (SigLIP: `model.loss_kind == "sigmoid"`, with its
+    `logit_bias`) or the softmax contrastive loss (BEiT-3, CLIP)."""
+    if getattr(model, "loss_kind", "softmax") == "sigmoid":
+        return sigmoid_loss(image_emb, text_emb, model.logit_scale, model.logit_bias)
+    return contrastive_loss(image_emb, text_emb, model.logit_scale)
