@@ -13,13 +13,17 @@ HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`
 
 Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
 listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
-removed ones. An index is tied to its adapter and backbone: another adapter is refused.
+removed ones. An index is tied to its adapter and backbone: another adapter is refused. --approx also builds an
+approximate (IVF) index for `mwa search --nprobe N` (worth it from millions of photos); later re-runs keep it
+up to date.
 
 Examples:
 
   mwa index ./photos --adapter runs/mwa-beit3-base-20260101-120000 --out photos_index
 
   mwa index ./photos --adapter runs/my-run --out photos_index --captions data   (also embed data's captions)
+
+  mwa index ./photos --adapter runs/my-run --out photos_index --approx   (then: mwa search ... --nprobe 16)
 """
 
 
@@ -38,18 +42,17 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64, "--batch-size", help="Embedding batch size."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes [default: CPU cores]."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
+        approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
+                                    "`mwa search --nprobe`."),
+        nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
+                                            "[default: about 4·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError
         from mwa_cli.search.index import build_index
 
-        if batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
-        if workers is not None and workers < 1:
-            raise ConfigError(f"--workers must be at least 1 (got {workers})")
         summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
                               device=device, batch_size=batch_size, workers=workers, progress=not json_out,
-                              rebuild=rebuild)
+                              rebuild=rebuild, approx=approx, nlist=nlist)
         if json_out:
             emit_json(summary)
             return
@@ -62,6 +65,11 @@ def register(app: typer.Typer) -> None:
                       f"duplicates merged {c['duplicates_merged']} · rejected {c['rejected']}", highlight=False)
         if c["captions"]:
             console.print(f"  captions: {c['captions']} ({c['captions_embedded']} embedded now)", highlight=False)
+        if summary.get("approx"):
+            a = summary["approx"]
+            console.print(f"  approximate index: {a['nlist']} lists ("
+                          + (f"built in {a['seconds']:.1f} s" if a["rebuilt"] else "unchanged") + ")",
+                          highlight=False)
         rate = f" · {summary['images_per_s']:.1f} photos/s" if summary.get("images_per_s") else ""
         console.print(f"  {summary['seconds']:.1f} s{rate}", highlight=False)
         if c["rejected"]:

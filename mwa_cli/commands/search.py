@@ -12,7 +12,9 @@ from mwa_cli.commands.common import console, emit_json, err_console, guarded
 HELP = """Find the photos closest to a description, or to a photo, in an index made by `mwa index`.
 
 A photo query (--image) also lists the nearest captions when the index holds a caption set (`mwa index
---captions DATA_DIR`). Scores are cosine similarities (higher is closer). Exact search over every indexed photo.
+--captions DATA_DIR`). Scores are cosine similarities (higher is closer). Exact search over every indexed photo
+by default; --nprobe N uses the approximate index of `mwa index --approx` instead (faster on millions of photos,
+may miss some matches; the JSON's "search" says which ran).
 
 Examples:
 
@@ -21,6 +23,8 @@ Examples:
   mwa search "右上に傷" --index photos_index --top 20 --html results.html
 
   mwa search --image query.jpg --index photos_index --json
+
+  mwa search "crack near the weld" --index photos_index --nprobe 16   (needs `mwa index ... --approx`)
 """
 
 
@@ -32,6 +36,8 @@ def register(app: typer.Typer) -> None:
         index: Path = typer.Option(..., "--index", help="Index folder written by `mwa index`."),
         image: Optional[Path] = typer.Option(None, "--image", help="Search with this photo instead of words."),
         top: int = typer.Option(10, "--top", help="How many results."),
+        nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Approximate search: visit the N closest "
+                                             "lists of the index's IVF (`mwa index --approx`) [default: exact]."),
         html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
                                                "the index]; another adapter is refused."),
@@ -40,28 +46,20 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError
         from mwa_cli.search.index import SearchIndex, adapter_identity, check_identity, load_search_model, \
             read_index_meta
-        from mwa_cli.search.query import search
+        from mwa_cli.search.query import check_query, search
 
-        if text is None and image is None:
-            raise ConfigError("nothing to search for", hint='give words ("crack near the weld") or --image PHOTO')
-        if text is not None and image is not None:
-            raise ConfigError("give either words or --image, not both")
-        if text is not None and not text.strip():
-            raise ConfigError("the text query is empty", hint='e.g. mwa search "a scratch on the upper left" '
-                                                              "--index INDEX_DIR")
-        if top < 1:
-            raise ConfigError(f"--top must be at least 1 (got {top})")
+        check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
         meta = read_index_meta(index)
         run_dir = adapter or Path(meta.get("adapter") or "")
         check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
         idx = SearchIndex.load(index)
+        check_query(text=text, image=image, top=top, nprobe=nprobe, index=idx)  # --nprobe needs an IVF
         sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
                                tokenizer=tokenizer or meta.get("tokenizer"), device=device,
                                need_tokenizer=text is not None)
-        result = search(idx, sm, text=text, image=image, top=top)
+        result = search(idx, sm, text=text, image=image, top=top, nprobe=nprobe)
         if html is not None:
             from mwa_cli.search.html import PhotoThumbs, write_search_html
 
@@ -100,5 +98,7 @@ def _print(result: dict) -> None:
             ct.add_row(str(c["rank"]), f"{c['score']:.3f}", Text(c["caption"]), Text(c["label"]))
         console.print(ct)
     t = result["timing_ms"]
-    console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms"
+    how = result.get("search") or {"method": "exact"}
+    kind = "exact" if how["method"] == "exact" else f"approximate, nprobe {how['nprobe']} of {how['nlist']} lists"
+    console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms ({kind})"
                        + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))

@@ -4,16 +4,22 @@ k-means (spherical, on L2-normalised embeddings) splits the rows into `nlist` li
 centroids, visits the `nprobe` best lists and ranks their rows exactly. Cost per query ≈ nlist + N·nprobe/nlist
 dot products instead of N. Worth it only from millions of photos: at 100k the exact search already meets the
 50 ms target on 2 CPU cores (docs/benchmarks.md). Recall against `exact_topk` is measured by
-`recall_at_k` (bench/bench_search.py --approx). Not wired into `mwa search` yet.
+`recall_at_k` (bench/bench_search.py --approx). Built by `mwa index --approx` (persisted as `ivf.safetensors`,
+see `save` / `load`) and used by `mwa search --nprobe N`.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from mwa_cli.search.query import exact_topk
+
+IVF_FILE = "ivf.safetensors"
+IVF_KIND = "ivf-flat"
 
 
 @dataclass
@@ -45,6 +51,45 @@ class IVFIndex:
         offsets = torch.zeros(nlist + 1, dtype=torch.long)
         offsets[1:] = torch.cumsum(counts, 0)
         return cls(centroids=cent, order=order, offsets=offsets, matrix=matrix[order].contiguous())
+
+    @property
+    def nlist(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def save(self, path: str | Path, generation: str) -> None:
+        """Write centroids, order and offsets (the grouped matrix is rebuilt from the index's embeddings on load)
+        to a temporary name then os.replace; metadata `generation` ties the file to index.json."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            save_file({"centroids": self.centroids.float().contiguous(), "order": self.order.long().contiguous(),
+                       "offsets": self.offsets.long().contiguous()}, str(tmp),
+                      metadata={"generation": generation, "kind": IVF_KIND})
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | Path, matrix: torch.Tensor, generation: str | None = None) -> "IVFIndex":
+        """Read a file written by `save` for the embeddings `matrix` [N, d]. ValueError when it does not match
+        them (other generation, other row count or dimension, malformed lists)."""
+        from safetensors.torch import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            cent, order, offsets = (fh.get_tensor(k) for k in ("centroids", "order", "offsets"))
+        if generation is not None and meta.get("generation") != generation:
+            raise ValueError("written by another `mwa index` run than the embeddings")
+        n = matrix.shape[0]
+        if cent.dim() != 2 or cent.shape[1] != matrix.shape[1] or order.shape != (n,) \
+                or offsets.shape != (cent.shape[0] + 1,) or int(offsets[0]) != 0 or int(offsets[-1]) != n \
+                or bool((offsets[1:] < offsets[:-1]).any()) \
+                or not torch.equal(torch.sort(order).values, torch.arange(n)):
+            raise ValueError("its lists do not match the embeddings")
+        return cls(centroids=cent.float(), order=order.long(), offsets=offsets.long(),
+                   matrix=matrix[order].contiguous())
 
     def search(self, queries: torch.Tensor, k: int, nprobe: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores [Q,k], original rows [Q,k]); fewer than k results are padded with -inf / -1."""

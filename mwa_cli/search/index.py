@@ -165,10 +165,36 @@ class SearchIndex:
     caption_emb: torch.Tensor | None = None
     row_paths: list[list[str]] = field(default_factory=list)   # row -> file paths (sorted; first = canonical)
     row_ids: list[str] = field(default_factory=list)
+    _ivf: Any = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, Any]:
         return self.meta["identity"]
+
+    @property
+    def has_ivf(self) -> bool:
+        """Whether index.json records an approximate (IVF) index (`mwa index --approx`)."""
+        return bool(self.meta.get("approx"))
+
+    def ivf(self) -> Any:
+        """The persisted IVF index (mwa_cli.search.approx.IVFIndex), loaded on first use."""
+        from safetensors import SafetensorError
+
+        from mwa_cli.search.approx import IVF_FILE, IVFIndex
+
+        if self._ivf is None:
+            if not self.has_ivf:
+                raise ConfigError(f"the index {self.path} has no approximate index, so --nprobe cannot be used",
+                                  hint=f"search without --nprobe (exact), or add one with `mwa index "
+                                       f"{self.meta.get('source') or 'PHOTOS_DIR'} --adapter RUN_DIR "
+                                       f"--out {self.path} --approx`")
+            try:
+                self._ivf = IVFIndex.load(self.path / IVF_FILE, self.images, self.meta.get("generation"))
+            except (ValueError, OSError, SafetensorError) as exc:
+                raise DataError(f"cannot use the approximate index {self.path / IVF_FILE}: {exc}",
+                                hint="run the same `mwa index ... --approx` again, or search without --nprobe",
+                                exit_code=EXIT_DATA) from None
+        return self._ivf
 
     @property
     def source(self) -> Path:
@@ -260,7 +286,8 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions: pd.DataFrame | None,
-               caption_emb: torch.Tensor | None, rejected: pd.DataFrame, meta: dict[str, Any]) -> None:
+               caption_emb: torch.Tensor | None, rejected: pd.DataFrame, meta: dict[str, Any],
+               ivf: Any = None) -> None:
     """Every file to a temporary name then os.replace; index.json last, so readers see old or new."""
     from safetensors.torch import save_file
 
@@ -282,7 +309,13 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     elif (out / CAPTIONS_FILE).exists():
         (out / CAPTIONS_FILE).unlink()
     write_csv(out / REJECTED_FILE, rejected)
+    from mwa_cli.search.approx import IVF_FILE
+
+    if ivf is not None:
+        ivf.save(out / IVF_FILE, meta["generation"])
     atomic_write_json(out / INDEX_FILE, meta)
+    if ivf is None:
+        (out / IVF_FILE).unlink(missing_ok=True)  # after index.json: readers never miss a recorded one
 
 
 def _caption_set(data_dir: Path) -> tuple[pd.DataFrame, str | None]:
@@ -307,15 +340,29 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 captions_dir: str | Path | None = None, weights: str | None = None, tokenizer: str | None = None,
                 device: str = "auto", batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
-                search_model: SearchModel | None = None) -> dict[str, Any]:
+                search_model: SearchModel | None = None, approx: bool = False,
+                nlist: int | None = None) -> dict[str, Any]:
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
-    by the same adapter) and write the index. Returns a summary dict (the `--json` output)."""
+    by the same adapter) and write the index. Returns a summary dict (the `--json` output).
+
+    `approx` also builds the IVF index of `mwa search --nprobe` (`nlist` lists, default ≈ 4·√N). Once an index
+    has one, re-runs keep it (rebuilt when the embeddings changed, reused otherwise); `rebuild` drops it unless
+    `approx` is given again."""
     from mwa_cli.data import cache as _cache
     from mwa_cli.data import ingest
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
     from mwa_cli.data.manifest import REJECTED_COLUMNS
     from mwa_cli.eval.embed import embed_images
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if nlist is not None and nlist < 1:
+        raise ConfigError(f"--nlist must be at least 1 (got {nlist})")
+    if nlist is not None and not approx:
+        raise ConfigError("--nlist sets the approximate index's lists: it goes with --approx",
+                          hint="e.g. mwa index PHOTOS_DIR --adapter RUN_DIR --approx --nlist 1024")
     t0 = time.perf_counter()
     photos = Path(photos_dir).expanduser()
     if not photos.exists():
@@ -477,6 +524,28 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     elif old is not None and old.caption_emb is not None:
         captions, caption_emb, cap_meta = old.captions, old.caption_emb, old.meta.get("captions")
 
+    # ---------------------------------------------------------------- approximate index (IVF), when asked or held
+    ivf, approx_meta, approx_summary = None, None, None
+    old_approx = (old.meta.get("approx") or None) if old is not None else None
+    if approx or old_approx:
+        from mwa_cli.search.approx import IVF_FILE, IVF_KIND, IVFIndex
+
+        nlist_option = nlist if approx else (old_approx or {}).get("nlist_option")
+        reused = False
+        if old is not None and old_approx and torch.equal(images, old.images) and \
+                (nlist is None or nlist == old_approx.get("nlist")):
+            try:
+                ivf, reused = old.ivf(), True
+            except (DataError, ConfigError):
+                ivf = None
+        t_ivf = time.perf_counter()
+        if ivf is None:
+            ivf = IVFIndex.build(images, nlist=nlist_option)
+        ivf_s = time.perf_counter() - t_ivf
+        approx_meta = {"kind": IVF_KIND, "file": IVF_FILE, "nlist": ivf.nlist, "nlist_option": nlist_option,
+                       "rows": int(images.shape[0])}
+        approx_summary = {"nlist": ivf.nlist, "rebuilt": not reused, "seconds": round(ivf_s, 3)}
+
     old_paths = set(old_by_path) if same_source else set()
     removed = len(old_paths - set(records)) if same_source else 0
     counts = {
@@ -504,11 +573,12 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         "dim": dim,
         "counts": counts,
         "captions": cap_meta,
+        "approx": approx_meta,
         "max_pixels": max_pixels,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mwa_version": __version__,
     }
-    _write_all(out, images, manifest, captions, caption_emb, rej_df, meta)
+    _write_all(out, images, manifest, captions, caption_emb, rej_df, meta, ivf=ivf)
     wall = time.perf_counter() - t0
     return {"index": str(out), "source": str(root), "adapter": meta["adapter"], "method": sm.method,
             "backbone": identity["backbone"], "counts": counts, "seconds": round(wall, 3),
@@ -516,4 +586,5 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
             "processed": len(todo), "process_seconds": round(loop_s, 3),
             # photos decoded + embedded per second (model load and writing excluded); None when nothing was new
             "images_per_s": round(len(todo) / loop_s, 2) if n_embedded and loop_s > 0 else None,
+            "approx": approx_summary,
             "rejected_csv": str(out / REJECTED_FILE)}

@@ -98,21 +98,37 @@ def _caption_hits(index: SearchIndex, scores: torch.Tensor, rows: torch.Tensor) 
     return out
 
 
-def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, image: str | Path | None = None,
-           top: int = 10) -> dict[str, Any]:
-    """One query → the JSON-ready result: nearest images (and nearest captions for a photo query when the
-    index holds a caption set), with cosine scores and timings."""
+def check_query(*, text: str | None = None, image: str | Path | None = None, top: int = 10,
+                nprobe: int | None = None, index: SearchIndex | None = None) -> None:
+    """The one place where a query's arguments are checked (by `search`, and by `mwa search` before it loads the
+    model). With `index`, `nprobe` also needs the index's IVF (which gets loaded)."""
+    if text is None and image is None:
+        raise ConfigError("nothing to search for", hint='give words ("crack near the weld") or --image PHOTO')
+    if text is not None and image is not None:
+        raise ConfigError("give either words or --image, not both")
+    if text is not None and not text.strip():
+        raise ConfigError("the text query is empty", hint='e.g. mwa search "a scratch on the upper left" '
+                                                          "--index INDEX_DIR")
     if top < 1:
         raise ConfigError(f"--top must be at least 1 (got {top})")
-    if (text is None) == (image is None):
-        raise ConfigError("give either a text query or --image PHOTO (not both)",
-                          hint='e.g. mwa search "crack near the weld" --index INDEX_DIR')
+    if nprobe is not None:
+        if nprobe < 1:
+            raise ConfigError(f"--nprobe must be at least 1 (got {nprobe})")
+        if index is not None:
+            index.ivf()  # ConfigError with a hint when the index has none
+
+
+def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, image: str | Path | None = None,
+           top: int = 10, nprobe: int | None = None) -> dict[str, Any]:
+    """One query → the JSON-ready result: nearest images (and nearest captions for a photo query when the
+    index holds a caption set), with cosine scores and timings.
+
+    Exact by default; `nprobe` searches the index's IVF instead, visiting the `nprobe` closest lists (nprobe ≥
+    nlist gives the exact results). `result["search"]` says which ran. Captions are always searched exactly."""
+    check_query(text=text, image=image, top=top, nprobe=nprobe, index=index)
     warnings: list[str] = []
     t0 = time.perf_counter()
     if text is not None:
-        if not text.strip():
-            raise ConfigError("the text query is empty", hint='e.g. mwa search "a scratch on the upper left" '
-                                                              "--index INDEX_DIR")
         unknown = sm.tokenizer.unknown_characters(text) if hasattr(sm.tokenizer, "unknown_characters") else []
         if unknown:
             shown = "".join(dict.fromkeys(unknown))[:20]
@@ -128,9 +144,17 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     if q.shape[1] != index.images.shape[1]:
         raise DataError(f"the model's embeddings have {q.shape[1]} dimensions, the index's {index.images.shape[1]}",
                         hint="rebuild the index with this adapter", exit_code=EXIT_DATA)
-    s, r = exact_topk(index.images, q, top)
+    if nprobe is None:
+        s, r = exact_topk(index.images, q, top)
+        how: dict[str, Any] = {"method": "exact"}
+    else:
+        ivf = index.ivf()
+        s, r = ivf.search(q, top, nprobe=nprobe)
+        keep = r[0] >= 0  # fewer candidates than --top in the visited lists
+        s, r = s[:, keep], r[:, keep]
+        how = {"method": "ivf", "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
     result: dict[str, Any] = {"query": query, "index": str(index.path), "source": str(index.source),
-                              "top": top, "images": _image_hits(index, s[0], r[0])}
+                              "top": top, "search": how, "images": _image_hits(index, s[0], r[0])}
     if query["kind"] == "image" and index.caption_emb is not None:
         cs, cr = exact_topk(index.caption_emb, q, top)
         result["captions"] = _caption_hits(index, cs[0], cr[0])
