@@ -42,7 +42,10 @@ GRID3: list[tuple[str, float, dict]] = [
     ("mwa", 5e-2, {}), ("mwa", 2e-2, {"scale": 0.5}), ("mwa", 2e-2, {"scale": 1.0}),
     ("nke", 2e-2, {}), ("nke", 2e-2, {"scale": 0.5}),
 ]
-GRIDS = {1: VARIANTS, 2: GRID2, 3: GRID3}
+# The published comparison: every method at its default (val-chosen) learning rate.
+FINAL: list[tuple[str, float | None, dict]] = [("full-ft", None, {}), ("mwa", None, {}), ("nke", None, {}),
+                                               ("lora", None, {})]
+GRIDS = {1: VARIANTS, 2: GRID2, 3: GRID3, 4: FINAL}
 
 
 def main() -> None:
@@ -51,7 +54,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="sweep_mini_recall.json")
-    parser.add_argument("--grid", type=int, default=1, choices=(1, 2, 3))
+    parser.add_argument("--grid", type=int, default=1, choices=(1, 2, 3, 4), help="4: every method at its default rate")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mwa-sweep-"))
     data = work / "data"
@@ -61,7 +64,7 @@ def main() -> None:
     frozen_val = evaluate_path(data, split="val", method="frozen", backbone="beit3-mini", device=args.device,
                                write=False)
     rows = [{"method": "frozen", "lr": 0, "options": {}, "val_rsum": frozen_val["rsum"], "test_rsum": frozen["rsum"],
-             "steps": 0, "train_s": 0.0, "trainable_params": 0}]
+             "steps": 0, "train_s": 0.0, "trainable_params": 0, "test": frozen}]
     print(json.dumps(rows[0]), flush=True)
     for i, (method, lr, options) in enumerate(GRIDS[args.grid]):
         t0 = time.time()
@@ -69,19 +72,34 @@ def main() -> None:
                                 lr=lr, epochs=args.epochs, batch_size=32, device=args.device, seed=args.seed,
                                 out=str(work / "runs"), name=f"v{i}", val_evals=0, checkpoint_minutes=1e9))
         val = evaluate_path(run.run_dir, split="val", device=args.device, write=False)
-        row = {"method": method, "lr": lr, "options": options, "val_rsum": val["rsum"],
+        row = {"method": method, "lr": json.loads((Path(run.run_dir) / "config.json").read_text())["lr"], "options": options, "val_rsum": val["rsum"],
                "test_rsum": run.eval["rsum"], "steps": run.steps, "train_s": run.timing["train_s"],
                "trainable_params": run.timing["trainable_params"], "wall_s": time.time() - t0,
-               "device": run.timing["device_name"]}
+               "device": run.timing["device_name"], "test": run.eval, "total_params": run.timing["total_params"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    if args.grid == 4:
+        print_full_table(rows)
+        return
     print("\n| method | lr | options | val RSUM | test RSUM | trainable | steps | train s |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
         print(f"| {r['method']} | {r['lr']:g} | {opts} | {r['val_rsum']:.1f} | {r['test_rsum']:.1f} | "
               f"{r['trainable_params']:,} | {r['steps']} | {r['train_s']:.1f} |")
+
+
+def print_full_table(rows: list[dict]) -> None:
+    """R@1/5/10 both ways on test, RSUM, share of full-ft RSUM, trainable %, training time."""
+    base = next(r for r in rows if r["method"] == "full-ft")["test"]["rsum"]
+    print("\n| method | I→T R@1 | R@5 | R@10 | T→I R@1 | R@5 | R@10 | RSUM | % of full-ft | trainable % | train s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        t = r["test"]
+        share = 100 * r["trainable_params"] / r.get("total_params", r["trainable_params"] or 1)
+        print(f"| {r['method']} | " + " | ".join(f"{t[d][k]:.1f}" for d in ("i2t", "t2i") for k in ("r1", "r5", "r10"))
+              + f" | {t['rsum']:.1f} | {100 * t['rsum'] / base:.1f} % | {share:.2f} % | {r['train_s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ def test_contrastive_loss_matches_reference():
     assert contrastive_loss(img, img, scale) < ref  # aligned pairs give a lower loss
 
 
+@pytest.mark.parametrize("text,hit", [
+    ("a scratch on the upper-left of the plate", True), ("Dent at RIGHT edge", True), ("rotated clockwise", True),
+    ("左上に長い傷がある金属板", True), ("右側のへこみ", True), ("a bright stain", False), ("copyright mark", False),
+    ("中央に傷", False), ("a long scratch", False), ("leftover residue", True)])
 def test_flip_guard(text, hit):
     assert mentions_left_right(text) is hit
 

@@ -44,7 +44,7 @@ def _model(method: str = "mwa"):
 def _extended(method: str = "mwa", **kw):
     model, applied, info = _model(method)
     tok = load_tokenizer(info.tokenizer_path, 32)
-    table, notes, record = vocab.setup_for_training(model, applied, tok, JA + EN, "on", **kw)
+    table, notes, record, _ = vocab.setup_for_training(model, applied, tok, JA + EN, "on", **kw)
     return model, applied, info, table, notes
 
 

@@ -49,7 +49,7 @@ class TrainConfig:
     # vocabulary extension (mwa_cli.adapters.vocab): auto = on when > 2 % of the train captions' tokens are <unk>
     extend_vocab: str = "auto"
     extend_vocab_init: str = "mean"  # mean (of the embedding rows) | sample (their mean + covariance) | unk
-    extend_vocab_lr: float = 5e-3  # peak lr of the new rows (same warm-up + cosine shape as the rest)
+    extend_vocab_lr: float = 2e-2  # peak lr of the new rows (same warm-up + cosine shape as the rest)
     # bookkeeping
     out: str = "runs"
     name: str | None = None

@@ -488,11 +488,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     captions = list(train_df["caption"])
     from mwa_cli.adapters.vocab import extension_params, setup_for_training  # issue 11: vocabulary extension
 
-    vocab_table, vocab_notes, vocab_record = setup_for_training(
+    vocab_table, vocab_notes, vocab_record, vocab_lr = setup_for_training(
         model, applied, tok, captions, cfg.extend_vocab, resuming=resume_state is not None,
-        init=cfg.extend_vocab_init, peak_lr=cfg.extend_vocab_lr,
-        lr_scale=cfg.extend_vocab_lr / (cfg.lr or recommended_lr(binfo.name, cfg.method)),
+        init=cfg.extend_vocab_init, peak_lr=cfg.extend_vocab_lr, method_lr=cfg.lr,
+        default_lr=recommended_lr(binfo.name, cfg.method),
         resumed=saved.get("token_additions") if resume_state is not None else None)
+    if vocab_lr is not None:
+        cfg.lr = vocab_lr
     if vocab_table is not None:
         tok = load_tokenizer(binfo.tokenizer_path, text_len, model=model)
     ids, mask = tok.encode_batch(captions)
