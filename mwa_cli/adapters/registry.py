@@ -141,15 +141,22 @@ class AppliedMethod:
         ids = [layer_id(n, depth) for n, _ in self.trainable_named_parameters()]
         return max(0, min(ids, default=depth + 1) - 1) if ids else depth
 
+    def decay_scale(self, name: str, layer_decay: float) -> float:
+        """Layer-wise lr scale of a pretrained backbone weight (BEiT-3's rule)."""
+        depth = self.model.config.depth
+        return layer_decay ** (depth + 1 - layer_id(name, depth))
+
+    def no_weight_decay(self, name: str, param: nn.Parameter) -> bool:
+        return param.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES
+
     def param_groups(self, lr: float, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: no decay on biases, norms, logit_scale, cls token and positions; layer-wise lr decay
-        on pretrained backbone weights (new adapter weights train at the full rate)."""
-        depth = self.model.config.depth
+        on pretrained backbone weights (new weights train at the full rate, or their own ``lr_scales``)."""
         groups: dict[tuple[float, bool], dict[str, Any]] = {}
         for name, param in self.trainable_named_parameters():
             scale = (self.lr_scales.get(name, 1.0) if name in self.new_param_names
-                     else layer_decay ** (depth + 1 - layer_id(name, depth)))
-            no_decay = param.ndim <= 1 or name.endswith(".bias") or name in NO_DECAY_NAMES
+                     else self.decay_scale(name, layer_decay))
+            no_decay = self.no_weight_decay(name, param)
             group = groups.setdefault((scale, no_decay), {
                 "params": [], "names": [], "lr_scale": scale, "lr": lr * scale,
                 "weight_decay": 0.0 if no_decay else weight_decay,

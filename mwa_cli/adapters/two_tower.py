@@ -161,25 +161,14 @@ class TwoTowerApplied(AppliedMethod):
         ids = [tower_layer_id(n, depths)[1] for n, _ in self.trainable_named_parameters()]
         return max(0, min(ids) - 1) if ids else max(depths.values())
 
-    def param_groups(self, lr: float, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups as for BEiT-3: pretrained weights of layer j of a tower of depth L get
-        ``layer_decay ** (L - j)``, embeddings ``layer_decay ** (L + 1)``; new adapter weights the full rate."""
-        depths = self.depths
-        groups: dict[tuple[float, bool], dict[str, Any]] = {}
-        for name, param in self.trainable_named_parameters():
-            if name in self.new_param_names:
-                scale = 1.0
-            else:
-                _tower, lid, depth = tower_layer_id(name, depths)
-                scale = layer_decay ** (depth + 1 - lid)
-            no_decay = param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_KEYS)
-            group = groups.setdefault((scale, no_decay), {
-                "params": [], "names": [], "lr_scale": scale, "lr": lr * scale,
-                "weight_decay": 0.0 if no_decay else weight_decay,
-            })
-            group["params"].append(param)
-            group["names"].append(name)
-        return list(groups.values())
+    def decay_scale(self, name: str, layer_decay: float) -> float:
+        """As BEiT-3, per tower: layer j of a tower of depth L gets ``layer_decay ** (L - j)``, embeddings
+        ``layer_decay ** (L + 1)``."""
+        _tower, lid, depth = tower_layer_id(name, self.depths)
+        return layer_decay ** (depth + 1 - lid)
+
+    def no_weight_decay(self, name: str, param: nn.Parameter) -> bool:
+        return param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_KEYS)
 
 
 # ============================================================================ apply

@@ -67,10 +67,10 @@ class BEiT3Config:
 class Multiway(nn.Module):
     """Two experts with the same interface: ``A`` for vision tokens, ``B`` for language tokens."""
 
-    def __init__(self, make: Callable[[], nn.Module]):
+    def __init__(self, make: Callable[[], nn.Module], make_b: Callable[[], nn.Module] | None = None):
         super().__init__()
         self.A = make()
-        self.B = make()
+        self.B = (make_b or make)()
 
     def forward(self, x: Tensor, split: int) -> Tensor:
         if split == -1:
@@ -158,28 +158,14 @@ class PositionalEmbedding(nn.Embedding):
         return F.embedding(positions, self.weight).unsqueeze(0)
 
 
-class MultiwayPositions(nn.Module):
-    """Separate position tables for vision (``A``) and language (``B``) tokens."""
-
-    def __init__(self, num_vision: int, num_text: int, dim: int):
-        super().__init__()
-        self.A = PositionalEmbedding(num_vision, dim)
-        self.B = PositionalEmbedding(num_text, dim)
-
-    def forward(self, x: Tensor, split: int) -> Tensor:
-        if split == -1:
-            return self.A(x)
-        if split == 0:
-            return self.B(x)
-        return torch.cat([self.A(x[:, :split]), self.B(x[:, split:])], dim=1)
-
-
 class Encoder(nn.Module):
     """Positions + layers + final multiway LayerNorm."""
 
     def __init__(self, cfg: BEiT3Config):
         super().__init__()
-        self.embed_positions = MultiwayPositions(cfg.num_patches + 3, cfg.max_text_positions, cfg.embed_dim)
+        # Separate position tables for vision (A) and language (B) tokens.
+        self.embed_positions = Multiway(lambda: PositionalEmbedding(cfg.num_patches + 3, cfg.embed_dim),
+                                        lambda: PositionalEmbedding(cfg.max_text_positions, cfg.embed_dim))
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.layers = nn.ModuleList(EncoderLayer(cfg, rate) for rate in rates)
         self.layer_norm = Multiway(lambda: nn.LayerNorm(cfg.embed_dim, eps=cfg.layernorm_eps))
