@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mwa_cli.adapters.registry import METHODS, apply_method
+from mwa_cli.adapters.registry import METHODS, markdown_row, parameter_row
 from mwa_cli.models.hf import HFDualEncoder
 
 CLIP_B16 = {  # openai/clip-vit-base-patch16
@@ -50,14 +50,7 @@ def main() -> None:
     for name in ("clip-vit-base-patch16", "siglip-base-patch16-224"):
         for method, options in VARIANTS:
             model = build(name)
-            backbone = sum(p.numel() for p in model.parameters())
-            applied = apply_method(model, method, options)
-            shown = {k: v for k, v in applied.options.items() if k in ("rank", "ae_width", "preset")}
-            if options and "layers" in options:
-                shown["layers"] = options["layers"]
-            added, trainable = applied.added_params(), applied.trainable_params()
-            print(f"| {name} | {method} | {shown or ''} | {backbone:,} | {added:,} | {100 * added / backbone:.2f} |"
-                  f" {trainable:,} | {100 * trainable / applied.total_params():.2f} |")
+            print(markdown_row(name, parameter_row(model, method, options)))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from mwa_cli.adapters.registry import METHODS, apply_method
+from mwa_cli.adapters.registry import METHODS, markdown_row, parameter_row
 from mwa_cli.models.presets import build_backbone
 
 VARIANTS = [(m, None) for m in METHODS] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
@@ -20,14 +20,7 @@ def main() -> None:
     for preset in ("beit3-base", "beit3-large"):
         for method, options in VARIANTS:
             model, _ = build_backbone(preset, device="meta")
-            backbone = sum(p.numel() for p in model.parameters())
-            applied = apply_method(model, method, options)
-            shown = {k: v for k, v in applied.options.items() if k in ("rank", "ae_width", "preset")}
-            if options and "layers" in options:
-                shown["layers"] = options["layers"]
-            added, trainable = applied.added_params(), applied.trainable_params()
-            print(f"| {preset} | {method} | {shown or ''} | {backbone:,} | {added:,} | {100 * added / backbone:.2f} |"
-                  f" {trainable:,} | {100 * trainable / applied.total_params():.2f} |")
+            print(markdown_row(preset, parameter_row(model, method, options)))
 
 
 if __name__ == "__main__":

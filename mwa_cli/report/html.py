@@ -24,12 +24,13 @@ from mwa_cli.report.i18n import STRINGS, t
 TEMPLATE = "report.html.j2"
 
 
-def template_dir() -> Path:
+def template_dir(name: str = TEMPLATE) -> Path:
+    """The templates/ folder holding ``name`` (beside the package in a checkout or editable install)."""
     here = Path(__file__).resolve()
     for cand in (here.parents[2] / "templates", here.parents[1] / "templates"):
-        if (cand / TEMPLATE).is_file():
+        if (cand / name).is_file():
             return cand
-    raise FileNotFoundError(f"{TEMPLATE} not found next to the mwa_cli package (templates/)")
+    raise FileNotFoundError(f"{name} not found next to the mwa_cli package (templates/)")
 
 
 def _env() -> jinja2.Environment:

@@ -11,6 +11,7 @@ import jinja2
 
 from mwa_cli import __version__
 from mwa_cli.report.gallery import DataDir
+from mwa_cli.report.html import template_dir
 
 TEMPLATE = "search.html.j2"
 
@@ -39,14 +40,6 @@ class PhotoThumbs(DataDir):
         return im
 
 
-def template_dir() -> Path:
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "templates", here.parents[1] / "templates"):
-        if (cand / TEMPLATE).is_file():
-            return cand
-    raise FileNotFoundError(f"{TEMPLATE} not found next to the mwa_cli package (templates/)")
-
-
 def render_search_html(result: dict[str, Any], *, thumbs: PhotoThumbs | None = None) -> str:
     thumbs = thumbs if thumbs is not None else PhotoThumbs(Path(result.get("source") or "."))
     images = [dict(hit, thumb=thumbs.thumbnail(hit["path"]) if hit.get("path") else None)
@@ -54,7 +47,7 @@ def render_search_html(result: dict[str, Any], *, thumbs: PhotoThumbs | None = N
     query = dict(result["query"])
     if query["kind"] == "image":
         query["thumb"] = thumbs.thumbnail(str(Path(query["path"]).expanduser().resolve()))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), autoescape=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir(TEMPLATE))), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template(TEMPLATE).render(query=query, images=images, captions=result.get("captions"),
                                              result=result, mwa_version=__version__)
