@@ -26,7 +26,8 @@ import pandas as pd
 from safetensors.torch import load_file, save_file
 
 from mwa_cli.data.cache import write_cache
-from mwa_cli.data.manifest import atomic_write_json, dataset_hash, write_csv
+from mwa_cli.data.manifest import dataset_hash, write_csv
+from mwa_cli.fileio import atomic_write_json
 from mwa_cli.models.checkpoint import sha256_file
 from mwa_cli.models.mini_corpus import generate_corpus
 from mwa_cli.models.presets import MINI_DIR

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +13,13 @@ from safetensors.torch import load_file, save_file
 from mwa_cli import __version__
 from mwa_cli.adapters.registry import AppliedMethod, apply_method
 from mwa_cli.errors import CheckpointError
+from mwa_cli.fileio import atomic_write
 from mwa_cli.models.beit3 import BEiT3Retrieval
 from mwa_cli.models.presets import BackboneInfo, build_backbone
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 FORMAT_VERSION = 1
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def adapter_config(applied: AppliedMethod, info: BackboneInfo,
@@ -60,9 +49,9 @@ def save_adapter(run_dir: str | Path, model: BEiT3Retrieval, applied: AppliedMet
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().to("cpu").contiguous() for n, p in applied.trainable_named_parameters()}
-    _atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"method": applied.name}))
+    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"method": applied.name}))
     text = json.dumps(adapter_config(applied, info, token_additions), indent=2, ensure_ascii=False)
-    _atomic_write(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return run_dir / WEIGHTS_FILE
 
 

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mwa_cli.data import images as _img
-from mwa_cli.data.manifest import atomic_write_json, load_dataset_info, load_manifest
+from mwa_cli.data.manifest import load_dataset_info, load_manifest
+from mwa_cli.fileio import atomic_write_json
 from mwa_cli.errors import DataError
 
 # Below this many files the pool's start-up costs more than it saves.

@@ -25,11 +25,11 @@ from mwa_cli.data import cache as _cache
 from mwa_cli.data import ingest
 from mwa_cli.data.captions import load_templates
 from mwa_cli.data.images import DEFAULT_MAX_PIXELS, content_id
-from mwa_cli.data.manifest import (MANIFEST_COLUMNS, REJECTED_COLUMNS, SCHEMA_VERSION, atomic_write_json,
-                                   dataset_hash, write_csv)
+from mwa_cli.data.manifest import MANIFEST_COLUMNS, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash, write_csv
 from mwa_cli.data.splits import assign_splits, parse_ratios
 from mwa_cli.data.stats import build_report, tokenizer_coverage
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.fileio import atomic_write_json
 
 EXIT_DATA = 3      # no usable data / unreadable input
 EXIT_STRICT = 4    # --strict and something was rejected

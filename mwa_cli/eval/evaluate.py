@@ -188,10 +188,10 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
     result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
                                  batch_size=batch_size, identity=identity)
     if write and out_dir is not None:
-        from mwa_cli.train.run_dir import write_json_atomic
+        from mwa_cli.fileio import atomic_write_json
 
-        write_json_atomic(out_dir / "eval.json", result)
+        atomic_write_json(out_dir / "eval.json", result)
         if top is not None:
-            write_json_atomic(out_dir / "eval_topk.json", top)
+            atomic_write_json(out_dir / "eval_topk.json", top)
         result = dict(result, written_to=str(out_dir / "eval.json"))
     return result

@@ -291,7 +291,8 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     """Every file to a temporary name then os.replace; index.json last, so readers see old or new."""
     from safetensors.torch import save_file
 
-    from mwa_cli.data.manifest import atomic_write_json, write_csv
+    from mwa_cli.data.manifest import write_csv
+    from mwa_cli.fileio import atomic_write_json
 
     out.mkdir(parents=True, exist_ok=True)
     tensors = {"images": images.float().contiguous()}

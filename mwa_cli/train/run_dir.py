@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
-from typing import Any
-
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
+from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
 
 TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples", "samples_per_s", "device_hours",
                "device_type", "device_name", "n_devices", "peak_mem_gib", "data_wait_fraction", "budget_s", "torch",
                "mwa", "trainable_params", "total_params", "estimated")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
 
 
 def now_iso() -> str:
@@ -93,7 +72,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ files
     def write_config(self, config: dict) -> None:
-        write_json_atomic(self.config_path, config)
+        atomic_write_json(self.config_path, config)
 
     def read_config(self) -> dict:
         try:
@@ -104,7 +83,7 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+            f.write(json_line(row))
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.is_file():
@@ -123,22 +102,18 @@ class RunDir:
     def truncate_metrics(self, after_step: int) -> None:
         """On resume: drop rows logged after the checkpoint's step (they will be logged again)."""
         rows = [r for r in self.read_metrics() if int(r.get("step", 0)) <= after_step]
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json_line(r) for r in rows))
 
     def write_timing(self, timing: dict) -> None:
         missing = [k for k in TIMING_KEYS if k not in timing]
         if missing:  # programming error: the contract must hold
             raise ValueError(f"timing.json lacks {missing}")
-        write_json_atomic(self.timing_path, timing)
+        atomic_write_json(self.timing_path, timing)
 
     def write_eval(self, eval_dict: dict, topk: dict | None = None) -> None:
-        write_json_atomic(self.eval_path, eval_dict)
+        atomic_write_json(self.eval_path, eval_dict)
         if topk is not None:
-            write_json_atomic(self.topk_path, topk)
+            atomic_write_json(self.topk_path, topk)
 
 
 def base_config_record(cfg_dict: dict, *, data_dir: str, dataset_hash: str | None, command: str) -> dict:
