@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from mwa_cli.commands.common import console, emit_json, guarded
-from mwa_cli.doctor import as_dicts, run_checks
 
 STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
 
@@ -22,6 +21,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
     ) -> None:
         """Check Python, torch, GPU, disk, available backbone weights and network; say what to do."""
+        from mwa_cli.doctor import as_dicts, run_checks
+
         checks = run_checks(runs, network)
         if json_out:
             emit_json(as_dicts(checks))
