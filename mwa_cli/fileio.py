@@ -3,6 +3,7 @@ so a reader (or a process killed mid-write) never sees half a file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -49,3 +50,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def json_line(obj: Any) -> str:
     """One JSON Lines row (for metrics.jsonl)."""
     return json.dumps(obj, ensure_ascii=False, default=_json_default) + "\n"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mwa_cli.fileio import sha256_file  # noqa: E402
 from mwa_cli.models import mini_corpus as mc  # noqa: E402
 
 DEFAULT_TOKENIZER = REPO / "mwa_cli" / "models" / "mini" / "tokenizer.spm"
@@ -248,14 +249,6 @@ def word_list() -> list[str]:
             seen.add(w)
             out.append(w)
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _chunk(args):

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from mwa_cli.data.cache import write_cache
 from mwa_cli.data.manifest import dataset_hash, write_csv
 from mwa_cli.fileio import atomic_write_json
-from mwa_cli.models.checkpoint import sha256_file
+from mwa_cli.fileio import sha256_file
 from mwa_cli.models.mini_corpus import generate_corpus
 from mwa_cli.models.presets import MINI_DIR
 from mwa_cli.models.tokenizer import Beit3Tokenizer

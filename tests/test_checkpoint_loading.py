@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from mwa_cli.errors import CheckpointError
-from mwa_cli.models.checkpoint import interpolate_positions, load_backbone_weights, sha256_file
+from mwa_cli.fileio import sha256_file
+from mwa_cli.models.checkpoint import interpolate_positions, load_backbone_weights
 from mwa_cli.models.presets import build_backbone
 
 TINY = {"img_size": 32, "patch_size": 8, "vocab_size": 1000, "embed_dim": 64, "depth": 2, "num_heads": 4,

@@ -33,4 +33,9 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
     assert methods["frozen"][1]["trainable_params"] == 0
     assert methods["mwa"][1]["trainable_params"] < 0.05 * methods["full-ft"][1]["trainable_params"]
     assert "<script" not in html.lower()
-    assert json.dumps(report)  # the --json output is the report's own numbers
+    by_method = {r["method"]: r for r in report["runs"]}
+    assert set(by_method) == set(methods)
+    for name, (evaluation, timing) in methods.items():  # --json gives the measured numbers, not copies
+        assert by_method[name]["recall"]["rsum"] == pytest.approx(evaluation["rsum"])
+        assert by_method[name]["cost"]["trainable_params"] == timing["trainable_params"]
+    assert report["baseline"]["method"] == "full-ft" and not report["baseline"]["estimated"]

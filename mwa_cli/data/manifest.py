@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -38,17 +39,24 @@ def _need_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-def load_manifest(data_dir: Path) -> pd.DataFrame:
-    """manifest.csv as a DataFrame: strings for text columns ('' for no label), ints for width/height."""
+def _read_data_file(data_dir: Path, name: str, read: Callable[[Path], Any]) -> Any:
+    """Read one file of a prepared data directory, with the same clear errors for every file."""
     data_dir = _need_data_dir(data_dir)
-    path = data_dir / "manifest.csv"
+    path = data_dir / name
     if not path.is_file():
         raise DataError(f"{path} is missing: {data_dir} is not a prepared data directory",
                         hint="run `mwa prepare PHOTOS_DIR --out DIR` first")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return read(path)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"cannot read {path}: {exc}", hint="re-run `mwa prepare`") from None
+
+
+def load_manifest(data_dir: Path) -> pd.DataFrame:
+    """manifest.csv as a DataFrame: strings for text columns ('' for no label), ints for width/height."""
+    path = Path(data_dir) / "manifest.csv"
+    df = _read_data_file(data_dir, "manifest.csv",
+                         lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8"))
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path} lacks columns {missing}", hint="re-run `mwa prepare` with this mwa version")
@@ -59,15 +67,8 @@ def load_manifest(data_dir: Path) -> pd.DataFrame:
 
 def load_dataset_info(data_dir: Path) -> dict:
     """dataset.json as a dict."""
-    data_dir = _need_data_dir(data_dir)
-    path = data_dir / "dataset.json"
-    if not path.is_file():
-        raise DataError(f"{path} is missing: {data_dir} is not a prepared data directory",
-                        hint="run `mwa prepare PHOTOS_DIR --out DIR` first")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"cannot read {path}: {exc}", hint="re-run `mwa prepare`") from None
+    path = Path(data_dir) / "dataset.json"
+    info = _read_data_file(data_dir, "dataset.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
     if info.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema_version {info.get('schema_version')!r}, this mwa reads {SCHEMA_VERSION}",
                         hint="re-run `mwa prepare` with this mwa version")

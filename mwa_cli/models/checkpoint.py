@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -18,19 +17,11 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mwa_cli.errors import CheckpointError
+from mwa_cli.fileio import sha256_file
 
 POS_KEY = "beit3.encoder.embed_positions.A.weight"
 EXTRA_POS_ROWS = 3  # two unused fairseq rows + the cls token
 DEFAULT_CACHE = Path(os.environ.get("MWA_CACHE", Path.home() / ".cache" / "mwa"))
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_url(value: str) -> bool:

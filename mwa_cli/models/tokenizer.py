@@ -11,7 +11,6 @@ they are matched before sentencepiece runs, longest first.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.fileio import sha256_file
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -66,7 +66,7 @@ class Beit3Tokenizer:
         """Hash of the model file, to tie artefacts to their tokenizer."""
         if not self.path:
             return None
-        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest()
+        return sha256_file(self.path)
 
     def _sp_ids(self, text: str) -> list[int]:
         return [p + FAIRSEQ_OFFSET if p else UNK_ID for p in self.sp.EncodeAsIds(text)]

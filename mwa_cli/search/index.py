@@ -7,7 +7,6 @@ Pillow draft mode, EXIF, pixel cap, any mode → RGB, plain square resize) and i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -21,6 +20,7 @@ import torch
 
 from mwa_cli import __version__
 from mwa_cli.errors import CheckpointError, ConfigError, DataError
+from mwa_cli.fileio import sha256_file
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.json"
@@ -69,14 +69,6 @@ class SearchModel:
                             device=self.device).cpu()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
     """What ties an index to its adapter: hashes of adapter_config.json and the adapter weights, the backbone
     name and its weights' sha256 (as recorded in adapter_config.json). Cheap: no model is built."""
@@ -87,8 +79,8 @@ def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing", hint="pass a finished run folder written by `mwa train`")
     backbone = cfg.get("backbone") or {}
-    return {"adapter_config_sha256": _sha256_file(folder / CONFIG_FILE),
-            "adapter_weights_sha256": _sha256_file(weights),
+    return {"adapter_config_sha256": sha256_file(folder / CONFIG_FILE),
+            "adapter_weights_sha256": sha256_file(weights),
             "backbone": backbone.get("name"),
             "backbone_weights_sha256": backbone.get("weights_sha256"),
             "method": cfg.get("method")}
