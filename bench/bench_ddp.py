@@ -7,8 +7,10 @@
     at random), bf16 autocast, the same seed and the same global batch of --loss-batch random pairs for
     --loss-steps steps: once on 1 GPU, once on 2 GPUs (each takes the rank-strided half; embeddings gathered with
     gradients: global negatives). Prints both loss lists and the largest absolute difference.
-(b) Throughput: mwa and full-ft (default drop path 0.1), --batch-per-gpu pairs per GPU (global batch 128 on 1 GPU,
-    256 on 2), median of --steps timed optimizer steps after --warmup: samples/s on 1 and 2 GPUs, scaling factor.
+(b) Throughput: each of --methods (default drop path 0.1; ``:c`` = the trainer's regional torch.compile),
+    --batch-per-gpu pairs per GPU (global batch 128 on 1 GPU, 256 on 2), median of --steps timings of --window
+    back-to-back optimizer steps (synchronised at the window's ends, as `mwa train` runs) after --warmup:
+    samples/s on 1 and 2 GPUs, scaling factor.
 The 1-GPU part runs in this process; the 2-GPU part in `python -m torch.distributed.run --nproc-per-node 2` of
 this script. Prints a Markdown table and writes all numbers as JSON.
 """
@@ -67,15 +69,16 @@ def work(args) -> dict:
 
     # (b) throughput at a fixed per-GPU batch
     out["throughput"] = {}
-    for method in ("mwa", "full-ft"):
+    for variant in args.methods.split(","):
+        method, _, flag = variant.partition(":")
         t = build_trainer(args.backbone, method, device=device, precision=precision, seed=args.seed,
-                          total_steps=1000, distributed=world > 1)
+                          total_steps=1000, distributed=world > 1, compile=flag == "c")
         g = args.batch_per_gpu * world
         batch = dist_mod.shard_batch(t.random_batch(g, seed=1), rank, world)
-        times = t.time_steps(batch, n=args.steps, warmup=args.warmup)  # each step synchronised on this device
+        times = t.time_steps(batch, n=args.steps, warmup=args.warmup + (3 if flag == "c" else 0), window=args.window)
         med = statistics.median(times)
         mem = torch.cuda.max_memory_allocated(t.device) / 2**30 if t.device.type == "cuda" else 0.0
-        out["throughput"][method] = {"global_batch": g, "median_step_s": med, "samples_per_s": g / med,
+        out["throughput"][variant] = {"global_batch": g, "median_step_s": med, "samples_per_s": g / med,
                                      "step_times_s": times, "peak_mem_gib": mem}
         _free(t)
         if torch.cuda.is_available():
@@ -104,16 +107,18 @@ def main() -> None:
     ap.add_argument("--batch-per-gpu", type=int, default=None, help="[128]")
     ap.add_argument("--steps", type=int, default=None, help="timed steps [15]")
     ap.add_argument("--warmup", type=int, default=None, help="[5]")
+    ap.add_argument("--window", type=int, default=None, help="back-to-back steps per timing [3]")
+    ap.add_argument("--methods", default="mwa,full-ft", help="methods to time; method:c compiles [mwa,full-ft]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file [bench_ddp.json]")
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.smoke:
         defaults = dict(backbone="beit3-tiny-test", loss_steps=min(args.loss_steps, 3), loss_batch=8,
-                        batch_per_gpu=4, steps=3, warmup=1)
+                        batch_per_gpu=4, steps=3, warmup=1, window=1)
     else:
         defaults = dict(backbone="beit3-base", loss_steps=args.loss_steps, loss_batch=128, batch_per_gpu=128,
-                        steps=15, warmup=5)
+                        steps=10, warmup=5, window=3)
     for k, v in defaults.items():
         if getattr(args, k) is None or k == "loss_steps":
             setattr(args, k, v)
@@ -136,7 +141,7 @@ def main() -> None:
                str(Path(__file__).resolve()), "--worker-out", str(part), "--backbone", args.backbone,
                "--loss-steps", str(args.loss_steps), "--loss-batch", str(args.loss_batch),
                "--batch-per-gpu", str(args.batch_per_gpu), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--seed", str(args.seed)] + (["--smoke"] if args.smoke else [])
+               "--window", str(args.window), "--methods", args.methods, "--seed", str(args.seed)] + (["--smoke"] if args.smoke else [])
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.setdefault("OMP_NUM_THREADS", "1" if args.smoke else "8")
         proc = subprocess.run(cmd, env=env)
@@ -146,7 +151,7 @@ def main() -> None:
 
     diffs = [abs(a - b) for a, b in zip(one["losses"], multi["losses"])]
     rows = []
-    for method in ("mwa", "full-ft"):
+    for method in args.methods.split(","):
         a, b = one["throughput"][method], multi["throughput"][method]
         rows.append({"method": method, "batch_per_gpu": args.batch_per_gpu, "samples_per_s_1": a["samples_per_s"],
                      "samples_per_s_n": b["samples_per_s"], "scaling": b["samples_per_s"] / a["samples_per_s"],
@@ -159,7 +164,8 @@ def main() -> None:
     print("1 device :", [round(x, 5) for x in one["losses"]])
     print(f"{n} devices:", [round(x, 5) for x in multi["losses"]])
     print(f"max |difference| = {max(diffs):.3g}")
-    print(f"\n(b) throughput, {args.batch_per_gpu} pairs per device, median of {args.steps} steps\n")
+    print(f"\n(b) throughput, {args.batch_per_gpu} pairs per device, median of {args.steps} timings of "
+          f"{args.window} steps\n")
     print(f"| method | samples/s, 1 device | samples/s, {n} devices | scaling | step s (1 / {n}) | peak GiB (1 / {n}) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:

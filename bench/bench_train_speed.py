@@ -3,35 +3,45 @@
     PYTHONPATH=$PWD python bench/bench_train_speed.py --out bench_results.json
 
 Random weights and data (no download), 224 px, 64 text tokens, bf16 autocast, fused AdamW. For each variant:
-median step time over --steps timed steps (after --warmup), samples/s, peak memory, and MFU = the variant's
-own model FLOPs per step / step time / the card's measured bf16 matmul rate. Also embedding (inference)
-throughput. Prints a Markdown table (docs/benchmarks.md) and writes all numbers as JSON.
+median step time over --steps timings of --window back-to-back steps (the device synchronised only at the ends
+of a window, as `mwa train` runs), samples/s, peak memory, and MFU = the variant's own model FLOPs per step /
+step time / the card's measured bf16 matmul rate. `compile` is the trainer's regional compilation (each encoder
+layer compiled once). `cache` variants train from the feature cache (mwa_cli/train/feature_cache.py) filled
+from --cache-batches batches of random images and captions: the fill's rate is reported, and each step's
+batch is gathered from the cache (included in the time). Also embedding (inference) throughput. Prints a
+Markdown table (docs/benchmarks.md) and writes all numbers as JSON (rewritten after every variant).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from mwa_cli.train.loop import build_trainer
 
-# (method, options, torch.compile); "top-K" layer counts are given per backbone depth below.
+# (method, options, torch.compile (or its mode: "reduce-overhead" = CUDA graphs), feature cache, batch multiplier); "top-K" layer counts per backbone depth below.
 VARIANTS = [
-    ("full-ft", None, False),
-    ("full-ft", None, True),
-    ("nke", None, False),
-    ("mwa", None, False),
-    ("mwa", {"preset": "paper-code"}, False),
-    ("mwa", {"layers": "top-half"}, False),
-    ("mwa", {"layers": "top-third"}, False),
-    ("mwa", {"layers": "top-third"}, True),
-    ("mwa", {"layers": "top-quarter"}, False),
-    ("lora", None, False),
+    ("full-ft", None, False, False, 1),
+    ("full-ft", None, True, False, 1),
+    ("mwa", None, False, False, 1),
+    ("mwa", None, True, False, 1),
+    ("mwa", {"layers": "top-third"}, True, False, 1),
+    ("mwa", {"layers": "top-third"}, True, True, 1),
+    ("mwa", {"layers": "top-third"}, False, True, 1),
+    ("mwa", {"layers": "top-third"}, True, True, 4),
+    ("nke", None, False, False, 1),
+    ("nke", None, True, False, 1),
+    ("lora", None, False, False, 1),
+    ("mwa", {"preset": "paper-code"}, False, False, 1),
+    ("full-ft", None, "reduce-overhead", False, 1),
+    ("mwa", {"layers": "top-third"}, "reduce-overhead", True, 1),
 ]
 FRACTIONS = {"top-half": 2, "top-third": 3, "top-quarter": 4}
 BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-tiny-test": 8}
@@ -46,29 +56,40 @@ def resolve_options(backbone: str, options: dict | None) -> dict | None:
     return options
 
 
-def matmul_rate(n: int = 8192, reps: int = 10) -> float:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str, n: int = 8192, reps: int = 10) -> float:
     """Measured bf16 matmul FLOP/s on random data (median of `reps` products after warm-up)."""
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    _sync(device)
     times = []
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        a @ b
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        if device == "cuda":  # device time of the product alone (no launch or synchronisation)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
 
 
-def step_flops(trainer, batch: int, text_len: int) -> float:
+def step_flops(trainer, batch: int, text_len: int, cached: bool = False) -> float:
     """Backbone matmul FLOPs of one training step of this variant (adapters' < 3 % left out).
 
-    Forward through every layer; backward: activation gradients (1x forward) for the layers from the lowest
-    trainable one up, weight gradients (1x forward) only where the backbone's own weights train (full-ft).
+    Forward through every layer (from the lowest trainable one when the frozen part's output is cached);
+    backward: activation gradients (1x forward) for the layers from the lowest trainable one up, weight
+    gradients (1x forward) only where the backbone's own weights train (full-ft).
     """
     cfg, applied = trainer.model.config, trainer.applied
     d, depth = cfg.embed_dim, cfg.depth
@@ -78,108 +99,175 @@ def step_flops(trainer, batch: int, text_len: int) -> float:
     for n_tok in (cfg.num_patches + 1, text_len):
         fwd = 2 * n_tok * layer_w + 4 * n_tok * n_tok * d  # projections + FFN, and q@k^T, p@v
         weights = depth * 2 * n_tok * layer_w if applied.name == "full-ft" else 0.0
-        total += batch * (depth * fwd + upper * fwd + weights)
+        total += batch * ((upper if cached else depth) * fwd + upper * fwd + weights)
     return total
 
 
-def bench_variant(backbone: str, method: str, options: dict | None, compile_: bool, steps: int, warmup: int,
-                  text_len: int, peak: float) -> dict:
-    torch.cuda.reset_peak_memory_stats()
+def cached_batches(trainer, batch_size: int, text_len: int, n_batches: int) -> tuple:
+    """Fill a GPU feature cache from `n_batches` random batches; returns (make_batch, fill info)."""
+    from mwa_cli.train.data import to_pixels
+    from mwa_cli.train.feature_cache import fill_feature_cache
+
+    n = batch_size * n_batches
+    data = trainer.random_batch(n, text_len=text_len, seed=3, augment=False)
+    rows = np.arange(n)
+    k = trainer.applied.lowest_trainable_layer
+    fc = fill_feature_cache(trainer.model, k, data["images"].numpy(), rows, data["input_ids"], data["padding_mask"],
+                            lambda u8: to_pixels(u8, trainer.image_size), device=trainer.device,
+                            dtype=torch.bfloat16, location="gpu" if trainer.device.type == "cuda" else "ram",
+                            batch_size=256)
+    trainer.use_feature_cache(k)
+    gen = torch.Generator().manual_seed(0)
+
+    def make() -> dict:
+        idx = torch.randperm(n, generator=gen)[:batch_size]
+        return fc.inputs({"index": idx, "padding_mask": data["padding_mask"][idx]}, trainer.device)
+
+    info = {"cache_pairs": n, "cache_fill_s": fc.fill_s, "cache_fill_pairs_per_s": n / fc.fill_s,
+            "cache_gib": fc.nbytes / 2**30, "cache_from_layer": k}
+    return make, info
+
+
+def bench_variant(backbone: str, method: str, options: dict | None, compile_: bool, cached: bool, batch_mult: int,
+                  args, peak: float) -> dict:
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
-    trainer = build_trainer(backbone, method, method_options=options, device="cuda", precision="bf16",
-                            compile=compile_, drop_path=0.0)
-    batch_size = BATCH[backbone]
-    batch = trainer.random_batch(batch_size, text_len=text_len)
-    times = trainer.time_steps(batch, n=steps, warmup=warmup + (5 if compile_ else 0))
+    trainer = build_trainer(backbone, method, method_options=options, device=args.device, precision="bf16",
+                            compile=compile_ and not cached, drop_path=0.0)
+    batch_size = BATCH[backbone] * batch_mult
+    extra: dict = {}
+    if cached:  # as `mwa train --feature-cache`: fill eagerly, then compile the layers that train
+        batch, extra = cached_batches(trainer, batch_size, args.text_len, args.cache_batches)
+        trainer.enable_compile(compile_)
+    else:
+        batch = trainer.random_batch(batch_size, text_len=args.text_len)
+    warmup = args.warmup + (5 if compile_ else 0)
+    if isinstance(compile_, str):
+        extra["compile_mode"] = compile_
+    times = trainer.time_steps(batch, n=args.steps, warmup=warmup, window=args.window)
     med = statistics.median(times)
-    flops = step_flops(trainer, batch_size, text_len)
+    flops = step_flops(trainer, batch_size, args.text_len, cached)
     row = {
-        "backbone": backbone, "method": method, "options": options or {}, "compile": compile_,
+        "backbone": backbone, "method": method, "options": options or {}, "compile": compile_, "cache": cached,
         "batch": batch_size, "median_ms": 1e3 * med, "spread_ms": 1e3 * (max(times) - min(times)),
-        "samples_per_s": batch_size / med, "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "samples_per_s": batch_size / med,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
         "tflops_per_step": flops / 1e12, "mfu": flops / med / peak,
-        "trainable_params": trainer.applied.trainable_params(), "setup_s": time.time() - t0 - sum(times),
+        "trainable_params": trainer.applied.trainable_params(),
+        "setup_s": time.time() - t0 - sum(times) * args.window, **extra,
     }
     del trainer, batch
     gc.collect()
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
+    if compile_:
+        torch._dynamo.reset()
     return row
 
 
 @torch.inference_mode()
-def bench_inference(backbone: str, batch: int = 256, reps: int = 10, text_len: int = 64) -> dict:
+def bench_inference(backbone: str, device: str, batch: int = 256, reps: int = 10, text_len: int | None = None) -> dict:
     from mwa_cli.models.presets import build_backbone
 
-    model, _ = build_backbone(backbone, device="cuda")
+    model, _ = build_backbone(backbone, device=device)
     model.eval()
     s = model.config.img_size
-    px = torch.randn(batch, 3, s, s, device="cuda")
-    ids = torch.randint(4, 60000, (batch, text_len), device="cuda")
-    mask = torch.zeros(batch, text_len, dtype=torch.long, device="cuda")
+    text_len = text_len or model.config.text_len
+    px = torch.randn(batch, 3, s, s, device=device)
+    ids = torch.randint(4, model.config.vocab_size, (batch, text_len), device=device)
+    mask = torch.zeros(batch, text_len, dtype=torch.long, device=device)
     out = {}
     for kind, fn in (("images_per_s", lambda: model.encode_image(px)),
                      ("captions_per_s", lambda: model.encode_text(ids, mask))):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        # bf16 on the GPU; fp32 on the CPU, as `mwa` runs there (precision auto)
+        with torch.autocast(device, dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext():
             for _ in range(3):
                 fn()
-            torch.cuda.synchronize()
+            _sync(device)
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
-            torch.cuda.synchronize()
+            _sync(device)
         out[kind] = batch * reps / (time.perf_counter() - t0)
     del model
     gc.collect()
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return {"backbone": backbone, "batch": batch, **out}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backbone | method | options | compile | batch | step ms (median) | × full-ft | samples/s | "
-             "peak GiB | × full-ft mem | MFU |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backbone | method | options | compile | cache | batch | step ms (median) | × full-ft | "
+             "× compiled full-ft | samples/s | peak GiB | × full-ft mem | MFU |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        base = next(x for x in rows if x["backbone"] == r["backbone"] and x["method"] == "full-ft"
-                    and not x["compile"])
+        same = [x for x in rows if x["backbone"] == r["backbone"] and x["method"] == "full-ft" and x["batch"] == r["batch"]
+                and not x["cache"]]
+        eager = next((x for x in same if not x["compile"]), None)
+        comp = next((x for x in same if x["compile"] is True), None)
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-        lines.append(f"| {r['backbone']} | {r['method']} | {opts} | {'yes' if r['compile'] else 'no'} | {r['batch']} | "
-                     f"{r['median_ms']:.1f} | {r['median_ms'] / base['median_ms']:.2f} | {r['samples_per_s']:.0f} | "
-                     f"{r['peak_mem_gib']:.1f} | {r['peak_mem_gib'] / base['peak_mem_gib']:.2f} | "
-                     f"{100 * r['mfu']:.1f} % |")
+
+        def ratio(key: str, base: dict | None) -> str:
+            return f"{r[key] / base[key]:.2f}" if base and base[key] else "–"
+
+        lines.append(f"| {r['backbone']} | {r['method']} | {opts} | {r['compile'] if isinstance(r['compile'], str) else 'yes' if r['compile'] else 'no'} | "
+                     f"{'yes' if r['cache'] else 'no'} | {r['batch']} | {r['median_ms']:.1f} | "
+                     f"{ratio('median_ms', eager)} | {ratio('median_ms', comp)} | {r['samples_per_s']:.0f} | "
+                     f"{r['peak_mem_gib']:.1f} | {ratio('peak_mem_gib', eager)} | {100 * r['mfu']:.1f} % |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", default="beit3-base,beit3-large")
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--backbones", default="beit3-large,beit3-base")
+    parser.add_argument("--steps", type=int, default=7, help="timed windows per variant [7]")
+    parser.add_argument("--window", type=int, default=3, help="back-to-back steps per timed window [3]")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=64)
+    parser.add_argument("--cache-batches", type=int, default=8, help="batches of random pairs in the feature cache")
+    parser.add_argument("--variants", default=None, help="comma-separated indices into VARIANTS [all]")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--stop-at", type=float, default=None,
+                        help="Unix time after which no further variant starts (recorded as skipped)")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke run (with beit3-tiny-test)")
     parser.add_argument("--out", default="bench_train_speed.json")
     args = parser.parse_args()
-    peak = matmul_rate()
-    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "bf16_matmul_tflops": peak / 1e12, "date": time.strftime("%Y-%m-%d %H:%M")}
+    peak = matmul_rate(args.device, n=8192 if args.device == "cuda" else 512)
+    info = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "CPU", "torch": torch.__version__, "cuda": torch.version.cuda,
+            "bf16_matmul_tflops": peak / 1e12, "date": time.strftime("%Y-%m-%d %H:%M"), "window": args.window,
+            "steps": args.steps}
     print(json.dumps(info), flush=True)
-    rows = []
+    chosen = [VARIANTS[int(i)] for i in args.variants.split(",")] if args.variants else VARIANTS
+    rows: list[dict] = []
+    inference: list[dict] = []
+
+    def save() -> None:  # partial results survive a timeout
+        with open(args.out, "w") as fh:
+            json.dump({"info": info, "train": rows, "inference": inference}, fh, indent=2)
+
     for backbone in args.backbones.split(","):
-        for method, options, compile_ in VARIANTS:
+        for method, options, compile_, cached, mult in chosen:
             if compile_ and args.no_compile:
                 continue
             options = resolve_options(backbone, options)
+            if args.stop_at is not None and time.time() > args.stop_at:
+                rows.append({"backbone": backbone, "method": method, "options": options or {}, "compile": compile_,
+                             "cache": cached, "error": "skipped: out of time (--stop-at)"})
+                continue
             try:
-                row = bench_variant(backbone, method, options, compile_, args.steps, args.warmup, args.text_len, peak)
+                row = bench_variant(backbone, method, options, compile_, cached, mult, args, peak)
             except Exception as exc:  # a failing variant is reported, the table goes on
                 row = {"backbone": backbone, "method": method, "options": options or {}, "compile": compile_,
-                       "error": f"{type(exc).__name__}: {exc}"[:300]}
+                       "cache": cached, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                torch._dynamo.reset()
             print(json.dumps(row), flush=True)
             rows.append(row)
-            with open(args.out, "w") as fh:  # partial results survive a timeout
-                json.dump({"info": info, "train": rows}, fh, indent=2)
-    inference = [bench_inference(b) for b in args.backbones.split(",")]
+            save()
+        inference.append(bench_inference(backbone, args.device, batch=256 if args.device == "cuda" else 8))
+        save()
     ok = [r for r in rows if "error" not in r]
-    with open(args.out, "w") as fh:
-        json.dump({"info": info, "train": rows, "inference": inference}, fh, indent=2)
     print(f"\nGPU: {info['gpu']}, torch {info['torch']}, measured bf16 matmul {info['bf16_matmul_tflops']:.0f} TFLOP/s\n")
     print(table(ok))
     print("\n| backbone | images/s | captions/s |\n|---|---:|---:|")

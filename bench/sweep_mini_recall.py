@@ -45,7 +45,17 @@ GRID3: list[tuple[str, float, dict]] = [
 # The published comparison: every method at its default (val-chosen) learning rate.
 FINAL: list[tuple[str, float | None, dict]] = [("full-ft", None, {}), ("mwa", None, {}), ("nke", None, {}),
                                                ("lora", None, {})]
-GRIDS = {1: VARIANTS, 2: GRID2, 3: GRID3, 4: FINAL}
+# Fifth grid (issue 7): what the speed options cost in recall, at the default learning rates. Adapters in the
+# top layers only, with random crop + flip or from the feature cache (which turns them off); all layers without
+# augmentation separates the cache's effect from the augmentation's.
+NO_AUG = {"crop_scale_min": 1.0, "flip": "off"}
+CACHE = {"feature_cache": "auto"}
+GRID5: list[tuple] = [
+    ("full-ft", None, {}), ("mwa", None, {}), ("mwa", None, {}, NO_AUG),
+    ("mwa", None, {"layers": "top-3"}), ("mwa", None, {"layers": "top-3"}, CACHE),
+    ("mwa", None, {"layers": "top-2"}), ("mwa", None, {"layers": "top-2"}, CACHE),
+]
+GRIDS = {1: VARIANTS, 2: GRID2, 3: GRID3, 4: FINAL, 5: GRID5}
 
 
 def main() -> None:
@@ -54,7 +64,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="sweep_mini_recall.json")
-    parser.add_argument("--grid", type=int, default=1, choices=(1, 2, 3, 4), help="4: every method at its default rate")
+    parser.add_argument("--grid", type=int, default=1, choices=sorted(GRIDS),
+                        help="4: every method at its default rate; 5: layer selection and feature cache")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mwa-sweep-"))
     data = work / "data"
@@ -66,13 +77,16 @@ def main() -> None:
     rows = [{"method": "frozen", "lr": 0, "options": {}, "val_rsum": frozen_val["rsum"], "test_rsum": frozen["rsum"],
              "steps": 0, "train_s": 0.0, "trainable_params": 0, "test": frozen}]
     print(json.dumps(rows[0]), flush=True)
-    for i, (method, lr, options) in enumerate(GRIDS[args.grid]):
+    for i, (method, lr, options, *extra) in enumerate(GRIDS[args.grid]):
         t0 = time.time()
+        train_opts = extra[0] if extra else {}
         run = train(TrainConfig(data_dir=str(data), method=method, method_options=options, backbone="beit3-mini",
                                 lr=lr, epochs=args.epochs, batch_size=32, device=args.device, seed=args.seed,
-                                out=str(work / "runs"), name=f"v{i}", val_evals=0, checkpoint_minutes=1e9))
+                                out=str(work / "runs"), name=f"v{i}", val_evals=0, checkpoint_minutes=1e9,
+                                **train_opts))
         val = evaluate_path(run.run_dir, split="val", device=args.device, write=False)
-        row = {"method": method, "lr": json.loads((Path(run.run_dir) / "config.json").read_text())["lr"], "options": options, "val_rsum": val["rsum"],
+        row = {"method": method, "lr": json.loads((Path(run.run_dir) / "config.json").read_text())["lr"],
+               "options": {**options, **train_opts}, "val_rsum": val["rsum"],
                "test_rsum": run.eval["rsum"], "steps": run.steps, "train_s": run.timing["train_s"],
                "trainable_params": run.timing["trainable_params"], "wall_s": time.time() - t0,
                "device": run.timing["device_name"], "test": run.eval, "total_params": run.timing["total_params"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -16,6 +17,17 @@ def shared_dir() -> Path:
     if not (SHARED / "fixtures").is_dir():
         pytest.skip(f"reference fixtures not found at {SHARED} (CI lays ../shared beside the checkout)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread, like the subprocesses (OMP_NUM_THREADS=1): fast on a busy 2-core box, and the same
+    reduction order in every process, which bit-exact comparisons rely on. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- train_ fixtures (trainer tests)

@@ -134,13 +134,45 @@ def test_ctrl_c_checkpoints_once_and_resumes_on_one_device(tmp_path, train_data_
     assert 2 <= meta["step"] < 40
     state = torch.load(run / "checkpoint" / "last" / "state.pt", weights_only=True)
     assert state["world_size"] == 2
+    acc = state["acc"]  # device-seconds so far: the first segment's wall time on 2 devices
+    assert acc["device_prev_s"] == pytest.approx(2 * acc["wall_prev_s"], abs=0.5)
     res = subprocess.run([sys.executable, "-m", "mwa_cli", "train", "--resume", str(run), "--quiet"], env=ENV,
                          capture_output=True, text=True, timeout=300, cwd=str(REPO))
     assert res.returncode == 0, res.stderr[-3000:]
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["kind"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 40
-    assert json.loads((run / "timing.json").read_text())["n_devices"] == 1
+    timing = json.loads((run / "timing.json").read_text())
+    assert timing["n_devices"] == 1
+    # GPU-hours count each segment at its own device count (2, then 1), not the whole run at the last one's
+    expected = acc["device_prev_s"] + (timing["wall_s"] - acc["wall_prev_s"])
+    assert timing["device_hours"] * 3600 == pytest.approx(expected, abs=1.0)
+    assert timing["device_hours"] * 3600 > timing["wall_s"] + 0.5 * acc["wall_prev_s"]
+
+
+def test_a_signal_that_lands_during_the_agreement_is_kept_for_the_next_step():
+    """The all-reduce that agrees on stopping takes time; a SIGTERM arriving meanwhile must not be dropped."""
+    from mwa_cli.train.loop import _SignalFlag, agree_stop
+
+    class Ranks:  # rank 0's view: the other rank had no signal when it joined; ours arrives mid-all-reduce
+        enabled = True
+
+        def __init__(self, flag):
+            self.flag, self.calls = flag, 0
+
+        def agree(self, signum, main_flags=()):
+            self.calls += 1
+            if self.calls == 1:
+                sent = signum
+                self.flag.signum = signal.SIGTERM  # the handler runs while we wait in the collective
+                return sent, tuple(main_flags)
+            return signum, tuple(main_flags)
+
+    flag = _SignalFlag()
+    ranks = Ranks(flag)
+    assert agree_stop(ranks, flag, False, False) == (None, False, False)  # this step still runs everywhere
+    assert flag.signum == signal.SIGTERM  # ... and the signal is not lost
+    assert agree_stop(ranks, flag, False, False)[0] == signal.SIGTERM  # next step: every rank stops
 
 
 def test_devices_parsing_and_batch_split():

@@ -91,12 +91,7 @@ def hf_dirs(tmp_path_factory) -> dict[str, Path]:
     return {kind: make_tiny_hf(root, kind) for kind in KINDS}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(hf_dirs, kind, method=None, options=None, seed=0):

@@ -30,14 +30,7 @@ EXACT = dict(method="mwa", steps=16, batch_size=8, lr=1e-3, seed=0, checkpoint_e
              workers=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def train_one_thread():
-    """One intra-op thread, like the subprocesses (OMP_NUM_THREADS=1): fast on a busy 2-core box, and the same
-    reduction order in every process, which the bit-exact resume comparison relies on."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(data_dir, tok, out, name, **kw) -> TrainConfig:
@@ -359,3 +352,23 @@ def test_cpu_batch_size_auto_says_what_it_picks(train_data_dir, train_tokenizer,
     assert any("on the CPU it uses 32" in m for m in said)
     cfg = json.loads((res.run_dir / "config.json").read_text())
     assert cfg["batch_size"] == 32 and cfg["auto_resolved"] == ["batch_size"]
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(train_data_dir, train_tokenizer,
+                                                                             tmp_path):
+    """torchrun (and a terminal's job control) signal the whole process group: the DataLoader workers must
+    ignore SIGTERM and leave the stop to the trainer, which checkpoints and exits 143."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MWA_TEST_STEP_DELAY="0.15")
+    args = _cli_args(train_data_dir, train_tokenizer, tmp_path, "workers", workers=1, checkpoint_every=100)
+    proc = subprocess.Popen(args, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    run = tmp_path / "workers"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not any(s >= 3 for s in _train_steps(run)):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "DataLoader worker" not in err
+    state = load_checkpoint(find_checkpoint(run))
+    assert state["trainer"]["step"] == max(_train_steps(run))

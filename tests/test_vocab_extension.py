@@ -26,12 +26,7 @@ JA = ["右上に大きな傷がある金属板", "金属板の左下に小さな
 EN = ["a large scratch on the upper right", "a small hole on the lower left"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(method: str = "mwa"):

@@ -1,7 +1,7 @@
 """Training methods as a registry: what each one adds to the backbone, freezes and trains.
 
-``apply_method(model, name, options)`` injects the method's modules through hooks (the backbone code is
-unchanged), sets ``requires_grad`` and returns an ``AppliedMethod`` that gives the optimiser's parameter groups
+``apply_method(model, name, options)`` injects the method's modules (MWA/NKE as each layer's ``mwa`` child, LoRA
+through forward hooks on the projections; the backbone code knows no method), sets ``requires_grad`` and returns an ``AppliedMethod`` that gives the optimiser's parameter groups
 and the parameter accounting.
 """
 
@@ -74,30 +74,22 @@ def layer_id(name: str, depth: int) -> int:
 
 
 class LayerAdapter(nn.Module):
-    """MWA/NKE modules of one layer, attached to it through hooks."""
+    """MWA/NKE modules of one layer, called by the layer with its post-attention state ``h`` and output."""
 
     def __init__(self, nke: NKE | None, ae: AlignmentEnhancer | None):
         super().__init__()
         self.nke = nke
         self.ae = ae
-        self._h: Tensor | None = None
-        self._split = 0
 
     def attach(self, layer: EncoderLayer) -> None:
+        """Become the layer's ``mwa`` child (EncoderLayer's extension point; the parameter names follow)."""
         layer.add_module("mwa", self)
-        if self.nke is not None:
-            layer.final_layer_norm.register_forward_pre_hook(self._capture_hook)
-        layer.register_forward_hook(self._output_hook)
 
-    def _capture_hook(self, _module: nn.Module, args: tuple) -> None:
-        self._h, self._split = args[0], args[1]
-
-    def _output_hook(self, layer: nn.Module, _args: tuple, out: Tensor) -> Tensor:
+    def forward(self, h: Tensor, out: Tensor, split: int, drop_path: nn.Module) -> Tensor:
         if self.nke is not None:
-            out = out + self.nke(self._h, self._split)
-            self._h = None
+            out = out + self.nke(h, split)
         if self.ae is not None:
-            out = out + layer.drop_path(self.ae(out))
+            out = out + drop_path(self.ae(out))
         return out
 
 

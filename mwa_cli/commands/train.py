@@ -30,6 +30,8 @@ HELP = (
     '\n'
     '  mwa train data --method lora --option rank=16 --config train.toml\n'
     '\n'
+    '  mwa train data --method mwa --option layers=top-4 --feature-cache auto --compile --epochs 20\n'
+    '\n'
     '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
     '\n'
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
@@ -72,6 +74,7 @@ class _RichProgress:
         self.quiet = quiet
         self.progress = None
         self.task = None
+        self.cache_task = None
         if not quiet:
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -103,6 +106,10 @@ class _RichProgress:
                            if data.get("vocab_extension_params") else ""))
             self._print(f"run folder: {data['run_dir']}")
             self.task = self.progress.add_task("train", total=data.get("total_steps"), info="warming up")
+        elif event == "cache":
+            if self.cache_task is None:
+                self.cache_task = self.progress.add_task("feature cache", total=data["total"], info="")
+            self.progress.update(self.cache_task, completed=data["done"], total=data["total"])
         elif event == "plan" and self.task is not None:
             self.progress.update(self.task, total=data["total_steps"])
         elif event == "step" and self.task is not None:
@@ -147,6 +154,12 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader workers (auto: 0 on CPU, ≤8 on GPU)."),
         flip: Optional[str] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
                                            "left/right, 左/右) | on | off."),
+        feature_cache: Optional[str] = typer.Option(None, "--feature-cache",
+                                                    help="off | auto | gpu | ram | disk: with adapters in the top "
+                                                         "layers only (--option layers=top-K), compute the frozen "
+                                                         "layers' output once per image and caption and train from "
+                                                         "it (faster epochs; turns random crop and flip off). "
+                                                         "[default: off]"),
         extend_vocab: Optional[str] = typer.Option(None, "--extend-vocab",
                                                    help="auto | on | off: give characters the tokenizer maps to "
                                                         "<unk> (e.g. Japanese kanji) new token ids, trained with the "
@@ -181,7 +194,7 @@ def register(app: typer.Typer) -> None:
                    tokenizer=tokenizer, budget=budget, epochs=epochs, steps=steps, batch_size=batch_size,
                    micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_frac=warmup_frac, layer_decay=layer_decay,
                    weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
-                   workers=workers, flip=flip, extend_vocab=extend_vocab,
+                   workers=workers, flip=flip, feature_cache=feature_cache, extend_vocab=extend_vocab,
                    method_options=_parse_options(option), out=out, name=name,
                    resume=resume, seed=seed, val_evals=val_evals, log_every=log_every,
                    checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)

@@ -96,17 +96,23 @@ class FeedForward(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample; identity at eval or rate 0."""
+    """Stochastic depth per sample; identity at eval or rate 0.
+
+    The keep probability is a (non-persistent) buffer, not a Python float, so torch.compile reuses one compiled
+    layer for every depth instead of specialising on each layer's rate.
+    """
 
     def __init__(self, rate: float):
         super().__init__()
-        self.rate = rate
+        self.rate = float(rate)
+        self.active = self.rate > 0.0
+        self.register_buffer("keep", torch.tensor(1.0 - self.rate), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.rate == 0.0 or not self.training:
+        if not self.active or not self.training:
             return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        keep = self.keep.to(x.dtype)
+        mask = torch.bernoulli(keep.expand((x.shape[0],) + (1,) * (x.ndim - 1)))
         return x * mask / keep
 
 
@@ -134,7 +140,12 @@ class MultiwayAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN Multiway Transformer layer: ``h = x + Attn(LN1(x))``, ``out = h + FFN(LN2(h))``."""
+    """Pre-LN Multiway Transformer layer: ``h = x + Attn(LN1(x))``, ``out = h + FFN(LN2(h))``.
+
+    Extension point for adapter methods: a child module named ``mwa``, if present, is called as
+    ``mwa(h, out, split, drop_path)`` and returns the layer's output (mwa_cli.adapters.registry.LayerAdapter).
+    Plain code rather than hooks that stash ``h``: nothing is stored between calls, so torch.compile traces it.
+    """
 
     def __init__(self, cfg: BEiT3Config, drop_path: float):
         super().__init__()
@@ -147,7 +158,9 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None, split: int) -> Tensor:
         h = x + self.drop_path(self.self_attn(self.self_attn_layer_norm(x, split), attn_mask, split))
-        return h + self.drop_path(self.ffn(self.final_layer_norm(h, split), split))
+        out = h + self.drop_path(self.ffn(self.final_layer_norm(h, split), split))
+        adapter = self._modules.get("mwa")
+        return out if adapter is None else adapter(h, out, split, self.drop_path)
 
 
 class PositionalEmbedding(nn.Embedding):
@@ -171,24 +184,31 @@ class Encoder(nn.Module):
         self.layer_norm = Multiway(lambda: nn.LayerNorm(cfg.embed_dim, eps=cfg.layernorm_eps))
         self.frozen_prefix = 0
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None, split: int) -> Tensor:
-        """``x`` token embeddings [B, N, d]; ``padding_mask`` [B, N], nonzero on padding (or None).
+    def forward(self, x: Tensor, padding_mask: Tensor | None, split: int, *, start: int = 0,
+                stop: int | None = None) -> Tensor:
+        """Run layers ``[start, stop)``; the final LayerNorm too when ``stop`` is the depth (the default).
 
-        The first ``frozen_prefix`` layers run under ``no_grad`` while autograd is on (see set_frozen_prefix).
+        ``x``: token embeddings [B, N, d] when ``start`` is 0, else the hidden states entering layer ``start``
+        (as returned with ``stop=start``); ``padding_mask`` [B, N], nonzero on padding (or None). While autograd is
+        on, the layers below ``frozen_prefix`` (and the embeddings) run under ``no_grad`` (see set_frozen_prefix).
         """
-        k = self.frozen_prefix if torch.is_grad_enabled() else 0
-        with torch.no_grad() if k else contextlib.nullcontext():
-            x = x + self.embed_positions(x, split)
-            attn_mask = None
-            if padding_mask is not None:
-                pad = padding_mask.bool()
-                x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-                attn_mask = (~pad)[:, None, None, :]
-            for layer in self.layers[:k]:
+        depth = len(self.layers)
+        stop = depth if stop is None else stop
+        k = min(self.frozen_prefix, stop) if torch.is_grad_enabled() else 0
+        attn_mask = pad = None
+        if padding_mask is not None:
+            pad = padding_mask.bool()
+            attn_mask = (~pad)[:, None, None, :]
+        with torch.no_grad() if k > start else contextlib.nullcontext():
+            if start == 0:
+                x = x + self.embed_positions(x, split)
+                if pad is not None:
+                    x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+            for layer in self.layers[start:max(k, start)]:
                 x = layer(x, attn_mask, split)
-        for layer in self.layers[k:]:
+        for layer in self.layers[max(k, start):stop]:
             x = layer(x, attn_mask, split)
-        return self.layer_norm(x, split)
+        return self.layer_norm(x, split) if stop == depth else x
 
 
 class VisionEmbedding(nn.Module):
@@ -281,9 +301,53 @@ class BEiT3Retrieval(nn.Module):
         """The encoder layers, for methods that inject into them."""
         return self.beit3.encoder.layers
 
+    def compile_layers(self, **options: Any) -> None:
+        """Regional compilation: ``torch.compile`` each encoder layer (adapter included). The layers share one
+        compiled code object, so compiling costs about one layer's worth per variant (image/text, training/eval,
+        with/without autograd) instead of the whole depth, and the embeddings and heads stay eager."""
+        import torch._dynamo
+
+        # variants of one layer: split (-1, 0) x autograd on/off x train/eval x with/without an adapter
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        for layer in self.layers:
+            layer.compile(**options)  # options of torch.compile (tests use backend="aot_eager")
+
+    def store_frozen_in(self, dtype: torch.dtype) -> int:
+        """Keep the frozen Linear and Conv2d weights (and biases) in ``dtype``; returns how many tensors changed.
+
+        For autocast training in that dtype: autocast would cast them to it in every forward anyway (same
+        rounding), so results are unchanged while each step skips those casts and the weights take half the
+        memory. LayerNorms and embeddings stay fp32 (autocast runs them in fp32)."""
+        changed = 0
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                for p in (module.weight, module.bias):
+                    if p is not None and not p.requires_grad and p.dtype != dtype:
+                        p.data = p.data.to(dtype)
+                        changed += 1
+        return changed
+
     def set_frozen_prefix(self, k: int) -> None:
         """Run layers ``< k`` without autograd; valid only when nothing in them (nor the embeddings) trains."""
         self.beit3.encoder.frozen_prefix = max(0, min(int(k), self.config.depth))
+
+    def image_hidden(self, pixel_values: Tensor, stop: int) -> Tensor:
+        """Hidden states [B, 1 + patches, d] entering layer ``stop`` (what a feature cache stores)."""
+        return self.beit3.encoder(self.beit3.vision_embed(pixel_values), None, -1, stop=stop)
+
+    def text_hidden(self, input_ids: Tensor, padding_mask: Tensor, stop: int) -> Tensor:
+        """Hidden states [B, L, d] of the captions entering layer ``stop``."""
+        return self.beit3.encoder(self.beit3.text_embed(input_ids), padding_mask, 0, stop=stop)
+
+    def encode_image_hidden(self, hidden: Tensor, start: int) -> Tensor:
+        """``encode_image`` from the hidden states entering layer ``start`` (``image_hidden(..., start)``)."""
+        x = self.beit3.encoder(hidden, None, -1, start=start)
+        return F.normalize(self.vision_head(x[:, 0]), dim=-1)
+
+    def encode_text_hidden(self, hidden: Tensor, padding_mask: Tensor, start: int) -> Tensor:
+        """``encode_text`` from the hidden states entering layer ``start`` (``text_hidden(..., start)``)."""
+        x = self.beit3.encoder(hidden, padding_mask, 0, start=start)
+        return F.normalize(self.language_head(x[:, 0]), dim=-1)
 
     def encode_image(self, pixel_values: Tensor) -> Tensor:
         """[B, 3, S, S] images normalised with mean = std = 0.5 -> [B, d] unit vectors."""

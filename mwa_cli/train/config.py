@@ -16,6 +16,7 @@ METHOD_NAMES = ("mwa", "nke", "lora", "full-ft", "frozen")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 FLIP_MODES = ("auto", "on", "off")
+FEATURE_CACHE_MODES = ("off", "auto", "gpu", "ram", "disk")
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainConfig:
     # augmentation
     crop_scale_min: float = 0.5
     flip: str = "auto"
+    # cache the frozen layers' output once (needs adapters in the top layers only; turns augmentation off)
+    feature_cache: str = "off"  # off | auto | gpu | ram | disk (mwa_cli/train/feature_cache.py)
     # vocabulary extension (mwa_cli.adapters.vocab): auto = on when > 2 % of the train captions' tokens are <unk>
     extend_vocab: str = "auto"
     extend_vocab_init: str = "mean"  # mean (of the embedding rows) | sample (their mean + covariance) | unk
@@ -80,6 +83,12 @@ class TrainConfig:
             raise ConfigError(f"unknown device {self.device!r}", hint="choose auto, cuda or cpu")
         if self.flip not in FLIP_MODES:
             raise ConfigError(f"unknown flip mode {self.flip!r}", hint="choose auto, on or off")
+        if self.feature_cache not in FEATURE_CACHE_MODES:
+            raise ConfigError(f"unknown --feature-cache mode {self.feature_cache!r}",
+                              hint=f"choose {', '.join(FEATURE_CACHE_MODES)}")
+        if self.feature_cache != "off" and self.flip == "on":
+            raise ConfigError("--feature-cache stores each image once, so it cannot be combined with --flip on",
+                              hint="drop --flip on (the cache uses whole, unflipped images) or --feature-cache")
         if self.extend_vocab not in ("auto", "on", "off"):
             raise ConfigError(f"unknown --extend-vocab mode {self.extend_vocab!r}", hint="choose auto, on or off")
         if self.final_split not in ("test", "val"):

@@ -83,8 +83,10 @@ def crop_boxes(batch: int, gen: torch.Generator, scale_min: float = 0.5, scale_m
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Ctrl-C goes to the whole process group: workers ignore it, the trainer handles it at a step boundary.
+    # Ctrl-C (and torchrun's SIGTERM) go to the whole process group: workers ignore them, the trainer handles them at
+    # a step boundary and shuts the workers down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
@@ -105,7 +107,7 @@ class TrainBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: PairTable, data_dir: str | Path, cache_size: int, cache_count: int,
                  batch_size: int, seed: int, crop_scale_min: float = 0.5, augment: bool = True,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, load_images: bool = True):
         self.pairs = pairs
         # distributed: this rank loads only rows rank::world_size of each global batch (augmentation drawn for the
         # whole global batch first, so a sample is augmented the same way whatever the number of devices)
@@ -117,6 +119,7 @@ class TrainBatches(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.crop_scale_min = float(crop_scale_min)
         self.augment = augment
+        self.load_images = load_images  # False: batches carry pair indices only (a feature cache has the images)
         self._array = None  # opened lazily in each worker (a memmap must not be pickled)
         self._orders: dict[int, torch.Tensor] = {}
 
@@ -140,12 +143,15 @@ class TrainBatches(torch.utils.data.Dataset):
         return 2**62
 
     def __getitem__(self, step: int) -> dict:
-        if self._array is None:
-            self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         idx = self.indices_for(step)
         b_global = len(idx)
         shard = slice(self.rank, None, self.world_size)
         idx = idx[shard]
+        if not self.load_images:
+            return {"step": int(step), "input_ids": self.pairs.input_ids[idx],
+                    "padding_mask": self.pairs.padding_mask[idx], "index": idx}
+        if self._array is None:
+            self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         idx_np = idx.numpy()
         rows = self.pairs.image_rows[idx_np]
         # fancy-index with sorted rows (sequential reads), then put back in batch order

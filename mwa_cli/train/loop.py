@@ -32,7 +32,8 @@ from mwa_cli.errors import ConfigError, DataError, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
-from mwa_cli.train.data import PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader
+from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader,
+                                 open_cache_array)
 from mwa_cli.train.loss import model_loss
 from mwa_cli.train.optim import build_optimizer
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
@@ -87,7 +88,7 @@ class Trainer:
 
     def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
-                 layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool = False,
+                 layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
                  on_message: Callable[[str], None] | None = None, distributed: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -108,19 +109,34 @@ class Trainer:
         self.last_lr = 0.0
         self._encode_image = model.encode_image
         self._encode_text = model.encode_text
-        if compile:
-            self._encode_image = torch.compile(model.encode_image)
-            self._encode_text = torch.compile(model.encode_text)
+        self._cuda_graphs = False
+        self.enable_compile(compile)
+        self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
         self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/distributed.py)
         if distributed and self.optimizer is not None:
             from mwa_cli.train import distributed as dist_mod
 
             if dist_mod.get().enabled:
                 self._ddp = dist_mod.wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+        if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
+            model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
         nan_at = os.environ.get("MWA_TEST_NAN_AT_STEP")  # test hook: poison the loss at this step
         self._nan_at = int(nan_at) if nan_at else None
         delay = os.environ.get("MWA_TEST_STEP_DELAY")  # test hook: slow each step (signal tests)
         self._delay = float(delay) if delay else 0.0
+
+    def enable_compile(self, compile: bool | str) -> None:
+        """torch.compile the encoders: True, or a torch.compile mode ("reduce-overhead": CUDA graphs of each layer).
+        BEiT-3 compiles per layer (one compiled layer for every depth); other backbones their encode functions."""
+        if not compile:
+            return
+        self._cuda_graphs = compile == "reduce-overhead"
+        modes = {"mode": compile} if isinstance(compile, str) else {}
+        if hasattr(self.model, "compile_layers"):
+            self.model.compile_layers(**modes)
+        else:
+            self._encode_image = torch.compile(self.model.encode_image, **modes)
+            self._encode_text = torch.compile(self.model.encode_text, **modes)
 
     @property
     def trains(self) -> bool:
@@ -131,7 +147,17 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
+    def use_feature_cache(self, start: int) -> None:
+        """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
+        if self._ddp is not None:
+            raise ConfigError("--feature-cache does not work with several devices yet",
+                              hint="train on one device, or drop --feature-cache")
+        self.feature_start = int(start)
+
     def pixels(self, batch: dict) -> torch.Tensor:
+        """The image input of a batch: pixels (augmented on the device), or cached hidden states."""
+        if "image_hidden" in batch:
+            return batch["image_hidden"].to(self.device, non_blocking=True)
         if "pixels" in batch:
             return batch["pixels"].to(self.device, non_blocking=True)
         images = batch["images"].to(self.device, non_blocking=True)
@@ -165,6 +191,9 @@ class Trainer:
     def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
         if self._ddp is not None:
             return self._ddp(px, ids, mask)
+        if self.feature_start:  # px and ids are the cached hidden states of images and captions
+            return (self.model.encode_image_hidden(px, self.feature_start),
+                    self.model.encode_text_hidden(ids, mask, self.feature_start))
         return self._encode_image(px), self._encode_text(ids, mask)
 
     def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
@@ -178,8 +207,10 @@ class Trainer:
         """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
         if self.optimizer is None:
             raise MwaError("this method has no trainable parameters: nothing to train")
+        if self._cuda_graphs:  # a new iteration: CUDA-graph outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         px = self.pixels(batch)
-        ids = batch["input_ids"].to(self.device, non_blocking=True)
+        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
         mask = batch["padding_mask"].to(self.device, non_blocking=True)
         while True:
             oom = False
@@ -245,17 +276,22 @@ class Trainer:
             batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch
 
-    def time_steps(self, batch: dict, n: int = 15, warmup: int = 3) -> list[float]:
-        """Benchmark only: `warmup` untimed steps, then `n` steps timed one by one (synchronising the device)."""
+    def time_steps(self, batch: dict | Callable[[], dict], n: int = 15, warmup: int = 3,
+                   window: int = 1) -> list[float]:
+        """Benchmark only: `warmup` untimed steps, then `n` timings of `window` back-to-back steps each (the device
+        synchronised at the ends of each window only, as in `mwa train`), as seconds per step. `batch` may be a
+        callable that makes each step's batch (its time counts)."""
+        make = batch if callable(batch) else (lambda: batch)
         for _ in range(warmup):
-            self.step(batch)
+            self.step(make())
         self.synchronize()
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
-            self.step(batch)
+            for _ in range(window):
+                self.step(make())
             self.synchronize()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0) / window)
         return times
 
     def synchronize(self) -> None:
@@ -287,7 +323,7 @@ class Trainer:
 def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, method_options: dict | None = None,
                   weights: str | None = None, device: str = "auto", precision: str = "auto",
                   micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
-                  weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool = False,
+                  weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool | str = False,
                   total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
     """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
 
@@ -366,6 +402,19 @@ class _SignalFlag:
             with contextlib.suppress(Exception):
                 signal.signal(sig, prev)
         self._previous.clear()
+
+
+def agree_stop(dctx, flag: _SignalFlag, must_stop: bool, time_due: bool) -> tuple[int | None, bool, bool]:
+    """One decision for every rank before a step: the signal any rank received, rank 0's budget stop and clock.
+
+    The agreed signal decides. A signal that lands during the all-reduce stays in ``flag.signum`` and is agreed on
+    before the next step (writing the agreed value back unconditionally would drop it: the run would go on)."""
+    if not dctx.enabled:
+        return flag.signum, must_stop, time_due
+    agreed, (must_stop, time_due) = dctx.agree(flag.signum, (must_stop, time_due))
+    if agreed is not None:
+        flag.signum = agreed
+    return agreed, must_stop, time_due
 
 
 def resolve_run_path(resume: str, out: str) -> Path:
@@ -524,9 +573,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         auto_fields.append("lr")
     batch_size = cfg.batch_size
     micro = cfg.micro_batch
+    use_cache = cfg.feature_cache != "off" and applied.trainable_params() > 0
     trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
-                      micro_batch=micro, compile=cfg.compile, on_message=message, distributed=dctx.enabled)
+                      micro_batch=micro, compile=cfg.compile and not use_cache, on_message=message,
+                      distributed=dctx.enabled)  # with a feature cache: compiled after the (eager) fill
     if batch_size is None:  # the same default for every method keeps comparisons fair
         batch_size = GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
         auto_fields.append("batch_size")
@@ -554,8 +605,15 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         dist_mod.check_batch_split(batch_size, dctx.world_size)
         if trainer.micro_batch is not None:
             trainer.micro_batch = max(1, trainer.micro_batch // dctx.world_size)
+    if use_cache:
+        if applied.lowest_trainable_layer < 1:
+            raise ConfigError(f"--feature-cache needs frozen layers below the adapters; method {cfg.method} with "
+                              f"these options trains the lowest layer (or the embeddings)",
+                              hint="adapt only the top layers, e.g. --option layers=top-4 (and no --extend-vocab)")
+        trainer.use_feature_cache(applied.lowest_trainable_layer)
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), max(1, batch_size), cfg.seed,
-                           crop_scale_min=cfg.crop_scale_min, rank=dctx.rank, world_size=dctx.world_size)
+                           crop_scale_min=cfg.crop_scale_min, rank=dctx.rank, world_size=dctx.world_size,
+                           augment=not use_cache, load_images=not use_cache)
     spe = dataset.steps_per_epoch
 
     # ------------------------------------------------------------------ run dir + config.json
@@ -664,11 +722,17 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     def elapsed() -> float:
         return time.monotonic() - t_start + float(acc["wall_prev_s"])
 
+    def device_seconds() -> float:
+        """Device-seconds of the whole run: each segment's wall time x its own number of devices."""
+        prev = float(acc.get("device_prev_s", float(acc["wall_prev_s"]) * int(acc.get("prev_world_size", 1))))
+        return prev + (elapsed() - float(acc["wall_prev_s"])) * dctx.world_size
+
     def save_ckpt(step: int) -> float:
         t0 = time.monotonic()
         if not dctx.is_main:  # rank 0 alone writes (DDP keeps the trainables and optimizer equal on every rank)
             return 0.0
-        state = {"trainer": trainer.state_dict(), "rng": ckpt_mod.rng_state(), "acc": dict(acc, wall_prev_s=elapsed()),
+        state = {"trainer": trainer.state_dict(), "rng": ckpt_mod.rng_state(),
+                 "acc": dict(acc, wall_prev_s=elapsed(), device_prev_s=device_seconds()),
                  "total_steps": int(total_steps), "planned": planned, "batch_size": batch_size,
                  "world_size": dctx.world_size}
         epoch, j = dataset.position(step)
@@ -688,7 +752,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             "checkpoint_s": round(float(acc["checkpoint_s"]), 3), "steps": steps_done,
             "samples": int(acc["samples"]),
             "samples_per_s": round(acc["samples"] / train_s, 3) if train_s > 0 else 0.0,
-            "device_hours": round(wall * dctx.world_size / 3600.0, 6), "device_type": device.type,
+            "device_hours": round(device_seconds() / 3600.0, 6), "device_type": device.type,
             "device_name": _device_name(device), "n_devices": dctx.world_size, "peak_mem_gib": round(_peak_mem_gib(device), 4),
             "data_wait_fraction": round(acc["data_wait_s"] / train_s, 4) if train_s > 0 else 0.0,
             "budget_s": budget_s, "torch": torch.__version__, "mwa": __version__,
@@ -696,13 +760,19 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             "vocab_extension_params": extension_params(model),
             "status": status, "planned_steps": int(total_steps), "batch_size": batch_size,
             "micro_batch": trainer.micro_batch or batch_size, "precision": precision,
+            "feature_cache": fcache.describe() if fcache is not None else None,
         }
         run.write_timing(timing)
         return timing
 
+    fcache = None
     flag = _SignalFlag()
     flag.install()
     try:
+        if use_cache:  # issue 7: the frozen layers run once per image and caption, not once per epoch
+            fcache = _fill_feature_cache(trainer, cfg, pairs, data_dir, len(cache.ids), run.path, precision,
+                                         progress, message)
+            trainer.enable_compile(cfg.compile)
         # -------------------------------------------------------------- step-0 val eval (zero-shot point)
         step = trainer.step_count
         if resume_state is None and val_data is not None and cfg.val_evals > 0 and trainer.trains:
@@ -778,9 +848,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             while it is not None and (not planned or step < total_steps):
                 must_stop = planned and budget_s is not None and planner.must_stop(step, total_steps, eval_steps)
                 time_due = time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60
-                if dctx.enabled:  # one decision for every rank: any rank's signal, rank 0's budget and clock
-                    flag.signum, (must_stop, time_due) = dctx.agree(flag.signum, (must_stop, time_due))
-                if flag.signum is not None:
+                stop_signal, must_stop, time_due = agree_stop(dctx, flag, must_stop, time_due)
+                if stop_signal is not None:
                     break
                 if must_stop:
                     stop_reason = (f"stopping at step {step} of {total_steps}: the remaining budget is needed for "
@@ -789,6 +858,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                     break
                 t_wait = time.monotonic()
                 batch = next(it)
+                if fcache is not None:
+                    batch = fcache.inputs(batch, device)
                 acc["data_wait_s"] += time.monotonic() - t_wait
                 loss = trainer.step(batch)
                 step = trainer.step_count
@@ -883,6 +954,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 del it, loader
 
         # -------------------------------------------------------------- interrupted
+        if dctx.enabled:  # the same decision on every rank, also for a signal after the last step's agreement
+            flag.signum, _ = dctx.agree(flag.signum)
         if flag.signum is not None:
             save_ckpt(step)
             dctx.barrier()  # no rank leaves before rank 0 has written the checkpoint
@@ -915,6 +988,30 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                          timing=timing, last_loss=last_loss)
     finally:
         flag.restore()
+        if fcache is not None:
+            fcache.close()
+
+
+def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, data_dir: Path, n_cached: int,
+                        run_path: Path, precision: str, progress: ProgressFn | None, message: Callable[[str], None]):
+    """Fill the feature cache of the train split (progress events "cache"), and say what it holds."""
+    from mwa_cli.train.data import to_pixels
+    from mwa_cli.train.feature_cache import fill_feature_cache
+
+    size = trainer.image_size
+    k = trainer.feature_start
+    message(f"feature cache: layers 0-{k - 1} are frozen, so their output is computed once per training image and "
+            f"caption; images are used whole (no random crop or flip) so the cache stays valid every epoch")
+    fc = fill_feature_cache(
+        trainer.model, k, open_cache_array(data_dir, size, n_cached), pairs.image_rows, pairs.input_ids,
+        pairs.padding_mask, lambda u8: to_pixels(u8, size), device=trainer.device, dtype=amp_dtype(precision),
+        location=cfg.feature_cache, folder=run_path, batch_size=cfg.eval_batch_size,
+        progress=lambda done, total: _emit(progress, "cache", {"done": done, "total": total}))
+    d = fc.describe()
+    message(f"feature cache: {d['images']} images + {d['captions']} captions, {d['gib']:.2f} GiB in "
+            f"{d['location'].upper() if d['location'] in ('gpu', 'ram') else 'a file in the run folder'}, "
+            f"filled in {d['fill_s']:.1f} s")
+    return fc
 
 
 def _workers(cfg: TrainConfig, device: torch.device) -> int:
