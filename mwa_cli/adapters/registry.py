@@ -1,8 +1,8 @@
 """Training methods as a registry: what each one adds to the backbone, freezes and trains.
 
 ``apply_method(model, name, options)`` injects the method's modules (MWA/NKE as each layer's ``mwa`` child, LoRA
-through forward hooks on the projections; the backbone code knows no method), sets ``requires_grad`` and returns an ``AppliedMethod`` that gives the optimiser's parameter groups
-and the parameter accounting.
+through forward hooks on the projections; the backbone code knows no method), sets ``requires_grad`` and returns
+an ``AppliedMethod`` that gives the optimiser's parameter groups and the parameter accounting.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
         json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError, MwaError
+        from mwa_cli.errors import MwaError
         from mwa_cli.train.config import resolve_config
         from mwa_cli.train.loop import train
 
@@ -209,8 +209,9 @@ def register(app: typer.Typer) -> None:
 
         if devices is not None and not dist_mod.under_torchrun():
             if feature_cache not in (None, "off"):  # before any process starts (each rank would refuse it too)
-                raise ConfigError("--feature-cache does not work with several devices yet",
-                               hint="train on one device, or drop --feature-cache")
+                from mwa_cli.train.feature_cache import several_devices_error
+
+                raise several_devices_error()
             code = _launch_devices(devices, device, cli, config, resume, out)
             if code is not None:
                 raise typer.Exit(code)

@@ -148,8 +148,7 @@ class TrainBatches(torch.utils.data.Dataset):
         shard = slice(self.rank, None, self.world_size)
         idx = idx[shard]
         if not self.load_images:
-            return {"step": int(step), "input_ids": self.pairs.input_ids[idx],
-                    "padding_mask": self.pairs.padding_mask[idx], "index": idx}
+            return {"step": int(step), "padding_mask": self.pairs.padding_mask[idx], "index": idx}
         if self._array is None:
             self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         idx_np = idx.numpy()

@@ -26,6 +26,12 @@ from torch import Tensor
 
 from mwa_cli.errors import ConfigError
 
+def several_devices_error() -> ConfigError:
+    """The refusal of ``--feature-cache`` with several devices (the launcher and each rank raise it)."""
+    return ConfigError("--feature-cache does not work with several devices yet",
+                       hint="train on one device, or drop --feature-cache")
+
+
 GPU_SHARE = 0.3  # auto: on the GPU when the cache needs at most this share of its free memory
 RAM_SHARE = 0.5  # auto: in RAM when it needs at most this share of the available host memory
 
@@ -54,7 +60,7 @@ class FeatureCache:
 
     def inputs(self, batch: dict, device: torch.device) -> dict:
         """The trainer's inputs for a batch of pair indices (``batch["index"]``, with its ``padding_mask``):
-        the cached hidden states replace the images and token ids. Never synchronises the device: on the GPU the
+        the cached hidden states, which the trainer takes instead of images and token ids. Never synchronises the device: on the GPU the
         lookups run there, from RAM the rows are gathered into pinned memory and copied asynchronously."""
         index = batch["index"]
         if self.location == "gpu":
@@ -63,8 +69,7 @@ class FeatureCache:
         image_hidden, text_hidden = self.images[slots], self.captions[index]
         if device.type == "cuda" and self.location != "gpu":
             image_hidden, text_hidden = image_hidden.pin_memory(), text_hidden.pin_memory()
-        return {**{k: v for k, v in batch.items() if k not in ("images", "boxes", "flip", "input_ids")},
-                "image_hidden": image_hidden.to(device, non_blocking=True),
+        return {**batch, "image_hidden": image_hidden.to(device, non_blocking=True),
                 "text_hidden": text_hidden.to(device, non_blocking=True)}
 
     def close(self) -> None:

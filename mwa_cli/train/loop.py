@@ -150,8 +150,9 @@ class Trainer:
     def use_feature_cache(self, start: int) -> None:
         """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
         if self._ddp is not None:
-            raise ConfigError("--feature-cache does not work with several devices yet",
-                              hint="train on one device, or drop --feature-cache")
+            from mwa_cli.train.feature_cache import several_devices_error
+
+            raise several_devices_error()
         self.feature_start = int(start)
 
     def pixels(self, batch: dict) -> torch.Tensor:
