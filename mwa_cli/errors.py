@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+EXIT_PEER_LOST = 5  # a training process whose peer (another process of the same run) went away first
+
 
 class MwaError(Exception):
     """An error the user can act on. The CLI prints it without a traceback and exits with `exit_code`."""

@@ -41,7 +41,9 @@ def _cfg(data_dir, tok, out, name, **kw) -> TrainConfig:
 
 
 def _cli_args(data_dir, tok, out, name, **kw) -> list[str]:
-    opts = dict(EXACT, **kw)
+    """The real command line, with 2 DataLoader workers (the GPU default): its resumed runs must still equal the
+    in-process reference (0 workers) bit for bit."""
+    opts = {**EXACT, "workers": 2, **kw}
     args = [sys.executable, "-m", "mwa_cli", "train", str(data_dir), "--backbone", "beit3-tiny-test",
             "--tokenizer", str(tok), "--out", str(out), "--name", name, "--quiet"]
     flags = {"method": "--method", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",

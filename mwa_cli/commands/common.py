@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
+import threading
 from typing import Any, Callable, TypeVar
 
 import click
 import typer
 from rich.console import Console
 
-from mwa_cli.errors import MwaError
+from mwa_cli.errors import EXIT_PEER_LOST, MwaError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,21 +34,59 @@ def guarded(fn: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             if exc.hint:
                 err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            exit_soon(exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
+            exit_soon(130)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - no traceback for the user
             if os.environ.get("MWA_DEBUG"):
                 raise
+            if is_peer_loss(exc):
+                err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
+                                  "failed (its own message says why)", highlight=False)
+                exit_soon(EXIT_PEER_LOST)
+                raise typer.Exit(EXIT_PEER_LOST) from None
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
             err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
                               "to see the traceback", highlight=False)
+            exit_soon(1)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+EXIT_DEADLINE_S = 10.0
+
+
+def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
+    """After an error, make sure the process ends: if the interpreter's own shutdown (exit handlers, a process
+    group teardown, worker joins) has not ended it within `delay_s`, end it with `code` there and then."""
+
+    def force() -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(delay_s, force)
+    timer.daemon = True
+    timer.start()
+
+
+_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
+              "connection refused")
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """True for the error a training process sees when another process of the same run has gone away."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return name in ("DistBackendError", "DistNetworkError") or (
+        name in ("RuntimeError", "DistError") and any(p in text for p in _PEER_LOSS))
 
 
 def emit_json(obj: Any) -> None:

@@ -14,7 +14,10 @@ HELP = (
     '\n'
     'Image→text and text→image R@1/5/10, median rank, RSUM (sum of the six recalls) and mean recall, per '
     'label when the data has labels. An image query hits at K if ANY of its captions is in the top K; '
-    'every caption is a text query. Writes eval.json and eval_topk.json into the run (or adapter) folder.\n'
+    'every caption is a text query. Writes eval.json and eval_topk.json into the run (or adapter) folder '
+    '(another split than the run\'s own: eval_<split>.json). A run is evaluated with the precision and batch '
+    'size of its own final evaluation, from its published adapter: on the same kind of device the numbers '
+    'equal those `mwa train` wrote.\n'
     '\n'
     'Examples:\n'
     '\n'
@@ -42,14 +45,17 @@ def register(app: typer.Typer) -> None:
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights (path or URL)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-        precision: str = typer.Option("auto", "--precision", help="auto | bf16 | fp16 | fp32."),
-        batch_size: int = typer.Option(128, "--batch-size", help="Embedding batch size."),
+        precision: Optional[str] = typer.Option(None, "--precision",
+                                                help="auto | bf16 | fp16 | fp32 [default: the run's own on the "
+                                                     "same kind of device, else auto]."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size",
+                                                 help="Embedding batch size [default: the run's own, else 128]."),
         json_out: bool = typer.Option(False, "--json", help="Print eval.json on stdout only."),
     ) -> None:
         from mwa_cli.errors import ConfigError
         from mwa_cli.eval.evaluate import evaluate_path
 
-        if split not in ("test", "val", "train"):
+        if split not in ("test", "val"):
             raise ConfigError(f"unknown split {split!r}", hint="use --split test or --split val")
         if method not in (None, "frozen"):
             raise ConfigError("--method only takes 'frozen' here (a run or adapter knows its own method)")

@@ -37,13 +37,14 @@ HELP = (
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
     'eval_topk.json, adapter_model.safetensors + adapter_config.json, checkpoint/last/.\n'
     '\n'
-    'Several GPUs: --devices 2 (or 0,1 or all) runs DistributedDataParallel through torchrun\'s launcher; '
+    'Several GPUs: --devices 2 (or 0,1 or all) runs DistributedDataParallel, one process per device; '
     '--batch-size is the global batch (each GPU takes 1/N of it), negatives come from the whole global batch. '
     'On several machines start `torchrun --nnodes ... -m mwa_cli train ...` on each (see the README).\n'
     '\n'
     'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
     '130 / 143. Exit codes: 0 done; 2 invalid option or data; 3 the loss became non-finite (last good '
-    'checkpoint kept); 4 out of memory even at micro-batch 1; 1 unexpected internal error.'
+    'checkpoint kept); 4 out of memory even at micro-batch 1; 5 (--devices) a training process stopped '
+    'because another one failed; 1 a failure while loading data, or an unexpected internal error.'
 )
 
 
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
         devices: Optional[str] = typer.Option(None, "--devices",
                                               help="Train on several GPUs of this machine: a count (2), GPU ids "
-                                                   "(0,1) or all; DDP through torchrun's launcher, --batch-size stays "
+                                                   "(0,1) or all; DDP with one process per device, --batch-size stays "
                                                    "the global batch. With --device cpu: that many CPU processes "
                                                    "(gloo). Under an external torchrun, mwa uses its ranks."),
         config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file with any of these options."),
@@ -248,12 +249,12 @@ def register(app: typer.Typer) -> None:
 
 def _launch_devices(devices: str, device: str | None, cli: dict, config, resume: str | None, out: str | None
                     ) -> int | None:
-    """`--devices N|0,1|all`: re-run this command as N processes under torch's elastic launcher (torchrun's
-    engine) and return the exit code; None when one device was asked for (train in this process)."""
+    """`--devices N|0,1|all`: re-run this command as N processes (`mwa_cli.train.launcher`) and return the exit
+    code; None when one device was asked for (train in this process)."""
     import sys
     import time
 
-    from mwa_cli.train import distributed as dist_mod
+    from mwa_cli.train import launcher
     from mwa_cli.train.config import resolve_config
     from mwa_cli.train.loop import _command_line, process_age_s, resolve_run_path
     from mwa_cli.train.run_dir import RunDir
@@ -262,11 +263,11 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
         device = RunDir(resolve_run_path(resume, out or "runs")).read_config().get("device", device)
     else:
         resolve_config(cli, config)  # option errors once, before starting N processes
-    n, visible = dist_mod.parse_devices(devices, device)
+    n, visible = launcher.parse_devices(devices, device)
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
     if n <= 1:
         return None
     t0 = time.time() - process_age_s()
-    return dist_mod.launch(n, dist_mod.strip_devices(sys.argv[1:]), visible=visible,
+    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), visible=visible,
                            cpu=(device or "").lower() == "cpu", t0_wall=t0, command=_command_line())

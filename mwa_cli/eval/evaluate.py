@@ -6,6 +6,7 @@ embeds it in batches under inference mode and adds the run's identity (method, b
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,23 +126,46 @@ def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):
     return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
 
 
-def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, split: str = "test",
-                  device: str = "auto", precision: str = "auto", batch_size: int = 128,
-                  tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
-                  method: str | None = None, write: bool = True) -> dict:
-    """`mwa eval`: evaluate a run folder, an adapter (folder or adapter_config.json), or a bare backbone.
+@contextlib.contextmanager
+def evaluation_numerics():
+    """The same float arithmetic for every evaluation: TF32 off for matmuls and convolutions (training turns it
+    on), so the numbers written by `mwa train` and `mwa eval` come from the same arithmetic."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
-    A run folder's config.json supplies the data dir when `data_dir` is None. With `method == "frozen"` and
-    `backbone` given, the zero-shot backbone is evaluated (target may then be the data dir or None).
-    Writes eval.json + eval_topk.json into the run/adapter folder when `write` and the target is a folder.
-    """
+
+def _read_run_config(folder: Path) -> dict:
     import json
 
+    if not (folder / "config.json").is_file():
+        return {}
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = None, split: str = "test",
+                    device: str = "auto", precision: str | None = None, batch_size: int | None = None,
+                    tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
+                    method: str | None = None) -> tuple[dict, dict | None, Path | None]:
+    """Evaluate a run folder, an adapter (folder or adapter_config.json), or a bare backbone (`method == "frozen"`).
+
+    Returns (eval.json dict, eval_topk.json dict, the folder the results belong in or None). A run folder's
+    config.json supplies the data dir, and the precision and batch size its training evaluated with (when
+    `precision`/`batch_size` are None), so `mwa eval RUN` repeats the run's own evaluation exactly: the model is
+    built fresh from the published artefacts, as `mwa train` does for its final evaluation.
+    """
     from mwa_cli.data.manifest import load_dataset_info
     from mwa_cli.train.config import amp_dtype, resolve_device, resolve_precision
 
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
     run_cfg: dict = {}
     out_dir: Path | None = None
     if method == "frozen" and backbone:
@@ -157,12 +181,11 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
         from mwa_cli.adapters.io import load_adapter
 
         tpath = Path(target)
+        if not tpath.exists():
+            raise ConfigError(f"{tpath} does not exist", hint="give a run folder such as runs/<name> (`mwa train` "
+                              "prints it), or an adapter folder")
         folder = tpath if tpath.is_dir() else tpath.parent
-        if (folder / "config.json").is_file():
-            try:
-                run_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            except ValueError:
-                run_cfg = {}
+        run_cfg = _read_run_config(folder)
         if not (folder / "adapter_config.json").is_file():
             raise ConfigError(f"{folder} holds no adapter_config.json",
                               hint="give a finished run folder (runs/<name>) or an adapter folder")
@@ -178,6 +201,11 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
         if data_dir is None:
             raise ConfigError("no data dir: this adapter does not come with a run's config.json",
                               hint="pass --data DATA_DIR")
+    if precision is None:  # the run's own precision when it ran on this kind of device
+        precision = run_cfg.get("precision") if run_cfg.get("device") == dev.type else None
+    prec = resolve_precision(precision or "auto", dev)
+    if batch_size is None:
+        batch_size = int(run_cfg.get("eval_batch_size") or 128)
     model.to(dev)
     model.eval()
     text_len = int(run_cfg.get("text_len") or model.config.text_len)
@@ -185,13 +213,35 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
     tok = load_tokenizer(tok_path, text_len, model=model)
     ds_info = load_dataset_info(Path(data_dir))
     identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
-    result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
-                                 batch_size=batch_size, identity=identity)
-    if write and out_dir is not None:
-        from mwa_cli.fileio import atomic_write_json
+    with evaluation_numerics():
+        result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
+                                     batch_size=batch_size, identity=identity)
+    result["numerics"] = {"precision": prec, "batch_size": int(batch_size), "device": dev.type,
+                          "tf32": False}
+    return result, top, out_dir
 
-        atomic_write_json(out_dir / "eval.json", result)
-        if top is not None:
+
+def eval_file_name(split: str, run_cfg: dict) -> str:
+    """eval.json holds the run's own number (its final split); another split goes to eval_<split>.json."""
+    final = run_cfg.get("final_split") or "test"
+    return "eval.json" if split == final else f"eval_{split}.json"
+
+
+def evaluate_path(target: str | Path | None, *, data_dir: str | Path | None = None, split: str = "test",
+                  device: str = "auto", precision: str | None = None, batch_size: int | None = None,
+                  tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
+                  method: str | None = None, write: bool = True) -> dict:
+    """`mwa eval`: `evaluate_target`, then (when `write` and the target is a folder) eval.json + eval_topk.json
+    for the run's final split, or eval_<split>.json for another split (the run's number is never replaced)."""
+    from mwa_cli.fileio import atomic_write_json
+
+    result, top, out_dir = evaluate_target(target, data_dir=data_dir, split=split, device=device,
+                                           precision=precision, batch_size=batch_size, tokenizer=tokenizer,
+                                           backbone=backbone, weights=weights, method=method)
+    if write and out_dir is not None:
+        name = eval_file_name(split, _read_run_config(out_dir))
+        atomic_write_json(out_dir / name, result)
+        if top is not None and name == "eval.json":
             atomic_write_json(out_dir / "eval_topk.json", top)
-        result = dict(result, written_to=str(out_dir / "eval.json"))
+        result = dict(result, written_to=str(out_dir / name))
     return result

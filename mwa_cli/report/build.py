@@ -207,7 +207,7 @@ def build_report(
             "provenance": {"device_name": tm.get("device_name"), "device_type": tm.get("device_type"),
                            "n_devices": tm.get("n_devices"), "torch": tm.get("torch"), "mwa": tm.get("mwa"),
                            "command": r.config.get("command"), "created": r.eval.get("created"),
-                           "budget_s": tm.get("budget_s")},
+                           "budget_s": tm.get("budget_s"), "eval_numerics": r.eval.get("numerics")},
             "gallery": build_gallery(r, data) if not r.estimated else None,
         })
 

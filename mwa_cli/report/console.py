@@ -76,6 +76,10 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
         if not rep["baseline"]["estimated"]:
             lines.append(escape(t(lang, "no_baseline_estimate")))
         con.print(Panel("\n".join(lines), border_style="yellow"), highlight=False)
+    numerics = sorted({view.eval_numerics_text(r["provenance"]["eval_numerics"]) for r in rep["runs"]
+                       if r["provenance"].get("eval_numerics")})
+    if numerics:
+        con.print(f"[dim]recall {escape('; '.join(numerics))}[/]", highlight=False)
     for n in rep["notes"]:
         con.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
 

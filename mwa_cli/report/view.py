@@ -135,6 +135,11 @@ def assumption_lines(rep: dict[str, Any], lang: str) -> list[str]:
     ]
 
 
+def eval_numerics_text(n: dict[str, Any]) -> str:
+    """How a run's recall was computed, e.g. 'evaluated in bf16 on cuda, batch 128'."""
+    return f"evaluated in {n.get('precision', '?')} on {n.get('device', '?')}, batch {n.get('batch_size', '?')}"
+
+
 def provenance_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for r in rep["runs"]:
@@ -142,6 +147,8 @@ def provenance_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
         dev = p.get("device_name") or p.get("device_type") or "—"
         if p.get("n_devices") and int(p["n_devices"]) > 1:
             dev = f"{p['n_devices']} × {dev}"
+        if p.get("eval_numerics"):
+            dev += f" · {eval_numerics_text(p['eval_numerics'])}"
         cmd = p.get("command")
         if isinstance(cmd, list):
             cmd = " ".join(str(c) for c in cmd)

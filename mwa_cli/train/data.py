@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 MEAN = 0.5
 STD = 0.5
+LOADER_TIMEOUT_S = 120  # a worker that delivers no batch for this long is reported, not waited on forever
 
 _FLIP_WORDS = re.compile(
     r"\b(left|right)|(counter|anti)[- ]?clockwise|\bclockwise|[左右]|時計回り|反時計", re.IGNORECASE
@@ -83,10 +85,26 @@ def crop_boxes(batch: int, gen: torch.Generator, scale_min: float = 0.5, scale_m
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Ctrl-C (and torchrun's SIGTERM) go to the whole process group: workers ignore them, the trainer handles them at
-    # a step boundary and shuts the workers down itself.
+    """Ctrl-C goes to the whole process group: workers ignore it, the trainer stops at a step boundary and shuts
+    them down itself. SIGTERM keeps its default action: it is how a worker is ended when anything goes wrong (an
+    ignored SIGTERM made the interpreter's exit wait forever for workers nobody had told to stop). Linux: a worker
+    also dies with its trainer process, even one killed with SIGKILL."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send this process SIGKILL when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - best effort
+        pass
 
 
 @dataclass
@@ -132,12 +150,17 @@ class TrainBatches(torch.utils.data.Dataset):
         return divmod(int(step), self.steps_per_epoch)
 
     def indices_for(self, step: int) -> torch.Tensor:
+        """Pair indices of global step `step`: a tensor of its own, never a view of the cached epoch order.
+
+        A DataLoader worker hands a returned tensor to its queue's feeder thread, which moves the tensor's whole
+        storage into shared memory and frees the old block while this thread goes on; a view of the cached order
+        (and numpy arrays over it) would then read freed memory in the next batch."""
         epoch, j = self.position(step)
         order = self._orders.get(epoch)
         if order is None:
             self._orders = {epoch: epoch_order(len(self.pairs), self.seed, epoch)}
             order = self._orders[epoch]
-        return order[j * self.batch_size:(j + 1) * self.batch_size]
+        return order[j * self.batch_size:(j + 1) * self.batch_size].clone()
 
     def __len__(self) -> int:  # nominal; the sampler is infinite
         return 2**62
@@ -146,7 +169,7 @@ class TrainBatches(torch.utils.data.Dataset):
         idx = self.indices_for(step)
         b_global = len(idx)
         shard = slice(self.rank, None, self.world_size)
-        idx = idx[shard]
+        idx = idx[shard].contiguous() if self.world_size > 1 else idx
         if not self.load_images:
             return {"step": int(step), "padding_mask": self.pairs.padding_mask[idx], "index": idx}
         if self._array is None:
@@ -196,7 +219,8 @@ def make_loader(dataset: TrainBatches, start_step: int, *, workers: int, pin_mem
     """
     kwargs = {}
     if workers > 0:
-        kwargs.update(worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=False)
+        kwargs.update(worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=False,
+                      timeout=LOADER_TIMEOUT_S)
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=_StepSampler(start_step, stop_step), num_workers=workers,
         pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs,
@@ -229,3 +253,11 @@ def augment_batch(images_u8: torch.Tensor, boxes: torch.Tensor, flip: torch.Tens
     grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
+
+
+def close_loader(it) -> None:
+    """End a loader iterator's worker processes now (not at garbage collection, which an exception's traceback
+    can postpone until interpreter exit, when the workers are no longer told to stop)."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

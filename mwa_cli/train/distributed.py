@@ -19,8 +19,8 @@
   micro-batches). Frozen parameters (requires_grad False, including the frozen prefix run under no_grad) are not
   registered by DDP; trainable parameters that a method never uses (e.g. the vision `mask_token` under full
   fine-tuning) are found once by a probe and ignored, so `find_unused_parameters` (a graph walk every step) stays off.
-* `launch(...)`: `mwa train --devices N|0,1|all` re-runs itself under torch's elastic launcher (what `torchrun`
-  runs) on this machine; rank 0 reports its result through a small file so the launcher exits with rank 0's code.
+* `mwa train --devices N` starts the ranks through `mwa_cli.train.launcher` (same variables as torchrun); rank 0
+  reports its result through a small file so the launcher exits with rank 0's code.
 """
 
 from __future__ import annotations
@@ -28,11 +28,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import json
-import logging
 import os
-import signal
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,132 +418,3 @@ def start_time_monotonic() -> float | None:
 
 def user_command() -> str | None:
     return os.environ.get(ENV_COMMAND) or None
-
-
-# ============================================================================ launcher
-def parse_devices(spec: str, device: str | None) -> tuple[int, str | None]:
-    """`--devices 2 | 0,1 | all` → (number of processes, CUDA_VISIBLE_DEVICES value or None)."""
-    spec = (spec or "").strip().lower()
-    cpu = (device or "auto").lower() == "cpu"
-    if spec == "all":
-        if cpu:
-            raise ConfigError("--devices all needs GPUs", hint="on the CPU give a number of processes: --devices 2")
-        n = torch.cuda.device_count()
-        if n == 0:
-            raise ConfigError("--devices all: no CUDA GPU is visible", hint="check the driver / CUDA_VISIBLE_DEVICES")
-        return n, None
-    if "," in spec:
-        try:
-            ids = [int(x) for x in spec.split(",") if x.strip() != ""]
-        except ValueError:
-            raise ConfigError(f"--devices {spec!r}: write a count (2), GPU ids (0,1) or all") from None
-        if cpu:
-            raise ConfigError("--devices with GPU ids needs GPUs", hint="on the CPU give a number: --devices 2")
-        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
-            raise ConfigError(f"--devices {spec!r}: GPU ids must be distinct and non-negative")
-        return len(ids), ",".join(str(i) for i in ids)
-    try:
-        n = int(spec)
-    except ValueError:
-        raise ConfigError(f"--devices {spec!r}: write a count (2), GPU ids (0,1) or all") from None
-    if n < 1:
-        raise ConfigError("--devices must be at least 1")
-    if not cpu and torch.cuda.is_available() and n > torch.cuda.device_count():
-        raise ConfigError(f"--devices {n}: only {torch.cuda.device_count()} GPU(s) are visible")
-    if not cpu and not torch.cuda.is_available() and n > 1:
-        raise ConfigError(f"--devices {n}: no CUDA GPU is visible",
-                          hint="add --device cpu to train with several CPU processes (gloo), e.g. for testing")
-    return n, None
-
-
-def strip_devices(argv: list[str]) -> list[str]:
-    """argv without `--devices X` / `--devices=X`."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--devices":
-            skip = True
-            continue
-        if a.startswith("--devices="):
-            continue
-        out.append(a)
-    return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool = False,
-           module: str = "mwa_cli", t0_wall: float | None = None, command: str | None = None) -> int:
-    """Run `python -m <module> <argv>` as `nproc` processes on this machine under torch's elastic launcher (the
-    engine of `torchrun --standalone --nproc-per-node N`). Returns the exit code: rank 0's result when it wrote
-    one, else the first failed rank's code. Ctrl-C/SIGTERM reach the launcher, which forwards them once to every
-    worker; the workers agree on a step, save one checkpoint and exit (the launcher waits up to 10 min for that)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    try:
-        from torch.distributed.elastic.multiprocessing.api import SignalException
-    except ImportError:  # pragma: no cover
-        SignalException = KeyboardInterrupt  # type: ignore[misc,assignment]
-
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    if visible is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible
-    if "OMP_NUM_THREADS" not in os.environ:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover
-            cores = os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // nproc) if cpu else max(1, min(8, cores // nproc)))
-    fd, result_path = tempfile.mkstemp(prefix="mwa-dist-", suffix=".json")
-    os.close(fd)
-    os.unlink(result_path)
-    os.environ[ENV_RESULT] = result_path
-    os.environ[ENV_T0] = repr(t0_wall if t0_wall is not None else time.time())
-    if command:
-        os.environ[ENV_COMMAND] = command
-    port = _free_port()
-    kw: dict = dict(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"mwa-{os.getpid()}",
-                    rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"timeout": 300},
-                    max_restarts=0, monitor_interval=0.5, start_method="spawn")
-    fields = getattr(LaunchConfig, "__dataclass_fields__", {})
-    if "shutdown_timeout" in fields:
-        kw["shutdown_timeout"] = 600
-    config = LaunchConfig(**kw)
-    code: int | None = None
-    interrupted: int | None = None
-    try:
-        elastic_launch(config, sys.executable)("-m", module, *argv)
-        code = 0
-    except ChildFailedError as exc:
-        failures = exc.failures
-        first = failures.get(0) or failures[min(failures)]
-        code = int(first.exitcode)
-        if code < 0:
-            code = 128 - code
-    except SignalException as exc:  # type: ignore[misc]
-        sig = getattr(exc, "sigval", signal.SIGINT)
-        interrupted = 143 if sig == signal.SIGTERM else 130
-    except KeyboardInterrupt:
-        interrupted = 130
-    finally:
-        for key in (ENV_RESULT, ENV_T0, ENV_COMMAND):
-            os.environ.pop(key, None)
-    try:
-        result = json.loads(Path(result_path).read_text(encoding="utf-8"))
-        Path(result_path).unlink(missing_ok=True)
-        return int(result.get("exit_code", code or 0))
-    except (OSError, ValueError):
-        pass
-    if interrupted is not None:
-        return interrupted
-    return int(code or 0)

@@ -32,7 +32,7 @@ from mwa_cli.errors import ConfigError, DataError, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
-from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader,
+from mwa_cli.train.data import (PairTable, close_loader, TrainBatches, augment_batch, flip_allowed_mask, make_loader,
                                  open_cache_array)
 from mwa_cli.train.loss import model_loss
 from mwa_cli.train.optim import build_optimizer
@@ -511,7 +511,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     from mwa_cli.adapters.registry import apply_method
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
-    from mwa_cli.eval.evaluate import evaluate_model, load_split, load_tokenizer
+    from mwa_cli.eval.evaluate import evaluate_model, evaluation_numerics, load_split, load_tokenizer
     from mwa_cli.models.presets import build_backbone, recommended_lr
 
     data_dir = Path(cfg.data_dir).resolve()
@@ -639,7 +639,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         run.write_config(cfg_record)
     else:
         cfg_record = run.read_config()
-    resume_cmd = f"mwa train --resume {shlex.quote(str(run.path))}"
+    resume_cmd = f"mwa train --resume {shlex.quote(str(run.path))}" + (
+        f" --devices {dctx.world_size}" if dctx.enabled else "")
+    dist_mod.write_result({"run_dir": str(run.path), "status": "running"})  # for the launcher's failure message
 
     # ------------------------------------------------------------------ state
     acc = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "data_wait_s": 0.0, "wall_prev_s": 0.0,
@@ -704,10 +706,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     # ------------------------------------------------------------------ helpers bound to this run
     def run_eval(split_data, split_name: str, step: int, *, topk: bool = False):
         t0 = time.monotonic()
-        result, top = dist_mod.on_main(lambda: evaluate_model(  # rank 0 evaluates, the others wait
-                                     model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
-                                     batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data, topk=topk,
-                                     identity=identity))
+        def evaluate() -> tuple[dict, dict | None]:
+            with evaluation_numerics():
+                return evaluate_model(model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
+                                      batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data,
+                                      topk=topk, identity=identity)
+
+        result, top = dist_mod.on_main(evaluate)  # rank 0 evaluates, the others wait
         seconds = time.monotonic() - t0
         acc["eval_s"] += seconds
         return result, top, seconds
@@ -858,7 +863,15 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                     message(stop_reason)
                     break
                 t_wait = time.monotonic()
-                batch = next(it)
+                try:
+                    batch = next(it)
+                except Exception as exc:  # noqa: BLE001 - a worker's error or death, or the loader's timeout
+                    if flag.signum is None:
+                        time.sleep(0.5)  # a signal sent to the whole process group may still be on its way here
+                    if flag.signum is not None:
+                        continue  # it also ended the workers: stop at the top of the loop, agreed by every rank
+                    raise loader_failure(exc, step + 1, resume_cmd if last_good_ckpt_step is not None else None
+                                         ) from None
                 if fcache is not None:
                     batch = fcache.inputs(batch, device)
                 acc["data_wait_s"] += time.monotonic() - t_wait
@@ -951,8 +964,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                              message=exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""),
                              timing={}, last_loss=None)
         finally:
-            if loader is not None:
-                del it, loader
+            close_loader(it)
 
         # -------------------------------------------------------------- interrupted
         if dctx.enabled:  # the same decision on every rank, also for a signal after the last step's agreement
@@ -974,12 +986,12 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         if val_data is not None:
             result, _, secs = run_eval(val_data, "val", step)
             log_eval(result, step)
-        result, top, secs = run_eval(test_data, final_split, step, topk=True)
-        run.write_eval(result, top)
         t0 = time.monotonic()
         if dctx.is_main:
             save_adapter(run.path, model, applied, binfo)
         acc["checkpoint_s"] += time.monotonic() - t0
+        result, top = final_evaluation(run.path, final_split, device, precision, cfg.eval_batch_size, acc)
+        run.write_eval(result, top)
         timing = write_timing("completed")
         msg = f"finished {step} steps in {timing['wall_s']:.1f} s; {final_split} RSUM {result['rsum']:.2f}"
         if stop_reason:
@@ -991,6 +1003,40 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         flag.restore()
         if fcache is not None:
             fcache.close()
+
+
+def final_evaluation(run_path: Path, split: str, device: torch.device, precision: str, batch_size: int,
+                     acc: dict) -> tuple[dict, dict | None]:
+    """The run's number: its published adapter loaded into a fresh model and evaluated by `evaluate_target`, the
+    code `mwa eval RUN` runs, with the same precision and batch size (rank 0; the other ranks wait)."""
+    from mwa_cli.eval.evaluate import evaluate_target
+    from mwa_cli.train import distributed as dist_mod
+
+    t0 = time.monotonic()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    def run() -> tuple[dict, dict | None]:
+        result, top, _ = evaluate_target(run_path, split=split, device=str(device), precision=precision,
+                                         batch_size=batch_size)
+        return result, top
+
+    result, top = dist_mod.on_main(run)
+    acc["eval_s"] += time.monotonic() - t0
+    return result, top
+
+
+def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> MwaError:
+    """A clear error for a data-loader failure at `step`: what failed, and how to go on."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # a worker's exception: keep its first and last lines, not the traceback
+        lines = [x for x in text.splitlines() if x.strip()]
+        text = f"{lines[0]} {lines[-1].strip()}"
+    what = f"loading the training batch of step {step} failed ({type(exc).__name__}: {text[:400]})"
+    hint = (f"the last checkpoint is kept; after fixing the cause, resume with: {resume_cmd}" if resume_cmd
+            else "no checkpoint had been written yet; after fixing the cause, start the run again")
+    return MwaError(what, hint=hint + " (`--workers 0` loads in the training process, which shows the error "
+                    "without worker processes)", exit_code=1)
 
 
 def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, data_dir: Path, n_cached: int,
