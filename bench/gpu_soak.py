@@ -292,7 +292,7 @@ def main() -> None:
             sys.exit(f"unknown part {part!r}")
         rec.put(part, done[part])
         rec.put(part + "_seconds", round(time.monotonic() - t0, 1))
-    rec.put("leftover_processes", leftovers(str(work)))
+    rec.put("leftover_processes", leftovers(str(work / "runs")))  # any trainer, rank or worker of the soak
     table = summary({k: v for k, v in done.items() if not (isinstance(v, dict) and "skipped" in v)})
     rec.put("table", table)
     print("\n".join(table))

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_S = 60.0  # from the fault to the command's exit
@@ -111,3 +113,12 @@ def test_a_crash_during_a_resume_ends_every_process(tmp_path, train_data_dir, tr
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["kind"] == "train"]
     assert steps[-1] == 10 and steps == sorted(set(steps))
+    # ... with the weights of an uninterrupted 2-process run (dropout on: every rank's draws are per step)
+    ref = subprocess.run([sys.executable, "-m", "mwa_cli", "train",
+                          *_common(train_data_dir, train_tokenizer, out, "ref"), "--steps", "10",
+                          "--checkpoint-every", "2", "--devices", "2"],
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)), capture_output=True,
+                         text=True, timeout=240, cwd=str(REPO))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a, b = load_file(run / "adapter_model.safetensors"), load_file(out / "ref" / "adapter_model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

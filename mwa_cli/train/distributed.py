@@ -45,6 +45,9 @@ ENV_RESULT = "MWA_DIST_RESULT"  # file where rank 0 writes {"exit_code": ...} fo
 ENV_T0 = "MWA_DIST_T0"  # wall-clock start of the launching process (the budget counts from there)
 ENV_COMMAND = "MWA_DIST_COMMAND"  # the command line the user typed (recorded in config.json)
 LONG_WAIT = datetime.timedelta(hours=12)  # control group: ranks wait there while rank 0 evaluates / saves
+# Training collectives (ranks in lockstep): a peer silent this long is stuck. On one machine the launcher ends a
+# failed run within seconds; this bounds the wait under an external torchrun too (gloo's own default is 30 min).
+STEP_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 # ============================================================================ context
@@ -161,7 +164,7 @@ def init_from_env(device: torch.device) -> DistContext:
         backend = "nccl"
     else:
         backend = "gloo"
-    kwargs: dict = {"backend": backend}
+    kwargs: dict = {"backend": backend, "timeout": STEP_TIMEOUT}
     if backend == "nccl":
         kwargs["device_id"] = device  # eager NCCL init, bound to this GPU
     try:
@@ -187,8 +190,9 @@ def teardown() -> None:
 
 
 def reseed_rank(seed: int, step: int) -> None:
-    """Ranks > 0 draw their own drop-path masks: seeded from (seed, rank, step), so a run is reproducible for a
-    given world size. Rank 0 keeps the single-process RNG stream (restored from the checkpoint on resume)."""
+    """Ranks > 0 draw their own dropout / drop-path masks, seeded before every step from (seed, rank, step): a
+    run is reproducible for a given world size, and a resumed run draws what the uninterrupted one drew (their RNG
+    states are not in the checkpoint). Rank 0 keeps the single-process RNG stream (restored on resume)."""
     if _CTX.enabled and not _CTX.is_main:
         torch.manual_seed((int(seed) * 1_000_003 + _CTX.rank * 7_919 + int(step) * 104_729 + 17) % (2**63 - 1))
 

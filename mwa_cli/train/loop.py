@@ -663,7 +663,6 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             trainer.micro_batch = max(1, trainer.micro_batch * saved_w // dctx.world_size)
         message(f"continuing on {dctx.world_size} device(s) a run that ran on {saved_w}: the data order is global, "
                 f"so every step still sees the same global batch of {batch_size}")
-    dist_mod.reseed_rank(cfg.seed, trainer.step_count)  # ranks > 0: their own dropout / drop-path draws
     budget_s = cfg.budget_s
     limit = None
     if cfg.steps is not None:
@@ -875,6 +874,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 if fcache is not None:
                     batch = fcache.inputs(batch, device)
                 acc["data_wait_s"] += time.monotonic() - t_wait
+                dist_mod.reseed_rank(cfg.seed, step)  # ranks > 0: this step's own dropout / drop-path draws
                 loss = trainer.step(batch)
                 step = trainer.step_count
                 interval_loss += loss
