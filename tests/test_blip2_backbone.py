@@ -303,6 +303,20 @@ def test_preset_needs_the_official_layout(blip2_dir, tmp_path):
     assert "--weights DIR" in exc.value.hint
 
 
+def test_feature_cache_refused_before_the_run_starts(blip2_dir, tmp_path):
+    from mwa_cli.train.config import TrainConfig
+    from mwa_cli.train.loop import train
+
+    data = train_make_data_dir(tmp_path / "data", n_images=12)
+    cfg = TrainConfig(data_dir=str(data), backbone=f"hf:{blip2_dir}", method="mwa", steps=2, batch_size=4,
+                      workers=0, out=str(tmp_path / "runs"), name="cached", device="cpu", precision="fp32",
+                      feature_cache="auto", method_options={"layers": "top-1"})
+    with pytest.raises(ConfigError, match="--feature-cache works with BEiT-3 backbones only") as exc:
+        train(cfg)
+    assert "without --feature-cache" in exc.value.hint
+    assert not (tmp_path / "runs" / "cached").exists()
+
+
 # ------------------------------------------------------------------ training, eval, index, search, report
 @pytest.mark.slow
 def test_train_eval_index_search_report(blip2_dir, tmp_path):
@@ -362,3 +376,32 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert {r["method"] for r in report["runs"]} == {"mwa", "full-ft"}
+
+
+def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch):
+    """The preset's success path, with the written config swapped for the tiny one (the real one is 4.7 GB)."""
+    from mwa_cli.models import blip2 as blip2_mod
+    from mwa_cli.models.presets import recommended_lr
+
+    cfg = tiny_config().to_dict()
+    tiny = {k: cfg[k] for k in ("num_query_tokens", "image_text_hidden_size")}
+    tiny["vision_config"] = {k: cfg["vision_config"][k] for k in ("hidden_size", "intermediate_size",
+                                                                  "num_hidden_layers", "num_attention_heads",
+                                                                  "image_size", "patch_size", "qkv_bias")}
+    tiny["qformer_config"] = {k: cfg["qformer_config"][k] for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                                    "num_attention_heads", "intermediate_size",
+                                                                    "max_position_embeddings",
+                                                                    "cross_attention_frequency",
+                                                                    "encoder_hidden_size", "use_qformer_text_input")}
+    monkeypatch.setattr(blip2_mod, "BLIP2_ITM_VIT_G", tiny)
+    torch.manual_seed(0)
+    model, info = build_backbone("blip2-itm-vit-g", weights=str(blip2_dir))
+    assert info.name == "blip2-itm-vit-g" and info.weights == str(blip2_dir.resolve()) and info.weights_sha256
+    assert isinstance(load_tokenizer(info.tokenizer_path, model.config.text_len), HFTokenizer)
+    hf_model, _, _ = _build(blip2_dir)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hf_model.state_dict().values()))
+    applied = apply_method(model, "mwa")
+    save_adapter(tmp_path, model, applied, info)
+    loaded, applied2, info2 = load_adapter(tmp_path, weights=str(blip2_dir))
+    assert info2.name == "blip2-itm-vit-g" and applied2.options == applied.options
+    assert recommended_lr("blip2-itm-vit-g", "full-ft") == 1e-5

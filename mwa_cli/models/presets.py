@@ -35,6 +35,8 @@ BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a writte
 RECOMMENDED_LR: dict[str, dict[str, float]] = {
     MINI: {"full-ft": 3e-3, "mwa": 2e-2, "nke": 1e-2, "lora": 5e-3},
     "default": {"full-ft": 2e-4, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
+    # BLIP-2: full-ft at LAVIS's retrieval fine-tuning rate (1e-5); adapters at the default (not measured)
+    "blip2-itm-vit-g": {"full-ft": 1e-5, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
 }
 
 
