@@ -405,3 +405,15 @@ def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch
     loaded, applied2, info2 = load_adapter(tmp_path, weights=str(blip2_dir))
     assert info2.name == "blip2-itm-vit-g" and applied2.options == applied.options
     assert recommended_lr("blip2-itm-vit-g", "full-ft") == 1e-5
+
+
+def test_fused_qkv_lora_leaves_the_key_slice_alone():
+    torch.manual_seed(0)
+    lora = FusedQKVLoRA(8, [0, 2], rank=2, alpha=4.0, dropout=0.0)
+    with torch.no_grad():
+        for part in lora.parts.values():
+            part.lora_B.weight.normal_()
+    out = lora(torch.randn(3, 5, 8))
+    assert out.shape == (3, 5, 24)
+    assert torch.count_nonzero(out[..., 8:16]) == 0 and torch.count_nonzero(out[..., :8]) > 0
+    assert torch.count_nonzero(out[..., 16:]) > 0
