@@ -225,7 +225,7 @@ def test_freezing_only_trainables_change(blip2_dir, method):
 
 
 def test_layer_decay_over_the_vit_only(blip2_dir):
-    model, applied, _ = _build(blip2_dir, "full-ft")
+    _, applied, _ = _build(blip2_dir, "full-ft")
     groups = applied.param_groups(lr=1.0, weight_decay=0.05, layer_decay=0.5)
     scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
     assert scale["hf.vision_model.encoder.layers.0.mlp.fc1.weight"] == 0.25  # ViT depth 2
@@ -402,7 +402,7 @@ def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hf_model.state_dict().values()))
     applied = apply_method(model, "mwa")
     save_adapter(tmp_path, model, applied, info)
-    loaded, applied2, info2 = load_adapter(tmp_path, weights=str(blip2_dir))
+    _, applied2, info2 = load_adapter(tmp_path, weights=str(blip2_dir))
     assert info2.name == "blip2-itm-vit-g" and applied2.options == applied.options
     assert recommended_lr("blip2-itm-vit-g", "full-ft") == 1e-5
 

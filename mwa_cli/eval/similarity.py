@@ -38,9 +38,4 @@ def paired_similarity(a: Tensor, b: Tensor) -> Tensor:
     return (fa @ fb.transpose(1, 2)).amax(dim=(1, 2))
 
 
-def embedding_width(x: Tensor) -> int:
-    """The vector width ``d`` of single- or multi-vector embeddings."""
-    return int(x.shape[-1])
-
-
-__all__ = ["similarity", "paired_similarity", "embedding_width"]
+__all__ = ["paired_similarity", "similarity"]

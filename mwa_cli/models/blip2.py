@@ -196,7 +196,7 @@ def check_preset_layout(config) -> None:
     diffs = [f"{k} {have[k]} (expected {want[k]})" for k in want if k != "config_sha256" and have[k] != want[k]]
     if diffs:
         raise ConfigError(f"the model directory is not the {PRESET} layout: " + ", ".join(diffs),
-                          hint=f"give a local copy of Salesforce/blip2-itm-vit-g, or use --backbone hf:DIR for "
+                          hint="give a local copy of Salesforce/blip2-itm-vit-g, or use --backbone hf:DIR for "
                                "another BLIP-2 retrieval model")
 
 
