@@ -122,20 +122,26 @@ def main() -> None:
         report({"method": method, "max_batch": best, "ladder": tried})
         save()
         # the batches found so far that fit this method: full-ft's largest gives the like-for-like ratio
+        fitted = [t["batch"] for t in tried if t["fits"]]
         batches = sorted({m["max_batch"] for m in result["methods"].values()} - {0})
         for b in [x for x in batches if x <= best]:
-            row = {"method": method, "batch": b, "kind": "largest batch" if b == best else "full-ft's largest batch"}
-            if time.time() > deadline:
-                row["error"] = "skipped: out of time (--budget-s)"
-            else:
-                try:
-                    row.update(time_at(trainer, b, args))
-                except _OOM_ERRORS as exc:
-                    row["error"] = f"out of memory while timing: {str(exc)[:200]}"
-                    _release(trainer)
-            report(row)
-            result["timings"].append(row)
-            save()
+            kind = "largest batch" if b == best else "full-ft's largest batch"
+            # a rung that fitted in the ladder may not fit again once memory is fragmented: step down
+            for tb in [x for x in reversed(fitted) if x <= b]:
+                row = {"method": method, "batch": tb, "kind": kind}
+                if time.time() > deadline:
+                    row["error"] = "skipped: out of time (--budget-s)"
+                else:
+                    try:
+                        row.update(time_at(trainer, tb, args))
+                    except _OOM_ERRORS as exc:
+                        row["error"] = f"out of memory while timing: {str(exc)[:200]}"
+                        _release(trainer)
+                report(row)
+                result["timings"].append(row)
+                save()
+                if "out of memory" not in row.get("error", ""):
+                    break
         del trainer
         _release()
     result["wall_s"] = time.time() - t0
