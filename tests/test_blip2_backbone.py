@@ -417,3 +417,16 @@ def test_fused_qkv_lora_leaves_the_key_slice_alone():
     assert out.shape == (3, 5, 24)
     assert torch.count_nonzero(out[..., 8:16]) == 0 and torch.count_nonzero(out[..., :8]) > 0
     assert torch.count_nonzero(out[..., 16:]) > 0
+
+
+def test_bad_method_options_are_refused_before_any_change(blip2_dir):
+    model, _, _ = _build(blip2_dir)
+    names = {n for n, _ in model.named_parameters()}
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match="unknown LoRA targets \\['out_proj'\\]") as exc:
+        apply_method(model, "lora", {"targets": ["q_proj", "out_proj"]})
+    assert "q_proj" in exc.value.hint
+    with pytest.raises(ConfigError, match="unknown layer groups \\['text'\\]"):
+        apply_method(model, "mwa", {"layers": {"text": "all"}})
+    assert {n for n, _ in model.named_parameters()} == names  # nothing was attached
+    assert all(p.requires_grad for p in model.parameters())  # nor frozen

@@ -132,12 +132,17 @@ def auto_ae_width_blip2(model, layers: dict[str, list[int]], rank: int) -> int:
 def apply_blip2(model, name: str, options: dict[str, Any] | None = None) -> Blip2Applied:
     """Inject method ``name`` into a BLIP-2 retrieval model and set what trains (see the module docstring)."""
     opts = resolve_options(name, options)
+    if name in ("mwa", "nke", "lora"):  # options checked before the model is touched
+        opts["layers"] = resolve_blip2_layers(opts["layers"], model.config)
+    if name == "lora":
+        unknown = sorted(set(opts["targets"]) - set(QKV_SLICES))
+        if unknown:
+            raise ConfigError(f"unknown LoRA targets {unknown} for BLIP-2", hint=f"choose from {', '.join(QKV_SLICES)}")
     before = {n for n, _ in model.named_parameters()}
     model.requires_grad_(name == "full-ft")
     applied = Blip2Applied(name, opts, model)
     if name in ("mwa", "nke", "lora"):
-        layers = resolve_blip2_layers(opts["layers"], model.config)
-        opts["layers"] = layers
+        layers = opts["layers"]
         applied.layers = layers  # type: ignore[assignment]
         if name == "lora":
             _inject_lora(model, layers, opts)
@@ -176,9 +181,6 @@ def _inject_mwa(model, layers: dict[str, list[int]], opts: dict[str, Any], with_
 
 
 def _inject_lora(model, layers: dict[str, list[int]], opts: dict[str, Any]) -> None:
-    unknown = sorted(set(opts["targets"]) - set(QKV_SLICES))
-    if unknown:
-        raise ConfigError(f"unknown LoRA targets {unknown} for BLIP-2", hint=f"choose from {', '.join(QKV_SLICES)}")
     rank, alpha, dropout = int(opts["rank"]), float(opts["alpha"]), float(opts["dropout"])
     device = model.logit_scale.device
     towers = model.towers
