@@ -405,6 +405,9 @@ def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch
     _, applied2, info2 = load_adapter(tmp_path, weights=str(blip2_dir))
     assert info2.name == "blip2-itm-vit-g" and applied2.options == applied.options
     assert recommended_lr("blip2-itm-vit-g", "full-ft") == 1e-5
+    random_model, random_info = build_backbone("blip2-itm-vit-g", tokenizer=str(blip2_dir))  # no weights: random
+    assert random_info.weights is None and random_info.tokenizer_path == f"hf:{blip2_dir}"
+    assert not torch.equal(random_model.hf.text_projection.weight, model.hf.text_projection.weight)
 
 
 def test_fused_qkv_lora_leaves_the_key_slice_alone():

@@ -230,7 +230,8 @@ def build_blip2_preset(weights: str | None = None, *, tokenizer: str | None = No
     config = _preset_config()
     with torch.device(device if device is not None else "cpu"):
         model = Blip2Retrieval(Blip2ForImageTextRetrieval(config))
-    return model, BackboneInfo(PRESET, model.config.to_dict(), tokenizer_path=tokenizer)
+    tok = f"{PREFIX}{tokenizer}" if tokenizer and Path(tokenizer).is_dir() else tokenizer  # a BERT tokenizer dir
+    return model, BackboneInfo(PRESET, model.config.to_dict(), tokenizer_path=tok)
 
 
 __all__ = ["BLIP2_ITM_VIT_G", "PRESET", "Blip2BackboneConfig", "Blip2Retrieval", "blip2_backbone_config",
