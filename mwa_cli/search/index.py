@@ -394,7 +394,8 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     if approx and getattr(sm.model, "image_vectors", 1) > 1:
         raise ConfigError(f"--approx is not available for {identity.get('backbone')}: it embeds each photo as "
                           f"{sm.model.image_vectors} vectors (one per query token), which the IVF index does not hold",
-                          hint="index without --approx: the exact search stays fast up to about 100k photos")
+                          hint="index without --approx (exact search; a query scores every query-token vector, "
+                               f"{sm.model.image_vectors}x the work of a one-vector index of the same size)")
 
     # ---------------------------------------------------------------- scan (prepare's rules)
     scan = ingest.scan_folder(root, exclude=[out])
