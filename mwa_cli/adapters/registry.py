@@ -199,6 +199,10 @@ def resolve_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]
 
 def apply_method(model: BEiT3Retrieval, name: str, options: dict[str, Any] | None = None) -> AppliedMethod:
     """Inject method ``name`` into ``model`` and set what trains. The model must not carry a method yet."""
+    if getattr(model, "blip2", False):  # BLIP-2 retrieval: ViT + Q-Former (mwa_cli.models.blip2)
+        from mwa_cli.adapters.blip2 import apply_blip2
+
+        return apply_blip2(model, name, options)
     if getattr(model, "two_tower", False):  # Hugging Face CLIP / SigLIP (mwa_cli.models.hf)
         from mwa_cli.adapters.two_tower import apply_two_tower
 

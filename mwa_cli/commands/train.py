@@ -32,6 +32,8 @@ HELP = (
     '\n'
     '  mwa train data --method mwa --option layers=top-4 --feature-cache auto --compile --epochs 20\n'
     '\n'
+    '  mwa train data --method mwa --backbone blip2-itm-vit-g --weights models/blip2-itm-vit-g --budget 4h\n'
+    '\n'
     '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
     '\n'
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
@@ -132,9 +134,11 @@ def register(app: typer.Typer) -> None:
         method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. [default: mwa]"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
                                                help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
-                                                    "hf:<model id or dir> (CLIP, SigLIP). "
+                                                    "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
+                                                    "blip2-itm-vit-g. "
                                                     "[default: beit3-base]"),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL "
+                                                                   "(blip2-itm-vit-g: the model directory)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, 3600s."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first)."),

@@ -14,6 +14,8 @@ Protocol (the words in :data:`PROTOCOL` are written into ``eval.json``):
 * RSUM = the sum of the six recalls (R@1/5/10 in both directions); mean recall = RSUM / 6.
 
 Scores are plain dot products of the embeddings as given: pass L2-normalised embeddings for cosine similarity.
+Image embeddings may be multi-vector ([N_img, Q, d], BLIP-2): an image's score is then its best query token's
+(``mwa_cli.eval.similarity``).
 Similarities are computed block by block (``chunk_size`` images x ``chunk_size`` captions at a time), so memory
 stays bounded by ``chunk_size**2`` scores plus a few numbers per query, never ``N_img x N_txt``: 100k images x
 500k captions works. Each block serves both directions (the text->image block is the transpose of the
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mwa_cli.eval.similarity import paired_similarity, similarity
+
 PROTOCOL = (
     "Image-text retrieval over the whole evaluated split. Image->text: every image is a query against all "
     "captions; it hits at K if ANY of its captions is in the top K. Text->image: every caption is a query "
@@ -41,11 +45,11 @@ PROTOCOL = (
 
 
 def _check_inputs(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor) -> Tensor:
-    if image_emb.ndim != 2 or text_emb.ndim != 2:
-        raise ValueError("image_emb and text_emb must be 2-D tensors [N, d]")
-    if image_emb.shape[1] != text_emb.shape[1]:
+    if image_emb.ndim not in (2, 3) or text_emb.ndim != 2:
+        raise ValueError("image_emb must be [N, d] or [N, Q, d] and text_emb [N, d]")
+    if image_emb.shape[-1] != text_emb.shape[-1]:
         raise ValueError(
-            f"embedding widths differ: images {image_emb.shape[1]}, texts {text_emb.shape[1]}"
+            f"embedding widths differ: images {image_emb.shape[-1]}, texts {text_emb.shape[-1]}"
         )
     t2i = torch.as_tensor(text_to_image, dtype=torch.long, device=text_emb.device).reshape(-1)
     if t2i.numel() != text_emb.shape[0]:
@@ -102,7 +106,7 @@ def retrieval_ranks(
     n_img, n_txt = img.shape[0], txt.shape[0]
 
     # Positive scores: each caption with its own image; each image's best caption.
-    pos_txt = (img[t2i] * txt).sum(dim=1)  # [N_txt]
+    pos_txt = paired_similarity(img[t2i], txt)  # [N_txt]
     pos_img = torch.full((n_img,), float("-inf"), device=dev)
     pos_img = pos_img.scatter_reduce(0, t2i, pos_txt, reduce="amax", include_self=True)
 
@@ -118,14 +122,15 @@ def retrieval_ranks(
         t2i_best_i = torch.zeros((n_txt, kt), dtype=torch.long, device=dev)
     i2t_topk_parts: list[Tensor] = []
 
-    for i0 in range(0, n_img, chunk_size):
-        i1 = min(i0 + chunk_size, n_img)
+    img_chunk = max(1, chunk_size // img.shape[1]) if img.ndim == 3 else chunk_size  # Q scores per image pair
+    for i0 in range(0, n_img, img_chunk):
+        i1 = min(i0 + img_chunk, n_img)
         img_ids = torch.arange(i0, i1, device=dev)
         row_best_v: Tensor | None = None
         row_best_i: Tensor | None = None
         for j0 in range(0, n_txt, chunk_size):
             j1 = min(j0 + chunk_size, n_txt)
-            block = img[i0:i1] @ txt[j0:j1].T  # [ci, cj]
+            block = similarity(img[i0:i1], txt[j0:j1])  # [ci, cj]
             is_pos = t2i[j0:j1].unsqueeze(0) == img_ids.unsqueeze(1)
             i2t_count[i0:i1] += ((block > pos_img[i0:i1, None]) & ~is_pos).sum(dim=1)
             t2i_count[j0:j1] += ((block > pos_txt[None, j0:j1]) & ~is_pos).sum(dim=0)

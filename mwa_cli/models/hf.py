@@ -104,12 +104,14 @@ def config_sha256(config) -> str:
 def _model_class(model_type: str):
     import transformers
 
-    names = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}
+    names = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model",
+             "blip-2": "Blip2ForImageTextRetrieval"}
     cls = getattr(transformers, names.get(model_type, ""), None)
     if cls is None:
         raise ConfigError(f"unsupported Hugging Face model type {model_type!r}",
                           hint=f"hf: backbones support {', '.join(SUPPORTED_TYPES)} (CLIPModel, SiglipModel"
-                               + (", Siglip2Model" if hasattr(transformers, "Siglip2Model") else "") + ")")
+                               + (", Siglip2Model" if hasattr(transformers, "Siglip2Model") else "")
+                               + ") and BLIP-2 retrieval (Blip2ForImageTextRetrieval)")
     return cls
 
 
@@ -310,6 +312,16 @@ def _weights_sha256(folder: Path) -> str | None:
     return h.hexdigest()
 
 
+def _wrapper_class(config):
+    """The project-side wrapper of a transformers config: BLIP-2's ITC path, or the two-tower one."""
+    if config.model_type == "blip-2":
+        from mwa_cli.models.blip2 import Blip2Retrieval, check_retrieval_config
+
+        check_retrieval_config(config)
+        return Blip2Retrieval
+    return HFDualEncoder
+
+
 def build_hf_backbone(name: str, weights: str | None = None, *, tokenizer: str | None = None,
                       device: torch.device | str | None = None):
     """``hf:<id or dir>`` -> (HFDualEncoder, BackboneInfo). ``device="meta"`` builds from the config only."""
@@ -333,20 +345,27 @@ def build_hf_backbone(name: str, weights: str | None = None, *, tokenizer: str |
                           hint="give a local model directory (config.json + weights + tokenizer) or, online, a hub "
                                "id such as openai/clip-vit-base-patch16") from None
     cls = _model_class(config.model_type)
+    wrapper = _wrapper_class(config)
     mean, std = _read_processor_stats(source, local)
     canonical = f"{PREFIX}{source}"
     if str(device) == "meta":
         with torch.device("meta"):
-            model = HFDualEncoder(cls(config), mean, std)
+            model = wrapper(cls(config), mean, std)
         return model, BackboneInfo(canonical, model.config.to_dict(), tokenizer_path=tokenizer or canonical)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in mwa's own progress display
     try:
-        hf_model = cls.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+        hf_model, loading = cls.from_pretrained(source, local_files_only=local, dtype=torch.float32,
+                                                output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the Hugging Face model {source}: {exc}") from None
-    model = HFDualEncoder(hf_model, mean, std)
+    if wrapper is not HFDualEncoder and loading.get("missing_keys"):  # BLIP-2: never train on random heads
+        missing = sorted(loading["missing_keys"])
+        raise ConfigError(f"{source} lacks {len(missing)} weights of {cls.__name__} (e.g. {', '.join(missing[:3])})",
+                          hint="give the directory of a complete image-text retrieval checkpoint "
+                               "(Salesforce/blip2-itm-vit-g)")
+    model = wrapper(hf_model, mean, std)
     if device is not None:
         model.to(device)
     sha = _weights_sha256(Path(source)) if local else None

@@ -27,6 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                             ffn_dim=256, text_len=32),
 }
 MINI = "beit3-mini"
+BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a written config (mwa_cli.models.blip2)
 
 # Peak learning rates per method. beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py,
 # docs/benchmarks.md). BEiT-3: full-ft is the official retrieval recipe; the adapter rates are not yet measured
@@ -34,6 +35,8 @@ MINI = "beit3-mini"
 RECOMMENDED_LR: dict[str, dict[str, float]] = {
     MINI: {"full-ft": 3e-3, "mwa": 2e-2, "nke": 1e-2, "lora": 5e-3},
     "default": {"full-ft": 2e-4, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
+    # BLIP-2: full-ft at LAVIS's retrieval fine-tuning rate (1e-5); adapters at the default (not measured)
+    "blip2-itm-vit-g": {"full-ft": 1e-5, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
 }
 
 
@@ -50,7 +53,7 @@ class BackboneInfo:
 
 
 def preset_names() -> list[str]:
-    return [*PRESETS, MINI]
+    return [*PRESETS, MINI, *BLIP2_PRESETS]
 
 
 def _mini_files() -> tuple[Path, Path, Path]:
@@ -106,12 +109,18 @@ def build_backbone(
     """Build a backbone and load its weights (built-in for beit3-mini; ``weights`` path or URL otherwise).
 
     Builds on the meta device when ``device == "meta"`` (for parameter counting; no weights loaded).
-    ``hf:<model id or dir>`` builds a transformers CLIP/SigLIP two-tower model (``mwa_cli.models.hf``).
+    ``hf:<model id or dir>`` builds a transformers CLIP/SigLIP two-tower model (``mwa_cli.models.hf``) or a BLIP-2
+    retrieval model; ``blip2-itm-vit-g`` the official BLIP-2 retrieval layout (``mwa_cli.models.blip2``).
     """
     if isinstance(name_or_config, str) and name_or_config.startswith("hf:"):
         from mwa_cli.models.hf import build_hf_backbone
 
         return build_hf_backbone(name_or_config, weights, tokenizer=tokenizer, device=device)
+    if isinstance(name_or_config, str) and name_or_config in BLIP2_PRESETS:
+        from mwa_cli.models.blip2 import build_blip2_preset
+
+        meta = str(device) == "meta"  # sizes only: the written config, no weights read
+        return build_blip2_preset(None if meta else weights, tokenizer=tokenizer, device=device)
     name, cfg = resolve_config(name_or_config)
     cfg.drop_path = drop_path
     if str(device) == "meta":

@@ -391,6 +391,11 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     if sm.identity != identity:  # pragma: no cover - a run dir rewritten while we ran
         raise CheckpointError(f"{run_dir} changed while indexing", hint="run again")
     size = sm.image_size
+    if approx and getattr(sm.model, "image_vectors", 1) > 1:
+        raise ConfigError(f"--approx is not available for {identity.get('backbone')}: it embeds each photo as "
+                          f"{sm.model.image_vectors} vectors (one per query token), which the IVF index does not hold",
+                          hint="index without --approx (exact search; a query scores every query-token vector, "
+                               f"{sm.model.image_vectors}x the work of a one-vector index of the same size)")
 
     # ---------------------------------------------------------------- scan (prepare's rules)
     scan = ingest.scan_folder(root, exclude=[out])
@@ -492,7 +497,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     if not vectors:
         raise DataError(f"none of the {len(keys)} photo(s) in {root} could be used",
                         hint=f"see the reasons in {out / REJECTED_FILE}" if rejected else None, exit_code=EXIT_DATA)
-    dim = int(vectors[0].shape[0])
+    dim = int(vectors[0].shape[-1])  # [d], or [Q, d] for multi-vector images (BLIP-2)
     images = torch.stack(vectors)
     manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
     rej_df = pd.DataFrame(sorted(rejected), columns=REJECTED_COLUMNS)

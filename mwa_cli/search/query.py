@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.eval.similarity import similarity
 from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
 
 DEFAULT_CHUNK = 65536
@@ -21,7 +22,8 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
 
     Rows are scored `chunk` at a time, so memory stays at Q×chunk scores whatever the index size; each chunk's
     top-k is merged into the running top-k. Ties keep the lower row first (as a stable sort of -score would).
-    Embeddings are L2-normalised, so the inner product is the cosine similarity.
+    Embeddings are L2-normalised, so the inner product is the cosine similarity. Multi-vector rows or queries
+    ([N, Q, d], BLIP-2 images) score their best vector (`mwa_cli.eval.similarity`).
     """
     if queries.dim() == 1:
         queries = queries[None]
@@ -32,9 +34,11 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
         return torch.zeros((q.shape[0], 0)), torch.zeros((q.shape[0], 0), dtype=torch.long)
     best_s: torch.Tensor | None = None
     best_i: torch.Tensor | None = None
+    if matrix.ndim == 3:  # Q scores per row: keep the block's size
+        chunk = max(1, chunk // matrix.shape[1])
     for c0 in range(0, n, chunk):
         block = matrix[c0:c0 + chunk]
-        s = (q @ block.T).float()
+        s = similarity(q, block).float()
         kk = min(k, s.shape[1])
         vs, ix = torch.topk(s, kk, dim=1)
         ix = ix + c0
@@ -141,8 +145,8 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
         q = sm.encode_pixels(px)
         query = {"kind": "image", "path": str(image)}
     t1 = time.perf_counter()
-    if q.shape[1] != index.images.shape[1]:
-        raise DataError(f"the model's embeddings have {q.shape[1]} dimensions, the index's {index.images.shape[1]}",
+    if q.shape[-1] != index.images.shape[-1]:
+        raise DataError(f"the model's embeddings have {q.shape[-1]} dimensions, the index's {index.images.shape[-1]}",
                         hint="rebuild the index with this adapter", exit_code=EXIT_DATA)
     if nprobe is None:
         s, r = exact_topk(index.images, q, top)

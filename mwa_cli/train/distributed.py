@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.eval.similarity import similarity
 from mwa_cli.train.loss import MAX_LOGIT_SCALE
 from mwa_cli.train.run_dir import RunDir
 
@@ -266,8 +267,8 @@ def global_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, log
     scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
     b = img.shape[0]
     labels = torch.arange(b, device=img.device) + _CTX.rank * b
-    logits_i = scale * img @ all_txt.t()
-    logits_t = scale * txt @ all_img.t()
+    logits_i = scale * similarity(img, all_txt)
+    logits_t = scale * similarity(all_img, txt).t()
     return 0.5 * (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels))
 
 
@@ -282,7 +283,7 @@ def global_sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_s
         return sigmoid_loss(image_emb, text_emb, logit_scale, logit_bias)
     img = image_emb.float()
     all_txt = all_gather_with_grad(text_emb.float())
-    logits = img @ all_txt.t() * logit_scale.float().exp() + logit_bias.float()
+    logits = similarity(img, all_txt) * logit_scale.float().exp() + logit_bias.float()
     b = img.shape[0]
     z = -torch.ones_like(logits)
     idx = torch.arange(b, device=logits.device)

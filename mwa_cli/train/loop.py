@@ -607,6 +607,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         if trainer.micro_batch is not None:
             trainer.micro_batch = max(1, trainer.micro_batch // dctx.world_size)
     if use_cache:
+        if not hasattr(model, "image_hidden"):  # the cache stores BEiT-3 hidden states between layers
+            raise ConfigError(f"--feature-cache works with BEiT-3 backbones only, not {binfo.name}",
+                              hint="train without --feature-cache")
         if applied.lowest_trainable_layer < 1:
             raise ConfigError(f"--feature-cache needs frozen layers below the adapters; method {cfg.method} with "
                               f"these options trains the lowest layer (or the embeddings)",

@@ -7,19 +7,22 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mwa_cli.eval.similarity import similarity
+
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature floor 0.01, as CLIP: keeps from-scratch training stable
 
 
 def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """`(CE(s·I·Tᵀ, y) + CE(s·T·Iᵀ, y)) / 2` with `s = exp(logit_scale)`; row i of each side is a positive pair.
 
-    Embeddings are expected L2-normalised (the model's heads do it). The logits are computed in float32 whatever
+    Embeddings are expected L2-normalised (the model's heads do it); image embeddings may be multi-vector
+    ([B, Q, d], BLIP-2: the score is the best query token, `mwa_cli.eval.similarity`). The logits are computed in float32 whatever
     the autocast dtype, so bf16/fp16 training does not lose the softmax's precision.
     """
     img = image_emb.float()
     txt = text_emb.float()
     scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
-    logits = scale * img @ txt.t()
+    logits = scale * similarity(img, txt)
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
@@ -30,7 +33,7 @@ def sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: t
     (as transformers' `SiglipModel(return_loss=True)`); float32 logits, no clamp on the scale (as big_vision)."""
     img = image_emb.float()
     txt = text_emb.float()
-    logits = img @ txt.t() * logit_scale.float().exp() + logit_bias.float()
+    logits = similarity(img, txt) * logit_scale.float().exp() + logit_bias.float()
     n = logits.shape[0]
     z = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
     return -F.logsigmoid(z * logits).sum() / n
