@@ -121,6 +121,10 @@ def main() -> None:
                                      "options": trainer.applied.options}
         report({"method": method, "max_batch": best, "ladder": tried})
         save()
+        # a fresh trainer for the timings: the rung that ran out of memory can leave the first one's memory held
+        del trainer
+        _release()
+        trainer = _trainer(args, method)
         # the batches found so far that fit this method: full-ft's largest gives the like-for-like ratio
         fitted = [t["batch"] for t in tried if t["fits"]]
         batches = sorted({m["max_batch"] for m in result["methods"].values()} - {0})
