@@ -31,7 +31,7 @@ and must agree with each other up to round-off.
 6. A Markdown summary table on stdout.
 
 Results go to one JSON file (--out, default check_ddp_cli.json), rewritten after every step so a timeout keeps
-what was done. On the CPU the interrupted segments sleep MWA_TEST_STEP_DELAY (--step-delay, 0.25 s) after each
+what was done. On the CPU the interrupted segments sleep --step-delay (0.25 s; tests/fault_mwa.py) after each
 step so the signal lands mid-run; the delay changes no number, and the resumed segments run without it.
 """
 
@@ -79,7 +79,6 @@ class Check:
 
 def _env(extra: dict | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
-    env.pop("MWA_TEST_STEP_DELAY", None)
     env.update(BASE_ENV)
     env.update(extra or {})
     return env
@@ -423,7 +422,11 @@ def interrupt(args, name: str, devices: int | None, workers: int | None = None) 
     """Start a run, SIGTERM its (launcher) process once a train row is logged, wait for the exit."""
     run = args.runs / name
     cmd = _base_cmd(args) + train_args(args, name, devices=devices, workers=workers)
-    extra = {"MWA_TEST_STEP_DELAY": str(args.step_delay)} if args.step_delay > 0 else {}
+    extra = {}
+    if args.step_delay > 0:  # the CLI with a sleep after each step, from the tests' fault-injection module
+        cmd = [sys.executable, "-m", "fault_mwa"] + cmd[3 if cmd[1:3] == ["-m", "mwa_cli"] else 1:]
+        extra = {"FAULT_SPEC": json.dumps({"step_delay": args.step_delay}),
+                 "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     log = args.logs / f"{name}-interrupt"
     t0 = time.monotonic()
     with open(log.with_suffix(".out"), "w") as fo, open(log.with_suffix(".err"), "w") as fe:
@@ -673,7 +676,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="global batch [32]")
     ap.add_argument("--devices", type=int, default=2, help="processes / GPUs of the DDP runs [2]")
     ap.add_argument("--step-delay", type=float, default=None,
-                    help="MWA_TEST_STEP_DELAY of the interrupted segments [CPU 0.25, GPU 0]")
+                    help="sleep after each step of the interrupted segments [CPU 0.25, GPU 0]")
     ap.add_argument("--keep-dropout", action="store_true", help="keep dropout 0.1 / drop path 0.1 (runs then differ)")
     ap.add_argument("--workers", type=int, default=None,
                     help="--workers of every training run [mwa's default: 0 on CPU, ≤ 8 on GPU]")

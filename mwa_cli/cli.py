@@ -55,5 +55,14 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A failing command ends the process within seconds even if an exit handler
+    blocks (`exit_soon`)."""
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code:
+            from mwa_cli.commands.common import exit_soon
+
+            exit_soon(code)
+        raise

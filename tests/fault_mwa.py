@@ -5,6 +5,7 @@ The faults come from the JSON in FAULT_SPEC (read here, in test code only):
   {"rank_exit_at": S, "rank": R}  process R dies (os._exit(7), like a crash) before optimizer step S
   {"rank_raise_at": S, "rank": R} process R raises RuntimeError before optimizer step S
   {"step_delay": 0.3}             every optimizer step sleeps (so a signal lands mid-run)
+  {"ckpt_pause": 3}               a checkpoint sleeps between writing its files and publishing them (SIGKILL there)
   {"stamp": PATH}                 the moment a fault fires is written to PATH (time.time())
 With `--devices N`, the launcher starts its ranks through this module too, so they carry the same faults.
 """
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -63,6 +65,18 @@ def _patch() -> None:
         return original_step(self, batch)
 
     Trainer.step = step
+
+    if SPEC.get("ckpt_pause"):
+        from mwa_cli.train import checkpoint
+
+        original_fsync_dir = checkpoint._fsync_dir
+
+        def fsync_dir(path):
+            original_fsync_dir(path)
+            if Path(path).name.startswith(".tmp-"):  # the new checkpoint is written, not yet published
+                time.sleep(float(SPEC["ckpt_pause"]))
+
+        checkpoint._fsync_dir = fsync_dir
 
 
 if __name__ == "__main__":

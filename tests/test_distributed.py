@@ -114,8 +114,8 @@ def test_ctrl_c_checkpoints_once_and_resumes_on_one_device(tmp_path, train_data_
     run = out / "sig"
     args = [str(train_data_dir), "--tokenizer", str(train_tokenizer), "--out", str(out), "--steps", "40",
             "--checkpoint-every", "100", "--name", "sig", "--devices", "2", *COMMON]
-    env = dict(ENV, MWA_TEST_STEP_DELAY="0.3")
-    proc = subprocess.Popen([sys.executable, "-m", "mwa_cli", "train", *args], env=env, stdout=subprocess.PIPE,
+    env = dict(ENV, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", FAULT_SPEC=json.dumps({"step_delay": 0.3}))
+    proc = subprocess.Popen([sys.executable, "-m", "fault_mwa", "train", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=str(REPO))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

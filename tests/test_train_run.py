@@ -41,10 +41,11 @@ def _cfg(data_dir, tok, out, name, **kw) -> TrainConfig:
 
 
 def _cli_args(data_dir, tok, out, name, **kw) -> list[str]:
-    """The real command line, with 2 DataLoader workers (the GPU default): its resumed runs must still equal the
-    in-process reference (0 workers) bit for bit."""
+    """The real command line through tests/fault_mwa.py (faults from FAULT_SPEC, see `_fault_env`), with 2
+    DataLoader workers (the GPU default): its resumed runs must still equal the in-process reference (0 workers)
+    bit for bit."""
     opts = {**EXACT, "workers": 2, **kw}
-    args = [sys.executable, "-m", "mwa_cli", "train", str(data_dir), "--backbone", "beit3-tiny-test",
+    args = [sys.executable, "-m", "fault_mwa", "train", str(data_dir), "--backbone", "beit3-tiny-test",
             "--tokenizer", str(tok), "--out", str(out), "--name", name, "--quiet"]
     flags = {"method": "--method", "steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
              "checkpoint_every": "--checkpoint-every", "log_every": "--log-every", "val_evals": "--val-evals",
@@ -67,6 +68,12 @@ def _train_steps(run: Path) -> list[int]:
     return [r["step"] for r in rows if r.get("kind") == "train"]
 
 
+def _fault_env(**spec) -> dict:
+    """Environment of a `python -m fault_mwa` subprocess with these injected faults (tests/fault_mwa.py)."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+                FAULT_SPEC=json.dumps(spec))
+
+
 class _Fault:
     def __init__(self, name: str, proc: subprocess.Popen, run: Path):
         self.name, self.proc, self.run = name, proc, run
@@ -79,9 +86,8 @@ class _Fault:
 def train_fault_runs(train_data_dir, train_tokenizer, tmp_path_factory):
     """Start SIGINT / SIGTERM / SIGKILL runs as real subprocesses; a watcher thread signals them."""
     out = tmp_path_factory.mktemp("fault_runs")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MWA_TEST_STEP_DELAY="0.15")
-    env.pop("MWA_TEST_NAN_AT_STEP", None)
-    kill_env = dict(env, MWA_TEST_CKPT_PAUSE="3", MWA_TEST_STEP_DELAY="0.02")
+    env = _fault_env(step_delay=0.15)
+    kill_env = _fault_env(ckpt_pause=3, step_delay=0.02)
     faults = {}
     for name, e in (("sigint", env), ("sigterm", env), ("sigkill", kill_env)):
         proc = subprocess.Popen(_cli_args(train_data_dir, train_tokenizer, out, name), env=e, cwd=str(REPO),
@@ -287,7 +293,15 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
 
     from mwa_cli.cli import app
 
-    monkeypatch.setenv("MWA_TEST_NAN_AT_STEP", "6")  # the 7th step's loss becomes NaN
+    from mwa_cli.train.loop import Trainer
+
+    pair_loss = Trainer._pair_loss
+
+    def poisoned(self, img, txt):  # the 7th step's loss becomes NaN
+        loss = pair_loss(self, img, txt)
+        return loss * float("nan") if self.step_count == 6 else loss
+
+    monkeypatch.setattr(Trainer, "_pair_loss", poisoned)
     args = [str(train_data_dir), "--backbone", "beit3-tiny-test", "--tokenizer", str(train_tokenizer),
             "--out", str(tmp_path), "--name", "nan", "--steps", "20", "--batch-size", "8",
             "--checkpoint-every", "5", "--log-every", "4", "--val-evals", "0", "--quiet"]
@@ -358,9 +372,9 @@ def test_cpu_batch_size_auto_says_what_it_picks(train_data_dir, train_tokenizer,
 
 def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(train_data_dir, train_tokenizer,
                                                                              tmp_path):
-    """torchrun (and a terminal's job control) signal the whole process group: the DataLoader workers must
-    ignore SIGTERM and leave the stop to the trainer, which checkpoints and exits 143."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MWA_TEST_STEP_DELAY="0.15")
+    """torchrun (and systemd) signal the whole process group: the DataLoader workers end, and the trainer, whose
+    own signal flag is set, still checkpoints at the step boundary and exits 143 (no loader error shown)."""
+    env = _fault_env(step_delay=0.15)
     args = _cli_args(train_data_dir, train_tokenizer, tmp_path, "workers", workers=1, checkpoint_every=100)
     proc = subprocess.Popen(args, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -34,11 +34,9 @@ def guarded(fn: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             if exc.hint:
                 err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
-            exit_soon(exc.exit_code)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
-            exit_soon(130)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
@@ -48,12 +46,10 @@ def guarded(fn: F) -> F:
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
-                exit_soon(EXIT_PEER_LOST)
                 raise typer.Exit(EXIT_PEER_LOST) from None
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
             err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
                               "to see the traceback", highlight=False)
-            exit_soon(1)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -64,7 +60,8 @@ EXIT_DEADLINE_S = 10.0
 
 def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
     """After an error, make sure the process ends: if the interpreter's own shutdown (exit handlers, a process
-    group teardown, worker joins) has not ended it within `delay_s`, end it with `code` there and then."""
+    group teardown, worker joins) has not ended it within `delay_s`, end it with `code` there and then.
+    Called by the console entry point only (never inside a test's in-process CLI runner)."""
 
     def force() -> None:
         with contextlib.suppress(Exception):

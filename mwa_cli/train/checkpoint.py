@@ -111,7 +111,6 @@ def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    _test_pause()
     last = ckpt_root / "last"
     old = ckpt_root / "last.old"
     if old.exists() and last.exists():
@@ -123,13 +122,6 @@ def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     return last
-
-
-def _test_pause() -> None:
-    """Test hook: MWA_TEST_CKPT_PAUSE=seconds sleeps between writing and publishing (to SIGKILL mid-save)."""
-    pause = os.environ.get("MWA_TEST_CKPT_PAUSE")
-    if pause:
-        time.sleep(float(pause))
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:

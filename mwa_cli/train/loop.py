@@ -120,10 +120,6 @@ class Trainer:
                 self._ddp = dist_mod.wrap_ddp(model, self._encode_image, self._encode_text, self.device)
         if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
             model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
-        nan_at = os.environ.get("MWA_TEST_NAN_AT_STEP")  # test hook: poison the loss at this step
-        self._nan_at = int(nan_at) if nan_at else None
-        delay = os.environ.get("MWA_TEST_STEP_DELAY")  # test hook: slow each step (signal tests)
-        self._delay = float(delay) if delay else 0.0
 
     def enable_compile(self, compile: bool | str) -> None:
         """torch.compile the encoders: True, or a torch.compile mode ("reduce-overhead": CUDA graphs of each layer).
@@ -173,8 +169,6 @@ class Trainer:
             with self._autocast(), self._ddp_sync(last=j >= b):
                 img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
             loss = self._pair_loss(img, txt)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
-            if self._nan_at is not None and self.step_count == self._nan_at:
-                loss = loss * float("nan")
             part = loss * ((j - i) / b)
             if self.scaler is not None:
                 self.scaler.scale(part).backward()
@@ -233,8 +227,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         self.last_lr = lr
-        if self._delay:
-            time.sleep(self._delay)
         return loss
 
     def _can_back_off(self) -> bool:
