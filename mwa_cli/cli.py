@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "report",
     "index",
     "search",
+    "export",
     "demo",
     "doctor",
 ]

@@ -24,6 +24,8 @@ Examples:
   mwa index ./photos --adapter runs/my-run --out photos_index --captions data   (also embed data's captions)
 
   mwa index ./photos --adapter runs/my-run --out photos_index --approx   (then: mwa search ... --nprobe 16)
+
+  mwa index ./photos --model line3_model --out photos_index   (an `mwa export` folder: no PyTorch model)
 """
 
 
@@ -32,7 +34,10 @@ def register(app: typer.Typer) -> None:
     @guarded
     def index_cmd(
         photos: Path = typer.Argument(..., help="Folder of photos to index (searched recursively)."),
-        adapter: Path = typer.Option(..., "--adapter", help="Run folder (or adapter folder) of `mwa train`."),
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) of "
+                                               "`mwa train`."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Instead of --adapter: a folder written by "
+                                             "`mwa export` (onnxruntime, no PyTorch model)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: RUN_DIR/index_<photos>]."),
         captions: Optional[Path] = typer.Option(None, "--captions", help="Data dir of `mwa prepare` whose "
                                                 "captions are embedded too (for photo → caption search)."),
@@ -50,7 +55,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from mwa_cli.search.index import build_index
 
-        summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
+        summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
                               device=device, batch_size=batch_size, workers=workers, progress=not json_out,
                               rebuild=rebuild, approx=approx, nlist=nlist)
         if json_out:
@@ -77,3 +82,19 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
         console.print(f'  next: mwa search "a scratch near the edge" --index {escape(summary["index"])}',
                       highlight=False)
+
+
+def _one_model(adapter: Optional[Path], model: Optional[Path]) -> Path:
+    """The model that embeds: a run folder (--adapter) or an export folder (--model), exactly one of them."""
+    from mwa_cli.errors import ConfigError
+
+    if (adapter is None) == (model is None):
+        raise ConfigError("give exactly one of --adapter RUN_DIR and --model EXPORT_DIR",
+                          hint="e.g. mwa index ./photos --adapter runs/my-run --out photos_index")
+    if model is not None:
+        from mwa_cli.export.runtime import read_manifest
+
+        read_manifest(model)  # a clear error for a folder that is not an export
+        return model
+    assert adapter is not None
+    return adapter

@@ -25,6 +25,8 @@ Examples:
   mwa search --image query.jpg --index photos_index --json
 
   mwa search "crack near the weld" --index photos_index --nprobe 16   (needs `mwa index ... --approx`)
+
+  mwa search "crack near the weld" --index photos_index --model line3_model   (onnxruntime, from `mwa export`)
 """
 
 
@@ -41,23 +43,31 @@ def register(app: typer.Typer) -> None:
         html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
                                                "the index]; another adapter is refused."),
+        model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `mwa export` to embed "
+                                             "the query with (onnxruntime) [default: the one that built the "
+                                             "index, if an export did]."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the index's]."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the index's]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.search.index import SearchIndex, adapter_identity, check_identity, load_search_model, \
+        from mwa_cli.errors import ConfigError
+        from mwa_cli.search.index import SearchIndex, check_identity, load_search_model, model_identity, \
             read_index_meta
         from mwa_cli.search.query import check_query, search
 
         check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
+        if adapter is not None and model is not None:
+            raise ConfigError("give --adapter or --model, not both")
         meta = read_index_meta(index)
-        run_dir = adapter or Path(meta.get("adapter") or "")
-        check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
+        source = adapter or model or Path(meta.get("model") or meta.get("adapter") or "")
+        exported = model is not None or (adapter is None and bool(meta.get("model")))
+        check_identity(meta.get("identity") or {}, model_identity(source), index, meta.get("model") or
+                       meta.get("adapter"))
         idx = SearchIndex.load(index)
         check_query(text=text, image=image, top=top, nprobe=nprobe, index=idx)  # --nprobe needs an IVF
-        sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
-                               tokenizer=tokenizer or meta.get("tokenizer"), device=device,
+        sm = load_search_model(source, weights=weights or (None if exported else meta.get("weights")),
+                               tokenizer=tokenizer or (None if exported else meta.get("tokenizer")), device=device,
                                need_tokenizer=text is not None)
         result = search(idx, sm, text=text, image=image, top=top, nprobe=nprobe)
         if html is not None:

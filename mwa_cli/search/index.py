@@ -65,8 +65,16 @@ class SearchModel:
         """Embeddings of uint8 [B, S, S, 3] images (already square-resized)."""
         from mwa_cli.eval.embed import embed_images
 
-        return embed_images(self.model, images_u8, np.arange(len(images_u8)), image_size=self.image_size,
-                            device=self.device).cpu()
+        return self.embed_rows(images_u8, np.arange(len(images_u8)))
+
+    @torch.inference_mode()
+    def embed_rows(self, images: np.ndarray, rows: Any, *, batch_size: int = 64, progress: Any = None
+                   ) -> torch.Tensor:
+        """Embeddings of rows `rows` of uint8 [*, S, S, 3] `images` (an image cache or staging memmap)."""
+        from mwa_cli.eval.embed import embed_images
+
+        return embed_images(self.model, images, rows, image_size=self.image_size, device=self.device,
+                            batch_size=batch_size, progress=progress).cpu()
 
 
 def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
@@ -86,9 +94,25 @@ def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
             "method": cfg.get("method")}
 
 
+def model_identity(path: str | Path) -> dict[str, Any]:
+    """`adapter_identity` of a run folder, or the identity an export directory recorded (the same hashes)."""
+    from mwa_cli.export.runtime import is_export_dir, read_manifest
+
+    if is_export_dir(path):
+        return dict(read_manifest(path)["identity"])
+    return adapter_identity(path)
+
+
 def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokenizer: str | None = None,
-                      device: str = "auto", need_tokenizer: bool = True) -> SearchModel:
-    """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training)."""
+                      device: str = "auto", need_tokenizer: bool = True) -> Any:
+    """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training), or,
+    for a folder written by `mwa export`, open its ONNX graphs in onnxruntime (no PyTorch model is built)."""
+    from mwa_cli.export.runtime import ExportedModel, is_export_dir
+
+    if is_export_dir(run_dir):
+        if weights or tokenizer:
+            raise ConfigError("--weights and --tokenizer do not apply to an exported model (it holds both)")
+        return ExportedModel.load(run_dir, need_tokenizer=need_tokenizer)
     from mwa_cli.adapters.io import load_adapter, read_adapter_config
     from mwa_cli.eval.evaluate import load_tokenizer
     from mwa_cli.train.config import resolve_device
@@ -345,7 +369,6 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     from mwa_cli.data import ingest
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
     from mwa_cli.data.manifest import REJECTED_COLUMNS
-    from mwa_cli.eval.embed import embed_images
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -373,7 +396,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
 
     # ---------------------------------------------------------------- previous index (identity first: cheap)
-    identity = adapter_identity(run_dir)
+    identity = model_identity(run_dir)
     old: SearchIndex | None = None
     if out.is_dir() and (out / INDEX_FILE).is_file() and not rebuild:
         old_meta = read_index_meta(out)
@@ -463,8 +486,9 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 bar.advance(task, done_now)
             if rows:
                 t1 = time.perf_counter()
-                emb = embed_images(sm.model, mm, rows, image_size=size, device=sm.device, batch_size=batch_size,
-                                   progress=(lambda n: bar.advance(task, n)) if bar is not None else None).cpu()
+                emb = torch.as_tensor(sm.embed_rows(mm, rows, batch_size=batch_size,
+                                                    progress=(lambda n: bar.advance(task, n)) if bar is not None
+                                                    else None))
                 embed_s += time.perf_counter() - t1
                 n_embedded += len(rows)
                 for i, e in zip(ids, emb):
@@ -508,10 +532,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         else:
             if sm.tokenizer is None:  # pragma: no cover - need_tokenizer was set above
                 raise ConfigError("no tokenizer to embed captions")
-            from mwa_cli.eval.embed import embed_texts
-
-            ids_t, mask_t = sm.tokenizer.encode_batch(list(captions["caption"]))
-            caption_emb = embed_texts(sm.model, ids_t, mask_t, device=sm.device).cpu()
+            caption_emb = torch.as_tensor(sm.encode_texts(list(captions["caption"])))
             cap_embedded = len(captions)
         cap_meta = {"data_dir": str(cdir), "dataset_hash": ds_hash, "count": len(captions)}
     elif old is not None and old.caption_emb is not None:
@@ -558,6 +579,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         "generation": uuid.uuid4().hex,
         "identity": identity,
         "adapter": str(sm.run_dir.resolve()),
+        "model": str(sm.path) if hasattr(sm, "manifest") else None,   # the export directory, when one built it
         "method": sm.method,
         "weights": sm.weights,
         "tokenizer": sm.tokenizer_path,

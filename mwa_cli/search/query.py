@@ -134,11 +134,11 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
             shown = "".join(dict.fromkeys(unknown))[:20]
             warnings.append(f"{len(unknown)} character(s) of the query are unknown to the tokenizer ({shown}); "
                             "results may ignore them")
-        q = sm.encode_texts([text])
+        q = torch.as_tensor(sm.encode_texts([text]))
         query: dict[str, Any] = {"kind": "text", "text": text}
     else:
         px = load_query_image(image, sm.image_size, index.meta.get("max_pixels"))  # type: ignore[arg-type]
-        q = sm.encode_pixels(px)
+        q = torch.as_tensor(sm.encode_pixels(px))
         query = {"kind": "image", "path": str(image)}
     t1 = time.perf_counter()
     if q.shape[1] != index.images.shape[1]:
