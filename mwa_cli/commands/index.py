@@ -14,8 +14,8 @@ HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`
 Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
 listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
 removed ones. An index is tied to its adapter and backbone: another adapter is refused. --approx also builds an
-approximate (IVF) index for `mwa search --nprobe N` (worth it from millions of photos); later re-runs keep it
-up to date.
+approximate index with faiss (IVF-Flat, or IVF-PQ when the vectors would not fit in memory) for `mwa search
+--nprobe N` (worth it from about a million photos); later re-runs add new photos to it without rebuilding.
 
 Examples:
 
@@ -49,15 +49,19 @@ def register(app: typer.Typer) -> None:
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
                                     "`mwa search --nprobe`."),
+        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-pq "
+                                                  "[default: auto: IVF-Flat while the vectors fit in a quarter of "
+                                                  "the memory, else IVF-PQ]; with --approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
-                                            "[default: about 4·√photos]; with --approx."),
+                                            "[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
         from mwa_cli.search.index import build_index
 
         summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
                               device=device, batch_size=batch_size, workers=workers, progress=not json_out,
-                              rebuild=rebuild, approx=approx, nlist=nlist)
+                              rebuild=rebuild, approx=approx, nlist=nlist,
+                              approx_kind=approx_kind)
         if json_out:
             emit_json(summary)
             return
@@ -72,9 +76,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"  captions: {c['captions']} ({c['captions_embedded']} embedded now)", highlight=False)
         if summary.get("approx"):
             a = summary["approx"]
-            console.print(f"  approximate index: {a['nlist']} lists ("
-                          + (f"built in {a['seconds']:.1f} s" if a["rebuilt"] else "unchanged") + ")",
-                          highlight=False)
+            console.print(f"  approximate index: faiss {a['kind']}, {a['nlist']} lists ({a['how']} in "
+                          f"{a['seconds']:.1f} s)", highlight=False)
         rate = f" · {summary['images_per_s']:.1f} photos/s" if summary.get("images_per_s") else ""
         console.print(f"  {summary['seconds']:.1f} s{rate}", highlight=False)
         if c["rejected"]:

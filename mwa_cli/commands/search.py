@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         image: Optional[Path] = typer.Option(None, "--image", help="Search with this photo instead of words."),
         top: int = typer.Option(10, "--top", help="How many results."),
         nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Approximate search: visit the N closest "
-                                             "lists of the index's IVF (`mwa index --approx`) [default: exact]."),
+                                             "lists of the index's faiss IVF (`mwa index --approx`) [default: exact]."),
         html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
                                                "the index]; another adapter is refused."),
@@ -109,6 +109,7 @@ def _print(result: dict) -> None:
         console.print(ct)
     t = result["timing_ms"]
     how = result.get("search") or {"method": "exact"}
-    kind = "exact" if how["method"] == "exact" else f"approximate, nprobe {how['nprobe']} of {how['nlist']} lists"
+    kind = "exact" if how["method"] == "exact" else \
+        f"approximate {how['method']}, nprobe {how['nprobe']} of {how['nlist']} lists"
     console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms ({kind})"
                        + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))

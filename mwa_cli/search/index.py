@@ -182,6 +182,7 @@ class SearchIndex:
     row_paths: list[list[str]] = field(default_factory=list)   # row -> file paths (sorted; first = canonical)
     row_ids: list[str] = field(default_factory=list)
     _ivf: Any = field(default=None, repr=False)
+    _key_rows: Any = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -193,10 +194,8 @@ class SearchIndex:
         return bool(self.meta.get("approx"))
 
     def ivf(self) -> Any:
-        """The persisted IVF index (mwa_cli.search.approx.IVFIndex), loaded on first use."""
-        from safetensors import SafetensorError
-
-        from mwa_cli.search.approx import IVF_FILE, IVFIndex
+        """The persisted approximate index (mwa_cli.search.approx.ApproxIndex), loaded on first use."""
+        from mwa_cli.search.approx import KINDS, ApproxIndex
 
         if self._ivf is None:
             if not self.has_ivf:
@@ -204,13 +203,31 @@ class SearchIndex:
                                   hint=f"search without --nprobe (exact), or add one with `mwa index "
                                        f"{self.meta.get('source') or 'PHOTOS_DIR'} --adapter RUN_DIR "
                                        f"--out {self.path} --approx`")
+            rec = self.meta["approx"]
+            path = self.path / str(rec.get("file"))
+            if rec.get("kind") not in KINDS:
+                raise DataError(f"the approximate index of {self.path} was made by an older mwa ({rec.get('kind')})",
+                                hint="run the same `mwa index ... --approx` again to rebuild it with faiss, or "
+                                     "search without --nprobe", exit_code=EXIT_DATA)
             try:
-                self._ivf = IVFIndex.load(self.path / IVF_FILE, self.images, self.meta.get("generation"))
-            except (ValueError, OSError, SafetensorError) as exc:
-                raise DataError(f"cannot use the approximate index {self.path / IVF_FILE}: {exc}",
+                ivf = ApproxIndex.load(path, kind=rec["kind"], trained_rows=int(rec.get("trained_rows") or 0))
+                if ivf.ntotal != self.n_images or ivf.dim != self.images.shape[1]:
+                    raise ValueError(f"it holds {ivf.ntotal} vectors of {ivf.dim} dimensions, the index "
+                                     f"{self.n_images} of {self.images.shape[1]}")
+            except (ValueError, OSError) as exc:
+                raise DataError(f"cannot use the approximate index {path}: {exc}",
                                 hint="run the same `mwa index ... --approx` again, or search without --nprobe",
                                 exit_code=EXIT_DATA) from None
+            self._ivf = ivf
         return self._ivf
+
+    def key_rows(self) -> Any:
+        """faiss keys → embedding rows (mwa_cli.search.approx.KeyRows), built on first use."""
+        from mwa_cli.search.approx import KeyRows, image_keys
+
+        if self._key_rows is None:
+            self._key_rows = KeyRows(image_keys(self.row_ids))
+        return self._key_rows
 
     @property
     def source(self) -> Path:
@@ -326,13 +343,59 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     elif (out / CAPTIONS_FILE).exists():
         (out / CAPTIONS_FILE).unlink()
     write_csv(out / REJECTED_FILE, rejected)
-    from mwa_cli.search.approx import IVF_FILE
+    from mwa_cli.search.approx import FILE_PREFIX, FILE_SUFFIX
 
+    keep = (meta.get("approx") or {}).get("file")
     if ivf is not None:
-        ivf.save(out / IVF_FILE, meta["generation"])
+        ivf.save(out / keep)
     atomic_write_json(out / INDEX_FILE, meta)
+    # after index.json: a reader never misses a recorded file; older generations' files go
+    for old in [*out.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"), out / "ivf.safetensors"]:
+        if old.name != keep:
+            old.unlink(missing_ok=True)
+
+
+def _update_approx(old: "SearchIndex | None", old_approx: dict[str, Any] | None, images: torch.Tensor,
+                   row_ids: list[str], generation: str, *, approx: bool, nlist: int | None,
+                   kind: str | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The new generation's approximate index: the old one updated in place (keys added / removed) when it is
+    usable and was built with the same options, else a new one. Returns (index, index.json record, summary)."""
+    from mwa_cli.search.approx import ApproxIndex, approx_file, image_keys
+
+    kind_option = (kind or "auto") if approx else (old_approx or {}).get("kind_option", "auto")
+    nlist_option = nlist if approx else (old_approx or {}).get("nlist_option")
+    t0 = time.perf_counter()
+    vectors = images.float().numpy()
+    keys = image_keys(row_ids)
+    ivf, how = None, "built"
+    same_options = old_approx is not None and old_approx.get("kind_option", "auto") == kind_option and \
+        old_approx.get("nlist_option") == nlist_option
+    if old is not None and same_options:
+        try:
+            ivf = old.ivf()
+        except (DataError, ConfigError):
+            ivf = None
+    if ivf is not None:
+        old_keys = image_keys(old.row_ids)  # type: ignore[union-attr]
+        gone = np.setdiff1d(old_keys, keys)
+        new_mask = ~np.isin(keys, old_keys)
+        ivf.remove(gone)
+        ivf.add(vectors[new_mask], keys[new_mask])
+        how = "updated" if len(gone) or new_mask.any() else "unchanged"
+        if ivf.ntotal != len(keys) or ivf.needs_retraining():
+            ivf, how = None, "rebuilt"
     if ivf is None:
-        (out / IVF_FILE).unlink(missing_ok=True)  # after index.json: readers never miss a recorded one
+        ivf = ApproxIndex.build(vectors, keys, kind=kind_option, nlist=nlist_option)
+        how = "built" if how == "built" and old_approx is None else "rebuilt"
+    seconds = time.perf_counter() - t0
+    import faiss
+
+    record = {"kind": ivf.kind, "file": approx_file(generation), "nlist": ivf.nlist, "nlist_option": nlist_option,
+              "kind_option": kind_option, "rows": ivf.ntotal, "trained_rows": ivf.trained_rows,
+              "library": f"faiss {faiss.__version__}"}
+    summary = {"kind": ivf.kind, "nlist": ivf.nlist, "rebuilt": how in ("built", "rebuilt"), "how": how,
+               "seconds": round(seconds, 3)}
+    return ivf, record, summary
 
 
 def _caption_set(data_dir: Path) -> tuple[pd.DataFrame, str | None]:
@@ -358,12 +421,13 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 device: str = "auto", batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
                 search_model: SearchModel | None = None, approx: bool = False,
-                nlist: int | None = None) -> dict[str, Any]:
+                nlist: int | None = None, approx_kind: str | None = None) -> dict[str, Any]:
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
     by the same adapter) and write the index. Returns a summary dict (the `--json` output).
 
-    `approx` also builds the IVF index of `mwa search --nprobe` (`nlist` lists, default ≈ 4·√N). Once an index
-    has one, re-runs keep it (rebuilt when the embeddings changed, reused otherwise); `rebuild` drops it unless
+    `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto | ivf-flat | ivf-pq, `nlist`
+    lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
+    taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
     `approx` is given again."""
     from mwa_cli.data import cache as _cache
     from mwa_cli.data import ingest
@@ -376,8 +440,10 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     if nlist is not None and nlist < 1:
         raise ConfigError(f"--nlist must be at least 1 (got {nlist})")
-    if nlist is not None and not approx:
-        raise ConfigError("--nlist sets the approximate index's lists: it goes with --approx",
+    if approx_kind is not None and approx_kind not in ("auto", "ivf-flat", "ivf-pq"):
+        raise ConfigError(f"unknown --approx-kind {approx_kind!r}", hint="choose auto, ivf-flat or ivf-pq")
+    if (nlist is not None or approx_kind is not None) and not approx:
+        raise ConfigError("--nlist and --approx-kind set up the approximate index: they go with --approx",
                           hint="e.g. mwa index PHOTOS_DIR --adapter RUN_DIR --approx --nlist 1024")
     t0 = time.perf_counter()
     photos = Path(photos_dir).expanduser()
@@ -538,27 +604,16 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     elif old is not None and old.caption_emb is not None:
         captions, caption_emb, cap_meta = old.captions, old.caption_emb, old.meta.get("captions")
 
-    # ---------------------------------------------------------------- approximate index (IVF), when asked or held
+    # ---------------------------------------------------------------- approximate index, when asked or held
+    generation = uuid.uuid4().hex
     ivf, approx_meta, approx_summary = None, None, None
     old_approx = (old.meta.get("approx") or None) if old is not None else None
     if approx or old_approx:
-        from mwa_cli.search.approx import IVF_FILE, IVF_KIND, IVFIndex
-
-        nlist_option = nlist if approx else (old_approx or {}).get("nlist_option")
-        reused = False
-        if old is not None and old_approx and torch.equal(images, old.images) and \
-                (nlist is None or nlist == old_approx.get("nlist")):
-            try:
-                ivf, reused = old.ivf(), True
-            except (DataError, ConfigError):
-                ivf = None
-        t_ivf = time.perf_counter()
-        if ivf is None:
-            ivf = IVFIndex.build(images, nlist=nlist_option)
-        ivf_s = time.perf_counter() - t_ivf
-        approx_meta = {"kind": IVF_KIND, "file": IVF_FILE, "nlist": ivf.nlist, "nlist_option": nlist_option,
-                       "rows": int(images.shape[0])}
-        approx_summary = {"nlist": ivf.nlist, "rebuilt": not reused, "seconds": round(ivf_s, 3)}
+        row_ids = [""] * int(images.shape[0])
+        for i, r in row_of.items():
+            row_ids[r] = i
+        ivf, approx_meta, approx_summary = _update_approx(old, old_approx, images, row_ids, generation,
+                                                          approx=approx, nlist=nlist, kind=approx_kind)
 
     old_paths = set(old_by_path) if same_source else set()
     removed = len(old_paths - set(records)) if same_source else 0
@@ -576,7 +631,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     }
     meta = {
         "schema_version": SCHEMA_VERSION,
-        "generation": uuid.uuid4().hex,
+        "generation": generation,
         "identity": identity,
         "adapter": str(sm.run_dir.resolve()),
         "model": str(sm.path) if hasattr(sm, "manifest") else None,   # the export directory, when one built it

@@ -149,10 +149,12 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
         how: dict[str, Any] = {"method": "exact"}
     else:
         ivf = index.ivf()
-        s, r = ivf.search(q, top, nprobe=nprobe)
+        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
+                                vectors=index.images.numpy())
+        s, r = torch.from_numpy(s_np), torch.from_numpy(r_np)
         keep = r[0] >= 0  # fewer candidates than --top in the visited lists
         s, r = s[:, keep], r[:, keep]
-        how = {"method": "ivf", "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
     result: dict[str, Any] = {"query": query, "index": str(index.path), "source": str(index.source),
                               "top": top, "search": how, "images": _image_hits(index, s[0], r[0])}
     if query["kind"] == "image" and index.caption_emb is not None:
