@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "index",
     "search",
     "export",
+    "serve",
     "demo",
     "doctor",
 ]

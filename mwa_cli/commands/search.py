@@ -20,7 +20,7 @@ Examples:
 
   mwa search "crack near the weld" --index photos_index
 
-  mwa search "右上に傷" --index photos_index --top 20 --html results.html
+  mwa search "右上に傷" --index photos_index --top 20 --html results.html   (with why-this-match heat maps)
 
   mwa search --image query.jpg --index photos_index --json
 
@@ -40,7 +40,10 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(10, "--top", help="How many results."),
         nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Approximate search: visit the N closest "
                                              "lists of the index's faiss IVF (`mwa index --approx`) [default: exact]."),
-        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file "
+                                            "(with why-this-match heat maps for a text query)."),
+        heatmap: bool = typer.Option(False, "--heatmap", help="Why this match? Add an occlusion heat map to the "
+                                     "first 8 photos of a text query (JSON: `heat`)."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
                                                "the index]; another adapter is refused."),
         model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `mwa export` to embed "
@@ -51,30 +54,31 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.errors import ConfigError
-        from mwa_cli.search.index import SearchIndex, check_identity, load_search_model, model_identity, \
-            read_index_meta
+        from mwa_cli.search.index import SearchIndex, model_for_index, read_index_meta
         from mwa_cli.search.query import check_query, search
 
         check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
-        if adapter is not None and model is not None:
-            raise ConfigError("give --adapter or --model, not both")
         meta = read_index_meta(index)
-        source = adapter or model or Path(meta.get("model") or meta.get("adapter") or "")
-        exported = model is not None or (adapter is None and bool(meta.get("model")))
-        check_identity(meta.get("identity") or {}, model_identity(source), index, meta.get("model") or
-                       meta.get("adapter"))
+        source = model_for_index(meta, index, adapter=adapter, model=model)   # refuses another adapter, cheaply
         idx = SearchIndex.load(index)
         check_query(text=text, image=image, top=top, nprobe=nprobe, index=idx)  # --nprobe needs an IVF
-        sm = load_search_model(source, weights=weights or (None if exported else meta.get("weights")),
-                               tokenizer=tokenizer or (None if exported else meta.get("tokenizer")), device=device,
-                               need_tokenizer=text is not None)
+        sm = source.load(weights=weights, tokenizer=tokenizer, device=device, need_tokenizer=text is not None)
         result = search(idx, sm, text=text, image=image, top=top, nprobe=nprobe)
+        if (heatmap or html is not None) and text is not None:
+            from mwa_cli.search.heatmap import add_heatmaps
+
+            add_heatmaps(result, idx, sm, images=html is not None)
         if html is not None:
             from mwa_cli.search.html import PhotoThumbs, write_search_html
 
             write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
             result["html"] = str(html)
+            for hit in result["images"]:
+                if hit.get("heat"):
+                    hit["heat"].pop("overlay", None)  # the page has it; the JSON keeps the numbers
+            if not heatmap:
+                for hit in result["images"]:
+                    hit.pop("heat", None)
         if json_out:
             emit_json(result)
             return

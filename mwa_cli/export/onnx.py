@@ -125,6 +125,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
         "identity": sm.identity,
         "adapter_sha256": sm.identity.get("adapter_weights_sha256"),
         "image": {"file": IMAGE_FILE, "input": "pixel_values", "size": size, "layout": "NCHW RGB",
+                  "patch_size": int(getattr(cfg, "patch_size", 0) or 0) or None,
                   "resize": "plain square resize to size × size",
                   "normalisation": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "scale": 1 / 255},
                   "model_mean": getattr(model, "image_mean", None), "model_std": getattr(model, "image_std", None)},

@@ -168,6 +168,41 @@ def check_identity(index_identity: dict[str, Any], identity: dict[str, Any], ind
                  "with `mwa index PHOTOS_DIR --adapter RUN_DIR --out NEW_DIR` (or --rebuild)")
 
 
+@dataclass
+class ModelSource:
+    """Where the model of an index comes from: a run folder or an export folder, already checked against it."""
+
+    path: Path
+    exported: bool
+    meta: dict[str, Any]
+
+    def load(self, *, weights: str | None = None, tokenizer: str | None = None, device: str = "auto",
+             need_tokenizer: bool = True) -> Any:
+        """The model (a SearchModel, or an onnxruntime ExportedModel for an export folder)."""
+        if self.exported:
+            return load_search_model(self.path, weights=weights, tokenizer=tokenizer, need_tokenizer=need_tokenizer)
+        return load_search_model(self.path, weights=weights or self.meta.get("weights"),
+                                 tokenizer=tokenizer or self.meta.get("tokenizer"), device=device,
+                                 need_tokenizer=need_tokenizer)
+
+
+def model_for_index(meta: dict[str, Any], index_dir: str | Path, *, adapter: str | Path | None = None,
+                    model: str | Path | None = None) -> ModelSource:
+    """The model that queries an index: `adapter` (a run folder), `model` (an export folder), or by default the
+    one that built it. Refuses, before anything heavy is loaded, one made with another adapter or backbone."""
+    from mwa_cli.export.runtime import is_export_dir
+
+    if adapter is not None and model is not None:
+        raise ConfigError("give --adapter or --model, not both")
+    path = Path(adapter or model or meta.get("model") or meta.get("adapter") or "")
+    if model is None and adapter is None and meta.get("model") and not Path(meta["model"]).exists() \
+            and meta.get("adapter") and Path(meta["adapter"]).exists():
+        path = Path(meta["adapter"])  # the export that built it was moved: its run (same identity) answers
+    check_identity(meta.get("identity") or {}, model_identity(path), Path(index_dir),
+                   meta.get("model") or meta.get("adapter"))
+    return ModelSource(path=path, exported=is_export_dir(path), meta=meta)
+
+
 # ------------------------------------------------------------------------------------------------ the index
 @dataclass
 class SearchIndex:
@@ -183,6 +218,7 @@ class SearchIndex:
     row_ids: list[str] = field(default_factory=list)
     _ivf: Any = field(default=None, repr=False)
     _key_rows: Any = field(default=None, repr=False)
+    _row_of: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -220,6 +256,12 @@ class SearchIndex:
                                 exit_code=EXIT_DATA) from None
             self._ivf = ivf
         return self._ivf
+
+    def row_of(self, image_id: str) -> int | None:
+        """The embedding row of a photo id (None when the index has no such photo)."""
+        if self._row_of is None:
+            self._row_of = {i: r for r, i in enumerate(self.row_ids)}
+        return self._row_of.get(image_id)
 
     def key_rows(self) -> Any:
         """faiss keys → embedding rows (mwa_cli.search.approx.KeyRows), built on first use."""

@@ -165,3 +165,37 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     result["warnings"] = warnings
     result["n_images"] = index.n_images
     return result
+
+
+def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | None = None) -> dict[str, Any]:
+    """The photos (and captions, when the index holds a caption set) closest to an indexed photo, from its
+    stored embedding: nothing is decoded or encoded. The photo itself comes first (score 1)."""
+    check_query(text="-", top=top, nprobe=nprobe, index=index)
+    row = index.row_of(image_id)
+    if row is None:
+        raise DataError(f"no photo with id {image_id!r} in the index {index.path}",
+                        hint="take the id from a search result (it changes when the photo's content does)",
+                        exit_code=EXIT_DATA)
+    t0 = time.perf_counter()
+    q = index.images[row:row + 1]
+    if nprobe is None:
+        s, r = exact_topk(index.images, q, top)
+        how: dict[str, Any] = {"method": "exact"}
+    else:
+        ivf = index.ivf()
+        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
+                                vectors=index.images.numpy())
+        keep = r_np[0] >= 0
+        s, r = torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep])
+        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+    paths = index.row_paths[row]
+    result: dict[str, Any] = {"query": {"kind": "photo", "image_id": image_id, "path": paths[0] if paths else None},
+                              "index": str(index.path), "source": str(index.source), "top": top, "search": how,
+                              "images": _image_hits(index, s[0], r[0])}
+    if index.caption_emb is not None:
+        cs, cr = exact_topk(index.caption_emb, q, top)
+        result["captions"] = _caption_hits(index, cs[0], cr[0])
+    result["timing_ms"] = {"encode": 0.0, "search": round((time.perf_counter() - t0) * 1000, 2)}
+    result["warnings"] = []
+    result["n_images"] = index.n_images
+    return result
