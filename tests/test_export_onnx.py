@@ -204,3 +204,23 @@ def test_bad_input_is_refused_clearly(tmp_path):
     res = runner.invoke(app, ["search", "a scratch", "--index", str(tmp_path / "idx"), "--model",
                               str(tmp_path / "other_exp")])
     assert res.exit_code == 2 and "another adapter" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_hugging_face_backbones_export_too(tmp_path, kind):
+    from test_hf_backbones import make_tiny_hf
+
+    hf_dir = make_tiny_hf(tmp_path / "hf", kind)
+    torch.manual_seed(0)
+    model, info = build_backbone(f"hf:{hf_dir}")
+    applied = apply_method(model, "mwa")
+    with torch.no_grad():
+        for _, p in applied.trainable_named_parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    save_adapter(tmp_path / "run", model, applied, info)
+    summary = export_onnx(tmp_path / "run", tmp_path / "exp")
+    assert min(summary["check"]["min_cosine_image"], summary["check"]["min_cosine_text"]) >= 0.9999
+    assert (tmp_path / "exp" / "tokenizer").is_dir()
+    em, sm = ExportedModel.load(tmp_path / "exp"), load_search_model(tmp_path / "run", device="cpu")
+    texts = ["a red scratch on a steel plate number 3", "blue dent mark 7 on the left"]
+    assert _cos(em.encode_texts(texts), sm.encode_texts(texts)) >= 0.9999

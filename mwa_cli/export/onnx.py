@@ -111,6 +111,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
         _export_graph(_TextEncoder(model), (ids, mask), out / TEXT_FILE, ["input_ids", "padding_mask"], opset)
     for name in (IMAGE_FILE, TEXT_FILE):
         onnx.checker.check_model(str(out / name))
+    # SigLIP ignores padding: its graph keeps input_ids only
+    text_inputs = [i.name for i in onnx.load(str(out / TEXT_FILE), load_external_data=False).graph.input]
 
     tok_meta = _copy_tokenizer(sm.tokenizer, sm.tokenizer_path, out)
     is_hf = str(sm.identity.get("backbone") or "").startswith("hf:")
@@ -129,7 +131,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
                   "resize": "plain square resize to size × size",
                   "normalisation": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "scale": 1 / 255},
                   "model_mean": getattr(model, "image_mean", None), "model_std": getattr(model, "image_std", None)},
-        "text": {"file": TEXT_FILE, "inputs": ["input_ids", "padding_mask"], "text_len": text_len,
+        "text": {"file": TEXT_FILE, "inputs": text_inputs, "text_len": text_len,
                  "padding_mask": "1 = pad", **tok_meta},
         "embedding_dim": int(model.encode_text(ids[:1], mask[:1]).shape[1]),
         "opset": opset,

@@ -130,9 +130,13 @@ class ExportedModel:
     def encode_text_ids(self, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
         if self.text_session is None:
             raise ConfigError("this exported model was loaded without its text encoder")
-        out = [self.text_session.run(None, {"input_ids": ids[i:i + batch_size].astype(np.int64),
-                                            "padding_mask": mask[i:i + batch_size].astype(np.int64)})[0]
-               for i in range(0, len(ids), batch_size)]
+        # a model that ignores padding (SigLIP) has no padding_mask input: feed what the graph declares
+        names = {i.name for i in self.text_session.get_inputs()}
+        out = []
+        for i in range(0, len(ids), batch_size):
+            feed = {"input_ids": ids[i:i + batch_size].astype(np.int64),
+                    "padding_mask": mask[i:i + batch_size].astype(np.int64)}
+            out.append(self.text_session.run(None, {k: v for k, v in feed.items() if k in names})[0])
         return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
