@@ -61,10 +61,13 @@ def test_ivf_pq_reranked_recall_and_size_rules():
     _, exact_rows = exact_topk(torch.from_numpy(x), torch.from_numpy(q), 10)
     _, rows = pq.search(q, 10, nprobe=16, key_rows=KeyRows(keys), vectors=x)
     assert recall_at_k(rows, exact_rows.numpy()) >= 0.9
-    # auto: IVF-Flat while the float32 vectors fit in a quarter of the budget, IVF-PQ beyond
-    assert choose_kind(1_000_000, 768, memory_budget=64 * 2**30) == "ivf-flat"
-    assert choose_kind(1_000_000, 768, memory_budget=8 * 2**30) == "ivf-pq"
-    assert choose_kind(5000, 768, memory_budget=1) == "ivf-flat"  # too few photos for PQ codebooks
+    sq8 = ApproxIndex.build(x, keys, kind="ivf-sq8", nlist=16)
+    _, rows = sq8.search(q, 10, nprobe=16, key_rows=KeyRows(keys), vectors=x)
+    assert recall_at_k(rows, exact_rows.numpy()) >= 0.99  # every list visited + exact re-ranking
+    # auto: IVF-Flat for small archives, IVF-SQ8 while its codes fit in a quarter of the budget, IVF-PQ beyond
+    assert choose_kind(1_000_000, 768, memory_budget=64 * 2**30) == "ivf-sq8"
+    assert choose_kind(1_000_000, 768, memory_budget=2 * 2**30) == "ivf-pq"
+    assert choose_kind(50_000, 768, memory_budget=1) == "ivf-flat"
     with pytest.raises(ConfigError, match="at least 10,000 photos"):
         ApproxIndex.build(x[:500], keys[:500], kind="ivf-pq")
     with pytest.raises(ConfigError, match="unknown approximate index kind"):
@@ -83,6 +86,8 @@ def test_persisted_round_trip_and_damaged_files(tmp_path):
     assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0])
     with pytest.raises(ValueError, match="not the ivf-pq index"):
         ApproxIndex.load(tmp_path / "a.faiss", kind="ivf-pq", trained_rows=500)
+    with pytest.raises(ValueError, match="not the ivf-sq8 index"):
+        ApproxIndex.load(tmp_path / "a.faiss", kind="ivf-sq8", trained_rows=500)
     (tmp_path / "junk.faiss").write_bytes(b"not faiss at all")
     with pytest.raises(ValueError, match="not a faiss index"):
         ApproxIndex.load(tmp_path / "junk.faiss", kind="ivf-flat", trained_rows=1)

@@ -14,7 +14,7 @@ HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`
 Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
 listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
 removed ones. An index is tied to its adapter and backbone: another adapter is refused. --approx also builds an
-approximate index with faiss (IVF-Flat, or IVF-PQ when the vectors would not fit in memory) for `mwa search
+approximate index with faiss (IVF-Flat, IVF-SQ8 from 100,000 photos, IVF-PQ when those would not fit in memory) for `mwa search
 --nprobe N` (worth it from about a million photos); later re-runs add new photos to it without rebuilding.
 
 Examples:
@@ -49,9 +49,10 @@ def register(app: typer.Typer) -> None:
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
                                     "`mwa search --nprobe`."),
-        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-pq "
-                                                  "[default: auto: IVF-Flat while the vectors fit in a quarter of "
-                                                  "the memory, else IVF-PQ]; with --approx."),
+        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-sq8 | ivf-pq "
+                                                  "[default: auto: IVF-Flat below 100,000 photos, IVF-SQ8 while its "
+                                                  "codes fit in a quarter of the memory, else IVF-PQ]; with "
+                                                  "--approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
                                             "[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),

@@ -1,12 +1,13 @@
-"""Approximate nearest-neighbour search with faiss: IVF-Flat, or IVF-PQ for archives whose float32 embeddings
-would not fit in the memory budget, chosen by size (`choose_kind`). Built by `mwa index --approx`, persisted as
+"""Approximate nearest-neighbour search with faiss: IVF-Flat, IVF-SQ8 (8-bit scalar codes) or IVF-PQ, chosen by
+size (`choose_kind`). Built by `mwa index --approx`, persisted as
 `approx-<generation>.faiss` beside the index, updated in place on re-runs (new photos added, removed ones taken
 out, no retraining until the archive outgrows the lists it was trained for) and used by `mwa search --nprobe N`.
 
 faiss ids are stable keys derived from the photo's content hash (`image_key`), not embedding rows, so an update
 never renumbers what is already in the lists; `ApproxIndex.search` maps keys back to the index's rows.
 Vectors are L2-normalised, so inner product = cosine. IVF-PQ results are re-ranked exactly against the
-embeddings (the first `rerank × k` PQ candidates), which keeps recall close to IVF-Flat's.
+embeddings (the first `RERANK × k` candidates); IVF-SQ8 the same, which gives IVF-Flat's recall while a query
+reads a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 from mwa_cli.errors import ConfigError
 
-KINDS = ("ivf-flat", "ivf-pq")
+KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq")
+SQ8_FROM = 100_000            # auto: IVF-SQ8 from this many photos (below, exact search is fast anyway)
 FILE_PREFIX = "approx-"
 FILE_SUFFIX = ".faiss"
 MIN_PQ_ROWS = 10_000          # PQ codebooks (256 centroids per sub-vector) need about 39 × 256 training vectors
@@ -45,10 +47,12 @@ def default_nlist(n: int) -> int:
 
 
 def choose_kind(n: int, dim: int, memory_budget: int | None = None) -> str:
-    """IVF-Flat while the float32 vectors take at most a quarter of the budget (default: the machine's memory),
-    else IVF-PQ (d/4 bytes per photo instead of 4·d)."""
+    """auto: IVF-Flat below SQ8_FROM photos; IVF-SQ8 while its codes (d bytes per photo) take at most a quarter of
+    the budget (default: the machine's memory); IVF-PQ (d/4 bytes per photo) beyond."""
     budget = memory_budget if memory_budget is not None else _total_memory()
-    return "ivf-flat" if n * dim * 4 <= budget // 4 or n < MIN_PQ_ROWS else "ivf-pq"
+    if n < SQ8_FROM:
+        return "ivf-flat"
+    return "ivf-sq8" if n * dim <= budget // 4 else "ivf-pq"
 
 
 def _total_memory() -> int:
@@ -82,7 +86,7 @@ class ApproxIndex:
     """A faiss IVF index over photo keys, and what it was built with."""
 
     kind: str
-    index: object            # faiss.IndexIVFFlat | faiss.IndexIVFPQ
+    index: object            # faiss.IndexIVFFlat | IndexIVFScalarQuantizer | IndexIVFPQ
     trained_rows: int
     source: Path | None = None   # the file it was loaded from, while unchanged since (saved by a hard link)
 
@@ -116,6 +120,9 @@ class ApproxIndex:
         quantizer = faiss.IndexFlatIP(d)
         if kind == "ivf-flat":
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf-sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
         else:
             index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_m(d), 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -171,7 +178,8 @@ class ApproxIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise ValueError(f"not a faiss index ({str(exc).splitlines()[0][:120]})") from None
-        expected = faiss.IndexIVFFlat if kind == "ivf-flat" else faiss.IndexIVFPQ
+        expected = {"ivf-flat": faiss.IndexIVFFlat, "ivf-sq8": faiss.IndexIVFScalarQuantizer,
+                    "ivf-pq": faiss.IndexIVFPQ}[kind]
         if not isinstance(index, expected):
             raise ValueError(f"holds a {type(index).__name__}, not the {kind} index that index.json records")
         return cls(kind=kind, index=index, trained_rows=int(trained_rows), source=Path(path))
@@ -179,10 +187,10 @@ class ApproxIndex:
     def search(self, queries: np.ndarray, k: int, nprobe: int, *, key_rows: "KeyRows",
                vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k], index rows [Q, k]), padded with -inf / -1 when fewer than k photos were reached.
-        IVF-PQ candidates are re-ranked with the exact `vectors` (the index's embeddings) when given."""
+        IVF-SQ8 / IVF-PQ candidates are re-ranked with the exact `vectors` (the index's embeddings) when given."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.index.nprobe = int(min(nprobe, self.nlist))
-        fetch = k * RERANK if self.kind == "ivf-pq" and vectors is not None else k
+        fetch = k * RERANK if self.kind != "ivf-flat" and vectors is not None else k
         scores, keys = self.index.search(q, int(min(fetch, max(self.ntotal, 1))))
         rows = key_rows.rows(keys)
         if fetch != k:
