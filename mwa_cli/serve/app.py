@@ -20,7 +20,7 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
 MAX_TOP = 100
 MAX_QUERY_CHARS = 500
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
-HEAT_LIMIT = 8   # heat maps computed for the first results of a text query (each costs one batched forward)
+HEAT_LIMIT = 4   # heat maps for the first results of a text query: each costs 1 + cells² forward passes
 
 
 def _env() -> jinja2.Environment:
