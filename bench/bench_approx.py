@@ -4,10 +4,12 @@
    and its captions are the text queries; recall@10 of IVF-Flat vs exact for several nprobe.
 2. Synthetic archive: N × d clustered unit vectors (default 1M × 768, the generator of bench_search.py); build
    time, resident memory added by the index, ms per query (one query at a time, as a served search runs) and
-   recall@10 vs exact for several nprobe; plus the beit3-mini text-encoding time that a text query adds.
+   recall@10 vs exact for several nprobe; plus the time to encode one caption with beit3-mini (PyTorch and
+   its ONNX export), which a text query adds.
 
     nice -n 5 python bench/bench_approx.py --out bench_approx_cpu.json            # both parts
     python bench/bench_approx.py --out small.json --n 100000 --skip-real        # quicker
+    nice -n 5 python bench/bench_approx.py --out one.json --kind auto --threads 1   # one thread for everything
 """
 
 from __future__ import annotations
@@ -133,18 +135,27 @@ def bench_synthetic(n: int, dim: int, queries: int, kind: str) -> dict:
             "sweep": _sweep(ivf, x, q, exact.numpy(), KeyRows(keys), (4, 8, 16, 32, 64))}
 
 
-def text_encode_ms(tmp: Path) -> dict:
+def text_encode_ms(tmp: Path, threads: int) -> dict:
+    """Median ms to encode one caption with beit3-mini + MWA: mwa's PyTorch model and its `mwa export` graphs."""
+    from mwa_cli.export.onnx import export_onnx
+    from mwa_cli.export.runtime import ExportedModel
     from mwa_cli.search.index import load_search_model
 
-    sm = load_search_model(_mini_run(tmp / "mini_t"), device="cpu")
-    texts = [f"a long scratch on the upper left of plate {i}" for i in range(30)]
-    sm.encode_texts(texts[:3])
-    times = []
-    for t in texts:
-        t0 = time.perf_counter()
-        sm.encode_texts([t])
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"backbone": "beit3-mini", "runtime": "pytorch", "median_ms": round(statistics.median(times), 2)}
+    run = _mini_run(tmp / "mini_t")
+    sm = load_search_model(run, device="cpu")
+    em = ExportedModel.load(export_onnx(run, tmp / "mini_t_onnx")["export"], threads=threads)
+    texts = [f"a long scratch on the upper left of plate {i}" for i in range(50)]
+    out = {"backbone": "beit3-mini"}
+    for name, model in (("pytorch_ms", sm), ("onnxruntime_ms", em)):
+        for t in texts[:5]:
+            model.encode_texts([t])
+        times = []
+        for t in texts:
+            t0 = time.perf_counter()
+            model.encode_texts([t])
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = round(statistics.median(times), 2)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,21 +165,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--kind", default="ivf-flat", help="auto | ivf-flat | ivf-pq for the synthetic archive")
+    ap.add_argument("--threads", type=int, default=None, help="threads for torch, faiss and onnxruntime "
+                    "[default: their own defaults]")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
     args = ap.parse_args(argv)
     import faiss
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
+
     res: dict = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "faiss": faiss.__version__,
                  "faiss_threads": faiss.omp_get_max_threads(), "torch": torch.__version__,
                  "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:
-        res["text_encode"] = text_encode_ms(Path(tmp))
+        res["text_encode"] = text_encode_ms(Path(tmp), args.threads or 0)
         if not args.skip_real:
             res["real"] = bench_real(Path(tmp))
             print(json.dumps(res["real"], indent=2), flush=True)
     if not args.skip_synthetic:
         res["synthetic"] = bench_synthetic(args.n, args.dim, args.queries, args.kind)
+        enc = res["text_encode"]["onnxruntime_ms"]
+        for row in res["synthetic"]["sweep"]:  # a text query = encode one caption (exported model) + search
+            row["text_query_ms_median"] = round(enc + row["ms_per_query_median"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(res, indent=2))

@@ -13,8 +13,9 @@ HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`
 
 Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
 listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
-removed ones. An index is tied to its adapter and backbone: another adapter is refused. --approx also builds an
-approximate index with faiss (IVF-Flat, IVF-SQ8 from 100,000 photos, IVF-PQ when those would not fit in memory) for `mwa search
+removed ones. An index is tied to its adapter and backbone: another adapter is refused. --model EXPORT_DIR
+embeds with an `mwa export` folder (onnxruntime) instead of a run. --approx also builds an approximate index with
+faiss (IVF-Flat; IVF-SQ8 from 100,000 photos; IVF-PQ when those would not fit in memory) for `mwa search
 --nprobe N` (worth it from about a million photos); later re-runs add new photos to it without rebuilding.
 
 Examples:

@@ -123,8 +123,8 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     """One query → the JSON-ready result: nearest images (and nearest captions for a photo query when the
     index holds a caption set), with cosine scores and timings.
 
-    Exact by default; `nprobe` searches the index's IVF instead, visiting the `nprobe` closest lists (nprobe ≥
-    nlist gives the exact results). `result["search"]` says which ran. Captions are always searched exactly."""
+    Exact by default; `nprobe` searches the index's faiss IVF instead, visiting the `nprobe` closest lists
+    (IVF-Flat with nprobe ≥ nlist gives the exact results). `result["search"]` says which ran. Captions are always searched exactly."""
     check_query(text=text, image=image, top=top, nprobe=nprobe, index=index)
     warnings: list[str] = []
     t0 = time.perf_counter()
