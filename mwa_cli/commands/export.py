@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         run: Path = typer.Argument(..., help="Run folder (or adapter folder) of `mwa train`."),
         fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Export folder [default: RUN_DIR/export_onnx]."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the run's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the run's]."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Export folder \\[default: RUN_DIR/export_onnx]."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the run's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the run's]."),
         opset: int = typer.Option(17, "--opset", help="ONNX opset (14 or later)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export already in --out."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),

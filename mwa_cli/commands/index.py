@@ -39,23 +39,23 @@ def register(app: typer.Typer) -> None:
                                                "`mwa train`."),
         model: Optional[Path] = typer.Option(None, "--model", help="Instead of --adapter: a folder written by "
                                              "`mwa export` (onnxruntime, no PyTorch model)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: RUN_DIR/index_<photos>]."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Index folder \\[default: RUN_DIR/index_<photos>]."),
         captions: Optional[Path] = typer.Option(None, "--captions", help="Data dir of `mwa prepare` whose "
                                                 "captions are embedded too (for photo → caption search)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the run's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the run's]."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the run's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the run's]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         batch_size: int = typer.Option(64, "--batch-size", help="Embedding batch size."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes [default: CPU cores]."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes \\[default: CPU cores]."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
                                     "`mwa search --nprobe`."),
         approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-sq8 | ivf-pq "
-                                                  "[default: auto: IVF-Flat below 100,000 photos, IVF-SQ8 while its "
+                                                  "\\[default: auto: IVF-Flat below 100,000 photos, IVF-SQ8 while its "
                                                   "codes fit in a quarter of the memory, else IVF-PQ]; with "
                                                   "--approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
-                                            "[default: about 2·√photos]; with --approx."),
+                                            "\\[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
         from mwa_cli.search.index import build_index

@@ -39,18 +39,18 @@ def register(app: typer.Typer) -> None:
         image: Optional[Path] = typer.Option(None, "--image", help="Search with this photo instead of words."),
         top: int = typer.Option(10, "--top", help="How many results."),
         nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Approximate search: visit the N closest "
-                                             "lists of the index's faiss IVF (`mwa index --approx`) [default: exact]."),
+                                             "lists of the index's faiss IVF (`mwa index --approx`) \\[default: exact]."),
         html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file "
                                             "(with why-this-match heat maps for a text query)."),
         heatmap: bool = typer.Option(False, "--heatmap", help="Why this match? Add an occlusion heat map to the "
                                      "first 8 photos of a text query (JSON: `heat`)."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder \\[default: the one that built "
                                                "the index]; another adapter is refused."),
         model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `mwa export` to embed "
-                                             "the query with (onnxruntime) [default: the one that built the "
+                                             "the query with (onnxruntime) \\[default: the one that built the "
                                              "index, if an export did]."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the index's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the index's]."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the index's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the index's]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:

@@ -32,10 +32,10 @@ def register(app: typer.Typer) -> None:
         index: Path = typer.Option(..., "--index", help="Index folder written by `mwa index`."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this PC only)."),
         port: int = typer.Option(8765, "--port", help="Port to listen on."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder \\[default: the one that built "
                                                "the index]; another adapter is refused."),
         model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `mwa export` "
-                                             "(onnxruntime) [default: the one that built the index]."),
+                                             "(onnxruntime) \\[default: the one that built the index]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu (PyTorch models)."),
         heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Why-this-match heat maps on the "
                                       "results page (about one extra forward pass per shown photo)."),
