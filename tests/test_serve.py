@@ -178,6 +178,7 @@ def test_200_queries_from_8_concurrent_clients(served):
           "bench/bench_serve.py measures beit3-mini)")
 
 
+@pytest.mark.slow
 def test_index_updated_while_serving_is_picked_up(tmp_path):
     run, photos, index = make_index(tmp_path)
     server = Server(index, "--no-heatmaps")
