@@ -38,8 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(url: str, *, host: str | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, method=method, headers={"Host": host} if host else {})
+def get(url: str, *, host: str | None = None, method: str = "GET", lang: str | None = None
+        ) -> tuple[int, dict, bytes]:
+    headers = {**({"Host": host} if host else {}), **({"Accept-Language": lang} if lang else {})}
+    req = urllib.request.Request(url, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, dict(r.headers), r.read()
@@ -144,6 +146,19 @@ def test_json_api_and_security_rules(served):
     assert "default-src 'none'" in headers["content-security-policy"]
     code, _, body = get(server.base + "/photo/nothere")
     assert code == 404 and "no photo with id" in body.decode()
+    # the page's words follow the browser's language
+    ja = get(server.base + "/?q=dent&top=2", lang="ja-JP,ja;q=0.9,en;q=0.8")[2].decode()
+    assert '<html lang="ja">' in ja and "近い写真" in ja and "検索" in ja
+    en = get(server.base + "/?q=dent&top=2", lang="en-GB,en;q=0.9,ja;q=0.5")[2].decode()
+    assert '<html lang="en">' in en and "Nearest photos" in en
+
+
+def test_language_choice():
+    from mwa_cli.serve.labels import LABELS, pick_language
+
+    assert pick_language("ja,en;q=0.8") == "ja" and pick_language("en-US,ja;q=0.5") == "en"
+    assert pick_language(None) == "en" and pick_language("fr-FR") == "en"
+    assert LABELS["ja"].keys() == LABELS["en"].keys()
 
 
 def test_200_queries_from_8_concurrent_clients(served):

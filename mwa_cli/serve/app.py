@@ -10,6 +10,7 @@ import jinja2
 from mwa_cli import __version__
 from mwa_cli.errors import MwaError
 from mwa_cli.report.html import template_dir
+from mwa_cli.serve.labels import LABELS, pick_language
 from mwa_cli.serve.state import LiveIndex
 
 TEMPLATE = "serve.html.j2"
@@ -87,11 +88,13 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
                 add_heatmaps(result, live.current(), live.model, limit=HEAT_LIMIT)
         return result
 
-    def _page(result: dict[str, Any] | None, q: str = "", error: dict | None = None,
+    def _page(request: Request, result: dict[str, Any] | None, q: str = "", error: dict | None = None,
               status: int = 200):
         index = live.current()
+        lang = pick_language(request.headers.get("accept-language"))
         html = template.render(result=result, q=q, error=error, index=index.meta, n_images=index.n_images,
-                               index_path=str(index.path), mwa_version=__version__, heatmaps=heatmaps)
+                               index_path=str(index.path), mwa_version=__version__, heatmaps=heatmaps,
+                               lang=lang, t=LABELS[lang])
         return HTMLResponse(html, status_code=status)
 
     def _error_body(exc: MwaError) -> dict[str, Any]:
@@ -101,22 +104,22 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
         return 404 if "no photo with id" in exc.message else 400 if exc.exit_code == 2 else 422
 
     @app.get("/", response_class=HTMLResponse)
-    def home(q: str = "", top: int = 20, nprobe: int | None = None):
+    def home(request: Request, q: str = "", top: int = 20, nprobe: int | None = None):
         if not q.strip():
-            return _page(None)
+            return _page(request, None)
         try:
             result = _decorate(_text(q, top, nprobe), heatmaps)
         except MwaError as exc:
-            return _page(None, q=q, error=_error_body(exc), status=_status_of(exc))
-        return _page(result, q=q)
+            return _page(request, None, q=q, error=_error_body(exc), status=_status_of(exc))
+        return _page(request, result, q=q)
 
     @app.get("/photo/{image_id}", response_class=HTMLResponse)
-    def photo(image_id: str, top: int = 20, nprobe: int | None = None):
+    def photo(request: Request, image_id: str, top: int = 20, nprobe: int | None = None):
         try:
             result = _decorate(_similar(image_id, top, nprobe), False)
         except MwaError as exc:
-            return _page(None, error=_error_body(exc), status=_status_of(exc))
-        return _page(result)
+            return _page(request, None, error=_error_body(exc), status=_status_of(exc))
+        return _page(request, result)
 
     @app.get("/api/search")
     def api_search(q: str = Query(..., description="words, English or Japanese"), top: int = 10,
