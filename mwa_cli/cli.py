@@ -32,6 +32,8 @@ COMMAND_MODULES = [
     "report",
     "index",
     "search",
+    "export",
+    "serve",
     "demo",
     "doctor",
 ]

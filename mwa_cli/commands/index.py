@@ -13,9 +13,10 @@ HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`
 
 Same ingestion rules as `mwa prepare` (hidden files skipped, links leaving the folder refused, broken photos
 listed in rejected.csv with the reason). Re-running on the same folder embeds only new or changed photos and drops
-removed ones. An index is tied to its adapter and backbone: another adapter is refused. --approx also builds an
-approximate (IVF) index for `mwa search --nprobe N` (worth it from millions of photos); later re-runs keep it
-up to date.
+removed ones. An index is tied to its adapter and backbone: another adapter is refused. --model EXPORT_DIR
+embeds with an `mwa export` folder (onnxruntime) instead of a run. --approx also builds an approximate index with
+faiss (IVF-Flat; IVF-SQ8 from 100,000 photos; IVF-PQ when those would not fit in memory) for `mwa search
+--nprobe N` (worth it from about a million photos); later re-runs add new photos to it without rebuilding.
 
 Examples:
 
@@ -24,6 +25,8 @@ Examples:
   mwa index ./photos --adapter runs/my-run --out photos_index --captions data   (also embed data's captions)
 
   mwa index ./photos --adapter runs/my-run --out photos_index --approx   (then: mwa search ... --nprobe 16)
+
+  mwa index ./photos --model line3_model --out photos_index   (an `mwa export` folder: no PyTorch model)
 """
 
 
@@ -32,27 +35,35 @@ def register(app: typer.Typer) -> None:
     @guarded
     def index_cmd(
         photos: Path = typer.Argument(..., help="Folder of photos to index (searched recursively)."),
-        adapter: Path = typer.Option(..., "--adapter", help="Run folder (or adapter folder) of `mwa train`."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Index folder [default: RUN_DIR/index_<photos>]."),
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) of "
+                                               "`mwa train`."),
+        model: Optional[Path] = typer.Option(None, "--model", help="Instead of --adapter: a folder written by "
+                                             "`mwa export` (onnxruntime, no PyTorch model)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Index folder \\[default: RUN_DIR/index_<photos>]."),
         captions: Optional[Path] = typer.Option(None, "--captions", help="Data dir of `mwa prepare` whose "
                                                 "captions are embedded too (for photo → caption search)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the run's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the run's]."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the run's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the run's]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         batch_size: int = typer.Option(64, "--batch-size", help="Embedding batch size."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes [default: CPU cores]."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes \\[default: CPU cores]."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
                                     "`mwa search --nprobe`."),
+        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-sq8 | ivf-pq "
+                                                  "\\[default: auto: IVF-Flat below 100,000 photos, IVF-SQ8 while its "
+                                                  "codes fit in a quarter of the memory, else IVF-PQ]; with "
+                                                  "--approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
-                                            "[default: about 4·√photos]; with --approx."),
+                                            "\\[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
         from mwa_cli.search.index import build_index
 
-        summary = build_index(photos, adapter, out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
+        summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
                               device=device, batch_size=batch_size, workers=workers, progress=not json_out,
-                              rebuild=rebuild, approx=approx, nlist=nlist)
+                              rebuild=rebuild, approx=approx, nlist=nlist,
+                              approx_kind=approx_kind)
         if json_out:
             emit_json(summary)
             return
@@ -67,9 +78,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"  captions: {c['captions']} ({c['captions_embedded']} embedded now)", highlight=False)
         if summary.get("approx"):
             a = summary["approx"]
-            console.print(f"  approximate index: {a['nlist']} lists ("
-                          + (f"built in {a['seconds']:.1f} s" if a["rebuilt"] else "unchanged") + ")",
-                          highlight=False)
+            console.print(f"  approximate index: faiss {a['kind']}, {a['nlist']} lists ({a['how']} in "
+                          f"{a['seconds']:.1f} s)", highlight=False)
         rate = f" · {summary['images_per_s']:.1f} photos/s" if summary.get("images_per_s") else ""
         console.print(f"  {summary['seconds']:.1f} s{rate}", highlight=False)
         if c["rejected"]:
@@ -77,3 +87,19 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
         console.print(f'  next: mwa search "a scratch near the edge" --index {escape(summary["index"])}',
                       highlight=False)
+
+
+def _one_model(adapter: Optional[Path], model: Optional[Path]) -> Path:
+    """The model that embeds: a run folder (--adapter) or an export folder (--model), exactly one of them."""
+    from mwa_cli.errors import ConfigError
+
+    if (adapter is None) == (model is None):
+        raise ConfigError("give exactly one of --adapter RUN_DIR and --model EXPORT_DIR",
+                          hint="e.g. mwa index ./photos --adapter runs/my-run --out photos_index")
+    if model is not None:
+        from mwa_cli.export.runtime import read_manifest
+
+        read_manifest(model)  # a clear error for a folder that is not an export
+        return model
+    assert adapter is not None
+    return adapter

@@ -20,11 +20,13 @@ Examples:
 
   mwa search "crack near the weld" --index photos_index
 
-  mwa search "右上に傷" --index photos_index --top 20 --html results.html
+  mwa search "右上に傷" --index photos_index --top 20 --html results.html   (with why-this-match heat maps)
 
   mwa search --image query.jpg --index photos_index --json
 
   mwa search "crack near the weld" --index photos_index --nprobe 16   (needs `mwa index ... --approx`)
+
+  mwa search "crack near the weld" --index photos_index --model line3_model   (onnxruntime, from `mwa export`)
 """
 
 
@@ -37,34 +39,46 @@ def register(app: typer.Typer) -> None:
         image: Optional[Path] = typer.Option(None, "--image", help="Search with this photo instead of words."),
         top: int = typer.Option(10, "--top", help="How many results."),
         nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Approximate search: visit the N closest "
-                                             "lists of the index's IVF (`mwa index --approx`) [default: exact]."),
-        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file."),
-        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder [default: the one that built "
+                                             "lists of the index's faiss IVF (`mwa index --approx`) \\[default: exact]."),
+        html: Optional[Path] = typer.Option(None, "--html", help="Also write the results as one HTML file "
+                                            "(with why-this-match heat maps for a text query)."),
+        heatmap: bool = typer.Option(False, "--heatmap", help="Why this match? Add an occlusion heat map to the "
+                                     "first 8 photos of a text query (JSON: `heat`)."),
+        adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder \\[default: the one that built "
                                                "the index]; another adapter is refused."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights [default: the index's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model [default: the index's]."),
+        model: Optional[Path] = typer.Option(None, "--model", help="A folder written by `mwa export` to embed "
+                                             "the query with (onnxruntime) \\[default: the one that built the "
+                                             "index, if an export did]."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the index's]."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the index's]."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.search.index import SearchIndex, adapter_identity, check_identity, load_search_model, \
-            read_index_meta
+        from mwa_cli.search.index import SearchIndex, model_for_index, read_index_meta
         from mwa_cli.search.query import check_query, search
 
         check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
         meta = read_index_meta(index)
-        run_dir = adapter or Path(meta.get("adapter") or "")
-        check_identity(meta.get("identity") or {}, adapter_identity(run_dir), index, meta.get("adapter"))
+        source = model_for_index(meta, index, adapter=adapter, model=model)   # refuses another adapter, cheaply
         idx = SearchIndex.load(index)
         check_query(text=text, image=image, top=top, nprobe=nprobe, index=idx)  # --nprobe needs an IVF
-        sm = load_search_model(run_dir, weights=weights or meta.get("weights"),
-                               tokenizer=tokenizer or meta.get("tokenizer"), device=device,
-                               need_tokenizer=text is not None)
+        sm = source.load(weights=weights, tokenizer=tokenizer, device=device, need_tokenizer=text is not None)
         result = search(idx, sm, text=text, image=image, top=top, nprobe=nprobe)
+        if (heatmap or html is not None) and text is not None:
+            from mwa_cli.search.heatmap import add_heatmaps
+
+            add_heatmaps(result, idx, sm, images=html is not None)
         if html is not None:
             from mwa_cli.search.html import PhotoThumbs, write_search_html
 
             write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
             result["html"] = str(html)
+            for hit in result["images"]:
+                if hit.get("heat"):
+                    hit["heat"].pop("overlay", None)  # the page has it; the JSON keeps the numbers
+            if not heatmap:
+                for hit in result["images"]:
+                    hit.pop("heat", None)
         if json_out:
             emit_json(result)
             return
@@ -99,6 +113,7 @@ def _print(result: dict) -> None:
         console.print(ct)
     t = result["timing_ms"]
     how = result.get("search") or {"method": "exact"}
-    kind = "exact" if how["method"] == "exact" else f"approximate, nprobe {how['nprobe']} of {how['nlist']} lists"
+    kind = "exact" if how["method"] == "exact" else \
+        f"approximate {how['method']}, nprobe {how['nprobe']} of {how['nlist']} lists"
     console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms ({kind})"
                        + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))

@@ -1,120 +1,241 @@
-"""Optional approximate search: an inverted-file index (IVF-flat) in plain torch, no extra dependency.
+"""Approximate nearest-neighbour search with faiss: IVF-Flat, IVF-SQ8 (8-bit scalar codes) or IVF-PQ, chosen by
+size (`choose_kind`). Built by `mwa index --approx`, persisted as
+`approx-<generation>.faiss` beside the index, updated in place on re-runs (new photos added, removed ones taken
+out, no retraining until the archive outgrows the lists it was trained for) and used by `mwa search --nprobe N`.
 
-k-means (spherical, on L2-normalised embeddings) splits the rows into `nlist` lists; a query scores the list
-centroids, visits the `nprobe` best lists and ranks their rows exactly. Cost per query ≈ nlist + N·nprobe/nlist
-dot products instead of N. Worth it only from millions of photos: at 100k the exact search already meets the
-50 ms target on 2 CPU cores (docs/benchmarks.md). Recall against `exact_topk` is measured by
-`recall_at_k` (bench/bench_search.py --approx). Built by `mwa index --approx` (persisted as `ivf.safetensors`,
-see `save` / `load`) and used by `mwa search --nprobe N`.
+faiss ids are stable keys derived from the photo's content hash (`image_key`), not embedding rows, so an update
+never renumbers what is already in the lists; `ApproxIndex.search` maps keys back to the index's rows.
+Vectors are L2-normalised, so inner product = cosine. IVF-PQ results are re-ranked exactly against the
+embeddings (the first `RERANK × k` candidates); IVF-SQ8 the same, which gives IVF-Flat's recall while a query
+reads a quarter of the bytes.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-import torch
+import numpy as np
 
-from mwa_cli.search.query import exact_topk
+from mwa_cli.errors import ConfigError
 
-IVF_FILE = "ivf.safetensors"
-IVF_KIND = "ivf-flat"
+KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq")
+SQ8_FROM = 100_000            # auto: IVF-SQ8 from this many photos (below, exact search is fast anyway)
+FILE_PREFIX = "approx-"
+FILE_SUFFIX = ".faiss"
+MIN_PQ_ROWS = 10_000          # PQ codebooks (256 centroids per sub-vector) need about 39 × 256 training vectors
+RETRAIN_GROWTH = 4.0          # retrain the lists once the archive is 4× what they were trained on
+TRAIN_PER_LIST = 50           # k-means sample: 50 vectors per list (faiss warns below 39)
+RERANK = 30                   # IVF-PQ: exact re-ranking of the first RERANK × k candidates
+
+
+def image_key(image_id: str) -> int:
+    """The faiss id of a photo: its content id's first 15 hex digits (60 bits, a non-negative int64)."""
+    return int(image_id[:15], 16)
+
+
+def image_keys(image_ids: Sequence[str]) -> np.ndarray:
+    return np.fromiter((image_key(i) for i in image_ids), dtype=np.int64, count=len(image_ids))
+
+
+def default_nlist(n: int) -> int:
+    """≈ 2·√N lists, at most N/39 (each list needs training vectors) and at least 1."""
+    return int(max(1, min(round(2 * n ** 0.5), n // 39, 65536)))
+
+
+def choose_kind(n: int, dim: int, memory_budget: int | None = None) -> str:
+    """auto: IVF-Flat below SQ8_FROM photos; IVF-SQ8 while its codes (d bytes per photo) take at most a quarter of
+    the budget (default: the machine's memory); IVF-PQ (d/4 bytes per photo) beyond."""
+    budget = memory_budget if memory_budget is not None else _total_memory()
+    if n < SQ8_FROM:
+        return "ivf-flat"
+    return "ivf-sq8" if n * dim <= budget // 4 else "ivf-pq"
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - the [search] extra is installed with .[dev]
+        raise ConfigError("approximate search needs faiss, which is not installed",
+                          hint='pip install "mwa-cli[search]" (or faiss-cpu), or search without --approx/--nprobe'
+                          ) from None
+    return faiss
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizers for IVF-PQ: 4 dimensions each (192 bytes per 768-d photo, 1/16 of float32), a divisor of d.
+    8 dimensions each lost half the recall@10 on clustered test vectors even after re-ranking."""
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return m
 
 
 @dataclass
-class IVFIndex:
-    centroids: torch.Tensor   # [nlist, d]
-    order: torch.Tensor       # [N] row ids grouped by list
-    offsets: torch.Tensor     # [nlist + 1] start of each list in `order`
-    matrix: torch.Tensor      # [N, d] rows grouped by list (matrix_orig[order])
+class ApproxIndex:
+    """A faiss IVF index over photo keys, and what it was built with."""
 
-    @classmethod
-    def build(cls, matrix: torch.Tensor, nlist: int | None = None, iters: int = 10, seed: int = 0,
-              sample: int = 65536) -> "IVFIndex":
-        n = matrix.shape[0]
-        nlist = int(nlist or max(1, min(4096, round(4 * n ** 0.5))))
-        nlist = min(nlist, n)
-        g = torch.Generator().manual_seed(seed)
-        train = matrix[torch.randperm(n, generator=g)[:max(sample, nlist)]].float()
-        cent = train[torch.randperm(train.shape[0], generator=g)[:nlist]].clone()
-        for _ in range(iters):
-            assign = _assign(train, cent)
-            sums = torch.zeros_like(cent).index_add_(0, assign, train)
-            counts = torch.bincount(assign, minlength=nlist)
-            empty = counts == 0
-            sums[empty] = cent[empty]  # keep empty lists where they were
-            cent = torch.nn.functional.normalize(sums, dim=1)
-        assign = _assign(matrix.float(), cent)
-        order = torch.argsort(assign, stable=True)
-        counts = torch.bincount(assign, minlength=nlist)
-        offsets = torch.zeros(nlist + 1, dtype=torch.long)
-        offsets[1:] = torch.cumsum(counts, 0)
-        return cls(centroids=cent, order=order, offsets=offsets, matrix=matrix[order].contiguous())
+    kind: str
+    index: object            # faiss.IndexIVFFlat | IndexIVFScalarQuantizer | IndexIVFPQ
+    trained_rows: int
+    source: Path | None = None   # the file it was loaded from, while unchanged since (saved by a hard link)
 
     @property
     def nlist(self) -> int:
-        return int(self.centroids.shape[0])
+        return int(self.index.nlist)
 
-    def save(self, path: str | Path, generation: str) -> None:
-        """Write centroids, order and offsets (the grouped matrix is rebuilt from the index's embeddings on load)
-        to a temporary name then os.replace; metadata `generation` ties the file to index.json."""
-        from safetensors.torch import save_file
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
 
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, keys: np.ndarray, *, kind: str = "auto", nlist: int | None = None,
+              seed: int = 0, memory_budget: int | None = None) -> "ApproxIndex":
+        """Train the lists (k-means on a sample of TRAIN_PER_LIST × nlist vectors) and add every vector."""
+        faiss = _faiss()
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = x.shape
+        if kind == "auto":
+            kind = choose_kind(n, d, memory_budget)
+        if kind not in KINDS:
+            raise ConfigError(f"unknown approximate index kind {kind!r}", hint=f"choose auto, {', '.join(KINDS)}")
+        if kind == "ivf-pq" and n < MIN_PQ_ROWS:
+            raise ConfigError(f"an IVF-PQ index needs at least {MIN_PQ_ROWS:,} photos to learn its codebooks "
+                              f"(this index has {n:,})", hint="use --approx-kind ivf-flat (or auto)")
+        nlist = int(min(nlist or default_nlist(n), n))
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf-flat":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf-sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_m(d), 8, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.cp.max_points_per_centroid = TRAIN_PER_LIST
+        index.cp.min_points_per_centroid = 1  # small archives: fewer training points than faiss likes is fine
+        index.cp.niter = 10
+        sample = max(nlist * TRAIN_PER_LIST, MIN_PQ_ROWS if kind == "ivf-pq" else 0)
+        rng = np.random.default_rng(seed)
+        train = x if n <= sample else x[np.sort(rng.choice(n, sample, replace=False))]
+        index.train(train)
+        index.add_with_ids(x, np.asarray(keys, dtype=np.int64))
+        return cls(kind=kind, index=index, trained_rows=n)
+
+    def add(self, vectors: np.ndarray, keys: np.ndarray) -> None:
+        if len(keys):
+            self.source = None
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, np.int64))
+
+    def remove(self, keys: np.ndarray) -> int:
+        if not len(keys):
+            return 0
+        faiss = _faiss()
+        self.source = None
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(keys, dtype=np.int64))))
+
+    def needs_retraining(self) -> bool:
+        """Lists trained on far fewer photos than it now holds get long and slow: rebuild them."""
+        return self.ntotal > RETRAIN_GROWTH * max(self.trained_rows, 1)
+
+    def save(self, path: str | Path) -> None:
+        """Write to a temporary name then rename (a reader never sees half a file); an index unchanged since it
+        was loaded is hard-linked instead of rewritten (a no-op re-run of a million photos writes nothing)."""
+        faiss = _faiss()
         path = Path(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            save_file({"centroids": self.centroids.float().contiguous(), "order": self.order.long().contiguous(),
-                       "offsets": self.offsets.long().contiguous()}, str(tmp),
-                      metadata={"generation": generation, "kind": IVF_KIND})
+            if self.source is not None and self.source.is_file():
+                try:
+                    os.link(self.source, tmp)
+                except OSError:  # a file system without hard links
+                    faiss.write_index(self.index, str(tmp))
+            else:
+                faiss.write_index(self.index, str(tmp))
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
 
     @classmethod
-    def load(cls, path: str | Path, matrix: torch.Tensor, generation: str | None = None) -> "IVFIndex":
-        """Read a file written by `save` for the embeddings `matrix` [N, d]. ValueError when it does not match
-        them (other generation, other row count or dimension, malformed lists)."""
-        from safetensors.torch import safe_open
+    def load(cls, path: str | Path, *, kind: str, trained_rows: int) -> "ApproxIndex":
+        """Read a file written by `save`. ValueError when it is not a faiss IVF index of that kind."""
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise ValueError(f"not a faiss index ({str(exc).splitlines()[0][:120]})") from None
+        expected = {"ivf-flat": faiss.IndexIVFFlat, "ivf-sq8": faiss.IndexIVFScalarQuantizer,
+                    "ivf-pq": faiss.IndexIVFPQ}[kind]
+        if not isinstance(index, expected):
+            raise ValueError(f"holds a {type(index).__name__}, not the {kind} index that index.json records")
+        return cls(kind=kind, index=index, trained_rows=int(trained_rows), source=Path(path))
 
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            cent, order, offsets = (fh.get_tensor(k) for k in ("centroids", "order", "offsets"))
-        if generation is not None and meta.get("generation") != generation:
-            raise ValueError("written by another `mwa index` run than the embeddings")
-        n = matrix.shape[0]
-        if cent.dim() != 2 or cent.shape[1] != matrix.shape[1] or order.shape != (n,) \
-                or offsets.shape != (cent.shape[0] + 1,) or int(offsets[0]) != 0 or int(offsets[-1]) != n \
-                or bool((offsets[1:] < offsets[:-1]).any()) \
-                or not torch.equal(torch.sort(order).values, torch.arange(n)):
-            raise ValueError("its lists do not match the embeddings")
-        return cls(centroids=cent.float(), order=order.long(), offsets=offsets.long(),
-                   matrix=matrix[order].contiguous())
-
-    def search(self, queries: torch.Tensor, k: int, nprobe: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores [Q,k], original rows [Q,k]); fewer than k results are padded with -inf / -1."""
-        if queries.dim() == 1:
-            queries = queries[None]
-        nprobe = min(nprobe, self.centroids.shape[0])
-        _, lists = torch.topk(queries.float() @ self.centroids.T, nprobe, dim=1)
-        out_s = torch.full((queries.shape[0], k), float("-inf"))
-        out_i = torch.full((queries.shape[0], k), -1, dtype=torch.long)
-        for qi in range(queries.shape[0]):
-            spans = [torch.arange(self.offsets[li], self.offsets[li + 1]) for li in lists[qi].tolist()]
-            cand = torch.cat(spans)
-            if cand.numel() == 0:
-                continue
-            s, pos = exact_topk(self.matrix[cand], queries[qi:qi + 1], k)
-            out_s[qi, :s.shape[1]] = s[0]
-            out_i[qi, :s.shape[1]] = self.order[cand[pos[0]]]
-        return out_s, out_i
+    def search(self, queries: np.ndarray, k: int, nprobe: int, *, key_rows: "KeyRows",
+               vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, k], index rows [Q, k]), padded with -inf / -1 when fewer than k photos were reached.
+        IVF-SQ8 / IVF-PQ candidates are re-ranked with the exact `vectors` (the index's embeddings) when given."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self.index.nprobe = int(min(nprobe, self.nlist))
+        fetch = k * RERANK if self.kind != "ivf-flat" and vectors is not None else k
+        scores, keys = self.index.search(q, int(min(fetch, max(self.ntotal, 1))))
+        rows = key_rows.rows(keys)
+        if fetch != k:
+            scores, rows = _rerank(q, rows, vectors, k)
+        out_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        out_r = np.full((q.shape[0], k), -1, dtype=np.int64)
+        kk = min(k, rows.shape[1])
+        out_s[:, :kk], out_r[:, :kk] = scores[:, :kk], rows[:, :kk]
+        out_s[out_r < 0] = -np.inf
+        return out_s, out_r
 
 
-def _assign(x: torch.Tensor, cent: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    return torch.cat([torch.argmax(x[i:i + chunk] @ cent.T, dim=1) for i in range(0, x.shape[0], chunk)])
+def _rerank(q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = np.full(rows.shape, -np.inf, dtype=np.float32)
+    for i in range(q.shape[0]):
+        ok = rows[i] >= 0
+        s[i, ok] = vectors[rows[i, ok]] @ q[i]
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, order, 1), np.take_along_axis(rows, order, 1)
 
 
-def recall_at_k(approx_rows: torch.Tensor, exact_rows: torch.Tensor) -> float:
+class KeyRows:
+    """Maps faiss keys back to the index's embedding rows (vectorised: sorted keys + searchsorted)."""
+
+    def __init__(self, keys: np.ndarray):
+        keys = np.asarray(keys, dtype=np.int64)
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted = keys[self.order]
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self.sorted, keys), 0, max(len(self.sorted) - 1, 0))
+        if not len(self.sorted):
+            return np.full(keys.shape, -1, dtype=np.int64)
+        hit = (self.sorted[pos] == keys) & (keys >= 0)
+        return np.where(hit, self.order[pos], -1)
+
+
+def approx_file(generation: str) -> str:
+    """The file name of a generation's approximate index (old generations' files are removed after the new
+    index.json is written)."""
+    return f"{FILE_PREFIX}{generation[:16]}{FILE_SUFFIX}"
+
+
+def recall_at_k(approx_rows, exact_rows) -> float:
     """Mean fraction of the exact top-k found by the approximate top-k (0–1)."""
-    hits = [len(set(a.tolist()) & set(e.tolist())) / max(1, e.numel()) for a, e in zip(approx_rows, exact_rows)]
+    hits = [len(set(np.asarray(a).tolist()) & set(np.asarray(e).tolist())) / max(1, len(e))
+            for a, e in zip(approx_rows, exact_rows)]
     return float(sum(hits) / max(1, len(hits)))

@@ -65,8 +65,16 @@ class SearchModel:
         """Embeddings of uint8 [B, S, S, 3] images (already square-resized)."""
         from mwa_cli.eval.embed import embed_images
 
-        return embed_images(self.model, images_u8, np.arange(len(images_u8)), image_size=self.image_size,
-                            device=self.device).cpu()
+        return self.embed_rows(images_u8, np.arange(len(images_u8)))
+
+    @torch.inference_mode()
+    def embed_rows(self, images: np.ndarray, rows: Any, *, batch_size: int = 64, progress: Any = None
+                   ) -> torch.Tensor:
+        """Embeddings of rows `rows` of uint8 [*, S, S, 3] `images` (an image cache or staging memmap)."""
+        from mwa_cli.eval.embed import embed_images
+
+        return embed_images(self.model, images, rows, image_size=self.image_size, device=self.device,
+                            batch_size=batch_size, progress=progress).cpu()
 
 
 def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
@@ -86,9 +94,25 @@ def adapter_identity(run_dir: str | Path) -> dict[str, Any]:
             "method": cfg.get("method")}
 
 
+def model_identity(path: str | Path) -> dict[str, Any]:
+    """`adapter_identity` of a run folder, or the identity an export directory recorded (the same hashes)."""
+    from mwa_cli.export.runtime import is_export_dir, read_manifest
+
+    if is_export_dir(path):
+        return dict(read_manifest(path)["identity"])
+    return adapter_identity(path)
+
+
 def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokenizer: str | None = None,
-                      device: str = "auto", need_tokenizer: bool = True) -> SearchModel:
-    """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training)."""
+                      device: str = "auto", need_tokenizer: bool = True) -> Any:
+    """Rebuild the run's adapted model (as `mwa eval` does: same seed, weights and tokenizer as training), or,
+    for a folder written by `mwa export`, open its ONNX graphs in onnxruntime (no PyTorch model is built)."""
+    from mwa_cli.export.runtime import ExportedModel, is_export_dir
+
+    if is_export_dir(run_dir):
+        if weights or tokenizer:
+            raise ConfigError("--weights and --tokenizer do not apply to an exported model (it holds both)")
+        return ExportedModel.load(run_dir, need_tokenizer=need_tokenizer)
     from mwa_cli.adapters.io import load_adapter, read_adapter_config
     from mwa_cli.eval.evaluate import load_tokenizer
     from mwa_cli.train.config import resolve_device
@@ -144,6 +168,41 @@ def check_identity(index_identity: dict[str, Any], identity: dict[str, Any], ind
                  "with `mwa index PHOTOS_DIR --adapter RUN_DIR --out NEW_DIR` (or --rebuild)")
 
 
+@dataclass
+class ModelSource:
+    """Where the model of an index comes from: a run folder or an export folder, already checked against it."""
+
+    path: Path
+    exported: bool
+    meta: dict[str, Any]
+
+    def load(self, *, weights: str | None = None, tokenizer: str | None = None, device: str = "auto",
+             need_tokenizer: bool = True) -> Any:
+        """The model (a SearchModel, or an onnxruntime ExportedModel for an export folder)."""
+        if self.exported:
+            return load_search_model(self.path, weights=weights, tokenizer=tokenizer, need_tokenizer=need_tokenizer)
+        return load_search_model(self.path, weights=weights or self.meta.get("weights"),
+                                 tokenizer=tokenizer or self.meta.get("tokenizer"), device=device,
+                                 need_tokenizer=need_tokenizer)
+
+
+def model_for_index(meta: dict[str, Any], index_dir: str | Path, *, adapter: str | Path | None = None,
+                    model: str | Path | None = None) -> ModelSource:
+    """The model that queries an index: `adapter` (a run folder), `model` (an export folder), or by default the
+    one that built it. Refuses, before anything heavy is loaded, one made with another adapter or backbone."""
+    from mwa_cli.export.runtime import is_export_dir
+
+    if adapter is not None and model is not None:
+        raise ConfigError("give --adapter or --model, not both")
+    path = Path(adapter or model or meta.get("model") or meta.get("adapter") or "")
+    if model is None and adapter is None and meta.get("model") and not Path(meta["model"]).exists() \
+            and meta.get("adapter") and Path(meta["adapter"]).exists():
+        path = Path(meta["adapter"])  # the export that built it was moved: its run (same identity) answers
+    check_identity(meta.get("identity") or {}, model_identity(path), Path(index_dir),
+                   meta.get("model") or meta.get("adapter"))
+    return ModelSource(path=path, exported=is_export_dir(path), meta=meta)
+
+
 # ------------------------------------------------------------------------------------------------ the index
 @dataclass
 class SearchIndex:
@@ -158,6 +217,8 @@ class SearchIndex:
     row_paths: list[list[str]] = field(default_factory=list)   # row -> file paths (sorted; first = canonical)
     row_ids: list[str] = field(default_factory=list)
     _ivf: Any = field(default=None, repr=False)
+    _key_rows: Any = field(default=None, repr=False)
+    _row_of: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -169,10 +230,8 @@ class SearchIndex:
         return bool(self.meta.get("approx"))
 
     def ivf(self) -> Any:
-        """The persisted IVF index (mwa_cli.search.approx.IVFIndex), loaded on first use."""
-        from safetensors import SafetensorError
-
-        from mwa_cli.search.approx import IVF_FILE, IVFIndex
+        """The persisted approximate index (mwa_cli.search.approx.ApproxIndex), loaded on first use."""
+        from mwa_cli.search.approx import KINDS, ApproxIndex
 
         if self._ivf is None:
             if not self.has_ivf:
@@ -180,13 +239,37 @@ class SearchIndex:
                                   hint=f"search without --nprobe (exact), or add one with `mwa index "
                                        f"{self.meta.get('source') or 'PHOTOS_DIR'} --adapter RUN_DIR "
                                        f"--out {self.path} --approx`")
+            rec = self.meta["approx"]
+            path = self.path / str(rec.get("file"))
+            if rec.get("kind") not in KINDS:
+                raise DataError(f"the approximate index of {self.path} was made by an older mwa ({rec.get('kind')})",
+                                hint="run the same `mwa index ... --approx` again to rebuild it with faiss, or "
+                                     "search without --nprobe", exit_code=EXIT_DATA)
             try:
-                self._ivf = IVFIndex.load(self.path / IVF_FILE, self.images, self.meta.get("generation"))
-            except (ValueError, OSError, SafetensorError) as exc:
-                raise DataError(f"cannot use the approximate index {self.path / IVF_FILE}: {exc}",
+                ivf = ApproxIndex.load(path, kind=rec["kind"], trained_rows=int(rec.get("trained_rows") or 0))
+                if ivf.ntotal != self.n_images or ivf.dim != self.images.shape[1]:
+                    raise ValueError(f"it holds {ivf.ntotal} vectors of {ivf.dim} dimensions, the index "
+                                     f"{self.n_images} of {self.images.shape[1]}")
+            except (ValueError, OSError) as exc:
+                raise DataError(f"cannot use the approximate index {path}: {exc}",
                                 hint="run the same `mwa index ... --approx` again, or search without --nprobe",
                                 exit_code=EXIT_DATA) from None
+            self._ivf = ivf
         return self._ivf
+
+    def row_of(self, image_id: str) -> int | None:
+        """The embedding row of a photo id (None when the index has no such photo)."""
+        if self._row_of is None:
+            self._row_of = {i: r for r, i in enumerate(self.row_ids)}
+        return self._row_of.get(image_id)
+
+    def key_rows(self) -> Any:
+        """faiss keys → embedding rows (mwa_cli.search.approx.KeyRows), built on first use."""
+        from mwa_cli.search.approx import KeyRows, image_keys
+
+        if self._key_rows is None:
+            self._key_rows = KeyRows(image_keys(self.row_ids))
+        return self._key_rows
 
     @property
     def source(self) -> Path:
@@ -302,13 +385,59 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     elif (out / CAPTIONS_FILE).exists():
         (out / CAPTIONS_FILE).unlink()
     write_csv(out / REJECTED_FILE, rejected)
-    from mwa_cli.search.approx import IVF_FILE
+    from mwa_cli.search.approx import FILE_PREFIX, FILE_SUFFIX
 
+    keep = (meta.get("approx") or {}).get("file")
     if ivf is not None:
-        ivf.save(out / IVF_FILE, meta["generation"])
+        ivf.save(out / keep)
     atomic_write_json(out / INDEX_FILE, meta)
+    # after index.json: a reader never misses a recorded file; older generations' files go
+    for old in [*out.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"), out / "ivf.safetensors"]:
+        if old.name != keep:
+            old.unlink(missing_ok=True)
+
+
+def _update_approx(old: "SearchIndex | None", old_approx: dict[str, Any] | None, images: torch.Tensor,
+                   row_ids: list[str], generation: str, *, approx: bool, nlist: int | None,
+                   kind: str | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The new generation's approximate index: the old one updated in place (keys added / removed) when it is
+    usable and was built with the same options, else a new one. Returns (index, index.json record, summary)."""
+    from mwa_cli.search.approx import ApproxIndex, approx_file, image_keys
+
+    kind_option = (kind or "auto") if approx else (old_approx or {}).get("kind_option", "auto")
+    nlist_option = nlist if approx else (old_approx or {}).get("nlist_option")
+    t0 = time.perf_counter()
+    vectors = images.float().numpy()
+    keys = image_keys(row_ids)
+    ivf, how = None, "built"
+    same_options = old_approx is not None and old_approx.get("kind_option", "auto") == kind_option and \
+        old_approx.get("nlist_option") == nlist_option
+    if old is not None and same_options:
+        try:
+            ivf = old.ivf()
+        except (DataError, ConfigError):
+            ivf = None
+    if ivf is not None:
+        old_keys = image_keys(old.row_ids)  # type: ignore[union-attr]
+        gone = np.setdiff1d(old_keys, keys)
+        new_mask = ~np.isin(keys, old_keys)
+        ivf.remove(gone)
+        ivf.add(vectors[new_mask], keys[new_mask])
+        how = "updated" if len(gone) or new_mask.any() else "unchanged"
+        if ivf.ntotal != len(keys) or ivf.needs_retraining():
+            ivf, how = None, "rebuilt"
     if ivf is None:
-        (out / IVF_FILE).unlink(missing_ok=True)  # after index.json: readers never miss a recorded one
+        ivf = ApproxIndex.build(vectors, keys, kind=kind_option, nlist=nlist_option)
+        how = "built" if how == "built" and old_approx is None else "rebuilt"
+    seconds = time.perf_counter() - t0
+    import faiss
+
+    record = {"kind": ivf.kind, "file": approx_file(generation), "nlist": ivf.nlist, "nlist_option": nlist_option,
+              "kind_option": kind_option, "rows": ivf.ntotal, "trained_rows": ivf.trained_rows,
+              "library": f"faiss {faiss.__version__}"}
+    summary = {"kind": ivf.kind, "nlist": ivf.nlist, "rebuilt": how in ("built", "rebuilt"), "how": how,
+               "seconds": round(seconds, 3)}
+    return ivf, record, summary
 
 
 def _caption_set(data_dir: Path) -> tuple[pd.DataFrame, str | None]:
@@ -334,18 +463,18 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 device: str = "auto", batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
                 search_model: SearchModel | None = None, approx: bool = False,
-                nlist: int | None = None) -> dict[str, Any]:
+                nlist: int | None = None, approx_kind: str | None = None) -> dict[str, Any]:
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
     by the same adapter) and write the index. Returns a summary dict (the `--json` output).
 
-    `approx` also builds the IVF index of `mwa search --nprobe` (`nlist` lists, default ≈ 4·√N). Once an index
-    has one, re-runs keep it (rebuilt when the embeddings changed, reused otherwise); `rebuild` drops it unless
+    `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto | ivf-flat | ivf-sq8 | ivf-pq, `nlist`
+    lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
+    taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
     `approx` is given again."""
     from mwa_cli.data import cache as _cache
     from mwa_cli.data import ingest
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
     from mwa_cli.data.manifest import REJECTED_COLUMNS
-    from mwa_cli.eval.embed import embed_images
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -353,8 +482,10 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     if nlist is not None and nlist < 1:
         raise ConfigError(f"--nlist must be at least 1 (got {nlist})")
-    if nlist is not None and not approx:
-        raise ConfigError("--nlist sets the approximate index's lists: it goes with --approx",
+    if approx_kind is not None and approx_kind not in ("auto", "ivf-flat", "ivf-sq8", "ivf-pq"):
+        raise ConfigError(f"unknown --approx-kind {approx_kind!r}", hint="choose auto, ivf-flat, ivf-sq8 or ivf-pq")
+    if (nlist is not None or approx_kind is not None) and not approx:
+        raise ConfigError("--nlist and --approx-kind set up the approximate index: they go with --approx",
                           hint="e.g. mwa index PHOTOS_DIR --adapter RUN_DIR --approx --nlist 1024")
     t0 = time.perf_counter()
     photos = Path(photos_dir).expanduser()
@@ -373,7 +504,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
 
     # ---------------------------------------------------------------- previous index (identity first: cheap)
-    identity = adapter_identity(run_dir)
+    identity = model_identity(run_dir)
     old: SearchIndex | None = None
     if out.is_dir() and (out / INDEX_FILE).is_file() and not rebuild:
         old_meta = read_index_meta(out)
@@ -468,8 +599,9 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 bar.advance(task, done_now)
             if rows:
                 t1 = time.perf_counter()
-                emb = embed_images(sm.model, mm, rows, image_size=size, device=sm.device, batch_size=batch_size,
-                                   progress=(lambda n: bar.advance(task, n)) if bar is not None else None).cpu()
+                emb = torch.as_tensor(sm.embed_rows(mm, rows, batch_size=batch_size,
+                                                    progress=(lambda n: bar.advance(task, n)) if bar is not None
+                                                    else None))
                 embed_s += time.perf_counter() - t1
                 n_embedded += len(rows)
                 for i, e in zip(ids, emb):
@@ -513,36 +645,22 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         else:
             if sm.tokenizer is None:  # pragma: no cover - need_tokenizer was set above
                 raise ConfigError("no tokenizer to embed captions")
-            from mwa_cli.eval.embed import embed_texts
-
-            ids_t, mask_t = sm.tokenizer.encode_batch(list(captions["caption"]))
-            caption_emb = embed_texts(sm.model, ids_t, mask_t, device=sm.device).cpu()
+            caption_emb = torch.as_tensor(sm.encode_texts(list(captions["caption"])))
             cap_embedded = len(captions)
         cap_meta = {"data_dir": str(cdir), "dataset_hash": ds_hash, "count": len(captions)}
     elif old is not None and old.caption_emb is not None:
         captions, caption_emb, cap_meta = old.captions, old.caption_emb, old.meta.get("captions")
 
-    # ---------------------------------------------------------------- approximate index (IVF), when asked or held
+    # ---------------------------------------------------------------- approximate index, when asked or held
+    generation = uuid.uuid4().hex
     ivf, approx_meta, approx_summary = None, None, None
     old_approx = (old.meta.get("approx") or None) if old is not None else None
     if approx or old_approx:
-        from mwa_cli.search.approx import IVF_FILE, IVF_KIND, IVFIndex
-
-        nlist_option = nlist if approx else (old_approx or {}).get("nlist_option")
-        reused = False
-        if old is not None and old_approx and torch.equal(images, old.images) and \
-                (nlist is None or nlist == old_approx.get("nlist")):
-            try:
-                ivf, reused = old.ivf(), True
-            except (DataError, ConfigError):
-                ivf = None
-        t_ivf = time.perf_counter()
-        if ivf is None:
-            ivf = IVFIndex.build(images, nlist=nlist_option)
-        ivf_s = time.perf_counter() - t_ivf
-        approx_meta = {"kind": IVF_KIND, "file": IVF_FILE, "nlist": ivf.nlist, "nlist_option": nlist_option,
-                       "rows": int(images.shape[0])}
-        approx_summary = {"nlist": ivf.nlist, "rebuilt": not reused, "seconds": round(ivf_s, 3)}
+        row_ids = [""] * int(images.shape[0])
+        for i, r in row_of.items():
+            row_ids[r] = i
+        ivf, approx_meta, approx_summary = _update_approx(old, old_approx, images, row_ids, generation,
+                                                          approx=approx, nlist=nlist, kind=approx_kind)
 
     old_paths = set(old_by_path) if same_source else set()
     removed = len(old_paths - set(records)) if same_source else 0
@@ -560,9 +678,10 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     }
     meta = {
         "schema_version": SCHEMA_VERSION,
-        "generation": uuid.uuid4().hex,
+        "generation": generation,
         "identity": identity,
         "adapter": str(sm.run_dir.resolve()),
+        "model": str(sm.path) if hasattr(sm, "manifest") else None,   # the export directory, when one built it
         "method": sm.method,
         "weights": sm.weights,
         "tokenizer": sm.tokenizer_path,

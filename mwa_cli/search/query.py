@@ -127,8 +127,8 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     """One query → the JSON-ready result: nearest images (and nearest captions for a photo query when the
     index holds a caption set), with cosine scores and timings.
 
-    Exact by default; `nprobe` searches the index's IVF instead, visiting the `nprobe` closest lists (nprobe ≥
-    nlist gives the exact results). `result["search"]` says which ran. Captions are always searched exactly."""
+    Exact by default; `nprobe` searches the index's faiss IVF instead, visiting the `nprobe` closest lists
+    (IVF-Flat with nprobe ≥ nlist gives the exact results). `result["search"]` says which ran. Captions are always searched exactly."""
     check_query(text=text, image=image, top=top, nprobe=nprobe, index=index)
     warnings: list[str] = []
     t0 = time.perf_counter()
@@ -138,11 +138,11 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
             shown = "".join(dict.fromkeys(unknown))[:20]
             warnings.append(f"{len(unknown)} character(s) of the query are unknown to the tokenizer ({shown}); "
                             "results may ignore them")
-        q = sm.encode_texts([text])
+        q = torch.as_tensor(sm.encode_texts([text]))
         query: dict[str, Any] = {"kind": "text", "text": text}
     else:
         px = load_query_image(image, sm.image_size, index.meta.get("max_pixels"))  # type: ignore[arg-type]
-        q = sm.encode_pixels(px)
+        q = torch.as_tensor(sm.encode_pixels(px))
         query = {"kind": "image", "path": str(image)}
     t1 = time.perf_counter()
     if q.shape[-1] != index.images.shape[-1]:
@@ -153,10 +153,12 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
         how: dict[str, Any] = {"method": "exact"}
     else:
         ivf = index.ivf()
-        s, r = ivf.search(q, top, nprobe=nprobe)
+        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
+                                vectors=index.images.numpy())
+        s, r = torch.from_numpy(s_np), torch.from_numpy(r_np)
         keep = r[0] >= 0  # fewer candidates than --top in the visited lists
         s, r = s[:, keep], r[:, keep]
-        how = {"method": "ivf", "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
     result: dict[str, Any] = {"query": query, "index": str(index.path), "source": str(index.source),
                               "top": top, "search": how, "images": _image_hits(index, s[0], r[0])}
     if query["kind"] == "image" and index.caption_emb is not None:
@@ -165,5 +167,39 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     t2 = time.perf_counter()
     result["timing_ms"] = {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)}
     result["warnings"] = warnings
+    result["n_images"] = index.n_images
+    return result
+
+
+def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | None = None) -> dict[str, Any]:
+    """The photos (and captions, when the index holds a caption set) closest to an indexed photo, from its
+    stored embedding: nothing is decoded or encoded. The photo itself comes first (score 1)."""
+    check_query(text="-", top=top, nprobe=nprobe, index=index)
+    row = index.row_of(image_id)
+    if row is None:
+        raise DataError(f"no photo with id {image_id!r} in the index {index.path}",
+                        hint="take the id from a search result (it changes when the photo's content does)",
+                        exit_code=EXIT_DATA)
+    t0 = time.perf_counter()
+    q = index.images[row:row + 1]
+    if nprobe is None:
+        s, r = exact_topk(index.images, q, top)
+        how: dict[str, Any] = {"method": "exact"}
+    else:
+        ivf = index.ivf()
+        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
+                                vectors=index.images.numpy())
+        keep = r_np[0] >= 0
+        s, r = torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep])
+        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+    paths = index.row_paths[row]
+    result: dict[str, Any] = {"query": {"kind": "photo", "image_id": image_id, "path": paths[0] if paths else None},
+                              "index": str(index.path), "source": str(index.source), "top": top, "search": how,
+                              "images": _image_hits(index, s[0], r[0])}
+    if index.caption_emb is not None:
+        cs, cr = exact_topk(index.caption_emb, q, top)
+        result["captions"] = _caption_hits(index, cs[0], cr[0])
+    result["timing_ms"] = {"encode": 0.0, "search": round((time.perf_counter() - t0) * 1000, 2)}
+    result["warnings"] = []
     result["n_images"] = index.n_images
     return result

@@ -1,0 +1,56 @@
+"""Open the index, check the address, and run the app under Uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+from typing import Callable
+
+from mwa_cli.errors import ConfigError
+
+EXIT_ADDRESS = 2
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail with what to do when the address cannot be listened on (busy port, unknown host) before loading."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535 (got {port})")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ConfigError(f"--host {host!r} is not an address of this computer",
+                          hint="use 127.0.0.1 (this PC only) or 0.0.0.0 (every network interface)") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (another `mwa serve`?)",
+                                  hint=f"stop the other program, or choose another port: --port {port + 1}"
+                                  ) from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+                              hint="use 127.0.0.1 and a port above 1024") from None
+
+
+def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, adapter: str | Path | None = None,
+          model: str | Path | None = None, device: str = "auto", heatmaps: bool = True,
+          announce: Callable[[str], None] | None = None) -> None:
+    try:
+        import uvicorn
+
+        from mwa_cli.serve.app import create_app
+    except ImportError as exc:  # pragma: no cover - the [serve] extra is installed with .[dev]
+        raise ConfigError(f"mwa serve needs FastAPI and Uvicorn ({exc.name} is not installed)",
+                          hint='pip install "mwa-cli[serve]"') from None
+    from mwa_cli.serve.state import LiveIndex
+
+    check_address(host, port)
+    live = LiveIndex(index_dir, adapter=adapter, model=model, device=device)
+    app = create_app(live, host=host, heatmaps=heatmaps)
+    shown = f"[{host}]" if ":" in host else host
+    if announce is not None:
+        announce(f"http://{shown}:{port}/  ({live.index.n_images} photos)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
