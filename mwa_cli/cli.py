@@ -57,14 +57,12 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point. A failing command ends the process within seconds even if an exit handler
+    """Console-script entry point. The process ends within seconds of the command's end even if an exit handler
     blocks (`exit_soon`)."""
     try:
         app()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code:
-            from mwa_cli.commands.common import exit_soon
+        from mwa_cli.commands.common import exit_soon
 
-            exit_soon(code)
+        exit_soon(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
         raise

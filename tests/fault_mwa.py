@@ -6,6 +6,7 @@ The faults come from the JSON in FAULT_SPEC (read here, in test code only):
   {"rank_raise_at": S, "rank": R} process R raises RuntimeError before optimizer step S
   {"step_delay": 0.3}             every optimizer step sleeps (so a signal lands mid-run)
   {"ckpt_pause": 3}               a checkpoint sleeps between writing its files and publishing them (SIGKILL there)
+  {"final_eval_delay": 30}        the final evaluation starts by sleeping (a signal lands in it)
   {"stamp": PATH}                 the moment a fault fires is written to PATH (time.time())
 With `--devices N`, the launcher starts its ranks through this module too, so they carry the same faults.
 """
@@ -65,6 +66,18 @@ def _patch() -> None:
         return original_step(self, batch)
 
     Trainer.step = step
+
+    if SPEC.get("final_eval_delay"):
+        from mwa_cli.train import loop
+
+        original_final = loop.final_evaluation
+
+        def final_evaluation(*args, **kwargs):
+            _stamp()
+            time.sleep(float(SPEC["final_eval_delay"]))
+            return original_final(*args, **kwargs)
+
+        loop.final_evaluation = final_evaluation
 
     if SPEC.get("ckpt_pause"):
         from mwa_cli.train import checkpoint

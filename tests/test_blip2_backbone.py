@@ -27,7 +27,7 @@ from mwa_cli.adapters.registry import PARAM_BUDGET, apply_method  # noqa: E402
 from mwa_cli.errors import ConfigError  # noqa: E402
 from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
 from mwa_cli.eval.metrics import retrieval_ranks  # noqa: E402
-from mwa_cli.eval.similarity import paired_similarity, similarity  # noqa: E402
+from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.models.hf import HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
 from mwa_cli.train.loss import contrastive_loss, model_loss  # noqa: E402

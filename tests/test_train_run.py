@@ -372,8 +372,8 @@ def test_cpu_batch_size_auto_says_what_it_picks(train_data_dir, train_tokenizer,
 
 def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(train_data_dir, train_tokenizer,
                                                                              tmp_path):
-    """torchrun (and systemd) signal the whole process group: the DataLoader workers end, and the trainer, whose
-    own signal flag is set, still checkpoints at the step boundary and exits 143 (no loader error shown)."""
+    """torchrun (and systemd) signal the whole process group: the DataLoader workers must ignore SIGTERM and
+    leave the stop to the trainer, which checkpoints and exits 143."""
     env = _fault_env(step_delay=0.15)
     args = _cli_args(train_data_dir, train_tokenizer, tmp_path, "workers", workers=1, checkpoint_every=100)
     proc = subprocess.Popen(args, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -43,6 +44,11 @@ def guarded(fn: F) -> F:
         except Exception as exc:  # noqa: BLE001 - no traceback for the user
             if os.environ.get("MWA_DEBUG"):
                 raise
+            if is_disk_full(exc):
+                err_console.print(f"[bold red]error:[/] no space left on the disk ({exc})", highlight=False)
+                err_console.print("[yellow]hint:[/] free some space and run the command again; an interrupted "
+                                  "training run continues with `mwa train --resume RUN`", highlight=False)
+                raise typer.Exit(1) from None
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
@@ -84,6 +90,11 @@ def is_peer_loss(exc: BaseException) -> bool:
     text = str(exc).lower()
     return name in ("DistBackendError", "DistNetworkError") or (
         name in ("RuntimeError", "DistError") and any(p in text for p in _PEER_LOSS))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a write that failed because the disk is full (OSError ENOSPC, or a library's own error)."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
 
 
 def emit_json(obj: Any) -> None:

@@ -15,7 +15,7 @@ Protocol (the words in :data:`PROTOCOL` are written into ``eval.json``):
 
 Scores are plain dot products of the embeddings as given: pass L2-normalised embeddings for cosine similarity.
 Image embeddings may be multi-vector ([N_img, Q, d], BLIP-2): an image's score is then its best query token's
-(``mwa_cli.eval.similarity``).
+(``mwa_cli.similarity``).
 Similarities are computed block by block (``chunk_size`` images x ``chunk_size`` captions at a time), so memory
 stays bounded by ``chunk_size**2`` scores plus a few numbers per query, never ``N_img x N_txt``: 100k images x
 500k captions works. Each block serves both directions (the text->image block is the transpose of the
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mwa_cli.eval.similarity import paired_similarity, similarity
+from mwa_cli.similarity import paired_similarity, similarity
 
 PROTOCOL = (
     "Image-text retrieval over the whole evaluated split. Image->text: every image is a query against all "

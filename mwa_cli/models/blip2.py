@@ -6,7 +6,7 @@ The contrastive (ITC) path of BLIP-2, as transformers computes it with ``use_ima
   every query token -> L2-normalised: ``[B, Q, d]`` (Q = 32 query tokens, d = 256), one vector per query token;
 * text: the Q-Former's text stream alone (its word/position embeddings, the shared self-attention, the
   text-specific FFN) -> ``text_projection`` of the [CLS] token -> L2-normalised ``[B, d]``;
-* score: the best query token, ``max_q <img_q, txt>`` (``mwa_cli.eval.similarity``).
+* score: the best query token, ``max_q <img_q, txt>`` (``mwa_cli.similarity``).
 
 The transformers model stays unchanged under ``.hf`` (state-dict names are transformers'); methods attach to it
 through hooks (``mwa_cli.adapters.blip2``). transformers' model has no temperature (the converted checkpoints
@@ -132,7 +132,7 @@ class Blip2Retrieval(nn.Module):
         self.register_buffer("_pix_b", torch.tensor(b).view(1, 3, 1, 1), persistent=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / ITC_TEMPERATURE),
                                                      device=hf_model.query_tokens.device))
-        self.image_vectors = self.config.num_query_tokens  # embeddings per image (mwa_cli.eval.similarity)
+        self.image_vectors = self.config.num_query_tokens  # embeddings per image (mwa_cli.similarity)
         self.frozen_prefix = 0
 
     # ------------------------------------------------------------------ structure for the methods

@@ -63,7 +63,6 @@ class SearchModel:
     @torch.inference_mode()
     def encode_pixels(self, images_u8: np.ndarray) -> torch.Tensor:
         """Embeddings of uint8 [B, S, S, 3] images (already square-resized)."""
-        from mwa_cli.eval.embed import embed_images
 
         return self.embed_rows(images_u8, np.arange(len(images_u8)))
 

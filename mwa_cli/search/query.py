@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
-from mwa_cli.eval.similarity import similarity
+from mwa_cli.similarity import similarity
 from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
 
 DEFAULT_CHUNK = 65536
@@ -23,7 +23,7 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
     Rows are scored `chunk` at a time, so memory stays at Q×chunk scores whatever the index size; each chunk's
     top-k is merged into the running top-k. Ties keep the lower row first (as a stable sort of -score would).
     Embeddings are L2-normalised, so the inner product is the cosine similarity. Multi-vector rows or queries
-    ([N, Q, d], BLIP-2 images) score their best vector (`mwa_cli.eval.similarity`).
+    ([N, Q, d], BLIP-2 images) score their best vector (`mwa_cli.similarity`).
     """
     if queries.dim() == 1:
         queries = queries[None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 import re
@@ -111,8 +113,12 @@ class TrainConfig:
             raise ConfigError("--epochs must be positive")
         if self.steps is not None and self.steps < 1:
             raise ConfigError("--steps must be at least 1")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError("--lr must be positive")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, not {self.lr!r}", hint="e.g. --lr 2e-4")
+        if self.name is not None:
+            from mwa_cli.train.run_dir import check_run_name
+
+            check_run_name(self.name)
         if not 0 < self.crop_scale_min <= 1:
             raise ConfigError("crop_scale_min must be in (0, 1]")
         if self.log_every < 1:

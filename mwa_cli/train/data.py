@@ -85,12 +85,11 @@ def crop_boxes(batch: int, gen: torch.Generator, scale_min: float = 0.5, scale_m
 
 
 def _worker_init(_worker_id: int) -> None:
-    """Ctrl-C goes to the whole process group: workers ignore it, the trainer stops at a step boundary and shuts
-    them down itself. SIGTERM keeps its default action: it is how a worker is ended when anything goes wrong (an
-    ignored SIGTERM made the interpreter's exit wait forever for workers nobody had told to stop). Linux: a worker
-    also dies with its trainer process, even one killed with SIGKILL."""
+    """Ctrl-C (and torchrun's or systemd's SIGTERM) go to the whole process group: workers ignore them, the trainer
+    stops at a step boundary and shuts them down itself (`close_loader`). Linux: a worker dies with its trainer
+    process, even one killed with SIGKILL, so an ignored SIGTERM never leaves one behind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent()
 
 

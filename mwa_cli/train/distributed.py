@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.eval.similarity import similarity
+from mwa_cli.similarity import similarity
 from mwa_cli.train.loss import MAX_LOGIT_SCALE
 from mwa_cli.train.run_dir import RunDir
 

@@ -490,6 +490,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     device = resolve_device(cfg.device)
     dctx = dist_mod.init_from_env(device)  # world size 1 unless started by torchrun
     device = dctx.device
+    if resume_state is not None and dctx.is_main:
+        run.lock()  # before anything is written: a second `mwa train --resume` of the same run is refused
     if not dctx.is_main:
         progress = None  # rank 0 alone shows progress and writes files
         if resume_state is not None:
@@ -860,10 +862,6 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 try:
                     batch = next(it)
                 except Exception as exc:  # noqa: BLE001 - a worker's error or death, or the loader's timeout
-                    if flag.signum is None:
-                        time.sleep(0.5)  # a signal sent to the whole process group may still be on its way here
-                    if flag.signum is not None:
-                        continue  # it also ended the workers: stop at the top of the loop, agreed by every rank
                     raise loader_failure(exc, step + 1, resume_cmd if last_good_ckpt_step is not None else None
                                          ) from None
                 if fcache is not None:
@@ -977,6 +975,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                              resume_command=resume_cmd, timing=timing, last_loss=last_loss)
 
         # -------------------------------------------------------------- final evaluation and artefacts
+        if trainer.trains and last_good_ckpt_step != step:
+            save_ckpt(step)  # an interruption from here on resumes straight into the final evaluation
+            last_good_ckpt_step = step
         flag.restore()  # from here on, Ctrl-C interrupts the (short) finalisation directly
         if val_data is not None:
             result, _, secs = run_eval(val_data, "val", step)

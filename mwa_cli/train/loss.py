@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mwa_cli.eval.similarity import similarity
+from mwa_cli.similarity import similarity
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature floor 0.01, as CLIP: keeps from-scratch training stable
 
@@ -16,7 +16,7 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
     """`(CE(s·I·Tᵀ, y) + CE(s·T·Iᵀ, y)) / 2` with `s = exp(logit_scale)`; row i of each side is a positive pair.
 
     Embeddings are expected L2-normalised (the model's heads do it); image embeddings may be multi-vector
-    ([B, Q, d], BLIP-2: the score is the best query token, `mwa_cli.eval.similarity`). The logits are computed in float32 whatever
+    ([B, Q, d], BLIP-2: the score is the best query token, `mwa_cli.similarity`). The logits are computed in float32 whatever
     the autocast dtype, so bf16/fp16 training does not lose the softmax's precision.
     """
     img = image_emb.float()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
+
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
@@ -19,6 +21,31 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+MARKER = ".mwa-run"  # marks a folder as an mwa run folder (folders of older versions: config.json with mwa_version)
+LOCK = ".lock"  # held (flock) by the process writing the run
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name: it cannot leave --out (no separators, '..', absolute paths)."""
+    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or Path(name).is_absolute() or name != name.strip())
+    if bad:
+        raise ConfigError(f"--name {name!r} is not a folder name",
+                          hint="use letters, digits, '-', '_' and '.' (the run is written to --out/NAME)")
+    return name
+
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder mwa made as a run folder (its marker, or an older run's config.json)."""
+    if (path / MARKER).is_file():
+        return True
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "mwa_version" in cfg
+
+
 def default_run_name(method: str, backbone: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone).strip("-") or "backbone"
     return f"{method}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -29,6 +56,10 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock_file = None
+
+    def __getstate__(self) -> dict:  # sent to the other ranks, which never hold the lock
+        return dict(self.__dict__, _lock_file=None)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -58,17 +89,51 @@ class RunDir:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, out: str | Path, name: str) -> "RunDir":
-        path = Path(out) / name
-        if path.exists() and any(path.iterdir()):
-            started = (path / "checkpoint").exists() or (path / "adapter_model.safetensors").exists()
-            if started:
-                raise ConfigError(f"run folder {path} already exists",
-                                  hint=f"continue it with `mwa train --resume {path}`, or pick another --name")
-            # a start that was stopped before its first checkpoint: nothing to keep, start it again
-            for leftover in ("config.json", "metrics.jsonl", "timing.json", "eval.json", "eval_topk.json"):
-                (path / leftover).unlink(missing_ok=True)
+        """A new run folder `out/name`, marked as mwa's and locked by this process. An existing folder is reused
+        only when it is an mwa run stopped before its first checkpoint; anything else is refused untouched."""
+        path = Path(out) / check_run_name(name)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path} exists and is not a folder", hint="pick another --name or --out")
+        if path.is_dir() and any(path.iterdir()) and not is_run_folder(path):
+            raise ConfigError(f"{path} exists and is not an mwa run folder: nothing in it is changed",
+                              hint="pick another --name or --out")
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        run = cls(path)
+        run.lock()
+        started = (path / "checkpoint").exists() or (path / "adapter_model.safetensors").exists()
+        if started:
+            run.unlock()
+            raise ConfigError(f"run folder {path} already exists",
+                              hint=f"continue it with `mwa train --resume {path}`, or pick another --name")
+        # a start that was stopped before its first checkpoint: nothing to keep, start it again
+        for leftover in ("config.json", "metrics.jsonl", "timing.json", "eval.json", "eval_topk.json"):
+            (path / leftover).unlink(missing_ok=True)
+        atomic_write_json(path / MARKER, {"kind": "run", "mwa_version": __version__})
+        return run
+
+    def lock(self) -> None:
+        """Hold the run's lock for this process's life: a second `mwa train` on the same run is refused."""
+        import fcntl
+
+        f = open(self.path / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held until unlock / exit
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"run folder {self.path} is being written by {holder}",
+                              hint="wait for that run to end (or stop it), or pick another --name") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"mwa process {os.getpid()}")
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     # ------------------------------------------------------------------ files
     def write_config(self, config: dict) -> None:
