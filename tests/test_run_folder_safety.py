@@ -124,3 +124,45 @@ def test_ctrl_c_during_the_final_evaluation_resumes_into_it(tmp_path, train_data
     steps = [json.loads(x)["step"] for x in (out / "f" / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["kind"] == "train"]
     assert steps[-1] == 6
+
+
+def test_the_lock_removes_half_written_checkpoints(tmp_path):
+    run = RunDir.create(tmp_path, "r")
+    stale = run.checkpoint_root / ".tmp-123-456"
+    stale.mkdir(parents=True)
+    (stale / "state.pt").write_bytes(b"x" * 1000)
+    run.unlock()
+    again = RunDir(run.path)
+    again.lock()
+    assert not stale.exists()
+    again.unlock()
+
+
+def test_a_full_disk_is_a_message_not_an_internal_error(capsys):
+    import errno
+
+    import typer
+
+    from mwa_cli.commands.common import guarded
+
+    @guarded
+    def writes():
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/r/adapter_model.safetensors")
+
+    with pytest.raises(typer.Exit) as exc:
+        writes()
+    assert exc.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "no space left on the disk" in err and "internal error" not in err and "--resume" in err
+
+
+def test_launcher_variables_change_nothing_outside_the_launcher(tmp_path, monkeypatch):
+    from mwa_cli.train import distributed as dist_mod
+
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    monkeypatch.setenv(dist_mod.ENV_RESULT, str(target))
+    monkeypatch.setenv(dist_mod.ENV_COMMAND, "rm -rf ~/important")
+    dist_mod.write_result({"exit_code": 0})
+    assert target.read_text() == "keep me"
+    assert dist_mod.user_command() is None

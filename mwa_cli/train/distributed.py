@@ -398,9 +398,11 @@ def on_main(fn: Callable[[], Any]) -> Any:
 
 
 def write_result(result: dict) -> None:
-    """Rank 0 under `launch`: leave the run's result for the launching process."""
+    """Rank 0 under mwa's launcher: leave the run's result for the launching process. Only a process started by
+    the launcher does (a stray MWA_DIST_RESULT in a plain `mwa train` changes nothing), and only into the
+    launcher's own private temporary folder."""
     path = os.environ.get(ENV_RESULT)
-    if path and _CTX.is_main:
+    if path and _CTX.is_main and launched_by_mwa() and Path(path).parent.name.startswith("mwa-dist-"):
         tmp = Path(path).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, default=str), encoding="utf-8")
         os.replace(tmp, path)
@@ -422,4 +424,5 @@ def start_time_monotonic() -> float | None:
 
 
 def user_command() -> str | None:
-    return os.environ.get(ENV_COMMAND) or None
+    """The command line the user typed, passed on by mwa's launcher (ignored in any other process)."""
+    return (os.environ.get(ENV_COMMAND) or None) if launched_by_mwa() else None

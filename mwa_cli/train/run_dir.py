@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -129,6 +130,10 @@ class RunDir:
         f.write(f"mwa process {os.getpid()}")
         f.flush()
         self._lock_file = f
+        # the lock makes this the run's only writer: a checkpoint another process left half-written (killed, disk
+        # full) is nobody's now
+        for tmp in self.checkpoint_root.glob(".tmp-*") if self.checkpoint_root.is_dir() else ():
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def unlock(self) -> None:
         if self._lock_file is not None:
