@@ -26,18 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import cpu_name, save_run
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rss_gib() -> float:
@@ -45,18 +36,6 @@ def _rss_gib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _mini_run(path: Path) -> Path:
-    from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
-    from mwa_cli.models.presets import build_backbone
-
-    torch.manual_seed(0)
-    model, info = build_backbone("beit3-mini")
-    applied = apply_method(model, "frozen")
-    save_adapter(path, model, applied, info)
-    return path
 
 
 def _sweep(ivf, vectors: np.ndarray, queries: np.ndarray, exact_rows: np.ndarray, key_rows, nprobes) -> list:
@@ -85,7 +64,7 @@ def bench_real(tmp: Path) -> dict:
     from mwa_cli.search.index import SearchIndex, build_index, load_search_model
     from mwa_cli.search.query import exact_topk
 
-    run = _mini_run(tmp / "mini")
+    run = save_run(tmp / "mini", "beit3-mini", "frozen")
     build_index(REPO / "sample_data" / "images", run, tmp / "idx", device="cpu", progress=False)
     idx = SearchIndex.load(tmp / "idx")
     sm = load_search_model(run, device="cpu")
@@ -141,7 +120,7 @@ def text_encode_ms(tmp: Path, threads: int) -> dict:
     from mwa_cli.export.runtime import ExportedModel
     from mwa_cli.search.index import load_search_model
 
-    run = _mini_run(tmp / "mini_t")
+    run = save_run(tmp / "mini_t", "beit3-mini", "frozen")
     sm = load_search_model(run, device="cpu")
     em = ExportedModel.load(export_onnx(run, tmp / "mini_t_onnx")["export"], threads=threads)
     texts = [f"a long scratch on the upper left of plate {i}" for i in range(50)]
@@ -176,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
 
-    res: dict = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "faiss": faiss.__version__,
+    res: dict = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "faiss": faiss.__version__,
                  "faiss_threads": faiss.omp_get_max_threads(), "torch": torch.__version__,
                  "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:

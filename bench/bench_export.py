@@ -20,16 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from benchlib import cpu_name, save_run
 
 
 def _rate(fn, n: int, repeats: int) -> float:
@@ -54,22 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
     from mwa_cli.export.onnx import export_onnx
     from mwa_cli.export.runtime import ExportedModel
-    from mwa_cli.models.presets import build_backbone
     from mwa_cli.search.index import load_search_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        torch.manual_seed(0)
-        model, info = build_backbone(args.backbone)
-        applied = apply_method(model, args.method)
-        with torch.no_grad():
-            for _, p in applied.trainable_named_parameters():
-                p.add_(torch.randn(p.shape) * 0.02)
-        save_adapter(run, model, applied, info)
+        run = save_run(Path(tmp) / "run", args.backbone, args.method, perturb=0.02)
         t0 = time.perf_counter()
         exp = export_onnx(run, Path(tmp) / "exp")
         export_s = time.perf_counter() - t0
@@ -81,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = [f"a long scratch on the upper left of plate {i}" if i % 2 else f"溶接部{i}の右上に傷"
                  for i in range(args.texts)]
         res = {
-            "cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__,
+            "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
             "onnxruntime": __import__("onnxruntime").__version__, "python": platform.python_version(),
             "backbone": args.backbone, "method": args.method, "image_size": size,
             "export_s": round(export_s, 2), "export_check": exp["check"],

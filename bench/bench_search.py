@@ -23,28 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _make_run(path: Path) -> Path:
-    from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
-    from mwa_cli.models.presets import build_backbone
-
-    torch.manual_seed(0)
-    model, info = build_backbone("beit3-tiny-test")
-    applied = apply_method(model, "mwa")
-    save_adapter(path, model, applied, info)
-    return path
+from benchlib import cpu_name, save_run
 
 
 def bench_query(run_dir: Path, n: int, dim: int, queries: int, chunk: int) -> dict:
@@ -147,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = _make_run(Path(tmp) / "run")
-        res = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        run_dir = save_run(Path(tmp) / "run", "beit3-tiny-test", "mwa")
+        res = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                "python": platform.python_version(),
                "query": bench_query(run_dir, args.n, args.dim, args.queries, args.chunk),
                "build": bench_build(run_dir, args.photos, args.width, args.height, args.workers)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -23,19 +22,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from benchlib import cpu_name, save_run
+
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["a scratch on the upper left", "右上に傷", "a large crack in the centre of a wooden board", "rust stain",
          "穴のある電子基板", "a small dent on the lower right", "部品の位置ずれ", "clean fabric sample, no defect"]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _get(url: str) -> int:
@@ -54,20 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(REPO))
-    from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
-    from mwa_cli.models.presets import build_backbone
     from mwa_cli.search.index import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        torch.manual_seed(0)
-        model, info = build_backbone("beit3-mini")
-        applied = apply_method(model, "mwa")
-        with torch.no_grad():
-            for _, p in applied.trainable_named_parameters():
-                p.add_(torch.randn(p.shape) * 0.02)
-        save_adapter(run, model, applied, info)
+        run = save_run(Path(tmp) / "run", "beit3-mini", "mwa", perturb=0.02)
         source = run
         if args.onnx:
             from mwa_cli.export.onnx import export_onnx
@@ -127,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.send_signal(2)
             proc.wait(timeout=30)
     latencies.sort()
-    res = {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    res = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "model": "beit3-mini + mwa, exported (onnxruntime)" if args.onnx else "beit3-mini + mwa (PyTorch)",
            "photos": 440, "clients": args.clients, "queries": len(latencies), "failures": len(failures),
            "p50_ms": round(statistics.median(latencies), 1),
