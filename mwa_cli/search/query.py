@@ -148,17 +148,7 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     if q.shape[-1] != index.images.shape[-1]:
         raise DataError(f"the model's embeddings have {q.shape[-1]} dimensions, the index's {index.images.shape[-1]}",
                         hint="rebuild the index with this adapter", exit_code=EXIT_DATA)
-    if nprobe is None:
-        s, r = exact_topk(index.images, q, top)
-        how: dict[str, Any] = {"method": "exact"}
-    else:
-        ivf = index.ivf()
-        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
-                                vectors=index.images.numpy())
-        s, r = torch.from_numpy(s_np), torch.from_numpy(r_np)
-        keep = r[0] >= 0  # fewer candidates than --top in the visited lists
-        s, r = s[:, keep], r[:, keep]
-        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+    s, r, how = _photo_topk(index, q, top, nprobe)
     result: dict[str, Any] = {"query": query, "index": str(index.path), "source": str(index.source),
                               "top": top, "search": how, "images": _image_hits(index, s[0], r[0])}
     if query["kind"] == "image" and index.caption_emb is not None:
@@ -169,6 +159,20 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
     result["warnings"] = warnings
     result["n_images"] = index.n_images
     return result
+
+
+def _photo_topk(index: SearchIndex, q: torch.Tensor, top: int, nprobe: int | None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Scores and rows of the `top` indexed photos closest to query `q` [1, d]: exact, or through the approximate
+    index with `nprobe` lists (then possibly fewer rows, when the visited lists hold fewer photos)."""
+    if nprobe is None:
+        s, r = exact_topk(index.images, q, top)
+        return s, r, {"method": "exact"}
+    ivf = index.ivf()
+    s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(), vectors=index.images.numpy())
+    keep = r_np[0] >= 0
+    how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+    return torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep]), how
 
 
 def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | None = None) -> dict[str, Any]:
@@ -182,16 +186,7 @@ def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | N
                         exit_code=EXIT_DATA)
     t0 = time.perf_counter()
     q = index.images[row:row + 1]
-    if nprobe is None:
-        s, r = exact_topk(index.images, q, top)
-        how: dict[str, Any] = {"method": "exact"}
-    else:
-        ivf = index.ivf()
-        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(),
-                                vectors=index.images.numpy())
-        keep = r_np[0] >= 0
-        s, r = torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep])
-        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+    s, r, how = _photo_topk(index, q, top, nprobe)
     paths = index.row_paths[row]
     result: dict[str, Any] = {"query": {"kind": "photo", "image_id": image_id, "path": paths[0] if paths else None},
                               "index": str(index.path), "source": str(index.source), "top": top, "search": how,
