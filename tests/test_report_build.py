@@ -232,3 +232,13 @@ def test_formatters():
     assert fmt_duration(3725) == "1 h 02 min" and fmt_duration(3725, "ja") == "1時間02分"
     assert fmt_duration(None) == "—"
     assert fmt_bytes(1536) == "1.5 KiB" and fmt_bytes(-2 * 1024**2, signed=True) == "-2.0 MiB"
+
+
+def test_a_run_from_random_weights_is_flagged(tmp_path):
+    _, runs = standard_runs(tmp_path)
+    cfg_path = runs / "mwa" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps(dict(cfg, weights="none")))
+    rep = make_report([], runs, write=False)
+    assert any("mwa started from a randomly initialised backbone" in n for n in rep["notes"])
+    assert not any("full-ft started from" in n for n in rep["notes"])

@@ -35,11 +35,11 @@ def test_parse_budget_rejects(text):
 def test_config_file_then_cli(tmp_path):
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"method": "nke", "lr": 1e-3, "batch-size": 16, "budget": "90m"}))
-    cfg = resolve_config({"lr": 5e-4, "method": None}, js)
+    cfg = resolve_config({"lr": 5e-4, "method": None, "backbone": "beit3-mini"}, js)
     assert (cfg.method, cfg.lr, cfg.batch_size, cfg.budget_s) == ("nke", 5e-4, 16, 5400)
     toml = tmp_path / "c.toml"
     toml.write_text('[train]\nmethod = "lora"\nepochs = 3\nmethod_options = { rank = 16 }\n')
-    cfg = resolve_config({}, toml)
+    cfg = resolve_config({"backbone": "beit3-mini"}, toml)
     assert cfg.method == "lora" and cfg.epochs == 3 and cfg.method_options == {"rank": 16}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"lrr": 1}))
@@ -142,9 +142,11 @@ def test_run_dir_refuses_started_runs_but_reuses_aborted_starts(tmp_path):
     run = RunDir.create(tmp_path, "a")
     run.write_config({"x": 1})  # stopped before its first checkpoint
     run.append_metrics({"kind": "eval", "step": 0})
+    run.unlock()  # the process that made it is gone
     again = RunDir.create(tmp_path, "a")
     assert not again.config_path.exists() and not again.metrics_path.exists()
     (again.path / "checkpoint").mkdir()
+    again.unlock()
     with pytest.raises(ConfigError, match="already exists"):
         RunDir.create(tmp_path, "a")
 
@@ -159,3 +161,29 @@ def test_metrics_truncation_on_resume(tmp_path):
         f.write('{"kind": "train", "st')  # a line cut by SIGKILL
     run.truncate_metrics(4)
     assert [r["step"] for r in run.read_metrics()] == [1, 2, 3, 4]
+
+
+def test_a_backbone_without_weights_is_refused_unless_asked_for_by_name():
+    """Leaving out --weights must not train a random BEiT-3 for hours: refused with where to get the weights."""
+    from mwa_cli.models.presets import TOKENIZER_URL, WEIGHTS_URLS
+
+    with pytest.raises(ConfigError, match="no pretrained weights for beit3-base") as exc:
+        resolve_config({"data_dir": "d"})  # the default backbone
+    assert WEIGHTS_URLS["beit3-base"] in exc.value.hint and TOKENIZER_URL in exc.value.hint
+    assert "--weights none" in exc.value.hint
+    with pytest.raises(ConfigError, match="beit3-large"):
+        resolve_config({"data_dir": "d", "backbone": "beit3-large-384"})
+    assert resolve_config({"data_dir": "d", "weights": "none"}).weights == "none"  # on purpose
+    assert resolve_config({"data_dir": "d", "backbone": "beit3-mini"}).weights is None  # bundled weights
+
+
+def test_train_without_weights_stops_before_anything_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from mwa_cli.cli import app
+
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "data"), "--method", "mwa", "--budget", "2h",
+                                   "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    assert "no pretrained weights for beit3-base" in " ".join(res.output.split())
+    assert not (tmp_path / "runs").exists()

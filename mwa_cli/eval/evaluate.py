@@ -120,8 +120,11 @@ def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):
 
         return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
     if not tokenizer_path:
-        raise ConfigError("no tokenizer for this backbone",
-                          hint="pass --tokenizer PATH to the backbone's sentencepiece model (beit3.spm for BEiT-3)")
+        from mwa_cli.models.presets import TOKENIZER_URL
+
+        raise ConfigError("no tokenizer for this backbone: BEiT-3 needs its sentencepiece model, beit3.spm",
+                          hint=f"download {TOKENIZER_URL} and pass --tokenizer PATH (or put it beside the weights "
+                               "file)")
     added = added_tokens_from(extension_table(model)) if model is not None else None
     return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
 
@@ -171,7 +174,9 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     if method == "frozen" and backbone:
         from mwa_cli.models.presets import build_backbone
 
-        model, info = build_backbone(backbone, weights, tokenizer=tokenizer)
+        from mwa_cli.models.presets import require_weights
+
+        model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target

@@ -55,7 +55,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a .pth/.pt/.bin (official layout: under ``model`` or ``module``) or .safetensors file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
+        raise CheckpointError(f"weights file not found: {path}",
+                              hint="check the path; BEiT-3's official weights and tokenizer: see `mwa doctor` "
+                                   "or the README (On your own photos)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"weights file is empty: {path}")
     if path.suffix == ".safetensors":

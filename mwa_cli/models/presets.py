@@ -27,6 +27,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                             ffn_dim=256, text_len=32),
 }
 MINI = "beit3-mini"
+TEST_PRESETS = ("beit3-tiny-test",)  # random by design: for tests, never offered to users
+NO_WEIGHTS = "none"  # `--weights none`: a randomly initialised backbone, asked for by name
+WEIGHTS_URLS = {
+    "beit3-base": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
+                  "beit3_base_itc_patch16_224.pth",
+    "beit3-large": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
+                   "beit3_large_itc_patch16_224.pth",
+}
+TOKENIZER_URL = "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/sentencepiece/beit3.spm"
 BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a written config (mwa_cli.models.blip2)
 
 # Peak learning rates per method. beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py,
@@ -50,6 +59,31 @@ class BackboneInfo:
     weights_sha256: str | None = None
     tokenizer_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def needs_weights(name: str) -> bool:
+    """True for a backbone that is useful only with pretrained weights the user must supply."""
+    return name != MINI and name not in TEST_PRESETS and not name.startswith(("config:", "hf:"))
+
+
+def weights_hint(name: str) -> str:
+    """Where to get a backbone's weights (and BEiT-3's tokenizer), for messages and `mwa doctor`."""
+    url = WEIGHTS_URLS.get(name.replace("-384", ""))
+    if url:
+        return (f"download {url} and pass --weights PATH (or the address itself: it is downloaded once), with "
+                f"the tokenizer beit3.spm from {TOKENIZER_URL} beside it or as --tokenizer PATH")
+    return "pass --weights with the backbone's pretrained weights (a file, a folder for hf:, or an address)"
+
+
+def require_weights(name: str, weights: str | None) -> str | None:
+    """The weights to build `name` with: refuses a backbone that needs weights when none are given, so a random
+    model is never trained or evaluated by accident; `--weights none` asks for one by name (returns None)."""
+    if weights is not None and str(weights).lower() == NO_WEIGHTS:
+        return None
+    if weights is None and needs_weights(name):
+        raise ConfigError(f"no pretrained weights for {name}: without them it is a random model that knows nothing",
+                          hint=weights_hint(name) + f"; or --weights {NO_WEIGHTS} to train it from random on purpose")
+    return weights
 
 
 def preset_names() -> list[str]:

@@ -126,6 +126,8 @@ def build_report(
     a = assumptions or roi_mod.Assumptions()
     runs = list(coll.runs)
     baseline, notes = _pick_baseline(runs, compare)
+    notes += [t(lang, "random_weights_note", name=r.name) for r in runs
+              if str(r.config.get("weights")).lower() == "none"]
     if baseline is None and estimated_baseline is not None:
         baseline = estimated_baseline
         runs.append(estimated_baseline)

@@ -23,6 +23,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "estimated_note": "Figures marked “estimated” were not measured by training: full fine-tuning's step time "
                           "was measured for {steps} steps on this hardware and extrapolated to the same number of "
                           "samples as “{ref}”. Its recall cannot be estimated without training it.",
+        "random_weights_note": "{name} started from a randomly initialised backbone (--weights none): its recall "
+                               "says nothing about the pretrained model.",
         "no_baseline": "No full fine-tuning run was found among these runs, so nothing can be compared with it.",
         "no_baseline_hint": "Train one on the same data (same budget), then run the report again:",
         "no_baseline_estimate": "Or add --estimate to measure full fine-tuning's step time on this hardware for a "
@@ -131,6 +133,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "estimated_note": "「推定」と記した数値は学習による実測ではありません。フルファインチューニングの1ステップの"
                           "時間をこのハードウェアで {steps} ステップ計測し、「{ref}」と同じサンプル数に外挿しました。"
                           "その検索精度は学習しない限り推定できません。",
+        "random_weights_note": "{name} はランダムに初期化したバックボーンから学習しました（--weights none）。"
+                               "その検索精度は事前学習済みモデルについて何も示しません。",
         "no_baseline": "フルファインチューニングの実行結果が見つからないため、比較できません。",
         "no_baseline_hint": "同じデータ（同じ時間予算）で学習してから、もう一度レポートを作成してください：",
         "no_baseline_estimate": "または --estimate を付けると、このハードウェアでフルファインチューニングの"

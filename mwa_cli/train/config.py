@@ -203,8 +203,12 @@ def resolve_config(cli: dict[str, Any], config_file: str | Path | None = None) -
         if key not in _FIELDS:
             raise ConfigError(f"unknown option {key!r}")
         values[key] = value
-    cfg = TrainConfig(**values)
-    return cfg.validate()
+    cfg = TrainConfig(**values).validate()
+    if not cfg.resume:  # a new run: refused before any process starts when its backbone has no weights
+        from mwa_cli.models.presets import require_weights
+
+        require_weights(cfg.backbone, cfg.weights)
+    return cfg
 
 
 def config_from_run(run_config: dict) -> TrainConfig:
