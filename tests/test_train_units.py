@@ -165,7 +165,7 @@ def test_metrics_truncation_on_resume(tmp_path):
 
 def test_a_backbone_without_weights_is_refused_unless_asked_for_by_name():
     """Leaving out --weights must not train a random BEiT-3 for hours: refused with where to get the weights."""
-    from mwa_cli.models.presets import TOKENIZER_URL, WEIGHTS_URLS
+    from mwa_cli.models.sources import TOKENIZER_URL, WEIGHTS_URLS
 
     with pytest.raises(ConfigError, match="no pretrained weights for beit3-base") as exc:
         resolve_config({"data_dir": "d"})  # the default backbone

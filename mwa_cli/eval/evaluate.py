@@ -120,7 +120,7 @@ def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):
 
         return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
     if not tokenizer_path:
-        from mwa_cli.models.presets import TOKENIZER_URL
+        from mwa_cli.models.sources import TOKENIZER_URL
 
         raise ConfigError("no tokenizer for this backbone: BEiT-3 needs its sentencepiece model, beit3.spm",
                           hint=f"download {TOKENIZER_URL} and pass --tokenizer PATH (or put it beside the weights "

@@ -14,6 +14,7 @@ import torch
 from mwa_cli.errors import ConfigError
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
+from mwa_cli.models.sources import NO_WEIGHTS, TOKENIZER_URL, WEIGHTS_URLS, random_on_purpose
 
 MINI_DIR = Path(__file__).parent / "mini"
 
@@ -28,14 +29,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 MINI = "beit3-mini"
 TEST_PRESETS = ("beit3-tiny-test",)  # random by design: for tests, never offered to users
-NO_WEIGHTS = "none"  # `--weights none`: a randomly initialised backbone, asked for by name
-WEIGHTS_URLS = {
-    "beit3-base": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
-                  "beit3_base_itc_patch16_224.pth",
-    "beit3-large": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
-                   "beit3_large_itc_patch16_224.pth",
-}
-TOKENIZER_URL = "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/sentencepiece/beit3.spm"
 BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a written config (mwa_cli.models.blip2)
 
 # Peak learning rates per method. beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py,
@@ -78,7 +71,7 @@ def weights_hint(name: str) -> str:
 def require_weights(name: str, weights: str | None) -> str | None:
     """The weights to build `name` with: refuses a backbone that needs weights when none are given, so a random
     model is never trained or evaluated by accident; `--weights none` asks for one by name (returns None)."""
-    if weights is not None and str(weights).lower() == NO_WEIGHTS:
+    if random_on_purpose(weights):
         return None
     if weights is None and needs_weights(name):
         raise ConfigError(f"no pretrained weights for {name}: without them it is a random model that knows nothing",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli import __version__
+from mwa_cli.models.sources import random_on_purpose
 from mwa_cli.report import roi as roi_mod
 from mwa_cli.report.collect import Collection, Run, resolve_data_dir
 from mwa_cli.report.estimate import full_ft_command
@@ -126,8 +127,7 @@ def build_report(
     a = assumptions or roi_mod.Assumptions()
     runs = list(coll.runs)
     baseline, notes = _pick_baseline(runs, compare)
-    notes += [t(lang, "random_weights_note", name=r.name) for r in runs
-              if str(r.config.get("weights")).lower() == "none"]
+    notes += [t(lang, "random_weights_note", name=r.name) for r in runs if random_on_purpose(r.config.get("weights"))]
     if baseline is None and estimated_baseline is not None:
         baseline = estimated_baseline
         runs.append(estimated_baseline)

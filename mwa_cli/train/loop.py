@@ -506,7 +506,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
     from mwa_cli.eval.evaluate import evaluate_model, evaluation_numerics, load_split, load_tokenizer
-    from mwa_cli.models.presets import NO_WEIGHTS, build_backbone, recommended_lr, require_weights
+    from mwa_cli.models.presets import (NO_WEIGHTS, build_backbone, random_on_purpose, recommended_lr,
+                                        require_weights)
 
     data_dir = Path(cfg.data_dir).resolve()
     df = load_manifest(data_dir)
@@ -515,7 +516,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         raise DataError(f"the data in {data_dir} changed since this run started (dataset hash differs)",
                         hint="resume with the same data dir, or start a new run")
     # a new run refuses a backbone without weights; a resumed one keeps what it started with
-    weights = None if str(cfg.weights).lower() == NO_WEIGHTS else cfg.weights
+    weights = None if random_on_purpose(cfg.weights) else cfg.weights
     if resume_state is None:
         weights = require_weights(cfg.backbone, cfg.weights)
     model, binfo = build_backbone(cfg.backbone, weights, drop_path=cfg.drop_path, tokenizer=cfg.tokenizer,
@@ -565,7 +566,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
     for note in vocab_notes:
         message(note)
-    if str(cfg.weights).lower() == NO_WEIGHTS and not config.resume:
+    if random_on_purpose(cfg.weights) and not config.resume:
         message(f"warning: --weights {NO_WEIGHTS}: {binfo.name} starts from random weights; its recall says nothing "
                 "about the pretrained model")
 

@@ -1,0 +1,19 @@
+"""Where pretrained weights come from: the official addresses, and `--weights none` (random on purpose).
+
+Kept free of torch so the report and `mwa doctor` can read it cheaply."""
+
+from __future__ import annotations
+
+NO_WEIGHTS = "none"  # `--weights none`: a randomly initialised backbone, asked for by name
+WEIGHTS_URLS = {
+    "beit3-base": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
+                  "beit3_base_itc_patch16_224.pth",
+    "beit3-large": "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/pretraining/"
+                   "beit3_large_itc_patch16_224.pth",
+}
+TOKENIZER_URL = "https://conversationhub.blob.core.windows.net/beit-share-public/beit3/sentencepiece/beit3.spm"
+
+
+def random_on_purpose(weights: object) -> bool:
+    """True for `--weights none`: a randomly initialised backbone asked for by name."""
+    return isinstance(weights, str) and weights.strip().lower() == NO_WEIGHTS
