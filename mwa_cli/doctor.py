@@ -14,6 +14,7 @@ import torch
 from mwa_cli import __version__
 from mwa_cli.models.checkpoint import DEFAULT_CACHE
 from mwa_cli.models.presets import MINI_DIR
+from mwa_cli.models.sources import TOKENIZER_URL, WEIGHTS_URLS
 
 
 @dataclass
@@ -66,14 +67,14 @@ def _weights() -> list[Check]:
     found = sorted(p.name for p in DEFAULT_CACHE.glob("*.pth")) if DEFAULT_CACHE.is_dir() else []
     spm = (DEFAULT_CACHE / "beit3.spm").is_file()
     checks.append(Check("BEiT-3 weights", "ok" if found else "warn", ", ".join(found) or f"none in {DEFAULT_CACHE}",
-                        "" if found else "for real photos download beit3_base_itc_patch16_224.pth (see README) and "
-                                         "pass it with --weights"))
+                        "" if found else f"for real photos download {WEIGHTS_URLS['beit3-base']} (or the large one, "
+                                         f"{WEIGHTS_URLS['beit3-large']}) and pass it with --weights"))
     checks.append(Check("beit3.spm", "ok" if spm else "warn", "found" if spm else f"not in {DEFAULT_CACHE}",
-                        "" if spm else "put BEiT-3's beit3.spm beside the weights or pass --tokenizer"))
+                        "" if spm else f"download {TOKENIZER_URL} and put it beside the weights or pass --tokenizer"))
     return checks
 
 
-def _network(host: str = "conversationhub.blob.core.windows.net", timeout: float = 2.0) -> Check:
+def _network(host: str = WEIGHTS_URLS["beit3-base"].split("/")[2], timeout: float = 2.0) -> Check:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return Check("network", "ok", f"{host} reachable")

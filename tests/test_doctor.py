@@ -25,3 +25,12 @@ def test_cli_json_output(tmp_path):
     rows = json.loads(result.stdout)
     assert rows[0]["name"] == "mwa"
     assert result.exit_code == (1 if any(r["status"] == "fail" for r in rows) else 0)
+
+
+def test_doctor_says_where_to_get_beit3_weights_and_tokenizer(tmp_path, monkeypatch):
+    from mwa_cli import doctor
+    from mwa_cli.models.sources import TOKENIZER_URL, WEIGHTS_URLS
+
+    monkeypatch.setattr(doctor, "DEFAULT_CACHE", tmp_path)  # nothing downloaded yet
+    hints = " ".join(c.advice for c in doctor._weights())
+    assert WEIGHTS_URLS["beit3-base"] in hints and TOKENIZER_URL in hints
