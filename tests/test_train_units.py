@@ -187,3 +187,14 @@ def test_train_without_weights_stops_before_anything_is_written(tmp_path):
     assert res.exit_code == 2, res.output
     assert "no pretrained weights for beit3-base" in " ".join(res.output.split())
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_help_shows_every_default_and_describes_every_option():
+    from typer.testing import CliRunner
+
+    from mwa_cli.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output.split())
+    for shown in ("[default: mwa]", "[default: beit3-base]", "[default: runs]", "[default: 10]",
+                  "Minutes between checkpoints"):
+        assert shown in text, shown

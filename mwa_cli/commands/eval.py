@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         target: Optional[Path] = typer.Argument(None, help="Run folder, adapter folder/file, or (with --method "
                                                 "frozen) the data dir."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Data dir [default: the run's data dir]."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Data dir \\[default: the run's data dir]."),
         split: str = typer.Option("test", "--split", help="test | val."),
         method: Optional[str] = typer.Option(None, "--method", help="'frozen': evaluate --backbone zero-shot."),
         backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for --method frozen."),
@@ -46,10 +46,10 @@ def register(app: typer.Typer) -> None:
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         precision: Optional[str] = typer.Option(None, "--precision",
-                                                help="auto | bf16 | fp16 | fp32 [default: the run's own on the "
+                                                help="auto | bf16 | fp16 | fp32 \\[default: the run's own on the "
                                                      "same kind of device, else auto]."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size",
-                                                 help="Embedding batch size [default: the run's own, else 128]."),
+                                                 help="Embedding batch size \\[default: the run's own, else 128]."),
         json_out: bool = typer.Option(False, "--json", help="Print eval.json on stdout only."),
     ) -> None:
         from mwa_cli.errors import ConfigError

@@ -131,28 +131,30 @@ def register(app: typer.Typer) -> None:
     @guarded
     def train_cmd(
         data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
-        method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. [default: mwa]"),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. \\[default: mwa]"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
                                                help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
                                                     "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
                                                     "blip2-itm-vit-g. "
-                                                    "[default: beit3-base]"),
+                                                    "\\[default: beit3-base]"),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL "
-                                                                   "(blip2-itm-vit-g: the model directory)."),
+                                                                   "(blip2-itm-vit-g: the model directory); required "
+                                                                   "for BEiT-3 Base/Large; `none`: random weights on "
+                                                                   "purpose (testing only)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, 3600s."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first)."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
         batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
                                                  "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"
-                                                 ". [default: 128 on GPU, 32 on CPU]"),
+                                                 ". \\[default: 128 on GPU, 32 on CPU]"),
         micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Micro-batch for gradient accumulation."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. [default: the backbone's recommended rate for the method: docs/decisions.md]"),
-        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Final learning rate. [default: 1e-6]"),
-        warmup_frac: Optional[float] = typer.Option(None, "--warmup", help="Warm-up share of the steps. [default: 0.1]"),
-        layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay. [default: 0.65]"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay. [default: 0.05]"),
-        drop_path: Optional[float] = typer.Option(None, "--drop-path", help="Stochastic depth rate. [default: 0.1]"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. \\[default: the backbone's recommended rate for the method: docs/decisions.md]"),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Final learning rate. \\[default: 1e-6]"),
+        warmup_frac: Optional[float] = typer.Option(None, "--warmup", help="Warm-up share of the steps. \\[default: 0.1]"),
+        layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay. \\[default: 0.65]"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay. \\[default: 0.05]"),
+        drop_path: Optional[float] = typer.Option(None, "--drop-path", help="Stochastic depth rate. \\[default: 0.1]"),
         precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on GPU, "
                                                 "fp32 on CPU)."),
         device: Optional[str] = typer.Option(None, "--device", help="auto | cuda | cpu."),
@@ -164,23 +166,25 @@ def register(app: typer.Typer) -> None:
                                                          "layers only (--option layers=top-K), compute the frozen "
                                                          "layers' output once per image and caption and train from "
                                                          "it (faster epochs; turns random crop and flip off). "
-                                                         "[default: off]"),
+                                                         "\\[default: off]"),
         extend_vocab: Optional[str] = typer.Option(None, "--extend-vocab",
                                                    help="auto | on | off: give characters the tokenizer maps to "
                                                         "<unk> (e.g. Japanese kanji) new token ids, trained with the "
                                                         "adapter and saved with it (auto: on when > 2 % of the "
-                                                        "training captions' tokens are <unk>). [default: auto]"),
+                                                        "training captions' tokens are <unk>). \\[default: auto]"),
         option: Optional[List[str]] = typer.Option(None, "--option",
                                                    help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
-        out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. [default: runs]"),
-        name: Optional[str] = typer.Option(None, "--name", help="Run name [default: <method>-<backbone>-<time>]."),
+        out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. \\[default: runs]"),
+        name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
-        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Val evaluations during training. [default: 2]"),
-        log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric rows. [default: 10]"),
+        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Val evaluations during training. \\[default: 2]"),
+        log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric rows. \\[default: 10]"),
         checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
                                                        help="Steps between checkpoints (0: every --checkpoint-minutes)."),
-        checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes", help="[default: 10]"),
+        checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes",
+                                                            help="Minutes between checkpoints (a Ctrl-C or SIGTERM "
+                                                                 "also writes one). \\[default: 10]"),
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
         devices: Optional[str] = typer.Option(None, "--devices",
                                               help="Train on several GPUs of this machine: a count (2), GPU ids "

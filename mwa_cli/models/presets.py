@@ -80,7 +80,8 @@ def require_weights(name: str, weights: str | None) -> str | None:
 
 
 def preset_names() -> list[str]:
-    return [*PRESETS, MINI, *BLIP2_PRESETS]
+    """The backbones offered to users (test presets are left out)."""
+    return [*(n for n in PRESETS if n not in TEST_PRESETS), MINI, *BLIP2_PRESETS]
 
 
 def _mini_files() -> tuple[Path, Path, Path]:
