@@ -242,3 +242,26 @@ def test_a_run_from_random_weights_is_flagged(tmp_path):
     rep = make_report([], runs, write=False)
     assert any("mwa started from a randomly initialised backbone" in n for n in rep["notes"])
     assert not any("full-ft started from" in n for n in rep["notes"])
+
+
+@pytest.mark.parametrize("bad_file, content", [("config.json", "[1, 2, 3]"), ("eval.json", "null"),
+                                               ("timing.json", "{not json")])
+def test_one_broken_run_is_skipped_with_its_reason_not_fatal(tmp_path, bad_file, content):
+    _, runs = standard_runs(tmp_path)
+    (runs / "lora" / bad_file).write_text(content)
+    coll = collect([], runs)
+    assert sorted(r.name for r in coll.runs) == ["full-ft", "mwa"]
+    (path, why), = coll.skipped
+    assert path.endswith("lora") and bad_file in why and str(runs / "lora") not in why.split(";")[0]
+    with pytest.raises(MwaError, match=f"lora: {bad_file}"):
+        collect([runs / "lora"])
+
+
+def test_an_unfinished_run_points_to_resume_and_an_unevaluated_one_to_eval(tmp_path):
+    _, runs = standard_runs(tmp_path)
+    (runs / "lora" / "eval.json").unlink()
+    (runs / "mwa" / "timing.json").unlink()
+    (runs / "mwa" / "adapter_model.safetensors").unlink(missing_ok=True)
+    skipped = dict(collect([], runs).skipped)
+    assert f"mwa eval {runs / 'lora'}" in skipped[str(runs / "lora")]
+    assert f"mwa train --resume {runs / 'mwa'}" in skipped[str(runs / "mwa")]

@@ -61,12 +61,18 @@ class Run:
         return self.eval.get("split")
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, *, obj: bool = True) -> Any:
+    """A run file's JSON; `obj`: it must be a JSON object (anything else is not a file mwa wrote)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MwaError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
-                       hint="the run may have been interrupted while writing it; re-run `mwa eval` on it") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MwaError(f"{path.name} is not valid JSON ({exc})",
+                       hint=f"the run may have been interrupted while writing it; re-run `mwa eval {path.parent}`"
+                       ) from None
+    if obj and not isinstance(data, dict):
+        raise MwaError(f"{path.name} holds {type(data).__name__}, not the object mwa writes",
+                       hint=f"it was changed by hand or by another program; re-run `mwa eval {path.parent}`")
+    return data
 
 
 def _read_train_rows(path: Path) -> list[dict[str, Any]]:
@@ -117,13 +123,21 @@ def find_run_dirs(run_dirs: list[Path], runs_root: Path | None) -> list[Path]:
     return out
 
 
+def _unfinished_hint(path: Path) -> str:
+    """What to do with a run folder that lacks its results: finish training, or only the evaluation."""
+    if (path / ARTEFACT).is_file():
+        return f"evaluate it with `mwa eval {path}`"
+    return f"the run did not finish: continue it with `mwa train --resume {path}`"
+
+
 def load_run(path: Path) -> Run:
-    """Load one run folder. Raises MwaError when config.json, timing.json or eval.json is missing."""
-    for name, why in (("config.json", "it is not a run folder"),
-                      ("timing.json", "the run did not finish; resume it with `mwa train --resume`"),
-                      ("eval.json", f"it was never evaluated; run `mwa eval {path}`")):
+    """Load one run folder. Raises MwaError (without the path: callers name the run) when config.json,
+    timing.json or eval.json is missing or is not what mwa writes."""
+    if not (path / "config.json").is_file():
+        raise MwaError("config.json is missing: it is not a run folder")
+    for name in ("timing.json", "eval.json"):
         if not (path / name).is_file():
-            raise MwaError(f"{path}: {name} is missing ({why})")
+            raise MwaError(f"{name} is missing", hint=_unfinished_hint(path))
     topk = path / "eval_topk.json"
     adapter_cfg = path / "adapter_config.json"
     art = path / ARTEFACT
@@ -179,8 +193,8 @@ def collect(run_dirs: list[Path], runs_root: Path | None = None) -> Collection:
             runs.append(load_run(p))
         except MwaError as exc:
             if p.resolve() in explicit:
-                raise
-            skipped.append((str(p), exc.message))
+                raise MwaError(f"{p}: {exc.message}", hint=exc.hint) from None
+            skipped.append((str(p), exc.message + (f"; {exc.hint}" if exc.hint else "")))
     if not runs:
         reasons = "; ".join(f"{p}: {why}" for p, why in skipped)
         raise MwaError(f"no complete run to report on ({reasons})",
