@@ -70,6 +70,13 @@ def test_class_folders_train_without_collapse(folder_data, train_tokenizer, tmp_
     for label, m in ll["per_label"].items():  # every label above chance, not one label for every photo
         assert m["i2t"]["r1"] > m["chance"]["i2t_r1"], (label, m["i2t"]["r1"])
     assert ll["i2t"]["r1"] >= 2 * ll["chance"]["i2t_r1"], ll["i2t"]
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run([sys.executable, "-m", "mwa_cli", "eval", str(res.run_dir), "--device", "cpu",
+                            "--tokenizer", str(train_tokenizer)], capture_output=True, text=True, env=env,
+                           timeout=120, cwd=str(tmp_path))
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "label level (primary: captions repeat in this split)" in shown.stdout
+    assert "red: i2t R@1" in shown.stdout and "chance 25.0" in shown.stdout
 
 
 def test_unique_captions_train_exactly_as_before(train_data_dir, train_tokenizer, tmp_path):

@@ -246,6 +246,10 @@ def register(app: typer.Typer) -> None:
                     console.print(f"  {ev['split']}: i2t R@1/5/10 {ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/"
                                   f"{ev['i2t']['r10']:.1f} · t2i R@1/5/10 {ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/"
                                   f"{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}", highlight=False)
+                    from mwa_cli.eval.label_level import summary_lines
+
+                    for line in summary_lines(ev):
+                        console.print(f"  {line}", highlight=False)
             return
         if result.status == "interrupted":
             err_console.print(f"[yellow]{result.message}[/]", highlight=False)

@@ -111,3 +111,22 @@ def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tens
                                     "t2i_r1": 100.0 * float(im.sum()) / len(arr)}}
         out["per_label"] = per
     return out
+
+
+def summary_lines(ev: dict[str, Any], per_label: bool = False) -> list[str]:
+    """Plain-text lines for the terminal: the label-level recall of an eval.json dict (and, with `per_label`,
+    each label's image→text R@1 against its chance level); [] when the dict has none."""
+    ll = ev.get("label_level")
+    if not isinstance(ll, dict) or not isinstance(ll.get("i2t"), dict):
+        return []
+    primary = ev.get("primary_protocol") == "label_level"
+    name = "label level" if ll.get("key") == "label" else "identical-caption level"
+    i2t, t2i = ll["i2t"], ll["t2i"]
+    lines = [f"{name}{' (primary: captions repeat in this split)' if primary else ''}: i2t R@1/5/10 "
+             f"{i2t['r1']:.1f}/{i2t['r5']:.1f}/{i2t['r10']:.1f} · t2i R@1/5/10 {t2i['r1']:.1f}/{t2i['r5']:.1f}/"
+             f"{t2i['r10']:.1f} · RSUM {ll['rsum']:.2f} · chance i2t R@1 {ll['chance']['i2t_r1']:.1f}"]
+    if per_label:
+        for label, m in (ll.get("per_label") or {}).items():
+            lines.append(f"  {label}: i2t R@1 {m['i2t']['r1']:.1f} (chance {m['chance']['i2t_r1']:.1f}), "
+                         f"t2i R@1 {m['t2i']['r1']:.1f}")
+    return lines
