@@ -156,3 +156,13 @@ def test_label_map_files_and_bad_input(tmp_path):
         parse_label_text_items(["ok="])
     assert [n for n in ("ok", "NG", "12", "class_3", "global", "scratch", "no_defect") if needs_description(n)] == [
         "ok", "NG", "12", "class_3", "global"]
+
+
+def test_positives_label_on_partly_labelled_data_is_refused_before_the_run_starts(train_data_dir, train_tokenizer,
+                                                                                  tmp_path):
+    with pytest.raises(ConfigError, match="--positives label needs a label on every train pair") as exc:
+        train(_cfg(train_data_dir, train_tokenizer, tmp_path / "runs", "lab", steps=2, positives="label"))
+    assert "--positives caption" in exc.value.hint
+    assert not (tmp_path / "runs" / "lab").exists()
+    with pytest.raises(ConfigError, match="unknown --positives mode"):
+        _cfg(train_data_dir, train_tokenizer, tmp_path / "runs", "x", positives="labels").validate()
