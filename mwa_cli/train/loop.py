@@ -485,6 +485,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         saved = run.read_config()
         cfg = config_from_run(saved)
         cfg.resume = str(run.path)
+        if "positives" not in saved:  # started before multi-positive targets existed: keep its loss
+            cfg.positives = "off"
         if (run.path / "adapter_model.safetensors").is_file() and (run.path / "eval.json").is_file():
             raise ConfigError(f"{run.path} has already finished: nothing to resume",
                               hint=f"evaluate it with `mwa eval {run.path}`, or start a new run with another --name")
