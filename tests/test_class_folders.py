@@ -66,7 +66,7 @@ def test_class_folders_train_without_collapse(folder_data, train_tokenizer, tmp_
     ev = json.loads((res.run_dir / "eval.json").read_text())
     assert ev["primary_protocol"] == "label_level" and ev["instance_protocol"]
     ll = ev["label_level"]
-    assert ll["key"] == "label" and set(ll["per_label"]) == set(COLORS)
+    assert ll["key"] == "caption" and set(ll["per_label"]) == set(COLORS)
     for label, m in ll["per_label"].items():  # every label above chance, not one label for every photo
         assert m["i2t"]["r1"] > m["chance"]["i2t_r1"], (label, m["i2t"]["r1"])
     assert ll["i2t"]["r1"] >= 2 * ll["chance"]["i2t_r1"], ll["i2t"]
@@ -75,7 +75,7 @@ def test_class_folders_train_without_collapse(folder_data, train_tokenizer, tmp_
                             "--tokenizer", str(train_tokenizer)], capture_output=True, text=True, env=env,
                            timeout=120, cwd=str(tmp_path))
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "label level (primary: captions repeat in this split)" in shown.stdout
+    assert "label level (identical captions) (primary: captions repeat in this split)" in shown.stdout
     assert "red: i2t R@1" in shown.stdout and "chance 25.0" in shown.stdout
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.eval.label_level import (label_level_metrics, label_level_key, primary_protocol, protocol_groups)
+from mwa_cli.eval.label_level import label_level_metrics, primary_protocol, protocol_groups
 from mwa_cli.eval.metrics import group_retrieval_ranks, retrieval_ranks
 from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 from mwa_cli.train.positives import resolve_positives
@@ -134,7 +134,8 @@ def test_label_level_metrics_on_a_small_hand_checked_case():
     img = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.2]])  # the last crack photo looks like a dent
     txt = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     m = label_level_metrics(img, txt, t2i, labels=labels, captions=captions)
-    assert m["key"] == "label" and "label" in m["protocol"].lower()
+    assert m["key"] == "caption" and "identical" in m["protocol"].lower()
+    assert label_level_metrics(img, txt, t2i, labels=labels, captions=captions, key="label")["i2t"] == m["i2t"]
     assert m["i2t"]["r1"] == pytest.approx(75.0)  # images 0, 1, 2 retrieve their label's caption first
     # caption "a photo of crack": best crack image (2, score 1.0) is top → both crack captions hit at 1;
     # dent captions: dent images score 1.0, 0.9 → hit at 1
@@ -147,10 +148,22 @@ def test_label_level_metrics_on_a_small_hand_checked_case():
 
 
 def test_protocol_choice():
-    assert label_level_key(["a", "b"]) == "label"
-    assert label_level_key(["a", ""]) == "caption"
     assert primary_protocol(["x", "y", "x"]) == "label_level"
     assert primary_protocol(["x", "y"]) == "instance"
+
+
+def test_caption_key_keeps_different_captions_of_a_label_apart():
+    # captions.csv style: two images of one label with different descriptions; the caption key does not merge them
+    labels = ["dent", "dent"]
+    captions = ["a small dent on the left", "a large dent on the right"]
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # swapped: every top-1 is the other image's caption
+    by_caption = label_level_metrics(img, txt, torch.arange(2), labels=labels, captions=captions)
+    by_label = label_level_metrics(img, txt, torch.arange(2), labels=labels, captions=captions, key="label")
+    assert by_caption["i2t"]["r1"] == 0.0 and by_label["i2t"]["r1"] == 100.0
+    assert by_caption["per_label"]["dent"]["chance"]["i2t_r1"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="label key needs a label"):
+        label_level_metrics(img, txt, torch.arange(2), labels=["dent", ""], captions=captions, key="label")
 
 
 def test_group_ranks_refuse_a_query_without_a_match():

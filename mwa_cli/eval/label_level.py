@@ -3,9 +3,10 @@
 When captions repeat (class folders: every photo of a label has the same template captions), the instance
 protocol cannot tell a model that understands the labels from one that does not: a text query's "correct" photo
 is one of dozens of equally correct ones. The label-level protocol counts a retrieved caption or photo as a hit
-when it carries the query's label (key "label", used when every image has one) or, without labels, the query's
-caption text (key "caption"). Ranks come from `metrics.group_retrieval_ranks`, one per query, so they can be
-resampled like the instance ranks.
+when it carries the query's caption text exactly (key "caption", the default: with template captions that is the
+query's label, and it never merges captions that say different things) or, on request, the query's label (key
+"label"). Ranks come from `metrics.group_retrieval_ranks`, one per query, so they can be resampled like the
+instance ranks; per-label numbers group the queries by their image's label.
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ LABEL_PROTOCOLS = {
     "caption": ("Identical-caption level: an image query hits when a retrieved caption has exactly the text of one "
                 "of its own captions, a caption query when a retrieved image has a caption with exactly its text."),
 }
-
-
-def label_level_key(labels: Sequence[str]) -> str:
-    """"label" when every image has a label, else "caption"."""
-    return "label" if labels and all(labels) else "caption"
 
 
 def captions_repeat(captions: Sequence[str]) -> bool:
@@ -60,8 +56,9 @@ def protocol_groups(key: str, labels: Sequence[str], captions: Sequence[str], te
     return image_groups, text_groups
 
 
-def chance_r1(image_groups: Tensor, text_groups: Tensor) -> dict[str, float]:
-    """Expected R@1 (percent) of a random ranking: the mean share of matching items over the queries."""
+def chance_per_query(image_groups: Tensor, text_groups: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected R@1 (percent) of a random ranking for each query: its share of matching items
+    (image queries [N_img], caption queries [N_txt])."""
     n_img, n_txt = image_groups.shape[0], text_groups.numel()
     counts = torch.bincount(text_groups, minlength=int(text_groups.max()) + 1)
     valid = image_groups >= 0
@@ -69,36 +66,44 @@ def chance_r1(image_groups: Tensor, text_groups: Tensor) -> dict[str, float]:
     images_per_group = torch.zeros_like(counts)
     for g in image_groups[valid].unique().tolist():  # images holding group g
         images_per_group[g] = int((image_groups == g).any(1).sum())
-    return {"i2t_r1": float(100.0 * (per_image_txt / n_txt).mean()),
-            "t2i_r1": float(100.0 * (images_per_group[text_groups].float() / n_img).mean())}
+    return 100.0 * per_image_txt / n_txt, 100.0 * images_per_group[text_groups].float() / n_img
+
+
+def _chance(i2t: Tensor, t2i: Tensor) -> dict[str, float]:
+    return {"i2t_r1": float(i2t.mean()), "t2i_r1": float(t2i.mean())}
 
 
 def label_level_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, *, labels: Sequence[str],
-                      captions: Sequence[str], chunk_size: int = 4096) -> tuple[str, Tensor, Tensor, dict[str, Tensor]]:
+                      captions: Sequence[str], key: str = "caption", chunk_size: int = 4096
+                      ) -> tuple[str, Tensor, Tensor, dict[str, Tensor]]:
     """(key, image_groups, text_groups, {"i2t_ranks", "t2i_ranks"}) of the label-level protocol: one rank per
-    query, for metrics or for resampling."""
+    query, for metrics or for resampling. `key` "label" needs a label on every image."""
     lab = ["" if x is None else str(x) for x in labels]
-    key = label_level_key(lab)
+    if key not in LABEL_PROTOCOLS:
+        raise ValueError(f"key must be one of {sorted(LABEL_PROTOCOLS)}")
+    if key == "label" and not all(lab):
+        raise ValueError("the label key needs a label on every image")
     image_groups, text_groups = protocol_groups(key, lab, captions, text_to_image)
     ranks = group_retrieval_ranks(image_emb, text_emb, image_groups, text_groups, chunk_size=chunk_size)
     return key, image_groups, text_groups, ranks
 
 
 def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, *, labels: Sequence[str],
-                        captions: Sequence[str], ks: Sequence[int] = (1, 5, 10), chunk_size: int = 4096
-                        ) -> dict[str, Any]:
+                        captions: Sequence[str], key: str = "caption", ks: Sequence[int] = (1, 5, 10),
+                        chunk_size: int = 4096) -> dict[str, Any]:
     """The `label_level` entry of eval.json: the instance metric keys (i2t/t2i R@K and median rank, rsum,
     mean_recall) under the label-level protocol, plus key, protocol, chance R@1 and, when every image has a
-    label, per_label (each label's queries ranked against the whole split)."""
+    label, per_label (each label's queries ranked against the whole split, with their chance R@1)."""
     ks = tuple(int(k) for k in ks)
     lab = ["" if x is None else str(x) for x in labels]
     key, image_groups, text_groups, ranks = label_level_ranks(image_emb, text_emb, text_to_image, labels=lab,
-                                                              captions=captions, chunk_size=chunk_size)
+                                                              captions=captions, key=key, chunk_size=chunk_size)
     s = _summary(ranks["i2t_ranks"], ranks["t2i_ranks"], ks)
+    chance_i2t, chance_t2i = chance_per_query(image_groups, text_groups)
     out: dict[str, Any] = {"key": key, "protocol": LABEL_PROTOCOLS[key], "i2t": s["i2t"], "t2i": s["t2i"],
                            "rsum": s["rsum"], "mean_recall": s["rsum"] / (2 * len(ks)),
-                           "chance": chance_r1(image_groups, text_groups)}
-    if key == "label":
+                           "chance": _chance(chance_i2t, chance_t2i)}
+    if lab and all(lab):
         arr = np.array(lab, dtype=object)
         cap_lab = arr[torch.as_tensor(text_to_image).reshape(-1).cpu().numpy()]
         per: dict[str, Any] = {}
@@ -106,9 +111,7 @@ def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tens
             im, cm = torch.from_numpy(arr == name), torch.from_numpy(cap_lab == name)
             ls = _summary(ranks["i2t_ranks"][im], ranks["t2i_ranks"][cm], ks)
             per[name] = {"n_images": int(im.sum()), "n_captions": int(cm.sum()), "i2t": ls["i2t"], "t2i": ls["t2i"],
-                         "rsum": ls["rsum"],
-                         "chance": {"i2t_r1": 100.0 * float(cm.sum()) / len(cap_lab),
-                                    "t2i_r1": 100.0 * float(im.sum()) / len(arr)}}
+                         "rsum": ls["rsum"], "chance": _chance(chance_i2t[im], chance_t2i[cm])}
         out["per_label"] = per
     return out
 
@@ -120,7 +123,7 @@ def summary_lines(ev: dict[str, Any], per_label: bool = False) -> list[str]:
     if not isinstance(ll, dict) or not isinstance(ll.get("i2t"), dict):
         return []
     primary = ev.get("primary_protocol") == "label_level"
-    name = "label level" if ll.get("key") == "label" else "identical-caption level"
+    name = "label level (same label)" if ll.get("key") == "label" else "label level (identical captions)"
     i2t, t2i = ll["i2t"], ll["t2i"]
     lines = [f"{name}{' (primary: captions repeat in this split)' if primary else ''}: i2t R@1/5/10 "
              f"{i2t['r1']:.1f}/{i2t['r5']:.1f}/{i2t['r10']:.1f} · t2i R@1/5/10 {t2i['r1']:.1f}/{t2i['r5']:.1f}/"
