@@ -61,7 +61,7 @@ def test_class_folders_train_without_collapse(folder_data, train_tokenizer, tmp_
     res = train(_cfg(folder_data, train_tokenizer, tmp_path, "mwa-folders", steps=60))
     assert res.exit_code == 0, res.message
     cfg = json.loads((res.run_dir / "config.json").read_text())
-    assert cfg["positives"] == "caption" and "positives" in cfg["auto_resolved"]
+    assert cfg["positives"] == "caption" and cfg["positives_detail"]["requested"] == "auto"
     assert cfg["positives_detail"]["distinct_captions"] == 12  # 4 labels x 3 English templates
     ev = json.loads((res.run_dir / "eval.json").read_text())
     assert ev["primary_protocol"] == "label_level" and ev["instance_protocol"]

@@ -638,8 +638,6 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         if not dctx.is_main:
             run = dist_mod.NullRunDir(run.path)
         record = cfg.to_dict()
-        if cfg.positives == "auto":
-            auto_fields.append("positives")
         record.update(batch_size=batch_size, precision=precision, device=device.type, text_len=text_len,
                       method_options=applied.options, auto_resolved=auto_fields, positives=positives.mode,
                       positives_detail=positives.record())
