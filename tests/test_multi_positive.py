@@ -169,3 +169,17 @@ def test_caption_key_keeps_different_captions_of_a_label_apart():
 def test_group_ranks_refuse_a_query_without_a_match():
     with pytest.raises(ValueError, match="at least one matching"):
         group_retrieval_ranks(_emb(2), _emb(2), torch.tensor([[0], [1]]), torch.tensor([0, 0]))
+
+
+def test_collapse_watch_speaks_once_after_the_loss_sits_at_log_batch():
+    from mwa_cli.train.collapse import CollapseWatch
+
+    w = CollapseWatch(32, after_step=10, lr=2e-2)
+    flat = math.log(32)
+    assert w.observe(5, flat) is None  # warm-up
+    assert [w.observe(s, v) for s, v in ((20, flat), (30, 2.0), (40, flat), (50, flat + 0.01))] == [None] * 4
+    note = w.observe(60, flat - 0.005)
+    assert note and "collapsed" in note and "--lr" in note and "0.002" in note
+    assert w.observe(70, flat) is None  # once
+    healthy = CollapseWatch(32, after_step=0, lr=1e-3)
+    assert all(healthy.observe(s, 1.2) is None for s in range(1, 20))

@@ -31,6 +31,7 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError, DataError, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
+from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
 from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, flip_allowed_mask, make_loader,
                                  open_cache_array)
@@ -781,6 +782,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         return timing
 
     fcache = None
+    collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
+    if getattr(model, "loss_kind", "softmax") == "softmax":
+        collapse = CollapseWatch(min(trainer.micro_batch or batch_size, batch_size) * dctx.world_size
+                                 if trainer.micro_batch else batch_size,
+                                 after_step=max(1, round(cfg.warmup_frac * max(1, total_steps))), lr=cfg.lr)
     flag = _SignalFlag()
     flag.install()
     try:
@@ -856,6 +862,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                    "mem_gib": round(_peak_mem_gib(device), 4), "time_s": round(elapsed(), 3)}
             run.append_metrics(row)
             _emit(progress, "step", dict(row, total_steps=total_steps if planned else None))
+            if collapse is not None and (note := collapse.observe(step_now, value)):
+                message(note)
             t_interval = time.monotonic()
             t_seg = time.monotonic()
 
