@@ -15,7 +15,7 @@ class CollapseWatch:
     """`observe(step, loss)` → a message the first time the loss has stayed within `tol` (relative) of log(n) for
     `patience` consecutive log rows after `after_step`; None otherwise."""
 
-    def __init__(self, columns: int, *, after_step: int, lr: float, patience: int = 3, tol: float = 0.01):
+    def __init__(self, columns: int, *, after_step: int, lr: float, patience: int = 3, tol: float = 0.002):
         self.uniform = math.log(max(2, int(columns)))
         self.after_step, self.lr, self.patience, self.tol = int(after_step), float(lr), int(patience), float(tol)
         self._streak = 0
