@@ -28,8 +28,7 @@ Examples:
 
   mwa prepare photos --out data
 
-  mwa prepare photos --format folders --lang both --label-text ng="a part with a crack" \
-      --label-text ng="ひび割れのある部品" --label-text ok="a part without defects"
+  mwa prepare photos --format folders --label-text ng="a part with a crack" --label-text ng="ひび割れのある部品"
 
   mwa prepare photos --format folders --label-map labels.csv   (columns label,en,ja)
 """
