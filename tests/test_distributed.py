@@ -190,3 +190,42 @@ def test_devices_parsing_and_batch_split():
     idx = torch.arange(8)
     parts = [idx[d.shard_slice(r, 2)] for r in range(2)]
     assert sorted(torch.cat(parts).tolist()) == list(range(8)) and parts[0].tolist() == [0, 2, 4, 6]
+
+
+def test_multi_positive_targets_with_global_negatives_match_single_process(tmp_path):
+    """Group ids gathered across 2 gloo ranks: the mean loss and the embedding / parameter gradients equal one
+    process computing the multi-positive loss over the whole global batch."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from dist_multipos_worker import BATCH, GROUPS, embeddings
+
+    from mwa_cli.train.loop import build_trainer
+    from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
+
+    out = tmp_path / "multipos.pt"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(REPO / "tests" / "dist_multipos_worker.py"), str(out)], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = torch.load(out)
+    for kind in ("softmax", "sigmoid"):
+        img, txt = (t.clone().requires_grad_(True) for t in embeddings())
+        scale = torch.tensor(2.0)
+        loss = (contrastive_loss(img, txt, scale, GROUPS) if kind == "softmax"
+                else sigmoid_loss(img, txt, scale, torch.tensor(-1.0), GROUPS))
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(res[kind]["loss"], abs=1e-6), kind
+        torch.testing.assert_close(res[kind]["img_grad"], img.grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(res[kind]["txt_grad"], txt.grad, atol=1e-6, rtol=1e-5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = build_trainer("beit3-tiny-test", "mwa", method_options={"dropout": 0.0}, device="cpu", precision="fp32",
+                          drop_path=0.0, seed=0, total_steps=10)
+        b = t.random_batch(BATCH, seed=1)
+        loss = t._forward_backward(t.pixels(b), b["input_ids"], b["padding_mask"], GROUPS)
+        assert abs(float(loss) - res["trainer"]["loss"]) < 1e-5
+        for n, p in t.model.named_parameters():
+            if p.requires_grad and p.grad is not None:
+                torch.testing.assert_close(res["trainer"]["grads"][n], p.grad, atol=2e-5, rtol=1e-4, msg=n)
+    finally:
+        torch.set_num_threads(before)

@@ -297,8 +297,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
 
     pair_loss = Trainer._pair_loss
 
-    def poisoned(self, img, txt):  # the 7th step's loss becomes NaN
-        loss = pair_loss(self, img, txt)
+    def poisoned(self, img, txt, *groups):  # the 7th step's loss becomes NaN
+        loss = pair_loss(self, img, txt, *groups)
         return loss * float("nan") if self.step_count == 6 else loss
 
     monkeypatch.setattr(Trainer, "_pair_loss", poisoned)

@@ -77,5 +77,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"  RSUM {result['rsum']:.2f} · mean recall {result['mean_recall']:.2f}", highlight=False)
         for label, m in (result.get("per_label") or {}).items():
             console.print(f"    {label}: RSUM {m['rsum']:.2f} ({m['n_images']} images)", highlight=False)
+        from mwa_cli.eval.label_level import summary_lines
+
+        for line in summary_lines(result, per_label=True):
+            console.print(f"  {line}", highlight=False)
         if result.get("written_to"):
             console.print(f"  written to {result['written_to']}", highlight=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -23,6 +23,14 @@ data_report.json and an image cache at --image-size. Re-running on an unchanged 
 Exit codes: 0 done (rejections, if any, are listed in rejected.csv); 2 invalid option; 3 unusable input (no
 photos, no usable image-caption pair, unreadable captions table); 4 --strict and some file or row was
 rejected (no dataset written); 1 unexpected internal error; 130 interrupted.
+
+Examples:
+
+  mwa prepare photos --out data
+
+  mwa prepare photos --format folders --label-text ng="a part with a crack" --label-text ng="ひび割れのある部品"
+
+  mwa prepare photos --format folders --label-map labels.csv   (columns label,en,ja)
 """
 
 
@@ -73,7 +81,10 @@ def _print_summary(res) -> None:  # noqa: ANN001
     else:
         console.print(f"tokenizer coverage: skipped ({tok['reason']})", highlight=False)
     for note in res.notes:
-        console.print(f"[dim]note:[/] {note}", highlight=False)
+        if note.startswith("warning:"):
+            err_console.print(f"[yellow]{note}[/]", highlight=False)
+        else:
+            console.print(f"[dim]note:[/] {note}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -92,16 +103,27 @@ def register(app: typer.Typer) -> None:
                                        help="Refuse images with more pixels (decompression-bomb guard)."),
         strict: bool = typer.Option(False, "--strict", help="Exit 4 and write no dataset if anything is rejected."),
         templates: Optional[Path] = typer.Option(None, "--templates", help="Your own caption template file ({label})."),
+        label_text: Optional[List[str]] = typer.Option(None, "--label-text",
+                                                       help='Class folders: describe a label for the templates, '
+                                                            'LABEL="phrase" (repeatable; a Japanese phrase is used '
+                                                            'by the Japanese templates), e.g. ng="a cracked part".'),
+        label_map: Optional[Path] = typer.Option(None, "--label-map",
+                                                 help="Class folders: a file of label descriptions: CSV/TSV with "
+                                                      "columns label,en,ja, or JSON {label: {en, ja}}."),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer",
                                                  help="SentencePiece model for the coverage check (e.g. beit3.spm)."),
         workers: int = typer.Option(0, "--workers", help="Decoding processes (0 = all cores)."),
         json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout only."),
     ) -> None:
+        from mwa_cli.data.label_text import load_label_map, merge_label_texts, parse_label_text_items
         from mwa_cli.data.prepare import prepare_dataset
 
+        label_texts = merge_label_texts(load_label_map(label_map) if label_map else None,
+                                        parse_label_text_items(label_text))
         res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
                               image_size=image_size, max_pixels=max_pixels, strict=strict,
                               progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
+                              label_texts=label_texts or None,
                               workers=workers or None)
         if json_out:
             emit_json(res.summary())

@@ -34,6 +34,8 @@ HELP = (
     '\n'
     '  mwa train data --method mwa --backbone blip2-itm-vit-g --weights models/blip2-itm-vit-g --budget 4h\n'
     '\n'
+    '  mwa train data --method mwa --positives label --epochs 5   (class folders: same label = positive)\n'
+    '\n'
     '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
     '\n'
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
@@ -172,6 +174,12 @@ def register(app: typer.Typer) -> None:
                                                         "<unk> (e.g. Japanese kanji) new token ids, trained with the "
                                                         "adapter and saved with it (auto: on when > 2 % of the "
                                                         "training captions' tokens are <unk>). \\[default: auto]"),
+        positives: Optional[str] = typer.Option(None, "--positives",
+                                                help="auto | caption | label | off: which pairs count as positives "
+                                                     "of each other in the contrastive loss (caption: identical "
+                                                     "caption text; label: same label). auto: caption when captions "
+                                                     "repeat in the train split (class folders), else off. "
+                                                     "\\[default: auto]"),
         option: Optional[List[str]] = typer.Option(None, "--option",
                                                    help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
         out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. \\[default: runs]"),
@@ -204,7 +212,7 @@ def register(app: typer.Typer) -> None:
                    micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_frac=warmup_frac, layer_decay=layer_decay,
                    weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
                    workers=workers, flip=flip, feature_cache=feature_cache, extend_vocab=extend_vocab,
-                   method_options=_parse_options(option), out=out, name=name,
+                   positives=positives, method_options=_parse_options(option), out=out, name=name,
                    resume=resume, seed=seed, val_evals=val_evals, log_every=log_every,
                    checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)
         if resume:
@@ -247,6 +255,10 @@ def register(app: typer.Typer) -> None:
                     console.print(f"  {ev['split']}: i2t R@1/5/10 {ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/"
                                   f"{ev['i2t']['r10']:.1f} · t2i R@1/5/10 {ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/"
                                   f"{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}", highlight=False)
+                    from mwa_cli.eval.label_level import summary_lines
+
+                    for line in summary_lines(ev):
+                        console.print(f"  {line}", highlight=False)
             return
         if result.status == "interrupted":
             err_console.print(f"[yellow]{result.message}[/]", highlight=False)

@@ -77,9 +77,14 @@ def load_templates(lang: str = "both", template_file: Path | None = None) -> lis
     return tpls
 
 
-def render(template: str, label: str, lang: str) -> str:
+def render(template: str, label: str, lang: str, label_texts: dict[str, dict[str, str]] | None = None) -> str:
+    """The caption of `template` for folder `label`: the user's description of the label in `lang` when given
+    (`--label-text`, `--label-map`), else a known Japanese name (ja), else the folder name with _ and - as spaces."""
     key = label.strip().lower().replace("-", "_").replace(" ", "_")
-    if lang == "ja" and key in JA_LABELS:
+    described = (label_texts or {}).get(label, {}).get(lang)
+    if described:
+        name = described
+    elif lang == "ja" and key in JA_LABELS:
         name = JA_LABELS[key]
     else:
         name = " ".join(label.replace("_", " ").replace("-", " ").split())

@@ -423,16 +423,26 @@ def read_sidecars(scan: Scan) -> Captions:
                     no_caption_reason="no caption file (a.jpg needs a.txt next to it)")
 
 
-def read_folders(scan: Scan, templates: list[tuple[str, str]]) -> Captions:
+def read_folders(scan: Scan, templates: list[tuple[str, str]],
+                 label_texts: dict[str, dict[str, str]] | None = None) -> Captions:
     from mwa_cli.data.captions import render
+    from mwa_cli.data.label_text import label_warnings
 
     entries: list[CaptionEntry] = []
     rejected: list[Rejection] = []
+    labels: set[str] = set()
     for key in scan.files:
         if "/" not in key:
             continue  # root-level photos have no class: reported as files without captions
         label = key.split("/", 1)[0]
+        labels.add(label)
         for lang, tpl in templates:
-            entries.append(CaptionEntry(key, render(tpl, label, lang), label, "", None, lang, "template"))
-    return Captions("folders", entries, rejected, 0, 0, [],
+            entries.append(CaptionEntry(key, render(tpl, label, lang, label_texts), label, "", None, lang,
+                                        "template"))
+    notes = label_warnings(sorted(labels), label_texts or {}, {lang for lang, _ in templates})
+    unused = sorted(set(label_texts or {}) - labels)
+    if unused:
+        notes.append(f"label description(s) for {', '.join(repr(u) for u in unused)} match no class folder "
+                     f"(folders: {', '.join(sorted(labels)) or 'none'})")
+    return Captions("folders", entries, rejected, 0, 0, notes,
                     no_caption_reason="photo is not inside a class folder (photos/<label>/...)")

@@ -54,7 +54,7 @@ class PrepareResult:
         return {"out_dir": str(self.out_dir), "format": self.format, "dataset_hash": self.dataset_hash,
                 "counts": self.counts, "decoded": self.decoded, "reused_from_cache": self.reused,
                 "seconds": round(self.seconds, 3), "rejected": self.rejected.to_dict("records"),
-                "report": self.report}
+                "report": self.report, "notes": list(self.notes)}
 
 
 def _load_file_index(out_dir: Path, root: Path, max_pixels: int) -> tuple[dict, dict]:
@@ -94,6 +94,7 @@ def prepare_dataset(
     strict: bool = False,
     progress: bool = True,
     templates: Path | None = None,
+    label_texts: dict[str, dict[str, str]] | None = None,
     tokenizer: Path | None = None,
     workers: int | None = None,
 ) -> PrepareResult:
@@ -135,7 +136,7 @@ def prepare_dataset(
     elif chosen == "sidecar":
         caps = ingest.read_sidecars(scan)
     else:
-        caps = ingest.read_folders(scan, load_templates(lang, templates))
+        caps = ingest.read_folders(scan, load_templates(lang, templates), label_texts)
     notes = list(caps.notes)
     if scan.data_dirs:
         notes.append(f"skipped {len(scan.data_dirs)} folder(s) holding an earlier `mwa prepare` output: "
@@ -330,7 +331,7 @@ def prepare_dataset(
         "counts": counts, "image_size": size, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mwa_version": __version__,
         "settings": {"lang": lang, "split": list(ratios), "seed": seed, "max_pixels": max_pixels,
-                     "templates": str(templates) if templates else None},
+                     "templates": str(templates) if templates else None, "label_texts": label_texts or None},
     })
     return PrepareResult(out, chosen, counts, report, dhash, rej_df, decoded=len(todo),
                          reused=len(ids_in_order) - sum(1 for i in ids_in_order if any("staged" in info[k] for k in by_id[i])),

@@ -16,6 +16,7 @@ import torch
 
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.eval.embed import embed_images, embed_texts
+from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
 
 TOPK_MAX_QUERIES = 200  # the report's gallery shows a few; keep eval_topk.json small on big splits
@@ -92,6 +93,7 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
     result.update(metrics)
     if not has_labels:
         result.setdefault("per_label", {})
+    result.update(protocol_entries(img, txt, split_data))
     top = None
     if topk:
         top = topk_lists(img, txt, split_data.text_to_image, image_ids=split_data.image_ids,
@@ -107,6 +109,14 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
     result["seconds"] = round(time.perf_counter() - t0, 3)
     result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return result, top
+
+
+def protocol_entries(img: torch.Tensor, txt: torch.Tensor, split_data: SplitData) -> dict:
+    """eval.json's `instance_protocol`, `label_level` and `primary_protocol` (eval/label_level.py)."""
+    level = label_level_metrics(img, txt, split_data.text_to_image, labels=split_data.labels,
+                                captions=split_data.captions)
+    return {"instance_protocol": INSTANCE_PROTOCOL, "label_level": level,
+            "primary_protocol": primary_protocol(split_data.captions)}
 
 
 def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):

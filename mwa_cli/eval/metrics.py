@@ -156,6 +156,65 @@ def retrieval_ranks(
     return out
 
 
+@torch.inference_mode()
+def group_retrieval_ranks(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    image_groups: Tensor,
+    text_groups: Tensor,
+    *,
+    chunk_size: int = 4096,
+) -> dict[str, Tensor]:
+    """1-based ranks of every query when positives are defined by group ids instead of by instance.
+
+    ``text_groups`` [N_txt]: each caption's group id (>= 0). ``image_groups`` [N_img, K]: each image's group ids,
+    padded with -1 (an image may belong to several groups, e.g. the texts of its several captions). Image i and
+    caption j match when ``text_groups[j]`` is one of ``image_groups[i]``; every query needs at least one match.
+    Rank = 1 + the number of non-matching items scoring strictly higher than the best matching one (ties in the
+    query's favour), as :func:`retrieval_ranks`, whose instance protocol is the special case
+    ``image_groups = arange(N_img)[:, None]``, ``text_groups = text_to_image``. Two passes over the same blocks
+    (best match, then counts), memory bounded by ``chunk_size**2``. Returns ``{"i2t_ranks", "t2i_ranks"}``.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    img = image_emb.detach().float()
+    dev = img.device
+    txt = text_emb.detach().float().to(dev)
+    ig = torch.as_tensor(image_groups, dtype=torch.long).to(dev)
+    tg = torch.as_tensor(text_groups, dtype=torch.long).reshape(-1).to(dev)
+    if ig.ndim == 1:
+        ig = ig[:, None]
+    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
+        raise ValueError("image_emb and text_emb must be 2-D tensors [N, d] of the same width")
+    if ig.shape[0] != img.shape[0] or tg.numel() != txt.shape[0]:
+        raise ValueError("image_groups needs one row per image and text_groups one entry per caption")
+    n_img, n_txt = img.shape[0], txt.shape[0]
+
+    def blocks():
+        for i0 in range(0, n_img, chunk_size):
+            i1 = min(i0 + chunk_size, n_img)
+            for j0 in range(0, n_txt, chunk_size):
+                j1 = min(j0 + chunk_size, n_txt)
+                is_pos = (ig[i0:i1, :, None] == tg[None, None, j0:j1]).any(dim=1)
+                yield i0, i1, j0, j1, img[i0:i1] @ txt[j0:j1].T, is_pos
+
+    ninf = torch.tensor(float("-inf"), device=dev)
+    best_img = torch.full((n_img,), float("-inf"), device=dev)
+    best_txt = torch.full((n_txt,), float("-inf"), device=dev)
+    for i0, i1, j0, j1, block, is_pos in blocks():
+        masked = torch.where(is_pos, block, ninf)
+        best_img[i0:i1] = torch.maximum(best_img[i0:i1], masked.max(dim=1).values)
+        best_txt[j0:j1] = torch.maximum(best_txt[j0:j1], masked.max(dim=0).values)
+    if bool(torch.isinf(best_img).any()) or bool(torch.isinf(best_txt).any()):
+        raise ValueError("every image and every caption needs at least one matching item of the other kind")
+    i2t_count = torch.zeros(n_img, dtype=torch.long, device=dev)
+    t2i_count = torch.zeros(n_txt, dtype=torch.long, device=dev)
+    for i0, i1, j0, j1, block, is_pos in blocks():
+        i2t_count[i0:i1] += ((block > best_img[i0:i1, None]) & ~is_pos).sum(dim=1)
+        t2i_count[j0:j1] += ((block > best_txt[None, j0:j1]) & ~is_pos).sum(dim=0)
+    return {"i2t_ranks": (i2t_count + 1).cpu(), "t2i_ranks": (t2i_count + 1).cpu()}
+
+
 def _direction(ranks: Tensor, ks: Sequence[int]) -> dict[str, float]:
     r = ranks.numpy()
     d: dict[str, float] = {f"r{k}": float(100.0 * np.mean(r <= k)) for k in ks}

@@ -12,7 +12,8 @@ Shape (``schema_version`` 1)::
                "estimated": {"recall", "cost", "savings", "roi"},   # true where the figures are estimates
                "recall": {"i2t": {...}, "t2i": {...}, "rsum", "mean_recall"} | null,
                "recall_delta": {"i2t_r1", ..., "t2i_r10", "rsum", "mean_recall"} | null,   # points vs baseline
-               "rsum_kept_pct", "time_pct_of_baseline",
+               "rsum_kept_pct", "time_pct_of_baseline",   # under the primary protocol
+               "by_protocol": {"instance"|"label_level": {"recall", "recall_delta", "rsum_kept_pct"}},
                "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
                         "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
                "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
@@ -24,7 +25,8 @@ Shape (``schema_version`` 1)::
                               "budget_s"},
                "gallery": {...} | null}],
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
-     "protocol": "..."}
+     "protocol": "...", "primary_protocol": "instance|label_level",
+     "protocols": {"instance": "<sentence>", "label_level": "<sentence>"}}
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mwa_cli.report.collect import Collection, Run, resolve_data_dir
 from mwa_cli.report.estimate import full_ft_command
 from mwa_cli.report.gallery import DataDir, build_gallery
 from mwa_cli.report.i18n import fmt_money, fmt_pct, is_num, t
+from mwa_cli.report.protocols import PROTOCOLS, choose_primary_protocol, protocol_sentences, recall_under
 
 RECALL_KEYS = [("i2t", "r1"), ("i2t", "r5"), ("i2t", "r10"), ("t2i", "r1"), ("t2i", "r5"), ("t2i", "r10")]
 MAIN_METHOD = "mwa"
@@ -61,13 +64,21 @@ def _hours_unit(timing: dict[str, Any]) -> str:
     return "gpu_hours" if str(timing.get("device_type", "")).lower() == "cuda" else "cpu_hours"
 
 
-def _recall(run: Run) -> dict[str, Any] | None:
-    ev = run.eval
-    if not isinstance(ev.get("i2t"), dict) or not is_num(ev.get("rsum")):
-        return None
-    rsum = float(ev["rsum"])
-    return {"i2t": dict(ev["i2t"]), "t2i": dict(ev["t2i"]), "rsum": rsum,
-            "mean_recall": float(ev.get("mean_recall", rsum / 6.0))}
+def _recall(run: Run, protocol: str = "instance") -> dict[str, Any] | None:
+    return recall_under(run.eval or {}, protocol)
+
+
+def _compare_recall(rec: dict[str, Any] | None, b_recall: dict[str, Any] | None, is_base: bool
+                    ) -> tuple[dict[str, float] | None, float | None]:
+    """(points vs the baseline per recall, RSUM kept in percent) of one run under one protocol."""
+    delta = kept = None
+    if rec is not None and b_recall is not None and not is_base:
+        delta = {f"{d}_{k}": float(rec[d][k]) - float(b_recall[d][k]) for d, k in RECALL_KEYS}
+        delta["rsum"] = rec["rsum"] - b_recall["rsum"]
+        delta["mean_recall"] = rec["mean_recall"] - b_recall["mean_recall"]
+    if rec is not None and b_recall is not None and b_recall["rsum"] > 0:
+        kept = 100.0 * rec["rsum"] / b_recall["rsum"]
+    return delta, kept
 
 
 def _loss_curve(run: Run, max_points: int = 200) -> dict[str, Any]:
@@ -147,7 +158,8 @@ def build_report(
         if totals:
             backbone_bytes, backbone_est = float(max(totals)) * 4.0, True
 
-    b_recall = _recall(baseline) if baseline is not None else None
+    primary = choose_primary_protocol([r.eval or {} for r in runs])
+    b_recall = _recall(baseline, primary) if baseline is not None else None
     b_hours = _device_hours(baseline.timing) if baseline is not None else None
     b_yearly = (roi_mod.yearly(b_hours, baseline.artefact_bytes, is_full_ft=True, backbone_bytes=backbone_bytes,
                                a=a) if baseline is not None else None)
@@ -158,7 +170,7 @@ def build_report(
     for r in ordered:
         tm = r.timing
         est = bool(r.estimated or tm.get("estimated"))
-        rec = _recall(r)
+        rec = _recall(r, primary)
         hours = _device_hours(tm)
         trainable, total = _num(tm.get("trainable_params")), _num(tm.get("total_params"))
         is_base = r is baseline
@@ -171,13 +183,15 @@ def build_report(
             "trainable_pct": (100.0 * trainable / total) if trainable is not None and total else None,
             "artefact_bytes": r.artefact_bytes,
         }
-        delta = kept = time_pct = None
-        if rec is not None and b_recall is not None and not is_base:
-            delta = {f"{d}_{k}": float(rec[d][k]) - float(b_recall[d][k]) for d, k in RECALL_KEYS}
-            delta["rsum"] = rec["rsum"] - b_recall["rsum"]
-            delta["mean_recall"] = rec["mean_recall"] - b_recall["mean_recall"]
-        if rec is not None and b_recall is not None and b_recall["rsum"] > 0:
-            kept = 100.0 * rec["rsum"] / b_recall["rsum"]
+        time_pct = None
+        delta, kept = _compare_recall(rec, b_recall, is_base)
+        by_protocol = {}
+        for proto in PROTOCOLS:
+            p_rec = _recall(r, proto)
+            p_delta, p_kept = _compare_recall(p_rec, _recall(baseline, proto) if baseline is not None else None,
+                                              is_base)
+            by_protocol[proto] = {"recall": p_rec, "recall_delta": p_delta,
+                                  "rsum_kept_pct": p_kept if not is_base else (100.0 if p_rec else None)}
         if baseline is not None and cost["wall_s"] and _num(baseline.timing.get("wall_s")):
             time_pct = 100.0 * cost["wall_s"] / float(baseline.timing["wall_s"])
         bt = baseline.timing if baseline is not None else {}
@@ -192,7 +206,8 @@ def build_report(
         y["compute_cost_diff"] = roi_mod.diff(y["compute_cost_per_year"], (b_yearly or {}).get("compute_cost_per_year"))
         y["storage_bytes_diff"] = roi_mod.diff(y["storage_bytes"], (b_yearly or {}).get("storage_bytes"))
         per_label = {}
-        for name, pl in (r.eval.get("per_label") or {}).items():
+        label_src = (r.eval.get("label_level") or {}) if primary == "label_level" else r.eval
+        for name, pl in (label_src.get("per_label") or {}).items():
             if is_num(pl.get("rsum")):
                 per_label[str(name)] = {"mean_recall": float(pl["rsum"]) / 6.0, "rsum": float(pl["rsum"]),
                                         "n_images": pl.get("n_images"), "n_captions": pl.get("n_captions")}
@@ -203,7 +218,7 @@ def build_report(
             "estimated": {"recall": False, "cost": est, "savings": est or b_est,
                           "roi": est or b_est or uses_storage_est},
             "recall": rec, "recall_delta": delta, "rsum_kept_pct": kept if not is_base else (100.0 if rec else None),
-            "time_pct_of_baseline": time_pct,
+            "time_pct_of_baseline": time_pct, "by_protocol": by_protocol,
             "cost": cost, "savings_pct": savings if not is_base else {k: None for k in savings}, "roi": y,
             "per_label": per_label, "loss_curve": _loss_curve(r),
             "provenance": {"device_name": tm.get("device_name"), "device_type": tm.get("device_type"),
@@ -247,6 +262,8 @@ def build_report(
             else:
                 key = "verdict_low"
             verdict = t(lang, key, method=name, kept=kept_txt, time=time_txt, cost=cost_txt)
+        if primary == "label_level":
+            verdict += " " + t(lang, "verdict_label_level")
 
     ref = main or (ordered[0] if ordered else None)
     if baseline is not None and b_est:
@@ -282,6 +299,8 @@ def build_report(
         "notes": notes,
         "skipped": [list(s) for s in coll.skipped],
         "protocol": first.eval.get("protocol"),
+        "primary_protocol": primary,
+        "protocols": protocol_sentences([r.eval or {} for r in runs]),
         "html": None,
     }
 

@@ -58,6 +58,24 @@ def _name(r: dict[str, Any], lang: str = "en") -> str:
     return f"[bold]{n}[/]" if r.get("is_main") else (f"[dim]{n}[/]" if r.get("is_baseline") else n)
 
 
+def _print_recall_table(con: Console, rep: dict[str, Any], lang: str, title: str, protocol: str | None) -> None:
+    rrows = view.recall_rows(rep, protocol)
+    cells = [r["cells"] + [r["rsum"], r["delta_rsum"], r["kept"]] for r in rrows]
+    widths = _fit(con, _widths(cells))
+    sentence = (rep.get("protocols") or {}).get(protocol or rep.get("primary_protocol", "instance"))
+    tb = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
+               caption=escape(sentence) if sentence and view.secondary_protocol(rep) else None,
+               caption_justify="left")
+    tb.add_column(t(lang, "col_method"), no_wrap=True)
+    heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
+    heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
+    for h, w in zip(heads, widths):
+        tb.add_column(h, justify="right", min_width=w)
+    for r, row in zip(rrows, cells):
+        tb.add_row(_name(r, lang), *[_fmt(c, lang) for c in row])
+    con.print(tb)
+
+
 def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
     con = console or Console()
     lang = rep.get("lang", "en")
@@ -83,18 +101,13 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
     for n in rep["notes"]:
         con.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
 
-    rrows = view.recall_rows(rep)
-    cells = [r["cells"] + [r["rsum"], r["delta_rsum"], r["kept"]] for r in rrows]
-    widths = _fit(con, _widths(cells))
-    tb = Table(title=t(lang, "sec_recall"), title_justify="left", box=box.SIMPLE_HEAD)
-    tb.add_column(t(lang, "col_method"), no_wrap=True)
-    heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
-    heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
-    for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w)
-    for r, row in zip(rrows, cells):
-        tb.add_row(_name(r, lang), *[_fmt(c, lang) for c in row])
-    con.print(tb)
+    secondary = view.secondary_protocol(rep)
+    primary = rep.get("primary_protocol", "instance")
+    title = t(lang, "sec_recall_primary", protocol=t(lang, f"protocol_{primary}")) if secondary else t(lang, "sec_recall")
+    _print_recall_table(con, rep, lang, title, None)
+    if secondary:
+        _print_recall_table(con, rep, lang, t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}")),
+                            secondary)
 
     tb = Table(title=t(lang, "sec_cost"), title_justify="left", box=box.SIMPLE_HEAD)
     tb.add_column(t(lang, "col_method"), no_wrap=True)

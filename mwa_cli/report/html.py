@@ -109,6 +109,8 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
         "rep": rep, "lang": lang, "S": strings, "unit": unit,
         "methods": ", ".join(display_name(r) for r in rep["runs"] if not r["is_baseline"]) or "—",
         "recall_rows": view.recall_rows(rep), "cost_rows": view.cost_rows(rep, lang),
+        "secondary": view.secondary_protocol(rep),
+        "secondary_rows": view.recall_rows(rep, view.secondary_protocol(rep)) if view.secondary_protocol(rep) else [],
         "roi_rows": view.roi_rows(rep), "assumptions": view.assumption_lines(rep, lang),
         "provenance": view.provenance_rows(rep), "charts": charts(rep, lang),
         "galleries": galleries(rep, data), "data_missing": data is None,

@@ -101,6 +101,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "hit": "correct",
         "miss": "wrong",
         "protocol": "Protocol",
+        "verdict_label_level": "Recall here is label level: captions repeat in this data, so a caption or photo of "
+                               "the query's label counts as a hit.",
+        "sec_recall_primary": "Retrieval quality ({protocol}, used for the verdict)",
+        "sec_recall_secondary": "Retrieval quality ({protocol})",
+        "protocol_instance": "instance level",
+        "protocol_label_level": "label level",
         "skipped": "Skipped run folders",
         "verdict_kept": "{method} kept {kept} of full fine-tuning's recall at {time} of its training time{cost}.",
         "verdict_beat": "{method} reached {kept} of full fine-tuning's recall (better) at {time} of its training "
@@ -211,6 +217,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "hit": "正解",
         "miss": "不正解",
         "protocol": "評価方法",
+        "verdict_label_level": "このデータはキャプションが重複するため、検索精度はラベル単位で評価しています"
+                               "（クエリと同じラベルのキャプション・写真を正解とします）。",
+        "sec_recall_primary": "検索精度（{protocol}、判定に使用）",
+        "sec_recall_secondary": "検索精度（{protocol}）",
+        "protocol_instance": "インスタンス単位",
+        "protocol_label_level": "ラベル単位",
         "skipped": "除外した実行フォルダ",
         "verdict_kept": "{method} はフルファインチューニングの検索精度の {kept} を、その学習時間の {time} で"
                         "達成しました{cost}。",

@@ -35,10 +35,19 @@ def hours_label(lang: str, unit: str) -> str:
     return t(lang, unit)
 
 
-def recall_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+def secondary_protocol(rep: dict[str, Any]) -> str | None:
+    """The protocol shown beside the primary one, when some run has numbers under it."""
+    other = "instance" if rep.get("primary_protocol") == "label_level" else "label_level"
+    has = any((r.get("by_protocol") or {}).get(other, {}).get("recall") for r in rep["runs"])
+    return other if has else None
+
+
+def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the recall table: the primary protocol (`protocol` None) or the named one."""
     rows = []
     for i, r in enumerate(rep["runs"]):
-        rec, d = r["recall"], r["recall_delta"] or {}
+        src = (r.get("by_protocol") or {}).get(protocol, {}) if protocol else r
+        rec, d = src.get("recall"), src.get("recall_delta") or {}
         cells = []
         for direction, k in RECALL_KEYS:
             v = rec[direction][k] if rec else None
@@ -51,7 +60,8 @@ def recall_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
             "is_baseline": r["is_baseline"], "is_main": r["is_main"], "cells": cells,
             "rsum": _cell(fmt_num(rec["rsum"] if rec else None), estimated=r["estimated"]["recall"]),
             "delta_rsum": _cell(fmt_delta(dr) if dr is not None else "—", cls=_sign_cls(dr)),
-            "kept": _cell(fmt_pct(r["rsum_kept_pct"]), cls=_kept_cls(r["rsum_kept_pct"]) if not r["is_baseline"] else ""),
+            "kept": _cell(fmt_pct(src.get("rsum_kept_pct")),
+                          cls=_kept_cls(src.get("rsum_kept_pct")) if not r["is_baseline"] else ""),
         })
     return rows
 

@@ -19,6 +19,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 FLIP_MODES = ("auto", "on", "off")
 FEATURE_CACHE_MODES = ("off", "auto", "gpu", "ram", "disk")
+POSITIVE_MODES = ("auto", "caption", "label", "off")
 
 
 @dataclass
@@ -51,6 +52,8 @@ class TrainConfig:
     flip: str = "auto"
     # cache the frozen layers' output once (needs adapters in the top layers only; turns augmentation off)
     feature_cache: str = "off"  # off | auto | gpu | ram | disk (mwa_cli/train/feature_cache.py)
+    # contrastive positives: auto (caption when captions repeat in the train split) | caption | label | off
+    positives: str = "auto"
     # vocabulary extension (mwa_cli.adapters.vocab): auto = on when > 2 % of the train captions' tokens are <unk>
     extend_vocab: str = "auto"
     extend_vocab_init: str = "mean"  # mean (of the embedding rows) | sample (their mean + covariance) | unk
@@ -91,6 +94,8 @@ class TrainConfig:
         if self.feature_cache != "off" and self.flip == "on":
             raise ConfigError("--feature-cache stores each image once, so it cannot be combined with --flip on",
                               hint="drop --flip on (the cache uses whole, unflipped images) or --feature-cache")
+        if self.positives not in POSITIVE_MODES:
+            raise ConfigError(f"unknown --positives mode {self.positives!r}", hint=f"choose {', '.join(POSITIVE_MODES)}")
         if self.extend_vocab not in ("auto", "on", "off"):
             raise ConfigError(f"unknown --extend-vocab mode {self.extend_vocab!r}", hint="choose auto, on or off")
         if self.final_split not in ("test", "val"):

@@ -114,6 +114,13 @@ class PairTable:
     input_ids: torch.Tensor  # [P, L] int64
     padding_mask: torch.Tensor  # [P, L]
     flip_ok: np.ndarray  # [P] bool
+    groups: np.ndarray | None = None  # [P] int64 positive-group ids (train/positives.py); None: one per pair
+
+    def group_batch(self, idx: torch.Tensor) -> dict:
+        """`{"group": ids}` of the pairs `idx` for the batch dict, or {} when every pair is its own group."""
+        if self.groups is None:
+            return {}
+        return {"group": torch.from_numpy(self.groups[idx.numpy()])}
 
     def __len__(self) -> int:
         return int(self.image_rows.shape[0])
@@ -170,7 +177,8 @@ class TrainBatches(torch.utils.data.Dataset):
         shard = slice(self.rank, None, self.world_size)
         idx = idx[shard].contiguous() if self.world_size > 1 else idx
         if not self.load_images:
-            return {"step": int(step), "padding_mask": self.pairs.padding_mask[idx], "index": idx}
+            return {"step": int(step), "padding_mask": self.pairs.padding_mask[idx], "index": idx,
+                    **self.pairs.group_batch(idx)}
         if self._array is None:
             self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         idx_np = idx.numpy()
@@ -196,6 +204,7 @@ class TrainBatches(torch.utils.data.Dataset):
             "boxes": boxes,
             "flip": flip,
             "index": idx,
+            **self.pairs.group_batch(idx),
         }
 
 

@@ -245,8 +245,17 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rows[0]:ctx.rows[1]]
 
 
-def global_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor
-                            ) -> torch.Tensor:
+def gather_groups(groups: torch.Tensor) -> torch.Tensor:
+    """Every rank's pair group ids (same length on each), concatenated in rank order; no gradient."""
+    if not _CTX.enabled:
+        return groups
+    parts = [torch.empty_like(groups) for _ in range(_CTX.world_size)]
+    torch.distributed.all_gather(parts, groups.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def global_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                            groups: torch.Tensor | None = None) -> torch.Tensor:
     """This rank's share of the contrastive loss over the *global* batch (all ranks' embeddings as negatives).
 
     Rank r holds rows [r·b, (r+1)·b) of the gathered batch: its loss is `(CE(s·I_r·T_allᵀ, y_r) +
@@ -255,47 +264,62 @@ def global_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, log
     to images and texts alike). Backward: the gather's reduce-scatter sums every rank's contribution into the
     owner's embeddings, which gives W × d(mean loss)/d(embedding); DDP's average over W then gives the
     single-process parameter gradient. Computed in float32 like `contrastive_loss`.
+    With `groups` (this rank's pair group ids), every pair of the global batch with the same id is a positive
+    (multi-positive soft targets, as `loss.contrastive_loss`); the ids are gathered like the embeddings.
     """
     if not _CTX.enabled:
         from mwa_cli.train.loss import contrastive_loss
 
-        return contrastive_loss(image_emb, text_emb, logit_scale)
+        return contrastive_loss(image_emb, text_emb, logit_scale, groups)
     img = image_emb.float()
     txt = text_emb.float()
     all_img = all_gather_with_grad(img)
     all_txt = all_gather_with_grad(txt)
     scale = logit_scale.float().clamp(max=MAX_LOGIT_SCALE).exp()
     b = img.shape[0]
-    labels = torch.arange(b, device=img.device) + _CTX.rank * b
     logits_i = scale * similarity(img, all_txt)
     logits_t = scale * similarity(all_img, txt).t()
+    if groups is not None:
+        from mwa_cli.train.loss import positive_mask, soft_cross_entropy
+
+        g = groups.to(img.device)
+        pos = positive_mask(g, gather_groups(g))
+        return 0.5 * (soft_cross_entropy(logits_i, pos) + soft_cross_entropy(logits_t, pos))
+    labels = torch.arange(b, device=img.device) + _CTX.rank * b
     return 0.5 * (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels))
 
 
 def global_sigmoid_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                        logit_bias: torch.Tensor) -> torch.Tensor:
+                        logit_bias: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
     """SigLIP's loss over the global batch, this rank's share: its image rows against every rank's texts,
-    `-Σ log σ(z·(s·I_r·T_allᵀ + b)) / b_r` (z = +1 on the rank's diagonal block offset by rank·b). Mean over
-    ranks = the single-process loss `-Σ / B`."""
+    `-Σ log σ(z·(s·I_r·T_allᵀ + b)) / b_r` (z = +1 on the rank's diagonal block offset by rank·b, or wherever the
+    group ids match when `groups` is given). Mean over ranks = the single-process loss `-Σ / B`."""
     if not _CTX.enabled:
         from mwa_cli.train.loss import sigmoid_loss
 
-        return sigmoid_loss(image_emb, text_emb, logit_scale, logit_bias)
+        return sigmoid_loss(image_emb, text_emb, logit_scale, logit_bias, groups)
     img = image_emb.float()
     all_txt = all_gather_with_grad(text_emb.float())
     logits = similarity(img, all_txt) * logit_scale.float().exp() + logit_bias.float()
     b = img.shape[0]
-    z = -torch.ones_like(logits)
-    idx = torch.arange(b, device=logits.device)
-    z[idx, idx + _CTX.rank * b] = 1.0
+    if groups is not None:
+        from mwa_cli.train.loss import positive_mask
+
+        g = groups.to(logits.device)
+        z = 2 * positive_mask(g, gather_groups(g)) - 1
+    else:
+        z = -torch.ones_like(logits)
+        idx = torch.arange(b, device=logits.device)
+        z[idx, idx + _CTX.rank * b] = 1.0
     return -F.logsigmoid(z * logits).sum() / b
 
 
-def global_model_loss(model, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+def global_model_loss(model, image_emb: torch.Tensor, text_emb: torch.Tensor,
+                      groups: torch.Tensor | None = None) -> torch.Tensor:
     """`loss.model_loss` with global negatives: this rank's share (mean over ranks = the single-process loss)."""
     if getattr(model, "loss_kind", "softmax") == "sigmoid":
-        return global_sigmoid_loss(image_emb, text_emb, model.logit_scale, model.logit_bias)
-    return global_contrastive_loss(image_emb, text_emb, model.logit_scale)
+        return global_sigmoid_loss(image_emb, text_emb, model.logit_scale, model.logit_bias, groups)
+    return global_contrastive_loss(image_emb, text_emb, model.logit_scale, groups)
 
 
 # ============================================================================ DDP

@@ -31,10 +31,12 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError, DataError, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
+from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
-from mwa_cli.train.data import (PairTable, close_loader, TrainBatches, augment_batch, flip_allowed_mask, make_loader,
-                                 open_cache_array)
+from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, close_loader, flip_allowed_mask,
+                                make_loader, open_cache_array)
 from mwa_cli.train.loss import model_loss
+from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.optim import build_optimizer
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
 from mwa_cli.train.schedule import WarmupCosine
@@ -82,7 +84,8 @@ class Trainer:
     """Owns the model, optimizer, schedule and precision; `step(batch)` does one optimizer step.
 
     A batch is a dict: `images` uint8 [B,S,S,3] (+ `boxes` [B,4], `flip` [B] for augmentation) or `pixels`
-    float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]. `micro_batch` < B accumulates
+    float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]; optional `group` [B] positive-group ids
+    (pairs with equal ids are positives of each other: train/positives.py). `micro_batch` < B accumulates
     gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
     """
 
@@ -160,7 +163,8 @@ class Trainer:
         images = batch["images"].to(self.device, non_blocking=True)
         return augment_batch(images, batch["boxes"], batch["flip"], self.image_size)
 
-    def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                          groups: torch.Tensor | None = None) -> torch.Tensor:
         b = px.shape[0]
         m = min(self.micro_batch or b, b)
         total = torch.zeros((), device=self.device)
@@ -168,7 +172,8 @@ class Trainer:
             j = min(i + m, b)
             with self._autocast(), self._ddp_sync(last=j >= b):
                 img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
-            loss = self._pair_loss(img, txt)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
+            g = groups[i:j] if groups is not None else None  # positives within the micro-batch, like negatives
+            loss = self._pair_loss(img, txt, g)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
             part = loss * ((j - i) / b)
             if self.scaler is not None:
                 self.scaler.scale(part).backward()
@@ -191,12 +196,12 @@ class Trainer:
                     self.model.encode_text_hidden(ids, mask, self.feature_start))
         return self._encode_image(px), self._encode_text(ids, mask)
 
-    def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
+    def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
             from mwa_cli.train.distributed import global_model_loss
 
-            return global_model_loss(self.model, img, txt)
-        return model_loss(self.model, img, txt)
+            return global_model_loss(self.model, img, txt, groups)
+        return model_loss(self.model, img, txt, groups)
 
     def step(self, batch: dict) -> torch.Tensor:
         """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
@@ -207,10 +212,11 @@ class Trainer:
         px = self.pixels(batch)
         ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
         mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
         while True:
             oom = False
             try:
-                loss = self._forward_backward(px, ids, mask)
+                loss = self._forward_backward(px, ids, mask, groups)
             except _OOM_ERRORS:
                 if not self._can_back_off():
                     raise
@@ -472,6 +478,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         saved = run.read_config()
         cfg = config_from_run(saved)
         cfg.resume = str(run.path)
+        if "positives" not in saved:  # started before multi-positive targets existed: keep its loss
+            cfg.positives = "off"
         if (run.path / "adapter_model.safetensors").is_file() and (run.path / "eval.json").is_file():
             raise ConfigError(f"{run.path} has already finished: nothing to resume",
                               hint=f"evaluate it with `mwa eval {run.path}`, or start a new run with another --name")
@@ -547,8 +555,10 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     if vocab_table is not None:
         tok = load_tokenizer(binfo.tokenizer_path, text_len, model=model)
     ids, mask = tok.encode_batch(captions)
+    positives = resolve_positives(cfg.positives, captions, [str(x or "") for x in train_df["label"]])
     pairs = PairTable(image_rows=np.array([cache.index_of(i) for i in train_df["image_id"]], dtype=np.int64),
-                      input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, cfg.flip))
+                      input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, cfg.flip),
+                      groups=positives.groups)
     n_pairs = len(pairs)
     val_data = load_split(data_dir, "val", cache) if (df["split"] == "val").any() else None
     final_split = cfg.final_split
@@ -569,6 +579,10 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     if random_on_purpose(cfg.weights) and not config.resume:
         message(f"warning: --weights {NO_WEIGHTS}: {binfo.name} starts from random weights; its recall says nothing "
                 "about the pretrained model")
+    if cfg.positives == "auto" and positives.mode == "caption" and resume_state is None:
+        message(f"the {positives.pairs} train captions hold only {positives.distinct_captions} distinct texts: pairs "
+                "with the same caption are positives of each other (--positives caption; --positives label groups "
+                "by label, --positives off turns it off)")
 
     auto_fields = []
     if cfg.lr is None:
@@ -631,7 +645,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             run = dist_mod.NullRunDir(run.path)
         record = cfg.to_dict()
         record.update(batch_size=batch_size, precision=precision, device=device.type, text_len=text_len,
-                      method_options=applied.options, auto_resolved=auto_fields)
+                      method_options=applied.options, auto_resolved=auto_fields, positives=positives.mode,
+                      positives_detail=positives.record())
         if cfg.tokenizer is None:
             record["tokenizer"] = binfo.tokenizer_path
         record.update(token_additions=vocab_table, vocab_extension=vocab_record)
@@ -776,6 +791,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         return timing
 
     fcache = None
+    collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
+    if getattr(model, "loss_kind", "softmax") == "softmax":
+        collapse = CollapseWatch(min(trainer.micro_batch or batch_size, batch_size) * dctx.world_size
+                                 if trainer.micro_batch else batch_size,
+                                 after_step=max(1, round(cfg.warmup_frac * max(1, total_steps))), lr=cfg.lr)
     flag = _SignalFlag()
     flag.install()
     try:
@@ -851,6 +871,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                    "mem_gib": round(_peak_mem_gib(device), 4), "time_s": round(elapsed(), 3)}
             run.append_metrics(row)
             _emit(progress, "step", dict(row, total_steps=total_steps if planned else None))
+            if collapse is not None and (note := collapse.observe(step_now, value)):
+                message(note)
             t_interval = time.monotonic()
             t_seg = time.monotonic()
 

@@ -1,0 +1,120 @@
+"""Class-folder data on beit3-mini: label-level recall of MWA vs full fine-tuning, several seeds, on the CPU.
+
+    PYTHONPATH=$PWD python bench/class_folders_goal.py --out class_folders.json --seeds 0 1 2 --jobs 6
+
+Builds sample_data as class folders (scripts/make_class_folders.py: 440 photos, 8 labels), prepares it like the
+issue's report (`--format folders --lang en`, 64 px, split 0.6/0.2/0.2), then trains every (method, positives,
+learning rate, seed) of `--runs` for `--epochs` as separate `mwa train --device cpu` processes, `--jobs` at a time
+with `--threads` threads each, and reads each run's eval.json (test split). Prints the CPU's name with the table;
+writes every run's numbers (instance and label-level metrics, per label, chance, train seconds) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mwa_cli.data.prepare import prepare_dataset  # noqa: E402
+from scripts.make_class_folders import build_class_folders  # noqa: E402
+
+DEFAULT_RUNS = ["full-ft:auto:default", "mwa:auto:default", "full-ft:off:default", "mwa:off:default"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} threads)"
+
+
+def run_one(data: Path, runs: Path, spec: str, seed: int, epochs: float, threads: int) -> dict:
+    method, positives, lr = spec.split(":")
+    name = f"{method}-{positives}-{lr}-s{seed}"
+    cmd = [sys.executable, "-m", "mwa_cli", "train", str(data), "--backbone", "beit3-mini", "--method", method,
+           "--positives", positives, "--epochs", str(epochs), "--device", "cpu", "--seed", str(seed),
+           "--out", str(runs), "--name", name, "--quiet", "--json", "--workers", "0"]
+    if lr != "default":
+        cmd += ["--lr", lr]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    row = {"spec": spec, "method": method, "positives": positives, "lr_arg": lr, "seed": seed, "epochs": epochs,
+           "exit_code": proc.returncode, "wall_s": round(time.time() - t0, 1)}
+    if proc.returncode != 0:
+        row["error"] = proc.stderr[-1500:]
+        return row
+    run_dir = runs / name
+    cfg = json.loads((run_dir / "config.json").read_text())
+    ev = json.loads((run_dir / "eval.json").read_text())
+    timing = json.loads((run_dir / "timing.json").read_text())
+    ll = ev["label_level"]
+    row.update(lr=cfg["lr"], positives_resolved=cfg["positives"], steps=timing["steps"], train_s=timing["train_s"],
+               trainable_params=timing["trainable_params"], total_params=timing["total_params"],
+               instance={"i2t": ev["i2t"], "t2i": ev["t2i"], "rsum": ev["rsum"]},
+               label_level={k: ll[k] for k in ("key", "i2t", "t2i", "rsum", "chance")},
+               per_label={k: {"i2t_r1": v["i2t"]["r1"], "t2i_r1": v["t2i"]["r1"], "chance_i2t_r1": v["chance"]["i2t_r1"]}
+                          for k, v in ll["per_label"].items()},
+               primary_protocol=ev["primary_protocol"])
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="class_folders.json")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="METHOD:POSITIVES:LR (LR 'default' = preset)")
+    ap.add_argument("--epochs", type=float, default=5)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mwa-folders-"))
+    build_class_folders(work / "photos")
+    prepare_dataset(work / "photos", work / "data", fmt="folders", lang="en", image_size=64, split="0.6,0.2,0.2",
+                    progress=False)
+    machine = cpu_name()
+    print(f"machine: {machine}", flush=True)
+    jobs = [(spec, seed) for seed in args.seeds for spec in args.runs]
+    rows: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(run_one, work / "data", work / "runs", spec, seed, args.epochs, args.threads)
+                   for spec, seed in jobs]
+        for f in futures:
+            row = f.result()
+            row["machine"] = machine
+            rows.append(row)
+            ll = row.get("label_level", {})
+            print(f"[{machine}] {row['spec']} seed {row['seed']}: exit {row['exit_code']}, label-level I→T R@1 "
+                  f"{ll.get('i2t', {}).get('r1', float('nan')):.1f} (chance {ll.get('chance', {}).get('i2t_r1', 0):.1f}), "
+                  f"instance RSUM {row.get('instance', {}).get('rsum', float('nan')):.1f}, "
+                  f"train {row.get('train_s', 0):.0f} s", flush=True)
+            Path(args.out).write_text(json.dumps({"machine": machine, "epochs": args.epochs, "rows": rows}, indent=2))
+    print(f"\nmachine: {machine}; {args.epochs} epochs; label-level I→T R@1 on test (88 images, 264 captions)")
+    print("| run | seeds | label-level I→T R@1 per seed | mean | min per-label I→T R@1 | instance RSUM mean |")
+    print("|---|---|---|---:|---:|---:|")
+    for spec in args.runs:
+        rs = [r for r in rows if r["spec"] == spec and r["exit_code"] == 0]
+        if not rs:
+            continue
+        r1 = [r["label_level"]["i2t"]["r1"] for r in rs]
+        worst = min(min(v["i2t_r1"] for v in r["per_label"].values()) for r in rs)
+        inst = sum(r["instance"]["rsum"] for r in rs) / len(rs)
+        print(f"| {spec} | {len(rs)} | {', '.join(f'{x:.1f}' for x in r1)} | {sum(r1) / len(r1):.1f} | {worst:.1f} | "
+              f"{inst:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
