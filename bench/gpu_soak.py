@@ -13,7 +13,8 @@ Parts (--parts, comma-separated; default all that the machine can run):
 * cycles  --cycles K SIGTERM/SIGKILL + resume cycles on one GPU: the same 200-step run (seed 7, checkpoint every
           25 steps) is signalled at a random moment (SIGTERM on odd cycles, SIGKILL on even ones, after the
           first checkpoint), then `mwa train --resume` must finish it. Expected: exit 143 (SIGTERM) or -9, then 0;
-          the resumed run's train steps continuous; its adapter against an uninterrupted reference run, and two
+          the resumed run's train steps continuous up to the reference's last step; its adapter against an
+          uninterrupted reference run, and two
           uninterrupted runs against each other (the run-to-run noise floor of bf16 GPU kernels).
 * ddp     the same cycles with `--devices 2` (needs 2 GPUs), and their reference.
 After each finished run: `mwa eval RUN --json` on the same GPU, compared with the eval.json `mwa train` wrote
@@ -196,7 +197,8 @@ def part_cycles(args, data: Path, work: Path, gpu: str | None, devices: int) -> 
         entry = {"cycle": c, "interrupted": first, "resumed": resumed, "leftovers_after_signal": left_after_signal}
         if resumed["rc"] == 0 and not resumed["hang"]:
             steps = train_steps(run_dir)
-            entry["steps_continuous"] = steps == sorted(set(steps)) and steps[-1] == args.cycle_steps
+            ref_steps = train_steps(work / "runs" / f"{tag}-ref1")  # early stopping may end both before the limit
+            entry["steps_continuous"] = steps == sorted(set(steps)) and steps[-1] == ref_steps[-1]
             entry["adapter_vs_reference"] = adapter_diff(run_dir, work / "runs" / f"{tag}-ref1")
             entry["eval"] = eval_pair(run_dir, gpu, args.limit)
         print(f"  {tag} {c}: {first['signal']} → exit {first['rc']}{' HANG' if first['hang'] else ''}; resume → exit "
