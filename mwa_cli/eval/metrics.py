@@ -184,19 +184,20 @@ def group_retrieval_ranks(
     tg = torch.as_tensor(text_groups, dtype=torch.long).reshape(-1).to(dev)
     if ig.ndim == 1:
         ig = ig[:, None]
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise ValueError("image_emb and text_emb must be 2-D tensors [N, d] of the same width")
+    if img.ndim not in (2, 3) or txt.ndim != 2 or img.shape[-1] != txt.shape[-1]:
+        raise ValueError("image_emb must be [N, d] or [N, Q, d] and text_emb [N, d], of the same width")
     if ig.shape[0] != img.shape[0] or tg.numel() != txt.shape[0]:
         raise ValueError("image_groups needs one row per image and text_groups one entry per caption")
     n_img, n_txt = img.shape[0], txt.shape[0]
+    img_chunk = max(1, chunk_size // img.shape[1]) if img.ndim == 3 else chunk_size  # Q scores per image pair
 
     def blocks():
-        for i0 in range(0, n_img, chunk_size):
-            i1 = min(i0 + chunk_size, n_img)
+        for i0 in range(0, n_img, img_chunk):
+            i1 = min(i0 + img_chunk, n_img)
             for j0 in range(0, n_txt, chunk_size):
                 j1 = min(j0 + chunk_size, n_txt)
                 is_pos = (ig[i0:i1, :, None] == tg[None, None, j0:j1]).any(dim=1)
-                yield i0, i1, j0, j1, img[i0:i1] @ txt[j0:j1].T, is_pos
+                yield i0, i1, j0, j1, similarity(img[i0:i1], txt[j0:j1]), is_pos
 
     ninf = torch.tensor(float("-inf"), device=dev)
     best_img = torch.full((n_img,), float("-inf"), device=dev)
