@@ -66,8 +66,11 @@ def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
 
 def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", *, device: torch.device,
                    dtype: torch.dtype | None = None, batch_size: int = 128, cache=None, split_data=None,
-                   topk: bool = True, identity: dict | None = None) -> tuple[dict, dict | None]:
+                   topk: bool = True, identity: dict | None = None,
+                   ranks_out: dict | None = None) -> tuple[dict, dict | None]:
     """(eval.json dict, eval_topk.json dict or None) for `model` on `split` of `data_dir`.
+
+    `ranks_out`: a dict that receives "query_ranks", the per-query ranks (`mwa_cli.eval.bootstrap.QueryRanks`).
 
     `tokenizer` needs `encode_batch(texts) -> (ids, mask)`; `identity` adds method/backbone/dataset_hash keys.
     Pass a prepared `split_data` (and `cache`) to avoid re-reading the manifest on repeated evaluations.
@@ -85,8 +88,14 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
                        batch_size=batch_size, dtype=dtype)
     txt = embed_texts(model, ids, mask, device=device, batch_size=max(batch_size, 256), dtype=dtype)
     has_labels = any(split_data.labels)
+    ranks: dict = {}
     metrics = retrieval_metrics(img, txt, split_data.text_to_image,
-                                labels=split_data.labels if has_labels else None)
+                                labels=split_data.labels if has_labels else None, ranks_out=ranks)
+    if ranks_out is not None:
+        from mwa_cli.eval.bootstrap import QueryRanks
+
+        ranks_out["query_ranks"] = QueryRanks(ranks["i2t_ranks"].numpy(), ranks["t2i_ranks"].numpy(),
+                                              split_data.text_to_image.numpy())
     result = {"split": split_data.split}
     result.update(metrics)
     if not has_labels:
@@ -185,12 +194,15 @@ def evaluate_path(target: str | Path, *, data_dir: str | Path | None = None, spl
     tok = load_tokenizer(tok_path, text_len, model=model)
     ds_info = load_dataset_info(Path(data_dir))
     identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
+    ranks: dict = {}
     result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
-                                 batch_size=batch_size, identity=identity)
+                                 batch_size=batch_size, identity=identity, ranks_out=ranks)
     if write and out_dir is not None:
+        from mwa_cli.eval.bootstrap import save_ranks
         from mwa_cli.fileio import atomic_write_json
 
         atomic_write_json(out_dir / "eval.json", result)
+        save_ranks(out_dir, result["split"], ranks["query_ranks"])
         if top is not None:
             atomic_write_json(out_dir / "eval_topk.json", top)
         result = dict(result, written_to=str(out_dir / "eval.json"))
