@@ -64,7 +64,7 @@ def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float]
         step += 1
         st = planner.observe_progress(step, train_s)
         if st is not None:
-            new, _ = planner.plan(step, st, None)
+            new, _ = planner.plan(step, st, None, since_check_s=log["since_check"])
             if abs(new - total) >= max(1.0, 0.01 * total):
                 total = max(new, step)
                 sched.fit(total, at_step=step)

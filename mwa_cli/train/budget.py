@@ -145,8 +145,10 @@ class BudgetPlanner:
 
     # ------------------------------------------------------------ plan
     def plan(self, step: int, step_time: float, limit: int | None, now: float | None = None,
-             evals_left: int | None = None) -> tuple[int, str]:
-        """Total optimizer steps that fit; returns (total_steps, a sentence saying why)."""
+             evals_left: int | None = None, since_check_s: float = 0.0) -> tuple[int, str]:
+        """Total optimizer steps that fit; returns (total_steps, a sentence saying why).
+
+        `since_check_s`: training seconds since the last validation check (cost-aware checks)."""
         self.step_time = step_time
         now = self.clock() if now is None else now
         if self.deadline is None:
@@ -157,8 +159,10 @@ class BudgetPlanner:
                           else (self.val_evals or 0) if self.val_items else 0)
         evals_left = evals_left or 0
         remaining = self.deadline - now - self.final_reserve_s() - evals_left * self.val_eval_s()
-        if self.cost_aware and remaining > 0 and self.val_eval_s() > 0:  # the whole checks that fit in the share
-            remaining -= math.floor(remaining * self.val_share / self.val_eval_s()) * self.val_eval_s()
+        e = self.val_eval_s()
+        if self.cost_aware and remaining > 0 and e > 0:  # the checks still to come: one per `gap` of training
+            gap = e * (1.0 / self.val_share - 1.0)
+            remaining -= max(0, math.floor((since_check_s + remaining) / (gap + e))) * e
         if self.checkpoint_every > 0:
             eff = step_time + self.ckpt_s / self.checkpoint_every
         else:

@@ -891,7 +891,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             if st is None:
                 return None
             new_total, why = planner.plan(step_now, st, limit, time.monotonic(),
-                                          evals_left=sum(1 for e in eval_steps if e > step_now))
+                                          evals_left=sum(1 for e in eval_steps if e > step_now),
+                                          since_check_s=float(acc["train_s"]) - float(acc["train_s_at_check"]))
             new_total = max(new_total, step_now)
             if abs(new_total - total_steps) < max(1.0, 0.01 * total_steps):
                 return None
