@@ -35,19 +35,24 @@ class QueryRanks:
     i2t: np.ndarray  # [N_img]
     t2i: np.ndarray  # [N_txt]
     text_to_image: np.ndarray  # [N_txt] index of each caption's image
+    label_level: "QueryRanks | None" = None  # the same queries under the label-level protocol, when evaluated
 
     @property
     def n_images(self) -> int:
         return int(self.i2t.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"i2t_ranks": self.i2t.tolist(), "t2i_ranks": self.t2i.tolist(),
-                "text_to_image": self.text_to_image.tolist()}
+        d = {"i2t_ranks": self.i2t.tolist(), "t2i_ranks": self.t2i.tolist(),
+             "text_to_image": self.text_to_image.tolist()}
+        if self.label_level is not None:
+            d["label_level"] = self.label_level.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QueryRanks":
         qr = cls(np.asarray(d["i2t_ranks"], dtype=np.int64), np.asarray(d["t2i_ranks"], dtype=np.int64),
-                 np.asarray(d["text_to_image"], dtype=np.int64))
+                 np.asarray(d["text_to_image"], dtype=np.int64),
+                 cls.from_dict(d["label_level"]) if d.get("label_level") else None)
         if qr.t2i.shape != qr.text_to_image.shape or (qr.text_to_image.size and
                                                       (qr.text_to_image.min() < 0 or qr.text_to_image.max() >= qr.n_images)):
             raise ValueError("ranks file: text_to_image must give one image index in [0, N_img) per caption")
