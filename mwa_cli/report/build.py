@@ -12,7 +12,14 @@ Shape (``schema_version`` 1)::
                "estimated": {"recall", "cost", "savings", "roi"},   # true where the figures are estimates
                "recall": {"i2t": {...}, "t2i": {...}, "rsum", "mean_recall"} | null,
                "recall_delta": {"i2t_r1", ..., "t2i_r10", "rsum", "mean_recall"} | null,   # points vs baseline
-               "rsum_kept_pct", "time_pct_of_baseline",
+               "rsum_kept_pct", "time_pct_of_baseline",   # time: to the target quality when both reached it
+               "recall_ci": {"value", "ci95": {"i2t_r1", ..., "rsum": [lo, hi]}, "resamples", "seed", "n_images",
+                             "level"} | null,   # bootstrap over test images (evidence.py); null without ranks
+               "recall_delta_ci": {"value", "ci95", "se", ...} | null,   # paired, vs the baseline
+               "protocol_name": "instance|label_level", "seed", "seed_group": name | null,
+               "time_to_quality": {"curve": [[minutes, val_rsum]], "best_val_rsum", "checks", "reference",
+                                   "to": {"95": {"time_s", "step", "val_rsum", "device_hours"} | null, "99": ...}},
+               "roi_basis": "time_to_quality|not_reached|whole_run",
                "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
                         "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
                "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
@@ -24,6 +31,10 @@ Shape (``schema_version`` 1)::
                               "budget_s"},
                "gallery": {...} | null}],
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
+     "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
+     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run"},
+     "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
+                      "best_val_rsum", "to_95_s", "to_99_s", "reached": {"95": k, "99": k}}],
      "protocol": "..."}
 """
 
