@@ -28,7 +28,8 @@ def _eval_cost(items: int) -> float:
 
 
 def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float], float], *, step: int,
-             train_s: float, total: int | None, stop_at: float | None = None) -> tuple[int, float, int, dict]:
+             train_s: float, total: int | None, stop_at: float | None = None,
+             check_s: Callable[[int], float] = lambda k: _eval_cost(VAL_ITEMS)) -> tuple[int, float, int, dict]:
     """One process's training loop, as mwa_cli.train.loop drives the planner. Returns (step, train_s, total, log)."""
     log = {"val_checks": 0, "val_s": 0.0, "since_check": 0.0}
     sched = WarmupCosine(1.0, kind="wsd")
@@ -50,7 +51,7 @@ def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float]
         if planner.must_stop(step, total, set()):
             break
         if planner.val_due(log["since_check"]):
-            cost = _eval_cost(VAL_ITEMS)
+            cost = check_s(log["val_checks"])
             clock.t += cost
             planner.observe_eval(cost, VAL_ITEMS)
             log["val_checks"] += 1
@@ -180,3 +181,12 @@ def test_negative_patience_is_refused(bad):
 
     with pytest.raises(ConfigError, match="patience"):
         TrainConfig(data_dir="x", patience=bad).validate()
+
+
+def test_one_slow_check_on_a_busy_machine_does_not_shrink_the_run():
+    budget, clock = 300.0, Clock()  # long enough for a normal check after the slow one
+    p = _planner(budget, clock)
+    _, _, _, log = _segment(p, clock, lambda i, t: 0.4, step=0, train_s=0.0, total=None,
+                            check_s=lambda k: 6.0 if k == 0 else _eval_cost(VAL_ITEMS))
+    assert log["val_checks"] >= 2  # the slow one and a later, normal one
+    assert _within(clock.t, budget), clock.t

@@ -90,7 +90,9 @@ class BudgetPlanner:
     # ------------------------------------------------------------ observations
     def observe_eval(self, seconds: float, items: int) -> None:
         per = max(0.0, seconds - EVAL_OVERHEAD_S) / max(1, items)
-        self.eval_s_per_item = per if self.eval_s_per_item is None else max(per, 0.5 * (per + self.eval_s_per_item))
+        # the latest check predicts the final evaluation best: one slowed by a busy machine (or a cold start)
+        # must not inflate the reserve for the rest of the run
+        self.eval_s_per_item = per
 
     def observe_checkpoint(self, seconds: float) -> None:
         self.ckpt_s = max(self.ckpt_s, seconds) if self.ckpt_s else seconds

@@ -1023,6 +1023,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 del it, loader
         if cfg_record.get("plan"):
             run.write_config(cfg_record)  # the plan as it finally stood (small refits are not written each time)
+        if stop_reason is None and budget_s is not None and limit is not None and step >= limit and trainer.trains:
+            stop_reason = f"the --steps/--epochs limit ({limit} steps) ended the run before its budget"
+            message(stop_reason)
 
         # -------------------------------------------------------------- interrupted
         if dctx.enabled:  # the same decision on every rank, also for a signal after the last step's agreement
