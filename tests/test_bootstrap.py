@@ -91,3 +91,25 @@ def test_ranks_file_round_trip_and_bad_file(tmp_path):
     (tmp_path / "eval_ranks.json").write_text('{"i2t_ranks": [1], "t2i_ranks": [1, 2], "text_to_image": [0, 3]}')
     assert load_ranks(tmp_path) is None  # unreadable: no interval rather than a wrong one
     assert load_ranks(tmp_path / "missing") is None
+
+
+def test_training_and_mwa_eval_write_ranks_that_reproduce_eval_json(train_data_dir, train_tokenizer, tmp_path):
+    import json
+
+    from mwa_cli.eval.evaluate import evaluate_path
+    from mwa_cli.train.config import TrainConfig
+    from mwa_cli.train.loop import train
+
+    torch.set_num_threads(1)
+    res = train(TrainConfig(data_dir=str(train_data_dir), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
+                            method="nke", steps=3, batch_size=8, val_evals=0, out=str(tmp_path), name="r",
+                            workers=0))
+    for source in ("training", "mwa eval"):
+        if source == "mwa eval":
+            (res.run_dir / "eval_ranks.json").unlink()
+            evaluate_path(res.run_dir, device="cpu")
+        ev = json.loads((res.run_dir / "eval.json").read_text())
+        split, ranks = load_ranks(res.run_dir)
+        p = point_metrics(ranks)
+        assert split == ev["split"] and ranks.n_images == ev["n_images"] and ranks.t2i.size == ev["n_captions"]
+        assert p["rsum"] == pytest.approx(ev["rsum"]) and p["t2i_r5"] == pytest.approx(ev["t2i"]["r5"]), source
