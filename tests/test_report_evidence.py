@@ -136,3 +136,17 @@ def test_seed_groups_show_mean_and_spread(tmp_path):
     baseline = next(r for r in rep["runs"] if r["is_baseline"])
     assert main["seed"] == baseline["seed"]
     assert "Over 3 seeds: MWA test RSUM 442.0 ± 12.0, full fine-tuning 460.0 ± 12.0." in rep["verdict"]
+
+
+def test_patience_replay_on_a_recorded_curve():
+    from mwa_cli.report.quality_time import simulate_patience
+
+    curve = [{"time_s": float(t), "step": t, "rsum": r} for t, r in
+             [(0, 100.0), (10, 200.0), (20, 190.0), (30, 195.0), (40, 260.0), (50, 250.0)]]
+    early = simulate_patience(curve, 2)
+    assert early["stopped"] and early["stop_time_s"] == 30.0 and early["best_rsum"] == 200.0
+    assert early["full_best_rsum"] == 260.0
+    late = simulate_patience(curve, 3)  # never 3 checks in a row without improvement before the end
+    assert not late["stopped"] and late["best_rsum"] == 260.0
+    spaced = simulate_patience(curve, 1, min_gap_s=25.0)  # checks at 0, 30 and the final one at 50
+    assert not spaced["stopped"] and spaced["best_rsum"] == 250.0

@@ -43,18 +43,19 @@ def simulate_patience(curve: list[dict[str, float]], patience: int, min_gap_s: f
     stop after `patience` checks without a strictly higher RSUM. Returns the stop time, the best RSUM kept and
     the time of the whole curve, to choose the default patience from measured runs."""
     checks, last = [], None
-    for p in curve:
-        if last is None or p["time_s"] - last >= min_gap_s:
+    for i, p in enumerate(curve):  # the last point is the final evaluation, which every run makes
+        if last is None or p["time_s"] - last >= min_gap_s or i == len(curve) - 1:
             checks.append(p)
             last = p["time_s"]
-    best, since, stop = None, 0, checks[-1] if checks else None
+    best, since, stop, stopped = None, 0, checks[-1] if checks else None, False
     for p in checks:
         if best is None or p["rsum"] > best["rsum"]:
             best, since = p, 0
         else:
             since += 1
-            if patience > 0 and since >= patience:
-                stop = p
+            if patience > 0 and since >= patience and p is not checks[-1]:
+                stop, stopped = p, True
                 break
-    return {"stop_time_s": stop["time_s"] if stop else None, "best_rsum": best["rsum"] if best else None,
-            "full_time_s": curve[-1]["time_s"] if curve else None, "full_best_rsum": best_rsum(curve)}
+    return {"stopped": stopped, "stop_time_s": stop["time_s"] if stop else None,
+            "best_rsum": best["rsum"] if best else None, "full_time_s": curve[-1]["time_s"] if curve else None,
+            "full_best_rsum": best_rsum(curve)}
