@@ -150,3 +150,21 @@ def test_patience_replay_on_a_recorded_curve():
     assert not late["stopped"] and late["best_rsum"] == 260.0
     spaced = simulate_patience(curve, 1, min_gap_s=25.0)  # checks at 0, 30 and the final one at 50
     assert not spaced["stopped"] and spaced["best_rsum"] == 250.0
+
+
+def test_time_to_quality_uses_the_baseline_of_the_same_seed(tmp_path):
+    data = make_data_dir(tmp_path)
+    runs = tmp_path / "runs"
+    for seed, best in ((0, 400.0), (1, 200.0)):
+        full = make_run(runs, f"full-ft-s{seed}", "full-ft", data)
+        _set_seed(full, seed)
+        _val_curve(full, [(0, 100.0), (600, best)])
+        mwa = make_run(runs, f"mwa-s{seed}", "mwa", data)
+        _set_seed(mwa, seed)
+        _val_curve(mwa, [(0, 100.0), (100, 195.0), (300, 390.0)])
+    rep = make_report([], runs, write=False)
+    by = {r["name"]: r for r in rep["runs"]}
+    assert by["mwa-s0"]["time_to_quality"]["reference"] == 400.0
+    assert by["mwa-s0"]["time_to_quality"]["to"]["95"]["time_s"] == 300
+    assert by["mwa-s1"]["time_to_quality"]["reference"] == 200.0
+    assert by["mwa-s1"]["time_to_quality"]["to"]["95"]["time_s"] == 100

@@ -104,6 +104,10 @@ def _roi_hours(run: Run, ttq: dict[str, Any], target_pct: int) -> tuple[float | 
     return _device_hours(run.timing), _num(run.timing.get("wall_s")), basis
 
 
+def baseline_method(baseline: Run | None, compare: str) -> str:
+    return baseline.method if baseline is not None else compare
+
+
 def _pick_baseline(runs: list[Run], compare: str) -> tuple[Run | None, list[str]]:
     cands = [r for r in runs if r.method == compare or r.name == compare]
     notes = []
@@ -177,7 +181,12 @@ def build_report(
     b_recall = _recall(baseline) if baseline is not None else None
     ref_best = (evidence.time_to_quality(baseline, None, 1)["best_val_rsum"]
                 if baseline is not None and not b_est else None)
-    ttq = {id(r): evidence.time_to_quality(r, ref_best, int(r.timing.get("n_devices") or 1)) for r in runs}
+    # time to quality against the baseline method's run of the same seed when there is one (seed groups)
+    ref_by_seed = {x.config.get("seed"): evidence.time_to_quality(x, None, 1)["best_val_rsum"]
+                   for x in runs if x.method == baseline_method(baseline, compare) and not x.estimated}
+    ref_by_seed = {k: v for k, v in ref_by_seed.items() if v is not None}
+    ttq = {id(r): evidence.time_to_quality(r, ref_by_seed.get(r.config.get("seed"), ref_best),
+                                           int(r.timing.get("n_devices") or 1)) for r in runs}
     basis = {id(r): _roi_hours(r, ttq[id(r)], target_pct) for r in runs}
     b_hours = basis[id(baseline)][0] if baseline is not None else None
     b_yearly = (roi_mod.yearly(b_hours, baseline.artefact_bytes, is_full_ft=True, backbone_bytes=backbone_bytes,

@@ -135,7 +135,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "protocol_label_level": "label-level",
         "sec_ttq": "Time to quality",
         "sec_ttq_help": "Wall time each run needed to reach a share of full fine-tuning's best validation RSUM "
-                        "({ref}), counting start-up and training but not the validation checks themselves. Every "
+                        "({ref}; with several seeds, that of the full fine-tuning run of the same seed), counting "
+                        "start-up and training but not the validation checks themselves. Every "
                         "method ran the same warm-up / stable / decay schedule. The ROI below uses the time to "
                         "{target} %.",
         "col_best_val": "Best val RSUM",
@@ -280,7 +281,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "protocol_instance": "インスタンス単位",
         "protocol_label_level": "ラベル単位",
         "sec_ttq": "品質到達時間",
-        "sec_ttq_help": "フルファインチューニングの最良検証 RSUM（{ref}）の一定割合に達するまでの実時間（起動と学習を含み、"
+        "sec_ttq_help": "フルファインチューニングの最良検証 RSUM（{ref}。複数シードでは同じシードの実行のもの）の一定割合に"
+                        "達するまでの実時間（起動と学習を含み、"
                         "検証そのものの時間は含みません）。すべての手法が同じウォームアップ／一定／減衰スケジュールで"
                         "学習しました。下の ROI は {target} % 到達時間を使います。",
         "col_best_val": "最良検証 RSUM",

@@ -133,7 +133,9 @@ def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
         for pct in rep["time_to_quality"]["targets"]:
             hit = (q.get("to") or {}).get(str(pct))
             if hit is not None:
-                cells[str(pct)] = _cell(fmt_duration(hit["time_s"], lang), sub=f"step {hit['step']}")
+                hours = fmt_num(hit["device_hours"], 4 if hit["device_hours"] < 0.1 else 2)
+                cells[str(pct)] = _cell(fmt_duration(hit["time_s"], lang),
+                                        sub=f"{hours} {t(lang, rep['hours_unit'])} · step {hit['step']}")
             else:
                 cells[str(pct)] = _cell(t(lang, "not_reached") if q.get("checks") and q.get("reference") else "—")
         rows.append({"name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
