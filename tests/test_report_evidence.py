@@ -168,3 +168,18 @@ def test_time_to_quality_uses_the_baseline_of_the_same_seed(tmp_path):
     assert by["mwa-s0"]["time_to_quality"]["to"]["95"]["time_s"] == 300
     assert by["mwa-s1"]["time_to_quality"]["reference"] == 200.0
     assert by["mwa-s1"]["time_to_quality"]["to"]["95"]["time_s"] == 100
+
+
+def test_the_zero_shot_point_is_never_a_reference_or_a_hit(tmp_path):
+    data = make_data_dir(tmp_path)
+    runs = tmp_path / "runs"
+    full = make_run(runs, "full-ft", "full-ft", data)
+    mwa = make_run(runs, "mwa", "mwa", data)
+    _val_curve(full, [(0.5, 229.5), (51.0, 194.3), (63.3, 240.9)])  # mwa demo: full-ft barely beat zero-shot
+    _val_curve(mwa, [(5.0, 229.5), (60.9, 376.1)])
+    rep = make_report([], runs, write=False)
+    by = {r["name"]: r for r in rep["runs"]}
+    assert rep["time_to_quality"]["reference_best_val_rsum"] == 240.9
+    assert by["full-ft"]["time_to_quality"]["to"]["95"]["time_s"] == 63.3
+    assert by["mwa"]["time_to_quality"]["to"]["95"]["time_s"] == 60.9
+    assert by["mwa"]["time_to_quality"]["curve"][0] == [5.0 / 60.0, 229.5]  # still drawn

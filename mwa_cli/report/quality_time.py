@@ -4,7 +4,9 @@ Protocol (docs/decisions.md): every method trains under the same warm-up/stable/
 during the stable phase the learning rate does not depend on how long the run was planned to be; the clock is the
 run's wall time *without* its validation checks (`time_no_val_s`: start-up, warm-up, compilation, training and
 checkpoints count; the checks do not, so checking more often never makes a method look slower). The target is a
-share of the baseline's best validation RSUM. A run that never reached it says so (None), never a guess.
+share of the baseline's best validation RSUM. Only trained checks count (step > 0): the zero-shot point at step 0
+is drawn on the curve but is neither a reference nor a hit, so a baseline that never beat the backbone cannot make
+"95 % of it" come for free. A run that never reached the target says so (None), never a guess.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ def val_curve(rows: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def best_rsum(curve: list[dict[str, float]]) -> float | None:
-    return max((p["rsum"] for p in curve), default=None)
+    """The best val RSUM of the trained checks (step > 0); None without one."""
+    return max((p["rsum"] for p in curve if p["step"] > 0), default=None)
 
 
 def time_to(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
     """The first check at or above `target`: {"time_s", "step", "rsum"}; None when never reached."""
     for p in curve:
-        if p["rsum"] >= target:
+        if p["step"] > 0 and p["rsum"] >= target:
             return dict(p)
     return None
 
