@@ -87,7 +87,7 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
     heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
     heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
     for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w)
+        tb.add_column(h, justify="right", min_width=w, overflow="fold")  # a figure is wrapped, never cut
     for r, row in zip(rrows, cells):
         tb.add_row(_name(r, lang), *[_fmt(c, lang) for c in row])
     if any(r.get("recall_ci") for r in rep["runs"]):

@@ -36,12 +36,12 @@ def hours_label(lang: str, unit: str) -> str:
 
 
 def fmt_interval(ci: Any, signed: bool = False) -> str:
-    """"58.0–65.9" (or "−9.0…+4.8" for differences); "" without an interval."""
+    """"58–66" (or "−9…+5" for differences); "" without an interval."""
     if not ci or not all(is_num(x) for x in ci):
         return ""
-    if signed:
-        return f"{fmt_delta(ci[0])}…{fmt_delta(ci[1])}".replace("-", "−")
-    return f"{fmt_num(ci[0])}–{fmt_num(ci[1])}"
+    if signed:  # whole points: the interval's own uncertainty makes a decimal meaningless
+        return f"{fmt_delta(ci[0], 0)}…{fmt_delta(ci[1], 0)}".replace("-", "−")
+    return f"{fmt_num(ci[0], 0)}–{fmt_num(ci[1], 0)}"
 
 
 def _diff_cls(ci: Any) -> str:
