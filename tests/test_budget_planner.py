@@ -29,9 +29,10 @@ def _eval_cost(items: int) -> float:
 
 def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float], float], *, step: int,
              train_s: float, total: int | None, stop_at: float | None = None,
-             check_s: Callable[[int], float] = lambda k: _eval_cost(VAL_ITEMS)) -> tuple[int, float, int, dict]:
+             check_s: Callable[[int], float] = lambda k: _eval_cost(VAL_ITEMS), wall_prev: float = 0.0,
+             checks_prev: float = 0.0) -> tuple[int, float, int, dict]:
     """One process's training loop, as mwa_cli.train.loop drives the planner. Returns (step, train_s, total, log)."""
-    log = {"val_checks": 0, "val_s": 0.0, "since_check": 0.0}
+    log = {"val_checks": 0, "val_s": 0.0}
     sched = WarmupCosine(1.0, kind="wsd")
     if total is None:  # fresh run: warm-up measurement, then the first plan
         measure = planner.new_measurement("cpu")
@@ -50,22 +51,20 @@ def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float]
             return step, train_s, total, log
         if planner.must_stop(step, total, set()):
             break
-        if planner.val_due(log["since_check"]):
+        if planner.val_due(checks_prev + log["val_s"], wall_prev + clock.t):
             cost = check_s(log["val_checks"])
             clock.t += cost
             planner.observe_eval(cost, VAL_ITEMS)
             log["val_checks"] += 1
             log["val_s"] += cost
-            log["since_check"] = 0.0
             continue
         dt = step_s(step, clock.t)
         clock.t += dt
         train_s += dt
-        log["since_check"] += dt
         step += 1
         st = planner.observe_progress(step, train_s)
         if st is not None:
-            new, _ = planner.plan(step, st, None, since_check_s=log["since_check"])
+            new, _ = planner.plan(step, st, None, checks_s=checks_prev + log["val_s"], elapsed_s=wall_prev + clock.t)
             if abs(new - total) >= max(1.0, 0.01 * total):
                 total = max(new, step)
                 sched.fit(total, at_step=step)
@@ -74,12 +73,13 @@ def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float]
     return step, train_s, total, log
 
 
-def _planner(budget: float, clock: Clock, deadline: float | None = None) -> BudgetPlanner:
+def _planner(budget: float, clock: Clock, deadline: float | None = None, cold: float = _eval_cost(VAL_ITEMS)
+             ) -> BudgetPlanner:
     p = BudgetPlanner(budget_s=budget, deadline=budget if deadline is None else deadline, val_items=VAL_ITEMS,
                       final_items=TEST_ITEMS, val_evals=None, checkpoint_every=0, checkpoint_minutes=10.0,
                       batch_size=8, clock=clock)
-    clock.t += _eval_cost(VAL_ITEMS)  # the step-0 val evaluation measures the evaluation cost
-    p.observe_eval(_eval_cost(VAL_ITEMS), VAL_ITEMS)
+    clock.t += cold  # the step-0 val evaluation (the process's first) measures the evaluation cost
+    p.observe_eval(cold, VAL_ITEMS, warm=False)
     return p
 
 
@@ -114,7 +114,7 @@ def test_fast_after_a_pessimistic_start_uses_the_budget():
 def test_resume_counts_the_first_segment_and_the_restart():
     budget, clock = 90.0, Clock()
     p = _planner(budget, clock)
-    step, train_s, total, _ = _segment(p, clock, lambda i, t: 0.5, step=0, train_s=0.0, total=None, stop_at=40.0)
+    step, train_s, total, log1 = _segment(p, clock, lambda i, t: 0.5, step=0, train_s=0.0, total=None, stop_at=40.0)
     wall_prev = clock.t + 0.3  # checkpoint on the way out
     state = p.state()
     # a new process: 4 s of start-up, then slow warm-up steps; the deadline counts the first segment's wall time
@@ -123,7 +123,8 @@ def test_resume_counts_the_first_segment_and_the_restart():
                        final_items=TEST_ITEMS, val_evals=None, checkpoint_every=0, checkpoint_minutes=10.0,
                        batch_size=8, clock=clock2)
     p2.load_state(state)
-    _segment(p2, clock2, lambda i, t: 2.5 if i < step + 2 else 0.5, step=step, train_s=train_s, total=total)
+    _segment(p2, clock2, lambda i, t: 2.5 if i < step + 2 else 0.5, step=step, train_s=train_s, total=total,
+             wall_prev=wall_prev, checks_prev=log1["val_s"])
     assert _within(wall_prev + clock2.t, budget), wall_prev + clock2.t
 
 
@@ -189,4 +190,12 @@ def test_one_slow_check_on_a_busy_machine_does_not_shrink_the_run():
     _, _, _, log = _segment(p, clock, lambda i, t: 0.4, step=0, train_s=0.0, total=None,
                             check_s=lambda k: 6.0 if k == 0 else _eval_cost(VAL_ITEMS))
     assert log["val_checks"] >= 2  # the slow one and a later, normal one
+    assert _within(clock.t, budget), clock.t
+
+
+def test_a_cold_first_check_does_not_shrink_a_short_run():
+    budget, clock = 75.0, Clock(5.0)
+    p = _planner(budget, clock, cold=4.0)  # the first evaluation of a process: 7× the warm cost
+    _, _, _, log = _segment(p, clock, lambda i, t: 9.0 if i == 0 else 1.0, step=0, train_s=0.0, total=None)
+    assert log["val_checks"] >= 1  # the warm check right after the first plan
     assert _within(clock.t, budget), clock.t

@@ -17,9 +17,11 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
    shows within seconds) and the plan refitted; the loop moves the schedule's end when the plan moves.
 5. `must_stop()` at every step boundary: if the next step plus what remains to do would pass the deadline,
    training stops (the schedule is then cut short; said in the log).
-6. `val_due()`: cost-aware validation. With `val_evals` None (auto) a check is due once the training time since the
-   last one is (1/share − 1) times a check's measured cost, so validation takes at most `val_share` of the wall
-   time; an explicit `val_evals` = k keeps k evenly spaced checks.
+6. `val_due()`: cost-aware validation. With `val_evals` None (auto) a check is due when, with it, the checks after
+   step 0 stay within `val_share` of the wall time so far; an explicit `val_evals` = k keeps k evenly spaced
+   checks. The step-0 check is the process's first evaluation (cold: 2–3× slower on a CPU), so one check comes
+   right after the first plan, to measure the warm cost the final evaluations are reserved with; the following
+   ones wait until the share has paid for it (so the bound holds for any run longer than 20 checks' cost).
 """
 
 from __future__ import annotations
@@ -86,9 +88,12 @@ class BudgetPlanner:
     step_time: float | None = None
     planned_evals: list[int] = field(default_factory=list)
     marks: list[tuple[int, float]] = field(default_factory=list)  # (step, cumulative training seconds)
+    warm_eval_seen: bool = False
 
     # ------------------------------------------------------------ observations
-    def observe_eval(self, seconds: float, items: int) -> None:
+    def observe_eval(self, seconds: float, items: int, warm: bool = True) -> None:
+        """Record what an evaluation of `items` cost; `warm`: not the process's first (the step-0 check is cold)."""
+        self.warm_eval_seen = self.warm_eval_seen or warm
         per = max(0.0, seconds - EVAL_OVERHEAD_S) / max(1, items)
         # the latest check predicts the final evaluation best: one slowed by a busy machine (or a cold start)
         # must not inflate the reserve for the rest of the run
@@ -147,10 +152,11 @@ class BudgetPlanner:
 
     # ------------------------------------------------------------ plan
     def plan(self, step: int, step_time: float, limit: int | None, now: float | None = None,
-             evals_left: int | None = None, since_check_s: float = 0.0) -> tuple[int, str]:
+             evals_left: int | None = None, checks_s: float = 0.0, elapsed_s: float = 0.0) -> tuple[int, str]:
         """Total optimizer steps that fit; returns (total_steps, a sentence saying why).
 
-        `since_check_s`: training seconds since the last validation check (cost-aware checks)."""
+        `checks_s`: seconds spent in validation checks after step 0 so far; `elapsed_s`: wall time of the run so
+        far (cost-aware checks: those that will still fit in their share are reserved)."""
         self.step_time = step_time
         now = self.clock() if now is None else now
         if self.deadline is None:
@@ -162,9 +168,10 @@ class BudgetPlanner:
         evals_left = evals_left or 0
         remaining = self.deadline - now - self.final_reserve_s() - evals_left * self.val_eval_s()
         e = self.val_eval_s()
-        if self.cost_aware and remaining > 0 and e > 0:  # the checks still to come: one per `gap` of training
-            gap = e * (1.0 / self.val_share - 1.0)
-            remaining -= max(0, math.floor((since_check_s + remaining) / (gap + e))) * e
+        if self.cost_aware and remaining > 0 and e > 0:  # the checks still to come within their share
+            last = self.deadline - now - self.final_reserve_s() - e - step_time  # val_due refuses later checks
+            allowed = self.val_share * (elapsed_s + max(0.0, last)) - checks_s
+            remaining -= max(0, math.floor(allowed / e)) * e
         if self.checkpoint_every > 0:
             eff = step_time + self.ckpt_s / self.checkpoint_every
         else:
@@ -188,12 +195,14 @@ class BudgetPlanner:
         self.planned_evals = sorted({int(round(total_steps * i / (k + 1))) for i in range(1, k + 1)} - {0, total_steps})
         return set(self.planned_evals)
 
-    def val_due(self, train_s_since_check: float, now: float | None = None) -> bool:
-        """Cost-aware: True once the training time since the last check is (1/share − 1) × a check's cost, and a
-        check still leaves room for a step and the final work before the deadline."""
+    def val_due(self, checks_s: float, elapsed_s: float, now: float | None = None) -> bool:
+        """Cost-aware: True when one more check keeps the checks after step 0 (`checks_s` so far) within
+        `val_share` of the wall time (`elapsed_s`), and still leaves room for a step and the final work. The first
+        one after the (cold) step-0 check comes at once: it measures the warm cost the final work is reserved
+        with, and the next ones wait until the share has paid for it."""
         if not self.cost_aware or self.eval_s_per_item is None:
             return False
-        if train_s_since_check < self.val_eval_s() * (1.0 / self.val_share - 1.0):
+        if self.warm_eval_seen and checks_s + self.val_eval_s() > self.val_share * elapsed_s:
             return False
         if self.deadline is not None:
             now = self.clock() if now is None else now
@@ -211,7 +220,8 @@ class BudgetPlanner:
 
     def state(self) -> dict:
         """What a resumed run needs to keep planning without re-measuring."""
-        return {"step_time": self.step_time, "eval_s_per_item": self.eval_s_per_item, "ckpt_s": self.ckpt_s}
+        return {"step_time": self.step_time, "eval_s_per_item": self.eval_s_per_item, "ckpt_s": self.ckpt_s,
+                "warm_eval_seen": self.warm_eval_seen}
 
     def load_state(self, state: dict | None) -> None:
         for key, value in (state or {}).items():

@@ -693,7 +693,6 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                             checkpoint_minutes=cfg.checkpoint_minutes, batch_size=max(1, batch_size),
                             val_share=cfg.val_share)
     keeper = BestKeeper(patience=cfg.patience_checks if val_data is not None and trainer.trains else 0)
-    acc.setdefault("train_s_at_check", 0.0)
     if resume_state is not None:
         planner.load_state(resume_state.get("planner"))
         keeper.load_state_dict(resume_state.get("best"))
@@ -801,10 +800,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             """A validation check during training: logged, timed (its share of the wall time), best kept."""
             nonlocal last_check_step
             result, _, secs = run_eval(val_data, "val", step_now)
-            planner.observe_eval(secs, val_data.n_images + val_data.n_captions)
+            planner.observe_eval(secs, val_data.n_images + val_data.n_captions, warm=step_now > 0)
             key = "val_check_s" if step_now > 0 else "val_zero_shot_s"  # the step-0 check also measures the cost
             acc[key] = float(acc.get(key, 0.0)) + secs
-            acc["train_s_at_check"] = float(acc["train_s"])
             log_eval(result, step_now)
             last_check_step = step_now
             if keeper.observe(step_now, result["rsum"], elapsed() - float(acc["eval_s"]), best_weights):
@@ -894,7 +892,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 return None
             new_total, why = planner.plan(step_now, st, limit, time.monotonic(),
                                           evals_left=sum(1 for e in eval_steps if e > step_now),
-                                          since_check_s=float(acc["train_s"]) - float(acc["train_s_at_check"]))
+                                          checks_s=float(acc.get("val_check_s", 0.0)), elapsed_s=elapsed())
             new_total = max(new_total, step_now)
             if abs(new_total - total_steps) < max(1.0, 0.01 * total_steps):
                 return None
@@ -914,7 +912,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 time_due = time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60
                 flush_train_time()
                 val_due = (planned and val_data is not None and last_check_step != step and
-                           planner.val_due(float(acc["train_s"]) - float(acc["train_s_at_check"])))
+                           planner.val_due(float(acc.get("val_check_s", 0.0)), elapsed()))
                 stop_signal, must_stop, time_due, val_due = agree_stop(dctx, flag, must_stop, time_due, val_due)
                 if stop_signal is not None:
                     break
