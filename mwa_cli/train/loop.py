@@ -47,6 +47,7 @@ EXIT_SIGTERM = 143
 CPU_AUTO_BATCH = 32
 GPU_DEFAULT_BATCH = 128
 AUTO_BATCH_CAP = 256
+MIN_STOP_FRACTION = 0.25  # early stopping never before this share of the planned steps
 
 ProgressFn = Callable[[str, dict], None]
 
@@ -874,6 +875,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             t_interval = time.monotonic()
             t_seg = time.monotonic()
 
+        def stop_allowed(step_now: int) -> bool:
+            """Early stopping waits for the warm-up and a quarter of the planned steps: a high learning rate often
+            costs recall before it pays (full fine-tuning dips below zero-shot at first)."""
+            return step_now >= max(trainer.schedule.warmup_steps, MIN_STOP_FRACTION * total_steps)
+
         def publish_best(step_now: int) -> None:
             """Put the best validation checkpoint's weights back: the published adapter is the best one seen."""
             if keeper.step is None or keeper.step == step_now or keeper.weights is None:
@@ -922,7 +928,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                     val_check(step)
                     t_seg = time.monotonic()
                     t_interval += time.monotonic() - t_eval
-                    if keeper.should_stop():
+                    if keeper.should_stop() and stop_allowed(step):
                         stop_reason = keeper.reason()
                         message(stop_reason)
                         break
@@ -994,7 +1000,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                     val_check(step)
                     t_seg = time.monotonic()
                     t_interval += time.monotonic() - t_eval
-                    if keeper.should_stop():
+                    if keeper.should_stop() and stop_allowed(step):
                         stop_reason = keeper.reason()
                         message(stop_reason)
                         break
