@@ -98,7 +98,7 @@ def test_recall_cost_savings_and_roi_figures(tmp_path):
     # verdict in plain words, nothing estimated
     assert rep["verdict"] == ("MWA kept 97.4 % of full fine-tuning's test RSUM (no interval: its eval_ranks.json "
                               "is missing; run `mwa eval` on the runs to write it). Training time: 40 % of full "
-                              "fine-tuning's (whole runs: no validation curve to measure time to quality), saving "
+                              "fine-tuning's (whole runs: time to quality could not be measured), saving "
                               "180 USD a year under the stated assumptions.")
     assert not rep["verdict_estimated"]
     assert not any(v for r in rep["runs"] for v in r["estimated"].values())

@@ -183,3 +183,18 @@ def test_the_zero_shot_point_is_never_a_reference_or_a_hit(tmp_path):
     assert by["full-ft"]["time_to_quality"]["to"]["95"]["time_s"] == 63.3
     assert by["mwa"]["time_to_quality"]["to"]["95"]["time_s"] == 60.9
     assert by["mwa"]["time_to_quality"]["curve"][0] == [5.0 / 60.0, 229.5]  # still drawn
+
+
+def test_a_baseline_that_never_beat_zero_shot_gives_no_time_to_quality(tmp_path):
+    data = make_data_dir(tmp_path)
+    runs = tmp_path / "runs"
+    full = make_run(runs, "full-ft", "full-ft", data, wall_s=75)
+    mwa = make_run(runs, "mwa", "mwa", data, wall_s=75)
+    _val_curve(full, [(2.1, 229.5), (18.1, 229.5), (20.9, 206.8), (45.9, 228.4)])  # seen in mwa demo
+    _val_curve(mwa, [(4.1, 229.5), (10.7, 229.5), (62.7, 277.3)])
+    rep = make_report([], runs, write=False)
+    by = {r["name"]: r for r in rep["runs"]}
+    assert rep["time_to_quality"]["reference_best_val_rsum"] is None
+    assert by["mwa"]["roi_basis"] == "whole_run" and by["mwa"]["time_to_quality"]["to"]["95"] is None
+    assert any("never beat the zero-shot backbone" in n for n in rep["notes"])
+    assert "time to quality could not be measured" in rep["verdict"]

@@ -179,13 +179,14 @@ def build_report(
             backbone_bytes, backbone_est = float(max(totals)) * 4.0, True
 
     b_recall = _recall(baseline) if baseline is not None else None
-    ref_best = (evidence.time_to_quality(baseline, None, 1)["best_val_rsum"]
-                if baseline is not None and not b_est else None)
+    ref_best = evidence.reference_best(baseline) if baseline is not None and not b_est else None
+    if baseline is not None and not b_est and ref_best is None and evidence.val_curve(baseline.eval_rows):
+        notes.append(t(lang, "ttq_no_gain", run=baseline.name))
     # time to quality against the baseline method's run of the same seed when there is one (seed groups)
-    ref_by_seed = {x.config.get("seed"): evidence.time_to_quality(x, None, 1)["best_val_rsum"]
+    ref_by_seed = {x.config.get("seed"): evidence.reference_best(x)
                    for x in runs if x.method == baseline_method(baseline, compare) and not x.estimated}
-    ref_by_seed = {k: v for k, v in ref_by_seed.items() if v is not None}
-    ttq = {id(r): evidence.time_to_quality(r, ref_by_seed.get(r.config.get("seed"), ref_best),
+    ttq = {id(r): evidence.time_to_quality(r, ref_by_seed.get(r.config.get("seed"), ref_best) if r is not baseline
+                                           else ref_best,
                                            int(r.timing.get("n_devices") or 1)) for r in runs}
     basis = {id(r): _roi_hours(r, ttq[id(r)], target_pct) for r in runs}
     b_hours = basis[id(baseline)][0] if baseline is not None else None

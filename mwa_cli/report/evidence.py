@@ -68,6 +68,15 @@ def time_to_quality(run: Run, reference_best: float | None, n_devices: int) -> d
     return out
 
 
+def reference_best(run: Run) -> float | None:
+    """The baseline's best trained val RSUM, or None when it never beat its own zero-shot point (step 0): then
+    "95 % of it" would be reached by the untrained backbone and time to quality would mean nothing."""
+    curve = val_curve(run.eval_rows)
+    best = best_rsum(curve)
+    zero = next((p["rsum"] for p in curve if p["step"] == 0), None)
+    return None if best is None or (zero is not None and best <= zero) else best
+
+
 def _setting(run: Run) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in run.config.items() if k not in _NOT_SETTING))
 

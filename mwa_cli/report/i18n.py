@@ -128,11 +128,13 @@ STRINGS: dict[str, dict[str, str]] = {
                        "{tpct} of the {btime} full fine-tuning needed{cost}.",
         "verdict_ttq_not": " It did not reach {pct} % of full fine-tuning's best validation RSUM within its "
                            "{time} run{cost}.",
-        "verdict_ttq_none": " Training time: {time} of full fine-tuning's (whole runs: no validation curve to "
-                            "measure time to quality){cost}.",
+        "verdict_ttq_none": " Training time: {time} of full fine-tuning's (whole runs: time to quality could not "
+                            "be measured){cost}.",
         "verdict_seeds": " Over {n} seeds: {method} test RSUM {m} ± {sd}, full fine-tuning {bm} ± {bsd}.",
         "protocol_instance": "instance",
         "protocol_label_level": "label-level",
+        "ttq_no_gain": "Full fine-tuning ({run}) never beat the zero-shot backbone on validation, so time to "
+                       "quality cannot be measured against it: times and yearly costs below are whole runs.",
         "sec_ttq": "Time to quality",
         "sec_ttq_help": "Wall time each run needed to reach a share of full fine-tuning's best validation RSUM "
                         "({ref}; with several seeds, that of the full fine-tuning run of the same seed), counting "
@@ -276,10 +278,12 @@ STRINGS: dict[str, dict[str, str]] = {
                        "（フルファインチューニングの {btime} の {tpct}）{cost}。",
         "verdict_ttq_not": " 学習 {time} の間にフルファインチューニングの最良検証 RSUM の {pct} % に到達しませんでした"
                            "{cost}。",
-        "verdict_ttq_none": " 学習時間はフルファインチューニングの {time} です（検証曲線がないため実行全体で比較）{cost}。",
+        "verdict_ttq_none": " 学習時間はフルファインチューニングの {time} です（品質到達時間を測れないため実行全体で比較）{cost}。",
         "verdict_seeds": " {n} シードの平均：{method} のテスト RSUM {m} ± {sd}、フルファインチューニング {bm} ± {bsd}。",
         "protocol_instance": "インスタンス単位",
         "protocol_label_level": "ラベル単位",
+        "ttq_no_gain": "フルファインチューニング（{run}）は検証でゼロショットを一度も上回らなかったため、品質到達時間は"
+                       "測れません。以下の時間と年間費用は実行全体のものです。",
         "sec_ttq": "品質到達時間",
         "sec_ttq_help": "フルファインチューニングの最良検証 RSUM（{ref}。複数シードでは同じシードの実行のもの）の一定割合に"
                         "達するまでの実時間（起動と学習を含み、"
