@@ -43,7 +43,14 @@ def _segment(planner: BudgetPlanner, clock: Clock, step_s: Callable[[int, float]
             step += 1
             if measure.tick(step, lambda: None):
                 break
-        total, _ = planner.plan(step, measure.step_time, None)
+        if not planner.warm_eval_seen:  # a warm check before the first plan (the step-0 one was cold)
+            cost = check_s(log["val_checks"])
+            clock.t += cost
+            planner.observe_eval(cost, VAL_ITEMS)
+            log["val_checks"] += 1
+            log["val_s"] += cost
+        total, _ = planner.plan(step, measure.step_time, None, checks_s=checks_prev + log["val_s"],
+                                elapsed_s=wall_prev + clock.t)
     planner.start_rate(step, train_s)
     sched.fit(total)
     while step < total:

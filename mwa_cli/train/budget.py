@@ -19,9 +19,10 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
    training stops (the schedule is then cut short; said in the log).
 6. `val_due()`: cost-aware validation. With `val_evals` None (auto) a check is due when, with it, the checks after
    step 0 stay within `val_share` of the wall time so far; an explicit `val_evals` = k keeps k evenly spaced
-   checks. The step-0 check is the process's first evaluation (cold: 2–3× slower on a CPU), so one check comes
-   right after the first plan, to measure the warm cost the final evaluations are reserved with; the following
-   ones wait until the share has paid for it (so the bound holds for any run longer than 20 checks' cost).
+   checks. The step-0 check is the process's first evaluation (cold: 2–3× slower on a CPU), so under a budget
+   one more check comes right after the warm-up measurement, before the first plan, to measure the warm cost the
+   final evaluations are reserved with; the following ones wait until the share has paid for it (so the bound
+   holds for any run longer than 20 checks' cost).
 """
 
 from __future__ import annotations

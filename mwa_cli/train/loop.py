@@ -960,8 +960,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                         last_good_ckpt_step = step
                         last_ckpt_time = time.monotonic()
                         planner.observe_checkpoint(secs)
-                        total_steps, why = dist_mod.on_main(
-                            lambda: planner.plan(step, measure.step_time, limit, time.monotonic()))
+                        if val_data is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
+                            val_check(step)  # the step-0 check was the process's first (cold): measure a warm one
+                        total_steps, why = dist_mod.on_main(lambda: planner.plan(
+                            step, measure.step_time, limit, time.monotonic(),
+                            checks_s=float(acc.get("val_check_s", 0.0)), elapsed_s=elapsed()))
                         trainer.schedule.fit(max(1, total_steps))
                         planned = True
                         measure = None
