@@ -206,3 +206,13 @@ def test_a_cold_first_check_does_not_shrink_a_short_run():
     _, _, _, log = _segment(p, clock, lambda i, t: 9.0 if i == 0 else 1.0, step=0, train_s=0.0, total=None)
     assert log["val_checks"] >= 1  # the warm check right after the first plan
     assert _within(clock.t, budget), clock.t
+
+
+def test_one_slow_step_after_a_check_does_not_become_the_step_time():
+    p = _planner(100.0, Clock())
+    p.start_rate(0, 0.0)
+    train_s = 0.0
+    for step in range(1, 151):  # 150 steps of 0.35 s, then one of 5 s (the first step after an evaluation)
+        train_s += 0.35 if step < 150 else 5.0
+        st = p.observe_progress(step, train_s)
+    assert st < 1.0, st  # averaged over 15 % of the training so far (8.5 s), not the 5 s step alone

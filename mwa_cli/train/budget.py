@@ -90,6 +90,7 @@ class BudgetPlanner:
     planned_evals: list[int] = field(default_factory=list)
     marks: list[tuple[int, float]] = field(default_factory=list)  # (step, cumulative training seconds)
     warm_eval_seen: bool = False
+    rate_from_s: float = 0.0  # training seconds when the re-measuring started (the window grows from there)
 
     # ------------------------------------------------------------ observations
     def observe_eval(self, seconds: float, items: int, warm: bool = True) -> None:
@@ -106,6 +107,7 @@ class BudgetPlanner:
     def start_rate(self, step: int, train_s: float, step_time: float | None = None) -> None:
         """Begin re-measuring the step time from here (after the warm-up measurement, or on resume)."""
         self.marks = [(int(step), float(train_s))]
+        self.rate_from_s = float(train_s)
         if step_time is not None:
             self.step_time = step_time
 
@@ -116,7 +118,7 @@ class BudgetPlanner:
                 self.marks = [(int(step), float(train_s))]
             return None
         self.marks.append((int(step), float(train_s)))
-        window = max(RATE_WINDOW_S, RATE_WINDOW_FRAC * (train_s - self.marks[0][1]))
+        window = max(RATE_WINDOW_S, RATE_WINDOW_FRAC * (train_s - self.rate_from_s))
         ref = self.marks[0]
         for m in reversed(self.marks[:-1]):
             ref = m
