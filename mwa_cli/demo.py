@@ -1,6 +1,6 @@
 """`mwa demo`: the whole job on the bundled sample photos with the built-in backbone, on any machine.
 
-prepare sample_data -> zero-shot (frozen) -> mwa, nke, full-ft with equal budgets -> report.
+prepare sample_data -> zero-shot (frozen) -> mwa, nke, full-ft with equal budgets (× `seeds`) -> report.
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def run_demo(
     device: str = "auto",
     say: Callable[[str], None] = print,
     progress: ProgressFn | None = None,
+    seeds: int = 1,
 ) -> DemoResult:
-    """Prepare the photos, evaluate the zero-shot backbone, train each method on an equal budget, write the report."""
+    """Prepare the photos, evaluate the zero-shot backbone, train each method on an equal budget (seeds 0…N−1; the
+    runs of seed s > 0 are named `<method>-s<s>`), write the report (mean ± spread over seeds when N > 1)."""
+    if seeds < 1:
+        raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=2)
     from mwa_cli.report.api import make_report
 
     out = Path(out)
@@ -48,22 +52,24 @@ def run_demo(
     say(f"1/4 preparing {photos} ({lang} captions, {cfg.img_size} px) -> {data_dir}")
     prepare_dataset(photos, data_dir, lang=lang, image_size=cfg.img_size, progress=progress is not None)
     result = DemoResult(data_dir, runs_dir, out / "report.html", {})
-    plan = [("frozen", None), *[(m, budget_per_method) for m in methods]]
-    for i, (method, budget) in enumerate(plan, start=1):
+    plan = [("frozen", None, 0), *[(m, budget_per_method, s) for s in range(seeds) for m in methods]]
+    names = []
+    for i, (method, budget, seed) in enumerate(plan, start=1):
+        name = method if seed == 0 else f"{method}-s{seed}"
+        names.append(name)
         say(f"2/4 [{i}/{len(plan)}] " + ("zero-shot evaluation of beit3-mini" if method == "frozen"
-                                         else f"training {method} for {budget}"))
+                                         else f"training {method} for at most {budget} (seed {seed})"))
         run = train(TrainConfig(data_dir=str(data_dir), method=method, backbone=MINI, budget=budget,
                                 epochs=1 if method == "frozen" else None, device=device, out=str(runs_dir),
-                                name=method, seed=0, val_evals=0,
-                                command=f"mwa train {data_dir} --method {method} --backbone {MINI}"
+                                name=name, seed=seed, val_evals=0 if method == "frozen" else None,
+                                command=f"mwa train {data_dir} --method {method} --backbone {MINI} --seed {seed}"
                                         + (f" --budget {budget}" if budget else "")),
                     progress)
         if run.exit_code != 0:
             raise MwaError(f"the {method} run ended ({run.status}): {run.message}",
                            hint=run.resume_command and f"resume it with: {run.resume_command}",
                            exit_code=run.exit_code)
-        result.runs[method] = run.to_dict()
+        result.runs[name] = run.to_dict()
     say("4/4 writing the report")
-    result.report = make_report([runs_dir / m for m in ("frozen", *methods)], out=result.report_html,
-                                compare="full-ft")
+    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft")
     return result

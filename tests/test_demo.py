@@ -39,3 +39,10 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
         assert by_method[name]["recall"]["rsum"] == pytest.approx(evaluation["rsum"])
         assert by_method[name]["cost"]["trainable_params"] == timing["trainable_params"]
     assert report["baseline"]["method"] == "full-ft" and not report["baseline"]["estimated"]
+
+
+def test_demo_refuses_zero_seeds_before_doing_anything(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--seeds", "0", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "--seeds must be at least 1" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "d").exists()

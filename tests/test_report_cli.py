@@ -78,6 +78,9 @@ def test_bad_options(tmp_path):
     assert res.exit_code == 2 and "--lines" in res.output
     res = invoke()
     assert res.exit_code == 2 and "no runs given" in res.output
+    res = invoke("--runs", runs, "--target", "90")
+    assert res.exit_code == 2 and "--target must be one of 95, 99" in res.output
+    assert not (runs / "report.html").exists()  # refused before anything was written
 
 
 def test_japanese_terminal(tmp_path):

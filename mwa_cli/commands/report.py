@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="HTML file to write (default: report.html in the --runs folder, else in the "
                                 "folder holding the run folders)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report's figures as JSON on stdout."),
+        target: int = typer.Option(95, "--target", help="Time to quality: the share (%) of full fine-tuning's best "
+                                   "validation RSUM a run must reach; the ROI uses this time. 95 or 99."),
         estimate: bool = typer.Option(False, "--estimate", help="No full-FT run: measure its step time for a few "
                                       "steps here and extrapolate (marked 'estimated')."),
         estimate_steps: int = typer.Option(10, "--estimate-steps", help="Timed steps for --estimate."),
@@ -43,11 +45,16 @@ def register(app: typer.Typer) -> None:
         from mwa_cli.report.i18n import LANGS
         from mwa_cli.report.roi import Assumptions
 
+        from mwa_cli.report.evidence import TARGETS
+
+        if target not in TARGETS:
+            raise ConfigError(f"--target must be one of {', '.join(str(x) for x in TARGETS)}, got {target}",
+                              hint="e.g. --target 99")
         if lang not in LANGS:
             raise ConfigError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
         a = Assumptions(gpu_cost_per_hour=gpu_cost, currency=currency, lines=lines, retrains_per_year=retrains)
         rep = make_report(list(run_dirs or []), runs, compare=compare, assumptions=a, lang=lang, out=out,
-                          estimate=estimate, estimate_steps=estimate_steps, data_dir=data)
+                          estimate=estimate, estimate_steps=estimate_steps, data_dir=data, target_pct=target)
         if as_json:
             emit_json(rep)
         else:

@@ -14,14 +14,20 @@ from mwa_cli.commands.common import console, emit_json, err_console, guarded
 HELP = (
     'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
     '\n'
-    'The budget covers the whole run (evaluations, checkpoints, final test evaluation, artefacts): after '
-    'a short measured warm-up the number of steps is fitted so that the learning-rate schedule ends '
-    'inside it. Every method uses the same data order, schedule shape, precision and effective batch, so '
-    'runs compare fairly.\n'
+    'The budget covers the whole run (evaluations, checkpoints, final test evaluation, artefacts): the '
+    'number of steps is refitted to the measured step time as training goes (start-up, warm-up and '
+    'compilation count as spent time), so the run ends within a few percent of the budget. Every method '
+    'uses the same data order, schedule shape, precision and effective batch, so runs compare fairly.\n'
+    '\n'
+    'Stop when done: the validation split is checked as often as keeps those checks within --val-share of '
+    'the wall time (5 %); the adapter published is the best one seen (its step and val RSUM in timing.json), '
+    'and under --budget the run stops once --patience checks in a row brought no improvement.\n'
     '\n'
     'Examples:\n'
     '\n'
     '  mwa train data --method mwa --budget 2h\n'
+    '\n'
+    '  mwa train data --method mwa --budget 2h --patience 0     (always use the whole budget)\n'
     '\n'
     '  mwa train data --method full-ft --backbone beit3-base --weights beit3_base_itc_patch16_224.pth '
     '--budget 2h\n'
@@ -124,6 +130,8 @@ class _RichProgress:
         elif event == "eval":
             self._print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
                         f"(i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
+        elif event == "best":
+            self._print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
         elif event == "message":
             self._print(f"[cyan]·[/] {data['text']}")
 
@@ -186,7 +194,16 @@ def register(app: typer.Typer) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
-        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Val evaluations during training. \\[default: 2]"),
+        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Exactly this many evenly spaced val checks "
+                                                "during training (0: none). \\[default: cost-aware, see --val-share]"),
+        val_share: Optional[float] = typer.Option(None, "--val-share", help="Most of the wall time the cost-aware val "
+                                                  "checks may take. \\[default: 0.05]"),
+        patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many val checks in a row "
+                                               "without a better val RSUM (0: never). \\[default: 4 with --budget, "
+                                               "else 0]"),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: auto | wsd "
+                                               "(warm-up, stable, decay over the last 20 %) | cosine. \\[default: "
+                                               "auto = wsd with --budget, cosine otherwise]"),
         log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric rows. \\[default: 10]"),
         checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
                                                        help="Steps between checkpoints (0: every --checkpoint-minutes)."),
@@ -213,7 +230,8 @@ def register(app: typer.Typer) -> None:
                    weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
                    workers=workers, flip=flip, feature_cache=feature_cache, extend_vocab=extend_vocab,
                    positives=positives, method_options=_parse_options(option), out=out, name=name,
-                   resume=resume, seed=seed, val_evals=val_evals, log_every=log_every,
+                   resume=resume, seed=seed, val_evals=val_evals, val_share=val_share, patience=patience,
+                   schedule=schedule, log_every=log_every,
                    checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)
         if resume:
             ignored = sorted(k for k, v in cli.items() if v is not None and k not in ("resume", "out"))

@@ -68,8 +68,11 @@ def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
 
 def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", *, device: torch.device,
                    dtype: torch.dtype | None = None, batch_size: int = 128, cache=None, split_data=None,
-                   topk: bool = True, identity: dict | None = None) -> tuple[dict, dict | None]:
+                   topk: bool = True, identity: dict | None = None,
+                   ranks_out: dict | None = None) -> tuple[dict, dict | None]:
     """(eval.json dict, eval_topk.json dict or None) for `model` on `split` of `data_dir`.
+
+    `ranks_out`: a dict that receives "query_ranks", the per-query ranks (`mwa_cli.eval.bootstrap.QueryRanks`).
 
     `tokenizer` needs `encode_batch(texts) -> (ids, mask)`; `identity` adds method/backbone/dataset_hash keys.
     Pass a prepared `split_data` (and `cache`) to avoid re-reading the manifest on repeated evaluations.
@@ -87,13 +90,22 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
                        batch_size=batch_size, dtype=dtype)
     txt = embed_texts(model, ids, mask, device=device, batch_size=max(batch_size, 256), dtype=dtype)
     has_labels = any(split_data.labels)
+    ranks: dict = {}
     metrics = retrieval_metrics(img, txt, split_data.text_to_image,
-                                labels=split_data.labels if has_labels else None)
+                                labels=split_data.labels if has_labels else None, ranks_out=ranks)
     result = {"split": split_data.split}
     result.update(metrics)
     if not has_labels:
         result.setdefault("per_label", {})
-    result.update(protocol_entries(img, txt, split_data))
+    level_ranks: dict = {}
+    result.update(protocol_entries(img, txt, split_data, level_ranks))
+    if ranks_out is not None:  # per-query ranks of both protocols, for the bootstrap intervals
+        from mwa_cli.eval.bootstrap import QueryRanks
+
+        t2i = split_data.text_to_image.numpy()
+        level = QueryRanks(level_ranks["i2t_ranks"].numpy(), level_ranks["t2i_ranks"].numpy(), t2i)
+        ranks_out["query_ranks"] = QueryRanks(ranks["i2t_ranks"].numpy(), ranks["t2i_ranks"].numpy(), t2i,
+                                              label_level=level)
     top = None
     if topk:
         top = topk_lists(img, txt, split_data.text_to_image, image_ids=split_data.image_ids,
@@ -111,10 +123,11 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
     return result, top
 
 
-def protocol_entries(img: torch.Tensor, txt: torch.Tensor, split_data: SplitData) -> dict:
+def protocol_entries(img: torch.Tensor, txt: torch.Tensor, split_data: SplitData,
+                     ranks_out: dict | None = None) -> dict:
     """eval.json's `instance_protocol`, `label_level` and `primary_protocol` (eval/label_level.py)."""
     level = label_level_metrics(img, txt, split_data.text_to_image, labels=split_data.labels,
-                                captions=split_data.captions)
+                                captions=split_data.captions, ranks_out=ranks_out)
     return {"instance_protocol": INSTANCE_PROTOCOL, "label_level": level,
             "primary_protocol": primary_protocol(split_data.captions)}
 
@@ -170,7 +183,8 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
                     method: str | None = None) -> tuple[dict, dict | None, Path | None]:
     """Evaluate a run folder, an adapter (folder or adapter_config.json), or a bare backbone (`method == "frozen"`).
 
-    Returns (eval.json dict, eval_topk.json dict, the folder the results belong in or None). A run folder's
+    Returns (eval.json dict, eval_topk.json dict, the folder the results belong in or None, the per-query
+    ranks for eval_ranks.json). A run folder's
     config.json supplies the data dir, and the precision and batch size its training evaluated with (when
     `precision`/`batch_size` are None), so `mwa eval RUN` repeats the run's own evaluation exactly: the model is
     built fresh from the published artefacts, as `mwa train` does for its final evaluation.
@@ -228,12 +242,13 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     tok = load_tokenizer(tok_path, text_len, model=model)
     ds_info = load_dataset_info(Path(data_dir))
     identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
+    ranks: dict = {}
     with evaluation_numerics():
         result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
-                                     batch_size=batch_size, identity=identity)
+                                     batch_size=batch_size, identity=identity, ranks_out=ranks)
     result["numerics"] = {"precision": prec, "batch_size": int(batch_size), "device": dev.type,
                           "tf32": False}
-    return result, top, out_dir
+    return result, top, out_dir, ranks.get("query_ranks")
 
 
 def eval_file_name(split: str, run_cfg: dict) -> str:
@@ -250,12 +265,17 @@ def evaluate_path(target: str | Path | None, *, data_dir: str | Path | None = No
     for the run's final split, or eval_<split>.json for another split (the run's number is never replaced)."""
     from mwa_cli.fileio import atomic_write_json
 
-    result, top, out_dir = evaluate_target(target, data_dir=data_dir, split=split, device=device,
-                                           precision=precision, batch_size=batch_size, tokenizer=tokenizer,
-                                           backbone=backbone, weights=weights, method=method)
+    result, top, out_dir, ranks = evaluate_target(target, data_dir=data_dir, split=split, device=device,
+                                                  precision=precision, batch_size=batch_size,
+                                                  tokenizer=tokenizer, backbone=backbone, weights=weights,
+                                                  method=method)
     if write and out_dir is not None:
         name = eval_file_name(split, _read_run_config(out_dir))
         atomic_write_json(out_dir / name, result)
+        if name == "eval.json":  # the run's number: with the per-query ranks its intervals come from
+            from mwa_cli.eval.bootstrap import save_ranks
+
+            save_ranks(out_dir, result["split"], ranks)
         if top is not None and name == "eval.json":
             atomic_write_json(out_dir / "eval_topk.json", top)
         result = dict(result, written_to=str(out_dir / name))

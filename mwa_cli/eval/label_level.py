@@ -90,14 +90,17 @@ def label_level_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor
 
 def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, *, labels: Sequence[str],
                         captions: Sequence[str], key: str = "caption", ks: Sequence[int] = (1, 5, 10),
-                        chunk_size: int = 4096) -> dict[str, Any]:
+                        chunk_size: int = 4096, ranks_out: dict | None = None) -> dict[str, Any]:
     """The `label_level` entry of eval.json: the instance metric keys (i2t/t2i R@K and median rank, rsum,
     mean_recall) under the label-level protocol, plus key, protocol, chance R@1 and, when every image has a
-    label, per_label (each label's queries ranked against the whole split, with their chance R@1)."""
+    label, per_label (each label's queries ranked against the whole split, with their chance R@1).
+    `ranks_out` receives the per-query ranks (``i2t_ranks``, ``t2i_ranks``) for the bootstrap."""
     ks = tuple(int(k) for k in ks)
     lab = ["" if x is None else str(x) for x in labels]
     key, image_groups, text_groups, ranks = label_level_ranks(image_emb, text_emb, text_to_image, labels=lab,
                                                               captions=captions, key=key, chunk_size=chunk_size)
+    if ranks_out is not None:
+        ranks_out.update(ranks)
     s = _summary(ranks["i2t_ranks"], ranks["t2i_ranks"], ks)
     chance_i2t, chance_t2i = chance_per_query(image_groups, text_groups)
     out: dict[str, Any] = {"key": key, "protocol": LABEL_PROTOCOLS[key], "i2t": s["i2t"], "t2i": s["t2i"],

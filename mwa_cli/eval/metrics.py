@@ -238,6 +238,7 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 4096,
     labels: Sequence[str] | None = None,
+    ranks_out: dict[str, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Retrieval metrics in the ``eval.json`` shape of docs/formats.md.
 
@@ -249,10 +250,13 @@ def retrieval_metrics(
     Returns ``{"protocol", "n_images", "n_captions", "i2t": {"r1","r5","r10","median_rank"}, "t2i": {...},
     "rsum", "mean_recall"[, "per_label"]}``; the caller adds split, method, backbone, dataset_hash, seconds,
     created. RSUM sums the 2*len(ks) recalls (six with the default ks); mean_recall = RSUM / (2*len(ks)).
+    ``ranks_out``: a dict that receives the per-query ranks (``i2t_ranks``, ``t2i_ranks``) for the bootstrap.
     """
     ks = tuple(int(k) for k in ks)
     ranks = retrieval_ranks(image_emb, text_emb, text_to_image, chunk_size=chunk_size)
     i2t_ranks, t2i_ranks = ranks["i2t_ranks"], ranks["t2i_ranks"]
+    if ranks_out is not None:
+        ranks_out.update(i2t_ranks=i2t_ranks, t2i_ranks=t2i_ranks)
     t2i = torch.as_tensor(text_to_image, dtype=torch.long).reshape(-1).cpu()
     s = _summary(i2t_ranks, t2i_ranks, ks)
     out: dict[str, Any] = {

@@ -39,6 +39,7 @@ def make_report(
     estimate_steps: int = 10,
     data_dir: Path | None = None,
     write: bool = True,
+    target_pct: int = 95,
 ) -> dict[str, Any]:
     """Collect, build and (unless write=False) write the HTML; returns the report dict (with "html" set)."""
     coll = collect(run_dirs, runs_root)
@@ -53,7 +54,7 @@ def make_report(
         notes.append(f"--estimate ignored: a measured {compare} run ({baseline.name}) exists")
     data = open_data_dir(coll.runs, data_dir)
     rep = build_report(coll, compare=compare, assumptions=assumptions, lang=lang, estimated_baseline=estimated,
-                       data_dir=data_dir, estimate_steps=estimate_steps, data=data)
+                       data_dir=data_dir, estimate_steps=estimate_steps, data=data, target_pct=target_pct)
     rep["notes"].extend(notes)
     if write:
         path = out or default_out(run_dirs, runs_root)

@@ -12,8 +12,15 @@ Shape (``schema_version`` 1)::
                "estimated": {"recall", "cost", "savings", "roi"},   # true where the figures are estimates
                "recall": {"i2t": {...}, "t2i": {...}, "rsum", "mean_recall"} | null,
                "recall_delta": {"i2t_r1", ..., "t2i_r10", "rsum", "mean_recall"} | null,   # points vs baseline
-               "rsum_kept_pct", "time_pct_of_baseline",   # under the primary protocol
+               "rsum_kept_pct", "time_pct_of_baseline",   # under the primary protocol; time: to the target quality
                "by_protocol": {"instance"|"label_level": {"recall", "recall_delta", "rsum_kept_pct"}},
+               "recall_ci": {"value", "ci95": {"i2t_r1", ..., "rsum": [lo, hi]}, "resamples", "seed", "n_images",
+                             "level"} | null,   # bootstrap over test images (evidence.py); null without ranks
+               "recall_delta_ci": {"value", "ci95", "se", ...} | null,   # paired, vs the baseline
+               "protocol_name": "instance|label_level", "seed", "seed_group": name | null,
+               "time_to_quality": {"curve": [[minutes, val_rsum]], "best_val_rsum", "checks", "reference",
+                                   "to": {"95": {"time_s", "step", "val_rsum", "device_hours"} | null, "99": ...}},
+               "roi_basis": "time_to_quality|not_reached|whole_run",
                "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
                         "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
                "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
@@ -25,6 +32,10 @@ Shape (``schema_version`` 1)::
                               "budget_s"},
                "gallery": {...} | null}],
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
+     "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
+     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run"},
+     "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
+                      "best_val_rsum", "to_95_s", "to_99_s", "reached": {"95": k, "99": k}}],
      "protocol": "...", "primary_protocol": "instance|label_level",
      "protocols": {"instance": "<sentence>", "label_level": "<sentence>"}}
 """
@@ -36,8 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli import __version__
+from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from mwa_cli.models.sources import random_on_purpose
+from mwa_cli.report import evidence
 from mwa_cli.report import roi as roi_mod
+from mwa_cli.report import verdict as verdict_mod
 from mwa_cli.report.collect import Collection, Run, resolve_data_dir
 from mwa_cli.report.estimate import full_ft_command
 from mwa_cli.report.gallery import DataDir, build_gallery
@@ -92,6 +106,20 @@ def _loss_curve(run: Run, max_points: int = 200) -> dict[str, Any]:
     return {"x": "time_min" if use_time else "step", "points": pts}
 
 
+def _roi_hours(run: Run, ttq: dict[str, Any], target_pct: int) -> tuple[float | None, float | None, str]:
+    """(device-hours, wall seconds, basis) of one training for the ROI: the time to the target quality when the
+    run reached it; the whole run otherwise ("not_reached": a lower bound; "whole_run": no validation curve)."""
+    hit = ttq["to"].get(str(target_pct))
+    if hit is not None:
+        return hit["device_hours"], hit["time_s"], "time_to_quality"
+    basis = "not_reached" if ttq["checks"] and ttq["reference"] is not None else "whole_run"
+    return _device_hours(run.timing), _num(run.timing.get("wall_s")), basis
+
+
+def baseline_method(baseline: Run | None, compare: str) -> str:
+    return baseline.method if baseline is not None else compare
+
+
 def _pick_baseline(runs: list[Run], compare: str) -> tuple[Run | None, list[str]]:
     cands = [r for r in runs if r.method == compare or r.name == compare]
     notes = []
@@ -103,11 +131,15 @@ def _pick_baseline(runs: list[Run], compare: str) -> tuple[Run | None, list[str]
 
 
 def _pick_main(runs: list[Run], baseline: Run | None) -> Run | None:
+    """The run the verdict is about: an mwa run, of the baseline's seed when there is one (never the best of
+    several seeds: that would pick the luckiest draw), then the highest RSUM."""
     others = [r for r in runs if r is not baseline]
     if not others:
         return None
     mwa = [r for r in others if r.method == MAIN_METHOD]
     pool = mwa or others
+    if baseline is not None:
+        pool = [r for r in pool if r.config.get("seed") == baseline.config.get("seed")] or pool
     return max(pool, key=lambda r: (_recall(r) or {}).get("rsum", -1.0))
 
 
@@ -133,6 +165,7 @@ def build_report(
     data_dir: Path | None = None,
     estimate_steps: int | None = None,
     data: DataDir | None = None,
+    target_pct: int = 95,
 ) -> dict[str, Any]:
     """Build the report dict. ``estimated_baseline`` (from estimate.py) stands in when no baseline run exists."""
     a = assumptions or roi_mod.Assumptions()
@@ -160,9 +193,21 @@ def build_report(
 
     primary = choose_primary_protocol([r.eval or {} for r in runs])
     b_recall = _recall(baseline, primary) if baseline is not None else None
-    b_hours = _device_hours(baseline.timing) if baseline is not None else None
+    ref_best = evidence.reference_best(baseline) if baseline is not None and not b_est else None
+    if baseline is not None and not b_est and ref_best is None and evidence.val_curve(baseline.eval_rows):
+        notes.append(t(lang, "ttq_no_gain", run=baseline.name))
+    # time to quality against the baseline method's run of the same seed when there is one (seed groups)
+    ref_by_seed = {x.config.get("seed"): evidence.reference_best(x)
+                   for x in runs if x.method == baseline_method(baseline, compare) and not x.estimated}
+    ttq = {id(r): evidence.time_to_quality(r, ref_by_seed.get(r.config.get("seed"), ref_best) if r is not baseline
+                                           else ref_best,
+                                           int(r.timing.get("n_devices") or 1)) for r in runs}
+    basis = {id(r): _roi_hours(r, ttq[id(r)], target_pct) for r in runs}
+    b_hours = basis[id(baseline)][0] if baseline is not None else None
     b_yearly = (roi_mod.yearly(b_hours, baseline.artefact_bytes, is_full_ft=True, backbone_bytes=backbone_bytes,
                                a=a) if baseline is not None else None)
+    groups = evidence.seed_groups(runs)
+    group_of = {id(r): name for name, g in groups.items() for r in g}
 
     ordered = ([baseline] if baseline is not None else []) + sorted(
         (r for r in runs if r is not baseline), key=lambda r: (r is not main, r.method, r.name))
@@ -183,8 +228,8 @@ def build_report(
             "trainable_pct": (100.0 * trainable / total) if trainable is not None and total else None,
             "artefact_bytes": r.artefact_bytes,
         }
-        time_pct = None
         delta, kept = _compare_recall(rec, b_recall, is_base)
+        delta_ci = evidence.paired(r, baseline) if delta is not None and not b_est else None
         by_protocol = {}
         for proto in PROTOCOLS:
             p_rec = _recall(r, proto)
@@ -192,16 +237,19 @@ def build_report(
                                               is_base)
             by_protocol[proto] = {"recall": p_rec, "recall_delta": p_delta,
                                   "rsum_kept_pct": p_kept if not is_base else (100.0 if p_rec else None)}
-        if baseline is not None and cost["wall_s"] and _num(baseline.timing.get("wall_s")):
-            time_pct = 100.0 * cost["wall_s"] / float(baseline.timing["wall_s"])
+        time_pct = None
+        r_basis, b_basis = basis[id(r)], basis[id(baseline)] if baseline is not None else (None, None, None)
+        if baseline is not None and r_basis[1] and b_basis[1]:
+            time_pct = 100.0 * r_basis[1] / b_basis[1]
+        roi_hours, roi_basis = r_basis[0], r_basis[2]
         bt = baseline.timing if baseline is not None else {}
         savings = {
             "wall_s": roi_mod.savings_pct(cost["wall_s"], _num(bt.get("wall_s"))),
-            "device_hours": roi_mod.savings_pct(hours, b_hours),
+            "device_hours": roi_mod.savings_pct(hours, _device_hours(bt) if baseline is not None else None),
             "peak_mem_gib": roi_mod.savings_pct(cost["peak_mem_gib"], _num(bt.get("peak_mem_gib"))),
             "artefact_bytes": roi_mod.savings_pct(r.artefact_bytes, baseline.artefact_bytes if baseline else None),
         }
-        y = roi_mod.yearly(hours, r.artefact_bytes, is_full_ft=(r.method == roi_mod.BASELINE_METHOD),
+        y = roi_mod.yearly(roi_hours, r.artefact_bytes, is_full_ft=(r.method == roi_mod.BASELINE_METHOD),
                            backbone_bytes=backbone_bytes, a=a)
         y["compute_cost_diff"] = roi_mod.diff(y["compute_cost_per_year"], (b_yearly or {}).get("compute_cost_per_year"))
         y["storage_bytes_diff"] = roi_mod.diff(y["storage_bytes"], (b_yearly or {}).get("storage_bytes"))
@@ -218,6 +266,10 @@ def build_report(
             "estimated": {"recall": False, "cost": est, "savings": est or b_est,
                           "roi": est or b_est or uses_storage_est},
             "recall": rec, "recall_delta": delta, "rsum_kept_pct": kept if not is_base else (100.0 if rec else None),
+            "recall_ci": evidence.intervals(r) if rec is not None else None, "recall_delta_ci": delta_ci,
+            "protocol_name": evidence.primary_protocol(r),
+            "time_to_quality": ttq[id(r)], "roi_basis": roi_basis, "seed": r.config.get("seed"),
+            "seed_group": group_of.get(id(r)),
             "time_pct_of_baseline": time_pct, "by_protocol": by_protocol,
             "cost": cost, "savings_pct": savings if not is_base else {k: None for k in savings}, "roi": y,
             "per_label": per_label, "loss_curve": _loss_curve(r),
@@ -226,6 +278,19 @@ def build_report(
                            "command": r.config.get("command"), "created": r.eval.get("created"),
                            "budget_s": tm.get("budget_s"), "eval_numerics": r.eval.get("numerics")},
             "gallery": build_gallery(r, data) if not r.estimated else None,
+        })
+
+    seed_rows = []
+    for gname, g in groups.items():
+        rows = [x for x in out_runs if x["seed_group"] == gname]
+        seed_rows.append({
+            "name": gname, "method": g[0].method, "runs": [x["name"] for x in rows],
+            "seeds": sorted(x["seed"] for x in rows if x["seed"] is not None),
+            "test_rsum": evidence.spread([(x["recall"] or {}).get("rsum") for x in rows]),
+            "best_val_rsum": evidence.spread([x["time_to_quality"]["best_val_rsum"] for x in rows]),
+            **{f"to_{p}_s": evidence.spread([(x["time_to_quality"]["to"].get(str(p)) or {}).get("time_s")
+                                             for x in rows]) for p in evidence.TARGETS},
+            "reached": {str(p): sum(1 for x in rows if x["time_to_quality"]["to"].get(str(p))) for p in evidence.TARGETS},
         })
 
     units = {x["cost"]["hours_unit"] for x in out_runs}
@@ -237,7 +302,7 @@ def build_report(
         verdict = t(lang, "verdict_none")
     elif main is None:
         verdict = t(lang, "verdict_only_baseline")
-    else:
+    elif b_est or baseline.estimated:
         m = next(x for x in out_runs if x["is_main"])
         cost_diff = m["roi"]["compute_cost_diff"]
         cost_txt = ""
@@ -245,25 +310,16 @@ def build_report(
             cost_txt = t(lang, "verdict_cost", saving=fmt_money(-cost_diff, a.currency))
         elif is_num(cost_diff) and cost_diff > 0:
             cost_txt = t(lang, "verdict_cost_more", saving=fmt_money(cost_diff, a.currency))
-        name = _display_method(m)
-        time_txt = fmt_pct(m["time_pct_of_baseline"], 0)
-        kept = m["rsum_kept_pct"]
-        if kept is None:
-            verdict = t(lang, "verdict_time_only", method=name, time=time_txt, cost=cost_txt)
-        else:
-            kept_txt = fmt_pct(kept, 1)
-            tp = m["time_pct_of_baseline"]
-            if is_num(tp) and tp > 100:
-                key = "verdict_slower"
-            elif kept > 100.05:
-                key = "verdict_beat"
-            elif kept >= 95.0:
-                key = "verdict_kept"
-            else:
-                key = "verdict_low"
-            verdict = t(lang, key, method=name, kept=kept_txt, time=time_txt, cost=cost_txt)
-        if primary == "label_level":
-            verdict += " " + t(lang, "verdict_label_level")
+        verdict = t(lang, "verdict_time_only", method=_display_method(m), time=fmt_pct(m["time_pct_of_baseline"], 0),
+                    cost=cost_txt)
+    else:
+        m = dict(next(x for x in out_runs if x["is_main"]), display=_display_method(next(x for x in out_runs
+                                                                                            if x["is_main"])))
+        b = next(x for x in out_runs if x["is_baseline"])
+        verdict = verdict_mod.verdict(lang, m, b, target_pct=target_pct, currency=a.currency, groups=seed_rows,
+                                      baseline_method=compare)
+    if primary == "label_level" and main is not None and baseline is not None:
+        verdict += " " + t(lang, "verdict_label_level")
 
     ref = main or (ordered[0] if ordered else None)
     if baseline is not None and b_est:
@@ -296,6 +352,11 @@ def build_report(
         "runs": out_runs,
         "verdict": verdict,
         "verdict_estimated": verdict_est,
+        "bootstrap": {"resamples": DEFAULT_RESAMPLES, "seed": DEFAULT_SEED, "level": 0.95, "unit": "test image"},
+        "time_to_quality": {"target_pct": target_pct, "targets": list(evidence.TARGETS),
+                            "reference_best_val_rsum": ref_best,
+                            "reference_run": baseline.name if baseline is not None else None},
+        "seed_groups": seed_rows,
         "notes": notes,
         "skipped": [list(s) for s in coll.skipped],
         "protocol": first.eval.get("protocol"),

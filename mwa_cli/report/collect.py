@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import MwaError
+from mwa_cli.eval.bootstrap import load_ranks
 
 ARTEFACT = "adapter_model.safetensors"
 
@@ -28,6 +29,8 @@ class Run:
     eval: dict[str, Any]
     eval_topk: dict[str, Any] | None = None
     train_rows: list[dict[str, Any]] = field(default_factory=list)
+    eval_rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl eval rows (the val curve)
+    ranks: Any = None  # (split, mwa_cli.eval.bootstrap.QueryRanks) from eval_ranks.json, or None
     adapter_config: dict[str, Any] | None = None
     artefact_bytes: int | None = None
     estimated: bool = False  # the whole run is an estimate (made by --estimate), not a measured run
@@ -75,7 +78,7 @@ def _read_json(path: Path, *, obj: bool = True) -> Any:
     return data
 
 
-def _read_train_rows(path: Path) -> list[dict[str, Any]]:
+def _read_train_rows(path: Path, kind: str = "train") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
@@ -87,7 +90,7 @@ def _read_train_rows(path: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a half-written last line after a kill: ignore it
-        if isinstance(row, dict) and row.get("kind") == "train" and row.get("loss") is not None:
+        if isinstance(row, dict) and row.get("kind") == kind and (kind != "train" or row.get("loss") is not None):
             rows.append(row)
     return rows
 
@@ -148,6 +151,8 @@ def load_run(path: Path) -> Run:
         eval=_read_json(path / "eval.json"),
         eval_topk=_read_json(topk) if topk.is_file() else None,
         train_rows=_read_train_rows(path / "metrics.jsonl"),
+        eval_rows=_read_train_rows(path / "metrics.jsonl", "eval"),
+        ranks=load_ranks(path),
         adapter_config=_read_json(adapter_cfg) if adapter_cfg.is_file() else None,
         artefact_bytes=art.stat().st_size if art.is_file() else None,
     )

@@ -63,14 +63,18 @@ def _print_recall_table(con: Console, rep: dict[str, Any], lang: str, title: str
     cells = [r["cells"] + [r["rsum"], r["delta_rsum"], r["kept"]] for r in rrows]
     widths = _fit(con, _widths(cells))
     sentence = (rep.get("protocols") or {}).get(protocol or rep.get("primary_protocol", "instance"))
+    captions = [sentence] if sentence and view.secondary_protocol(rep) else []
+    if protocol is None and any(r.get("recall_ci") for r in rep["runs"]):  # intervals: primary protocol only
+        n = next(r["recall_ci"]["n_images"] for r in rep["runs"] if r.get("recall_ci"))
+        captions.append(t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=n,
+                          seed=rep["bootstrap"]["seed"]))
     tb = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
-               caption=escape(sentence) if sentence and view.secondary_protocol(rep) else None,
-               caption_justify="left")
+               caption="\n".join(escape(c) for c in captions) or None, caption_justify="left")
     tb.add_column(t(lang, "col_method"), no_wrap=True)
     heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
     heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
     for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w)
+        tb.add_column(h, justify="right", min_width=w, overflow="fold")  # a figure is wrapped, never cut
     for r, row in zip(rrows, cells):
         tb.add_row(_name(r, lang), *[_fmt(c, lang) for c in row])
     con.print(tb)
@@ -108,6 +112,32 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
     if secondary:
         _print_recall_table(con, rep, lang, t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}")),
                             secondary)
+
+    targets = rep["time_to_quality"]["targets"]
+    if any((r.get("time_to_quality") or {}).get("checks") for r in rep["runs"]):
+        ref = rep["time_to_quality"]["reference_best_val_rsum"]
+        tb = Table(title=t(lang, "sec_ttq"), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
+                   caption=escape(t(lang, "sec_ttq_help", ref=f"{ref:.1f}" if ref else "—",
+                                    target=rep["time_to_quality"]["target_pct"])))
+        tb.add_column(t(lang, "col_method"), no_wrap=True)
+        tb.add_column(t(lang, "col_best_val"), justify="right")
+        for p in targets:
+            tb.add_column(t(lang, "col_to_pct", pct=p), justify="right")
+        for r in view.ttq_rows(rep, lang):
+            tb.add_row(_name(r, lang), _fmt(r["best"], lang), *[_fmt(r["to"][str(p)], lang) for p in targets])
+        con.print(tb)
+
+    srows = view.seed_rows(rep, lang)
+    if srows:
+        tb = Table(title=t(lang, "sec_seeds"), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
+                   caption=escape(t(lang, "sec_seeds_help")))
+        for h in (t(lang, "col_method"), t(lang, "col_seeds"), t(lang, "col_test_rsum"), t(lang, "col_best_val"),
+                  *[t(lang, "col_to_pct", pct=p) for p in targets]):
+            tb.add_column(h, justify="right" if h != t(lang, "col_method") else "left")
+        for r in srows:
+            tb.add_row(escape(r["name"]), _fmt(r["seeds"], lang), _fmt(r["test"], lang), _fmt(r["best"], lang),
+                       *[_fmt(r["to"][str(p)], lang) + f" [dim]({r['reached'][str(p)]}/{r['n']})[/]" for p in targets])
+        con.print(tb)
 
     tb = Table(title=t(lang, "sec_cost"), title_justify="left", box=box.SIMPLE_HEAD)
     tb.add_column(t(lang, "col_method"), no_wrap=True)

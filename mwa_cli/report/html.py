@@ -76,9 +76,14 @@ def charts(rep: dict[str, Any], lang: str) -> dict[str, Markup]:
                   for i, r in enumerate(runs) if r["per_label"]]
     per_label = svg.grouped_bars(labels, bar_series, title=t(lang, "plot_per_label"),
                                  ylabel=t(lang, "plot_recall_axis"), empty=t(lang, "plot_no_data"))
+    val_series = [{"label": display_name(r), "color": svg.color_for(r["method"], i),
+                   "points": (r.get("time_to_quality") or {}).get("curve") or []}
+                  for i, r in enumerate(runs) if (r.get("time_to_quality") or {}).get("curve")]
+    val_time = svg.lines(val_series, title=t(lang, "plot_val_time"), xlabel=t(lang, "plot_time_axis"),
+                         ylabel=t(lang, "plot_val_axis"), empty=t(lang, "plot_no_data"))
     # our own SVG, text already escaped in svg.py
     return {"recall_time": Markup(recall_time), "loss": Markup(loss), "per_label": Markup(per_label),
-            "has_per_label": bool(labels)}
+            "has_per_label": bool(labels), "val_time": Markup(val_time)}
 
 
 def galleries(rep: dict[str, Any], data: DataDir | None) -> list[dict[str, Any]]:
@@ -114,6 +119,13 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
         "roi_rows": view.roi_rows(rep), "assumptions": view.assumption_lines(rep, lang),
         "provenance": view.provenance_rows(rep), "charts": charts(rep, lang),
         "galleries": galleries(rep, data), "data_missing": data is None,
+        "ttq_rows": view.ttq_rows(rep, lang), "seed_rows": view.seed_rows(rep, lang),
+        "ttq_rows_shown": any((r.get("time_to_quality") or {}).get("checks") for r in rep["runs"]),
+        "ttq_help": t(lang, "sec_ttq_help", target=rep["time_to_quality"]["target_pct"],
+                      ref=(f"{rep['time_to_quality']['reference_best_val_rsum']:.1f}"
+                           if rep["time_to_quality"]["reference_best_val_rsum"] else "—")),
+        "ci_note": next((t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=r["recall_ci"]["n_images"],
+                           seed=rep["bootstrap"]["seed"]) for r in rep["runs"] if r.get("recall_ci")), ""),
         "fmt_t": lambda key, **kw: t(lang, key, **kw),
     }
     return _env().get_template(TEMPLATE).render(**ctx)

@@ -121,6 +121,48 @@ STRINGS: dict[str, dict[str, str]] = {
                              "cannot be compared until a full fine-tuning run is trained{cost}.",
         "verdict_none": "No full fine-tuning run to compare with: train one or use --estimate.",
         "verdict_only_baseline": "Only the full fine-tuning run was found: train another method to compare.",
+        "verdict_better": "{method} is better than full fine-tuning on these {n} test images: {diff} RSUM (95 % "
+                          "interval {lo}…{hi}, {protocol} protocol).",
+        "verdict_worse": "{method} is worse than full fine-tuning on these {n} test images: {diff} RSUM (95 % "
+                         "interval {lo}…{hi}, {protocol} protocol).",
+        "verdict_same": "{method} is not distinguishable from full fine-tuning on these {n} test images (difference "
+                        "{diff} RSUM, 95 % interval {lo}…{hi}, {protocol} protocol); {separate}",
+        "verdict_separate": "about {need} test images ({more} more) would be needed to separate a difference of "
+                            "this size.",
+        "verdict_separate_zero": "no number of test images separates a difference of zero.",
+        "verdict_no_ci": "{method} kept {kept} of full fine-tuning's test RSUM (no interval: its eval_ranks.json is "
+                         "missing; run `mwa eval` on the runs to write it).",
+        "verdict_ttq": " It reached {pct} % of full fine-tuning's best validation RSUM after {time} of training, "
+                       "{tpct} of the {btime} full fine-tuning needed{cost}.",
+        "verdict_ttq_not": " It did not reach {pct} % of full fine-tuning's best validation RSUM within its "
+                           "{time} run{cost}.",
+        "verdict_ttq_none": " Training time: {time} of full fine-tuning's (whole runs: time to quality could not "
+                            "be measured){cost}.",
+        "verdict_seeds": " Over {n} seeds: {method} test RSUM {m} ± {sd}, full fine-tuning {bm} ± {bsd}.",
+        "protocol_instance": "instance",
+        "protocol_label_level": "label-level",
+        "ttq_no_gain": "Full fine-tuning ({run}) never beat the zero-shot backbone on validation, so time to "
+                       "quality cannot be measured against it: times and yearly costs below are whole runs.",
+        "sec_ttq": "Time to quality",
+        "sec_ttq_help": "Wall time each run needed to reach a share of full fine-tuning's best validation RSUM "
+                        "({ref}; with several seeds, that of the full fine-tuning run of the same seed), counting "
+                        "start-up and training but not the validation checks themselves. Every "
+                        "method ran the same warm-up / stable / decay schedule. The ROI below uses the time to "
+                        "{target} %.",
+        "col_best_val": "Best val RSUM",
+        "col_to_pct": "To {pct} %",
+        "not_reached": "not reached",
+        "col_ci": "95 % interval",
+        "ci_note": "95 % intervals from {resamples} bootstrap resamples of the {n} test images (seed {seed}); "
+                   "Δ intervals are paired (the same resamples for both runs).",
+        "sec_seeds": "Across seeds",
+        "sec_seeds_help": "Runs that differ only by --seed: mean ± standard deviation.",
+        "col_seeds": "Seeds",
+        "col_test_rsum": "Test RSUM",
+        "roi_basis_note": "Training time per retrain = each run's time to {target} % of full fine-tuning's best "
+                          "validation RSUM (“≥” where not reached: the whole run).",
+        "plot_val_time": "Validation RSUM vs wall time",
+        "plot_val_axis": "Val RSUM",
         "less_than_baseline": "{pct} less",
         "more_than_baseline": "{pct} more",
         "same_as_baseline": "same",
@@ -238,6 +280,45 @@ STRINGS: dict[str, dict[str, str]] = {
                              "フルファインチューニングを学習するまで比較できません{cost}。",
         "verdict_none": "比較するフルファインチューニングの実行がありません。学習するか --estimate を使ってください。",
         "verdict_only_baseline": "フルファインチューニングの実行のみ見つかりました。比較する別の手法を学習してください。",
+        "verdict_better": "{method} は、この {n} 枚のテスト画像でフルファインチューニングより優れています：RSUM "
+                          "{diff}（95 % 区間 {lo}…{hi}、{protocol} 評価）。",
+        "verdict_worse": "{method} は、この {n} 枚のテスト画像でフルファインチューニングより劣ります：RSUM "
+                         "{diff}（95 % 区間 {lo}…{hi}、{protocol} 評価）。",
+        "verdict_same": "{method} とフルファインチューニングの差は、この {n} 枚のテスト画像では区別できません（RSUM の差 "
+                        "{diff}、95 % 区間 {lo}…{hi}、{protocol} 評価）。{separate}",
+        "verdict_separate": "この大きさの差を見分けるには、約 {need} 枚（あと {more} 枚）のテスト画像が必要です。",
+        "verdict_separate_zero": "差がゼロなので、テスト画像を増やしても見分けられません。",
+        "verdict_no_ci": "{method} はフルファインチューニングのテスト RSUM の {kept} でした（区間なし："
+                         "eval_ranks.json がありません。`mwa eval` で作成してください）。",
+        "verdict_ttq": " フルファインチューニングの最良検証 RSUM の {pct} % に学習 {time} で到達しました"
+                       "（フルファインチューニングの {btime} の {tpct}）{cost}。",
+        "verdict_ttq_not": " 学習 {time} の間にフルファインチューニングの最良検証 RSUM の {pct} % に到達しませんでした"
+                           "{cost}。",
+        "verdict_ttq_none": " 学習時間はフルファインチューニングの {time} です（品質到達時間を測れないため実行全体で比較）{cost}。",
+        "verdict_seeds": " {n} シードの平均：{method} のテスト RSUM {m} ± {sd}、フルファインチューニング {bm} ± {bsd}。",
+        "protocol_instance": "インスタンス単位",
+        "protocol_label_level": "ラベル単位",
+        "ttq_no_gain": "フルファインチューニング（{run}）は検証でゼロショットを一度も上回らなかったため、品質到達時間は"
+                       "測れません。以下の時間と年間費用は実行全体のものです。",
+        "sec_ttq": "品質到達時間",
+        "sec_ttq_help": "フルファインチューニングの最良検証 RSUM（{ref}。複数シードでは同じシードの実行のもの）の一定割合に"
+                        "達するまでの実時間（起動と学習を含み、"
+                        "検証そのものの時間は含みません）。すべての手法が同じウォームアップ／一定／減衰スケジュールで"
+                        "学習しました。下の ROI は {target} % 到達時間を使います。",
+        "col_best_val": "最良検証 RSUM",
+        "col_to_pct": "{pct} % まで",
+        "not_reached": "未到達",
+        "col_ci": "95 % 区間",
+        "ci_note": "95 % 区間は {n} 枚のテスト画像のブートストラップ再標本 {resamples} 回（シード {seed}）による。"
+                   "Δ の区間は対応あり（両方の実行に同じ再標本）。",
+        "sec_seeds": "シード間のばらつき",
+        "sec_seeds_help": "--seed だけが異なる実行の平均 ± 標準偏差。",
+        "col_seeds": "シード",
+        "col_test_rsum": "テスト RSUM",
+        "roi_basis_note": "1回の再学習の時間 = 各実行がフルファインチューニングの最良検証 RSUM の {target} % に"
+                          "達するまでの時間（「≥」は未到達：実行全体）。",
+        "plot_val_time": "検証 RSUM と実時間",
+        "plot_val_axis": "検証 RSUM",
         "less_than_baseline": "{pct} 削減",
         "more_than_baseline": "{pct} 増加",
         "same_as_baseline": "同等",

@@ -42,24 +42,51 @@ def secondary_protocol(rep: dict[str, Any]) -> str | None:
     return other if has else None
 
 
+def fmt_interval(ci: Any, signed: bool = False) -> str:
+    """"58–66" (or "−9…+5" for differences); "" without an interval."""
+    if not ci or not all(is_num(x) for x in ci):
+        return ""
+    if signed:  # whole points: the interval's own uncertainty makes a decimal meaningless
+        return f"{fmt_delta(ci[0], 0)}…{fmt_delta(ci[1], 0)}".replace("-", "−")
+    return f"{fmt_num(ci[0], 0)}–{fmt_num(ci[1], 0)}"
+
+
+def _diff_cls(ci: Any) -> str:
+    """Coloured only when the paired interval excludes 0 (a difference the test set can tell)."""
+    if not ci:
+        return ""
+    return "good" if ci[0] > 0 else "bad" if ci[1] < 0 else ""
+
+
 def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[str, Any]]:
-    """Rows of the recall table: the primary protocol (`protocol` None) or the named one."""
+    """Rows of the recall table: the primary protocol (`protocol` None), each recall with its 95 % interval below
+    it (or, for runs without per-query ranks, its Δ to the baseline); or the named secondary protocol (points
+    and Δ only: the intervals are computed for the primary protocol)."""
     rows = []
     for i, r in enumerate(rep["runs"]):
         src = (r.get("by_protocol") or {}).get(protocol, {}) if protocol else r
         rec, d = src.get("recall"), src.get("recall_delta") or {}
+        ci = {} if protocol else (r.get("recall_ci") or {}).get("ci95") or {}
+        dci = {} if protocol else (r.get("recall_delta_ci") or {}).get("ci95") or {}
         cells = []
         for direction, k in RECALL_KEYS:
             v = rec[direction][k] if rec else None
             dv = d.get(f"{direction}_{k}")
-            cells.append(_cell(fmt_num(v), sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
+            key = f"{direction}_{k}"
+            if ci.get(key):
+                cells.append(_cell(fmt_num(v), sub=fmt_interval(ci[key])))
+            else:
+                cells.append(_cell(fmt_num(v), sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
         dr = d.get("rsum")
         rows.append({
             "name": display_name(r), "run": r["name"], "method": r["method"], "color": color_for(r["method"], i),
             "estimated_run": r["estimated"]["cost"],
             "is_baseline": r["is_baseline"], "is_main": r["is_main"], "cells": cells,
-            "rsum": _cell(fmt_num(rec["rsum"] if rec else None), estimated=r["estimated"]["recall"]),
-            "delta_rsum": _cell(fmt_delta(dr) if dr is not None else "—", cls=_sign_cls(dr)),
+            "rsum": _cell(fmt_num(rec["rsum"] if rec else None), estimated=r["estimated"]["recall"],
+                          sub=fmt_interval(ci.get("rsum"))),
+            "delta_rsum": _cell(fmt_delta(dr) if dr is not None else "—",
+                                cls=_diff_cls(dci.get("rsum")) if dci else _sign_cls(dr),
+                                sub=fmt_interval(dci.get("rsum"), signed=True)),
             "kept": _cell(fmt_pct(src.get("rsum_kept_pct")),
                           cls=_kept_cls(src.get("rsum_kept_pct")) if not r["is_baseline"] else ""),
         })
@@ -108,6 +135,44 @@ def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     return rows
 
 
+def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+    """Best val RSUM and the time to each target share of the baseline's best (step below), per run."""
+    rows = []
+    for i, r in enumerate(rep["runs"]):
+        q = r.get("time_to_quality") or {}
+        cells = {}
+        for pct in rep["time_to_quality"]["targets"]:
+            hit = (q.get("to") or {}).get(str(pct))
+            if hit is not None:
+                hours = fmt_num(hit["device_hours"], 4 if hit["device_hours"] < 0.1 else 2)
+                cells[str(pct)] = _cell(fmt_duration(hit["time_s"], lang),
+                                        sub=f"{hours} {t(lang, rep['hours_unit'])} · step {hit['step']}")
+            else:
+                cells[str(pct)] = _cell(t(lang, "not_reached") if q.get("checks") and q.get("reference") else "—")
+        rows.append({"name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
+                     "is_baseline": r["is_baseline"], "is_main": r["is_main"], "estimated_run": r["estimated"]["cost"],
+                     "best": _cell(fmt_num(q.get("best_val_rsum"))), "to": cells})
+    return rows
+
+
+def seed_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+    """One row per group of runs that differ only by seed: mean ± sd."""
+    def pm(x: Any, duration: bool = False) -> dict[str, Any]:
+        if not x:
+            return _cell("—")
+        f = (lambda v: fmt_duration(v, lang)) if duration else fmt_num
+        return _cell(f"{f(x['mean'])} ± {f(x['sd'])}")
+
+    rows = []
+    for g in rep.get("seed_groups") or []:
+        rows.append({"name": f"{g['method']} ({g['name']}…)", "method": g["method"],
+                     "seeds": _cell(", ".join(str(s) for s in g["seeds"])), "test": pm(g["test_rsum"]),
+                     "best": pm(g["best_val_rsum"]),
+                     "to": {str(p): pm(g.get(f"to_{p}_s"), duration=True) for p in rep["time_to_quality"]["targets"]},
+                     "reached": g["reached"], "n": len(g["runs"])})
+    return rows
+
+
 def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
     cur = rep["assumptions"]["currency"]
     rows = []
@@ -115,12 +180,13 @@ def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
         y = r["roi"]
         e = r["estimated"]["roi"]
         ce = r["estimated"]["cost"]
+        at_least = "≥ " if r.get("roi_basis") == "not_reached" else ""
         rows.append({
             "name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
             "is_baseline": r["is_baseline"], "is_main": r["is_main"], "estimated_run": r["estimated"]["cost"],
             "trainings": _cell(fmt_int(y["trainings_per_year"])),
-            "hours_year": _cell(fmt_num(y["device_hours_per_year"]), ce),
-            "cost_year": _cell(fmt_money(y["compute_cost_per_year"], cur), ce),
+            "hours_year": _cell(at_least + fmt_num(y["device_hours_per_year"]), ce),
+            "cost_year": _cell(at_least + fmt_money(y["compute_cost_per_year"], cur), ce),
             "storage": _cell(fmt_bytes(y["storage_bytes"]), e),
             "cost_diff": _cell(fmt_money(y["compute_cost_diff"], cur, signed=True) if not r["is_baseline"] else "—",
                                e, _sign_cls(-(y["compute_cost_diff"] or 0), eps=0.005)),
@@ -139,7 +205,8 @@ def assumption_lines(rep: dict[str, Any], lang: str) -> list[str]:
           unit_single=t(lang, unit_single)),
         t(lang, "assume_lines", lines=a["lines"]),
         t(lang, "assume_retrains", retrains=a["retrains_per_year"]),
-        t(lang, "assume_hours"),
+        t(lang, "roi_basis_note", target=rep["time_to_quality"]["target_pct"])
+        if any(r.get("roi_basis") == "time_to_quality" for r in rep["runs"]) else t(lang, "assume_hours"),
         t(lang, "assume_storage", backbone_size=fmt_bytes(bb),
           backbone_est=(", " + t(lang, "estimated")) if a.get("backbone_bytes_estimated") and bb else ""),
     ]

@@ -1,20 +1,28 @@
 """Fit a run into a wall-clock budget that covers *everything*: set-up, training steps, evaluations, checkpoints
-and the final evaluation + artefacts.
+and the final evaluation + artefacts, and decide when to validate.
 
-How (`train()` drives it):
+How (`train()` drives it; every decision reads the planner's `clock`, so tests drive it with a scripted one):
 1. A val evaluation at step 0 (the zero-shot point of the curve) measures evaluation seconds per item
    (image or caption).
 2. Warm-up measurement: the first steps (1 on CPU, 3 on CUDA: allocator/autotune/compile) are discarded, then at
-   least 5 steps and 2 s are timed (device synchronised only at the two ends; at most 5 % of the budget).
-3. A checkpoint is written and timed.
-4. `plan()`: steps = (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
-   intermediate val evals + final val eval + final test eval (+30 % for the top-k lists) + adapter save + a
-   margin of 0.5 s + 1 % of the budget. The schedule's cosine is fitted to exactly these steps.
-5. Every ~10 % of the planned steps until 80 % (at a logging step, which syncs anyway), the step time is
-   re-measured (mean over all steps since the plan) and the schedule re-fitted when the fitting step count moves
-   by more than 3 % (warm-up steps, a busy machine or a cooling GPU change the speed).
-6. `must_stop()` at every step boundary (host clock only, no device sync): if the next step plus what remains
-   to do would pass the deadline, training stops early (the schedule is then cut short; said in the log).
+   least 5 steps and 2 s are timed (device synchronised only at the two ends; at most 5 % of the budget). This
+   gives only the *first* plan.
+3. `plan()`: steps = now + (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
+   final val eval + final test eval (+30 % for the top-k lists) + adapter save + a margin of 0.5 s + 0.5 % of the
+   budget, and the validation checks still to come (their share of the time when the checks are cost-aware).
+   Time already spent (start-up, warm-up, compilation, cache fill, resumed segments) is simply gone from
+   `deadline − now`: it is never mistaken for the step rate.
+4. `observe_progress()` after steps (every step on the CPU, at logging steps on CUDA where the loop syncs anyway):
+   the step time is re-measured over the recent window of training time (so a slowdown or the end of a warm-up
+   shows within seconds) and the plan refitted; the loop moves the schedule's end when the plan moves.
+5. `must_stop()` at every step boundary: if the next step plus what remains to do would pass the deadline,
+   training stops (the schedule is then cut short; said in the log).
+6. `val_due()`: cost-aware validation. With `val_evals` None (auto) a check is due when, with it, the checks after
+   step 0 stay within `val_share` of the wall time so far; an explicit `val_evals` = k keeps k evenly spaced
+   checks. The step-0 check is the process's first evaluation (cold: 2–3× slower on a CPU), so under a budget
+   one more check comes right after the warm-up measurement, before the first plan, to measure the warm cost the
+   final evaluations are reserved with; the following ones wait until the share has paid for it (so the bound
+   holds for any run longer than 20 checks' cost).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 EVAL_OVERHEAD_S = 0.2
+RATE_WINDOW_S = 3.0  # the step time is the mean over at least this much recent training time
+RATE_WINDOW_FRAC = 0.15  # ... or this share of the training time so far, whichever is longer
 
 
 @dataclass
@@ -34,6 +44,7 @@ class Measurement:
     min_seconds: float = 2.0
     max_seconds: float = 60.0
     max_steps: int | None = None  # never measure past a --steps/--epochs limit
+    clock: Callable[[], float] = time.monotonic
     n: int = 0
     counted: int = 0
     t0: float | None = None
@@ -45,18 +56,18 @@ class Measurement:
         if self.t0 is None:
             if self.n >= self.discard:
                 sync()
-                self.t0 = time.monotonic()
+                self.t0 = self.clock()
             if self.max_steps is not None and step >= self.max_steps:
                 sync()
-                self.step_time = max(1e-6, time.monotonic() - (self.t0 or time.monotonic()))
+                self.step_time = max(1e-6, self.clock() - (self.t0 or self.clock()))
                 return True
             return False
         self.counted += 1
-        elapsed = time.monotonic() - self.t0
+        elapsed = self.clock() - self.t0
         enough = self.counted >= self.min_steps and elapsed >= self.min_seconds
         if enough or elapsed >= self.max_seconds or (self.max_steps is not None and step >= self.max_steps):
             sync()
-            self.step_time = max(1e-6, (time.monotonic() - self.t0) / self.counted)
+            self.step_time = max(1e-6, (self.clock() - self.t0) / self.counted)
             return True
         return False
 
@@ -64,30 +75,63 @@ class Measurement:
 @dataclass
 class BudgetPlanner:
     budget_s: float | None
-    deadline: float | None  # time.monotonic() value by which the run must be finished
+    deadline: float | None  # clock() value by which the run must be finished
     val_items: int
     final_items: int
-    val_evals: int
+    val_evals: int | None  # None: cost-aware checks (at most val_share of the time); k: k evenly spaced checks
     checkpoint_every: int
     checkpoint_minutes: float
     batch_size: int
+    val_share: float = 0.05
+    clock: Callable[[], float] = time.monotonic
     eval_s_per_item: float | None = None
     ckpt_s: float = 0.0
     step_time: float | None = None
     planned_evals: list[int] = field(default_factory=list)
+    marks: list[tuple[int, float]] = field(default_factory=list)  # (step, cumulative training seconds)
+    warm_eval_seen: bool = False
+    rate_from_s: float = 0.0  # training seconds when the re-measuring started (the window grows from there)
 
     # ------------------------------------------------------------ observations
-    def observe_eval(self, seconds: float, items: int) -> None:
+    def observe_eval(self, seconds: float, items: int, warm: bool = True) -> None:
+        """Record what an evaluation of `items` cost; `warm`: not the process's first (the step-0 check is cold)."""
+        self.warm_eval_seen = self.warm_eval_seen or warm
         per = max(0.0, seconds - EVAL_OVERHEAD_S) / max(1, items)
-        self.eval_s_per_item = per if self.eval_s_per_item is None else max(per, 0.5 * (per + self.eval_s_per_item))
+        # the latest check predicts the final evaluation best: one slowed by a busy machine (or a cold start)
+        # must not inflate the reserve for the rest of the run
+        self.eval_s_per_item = per
 
     def observe_checkpoint(self, seconds: float) -> None:
         self.ckpt_s = max(self.ckpt_s, seconds) if self.ckpt_s else seconds
 
+    def start_rate(self, step: int, train_s: float, step_time: float | None = None) -> None:
+        """Begin re-measuring the step time from here (after the warm-up measurement, or on resume)."""
+        self.marks = [(int(step), float(train_s))]
+        self.rate_from_s = float(train_s)
+        if step_time is not None:
+            self.step_time = step_time
+
+    def observe_progress(self, step: int, train_s: float) -> float | None:
+        """Record the cumulative training seconds at `step`; returns the refreshed step time (None: too early)."""
+        if not self.marks or step <= self.marks[-1][0]:
+            if not self.marks:
+                self.marks = [(int(step), float(train_s))]
+            return None
+        self.marks.append((int(step), float(train_s)))
+        window = max(RATE_WINDOW_S, RATE_WINDOW_FRAC * (train_s - self.rate_from_s))
+        ref = self.marks[0]
+        for m in reversed(self.marks[:-1]):
+            ref = m
+            if train_s - m[1] >= window:
+                break
+        self.marks = [m for m in self.marks if m[0] >= ref[0]]  # older marks are never used again
+        self.step_time = max(1e-6, (train_s - ref[1]) / (step - ref[0]))
+        return self.step_time
+
     def new_measurement(self, device_type: str, max_steps: int | None = None) -> Measurement:
         cap = 60.0 if self.budget_s is None else max(0.5, 0.05 * self.budget_s)
         return Measurement(discard=3 if device_type == "cuda" else 1, min_seconds=min(2.0, cap), max_seconds=cap,
-                           max_steps=max_steps)
+                           max_steps=max_steps, clock=self.clock)
 
     # ------------------------------------------------------------ estimates
     def _per_item(self) -> float:
@@ -102,27 +146,43 @@ class BudgetPlanner:
     def final_reserve_s(self) -> float:
         final_eval = EVAL_OVERHEAD_S + 1.3 * self.final_items * self._per_item()
         adapter = 0.2 + 0.5 * self.ckpt_s
-        margin = 0.5 + 0.01 * (self.budget_s or 0.0)
+        margin = 0.5 + 0.005 * (self.budget_s or 0.0)
         return self.val_eval_s() + final_eval + adapter + margin
 
+    @property
+    def cost_aware(self) -> bool:
+        return self.val_evals is None and self.val_items > 0 and self.val_share > 0
+
     # ------------------------------------------------------------ plan
-    def plan(self, step: int, step_time: float, limit: int | None, now: float,
-             evals_left: int | None = None) -> tuple[int, str]:
-        """Total optimizer steps that fit; returns (total_steps, a sentence saying why)."""
+    def plan(self, step: int, step_time: float, limit: int | None, now: float | None = None,
+             evals_left: int | None = None, checks_s: float = 0.0, elapsed_s: float = 0.0) -> tuple[int, str]:
+        """Total optimizer steps that fit; returns (total_steps, a sentence saying why).
+
+        `checks_s`: seconds spent in validation checks after step 0 so far; `elapsed_s`: wall time of the run so
+        far (cost-aware checks: those that will still fit in their share are reserved)."""
         self.step_time = step_time
+        now = self.clock() if now is None else now
         if self.deadline is None:
             total = int(limit if limit is not None else step)
             return total, f"{total} steps (no budget)"
-        evals_left = self.val_evals if evals_left is None else evals_left
+        if evals_left is None and not self.cost_aware:
+            evals_left = (sum(1 for e in self.planned_evals if e > step) if self.planned_evals
+                          else (self.val_evals or 0) if self.val_items else 0)
+        evals_left = evals_left or 0
         remaining = self.deadline - now - self.final_reserve_s() - evals_left * self.val_eval_s()
+        e = self.val_eval_s()
+        if self.cost_aware and remaining > 0 and e > 0:  # the checks still to come within their share
+            last = self.deadline - now - self.final_reserve_s() - e - step_time  # val_due refuses later checks
+            allowed = self.val_share * (elapsed_s + max(0.0, last)) - checks_s
+            remaining -= max(0, math.floor(allowed / e)) * e
         if self.checkpoint_every > 0:
             eff = step_time + self.ckpt_s / self.checkpoint_every
         else:
             eff = step_time * (1.0 + self.ckpt_s / max(1.0, self.checkpoint_minutes * 60.0))
         fit = max(0, int(math.floor(remaining / eff))) if remaining > 0 else 0
         total = step + fit
-        why = (f"budget {self.budget_s:.0f} s: {step_time * 1000:.1f} ms/step measured → {total} steps "
-               f"(evaluations and checkpoints reserved)")
+        why = (f"budget {self.budget_s:.0f} s: {step_time * 1000:.1f} ms/step measured at step {step} → {total} "
+               f"steps (time already spent, evaluations and checkpoints counted)")
         if limit is not None and limit < total:
             total = limit
             why = f"{total} steps (--steps/--epochs limit ends before the budget)"
@@ -130,16 +190,42 @@ class BudgetPlanner:
         return total, why
 
     def eval_steps(self, total_steps: int) -> set[int]:
-        k = self.val_evals
-        if k <= 0 or total_steps <= 1:
+        """Explicit `val_evals` = k: the k evenly spaced steps of the checks (none when cost-aware)."""
+        k = self.val_evals or 0
+        if self.cost_aware or k <= 0 or total_steps <= 1 or not self.val_items:
+            self.planned_evals = []
             return set()
         self.planned_evals = sorted({int(round(total_steps * i / (k + 1))) for i in range(1, k + 1)} - {0, total_steps})
         return set(self.planned_evals)
 
-    def must_stop(self, step: int, total_steps: int, eval_steps: set[int]) -> bool:
+    def val_due(self, checks_s: float, elapsed_s: float, now: float | None = None) -> bool:
+        """Cost-aware: True when one more check keeps the checks after step 0 (`checks_s` so far) within
+        `val_share` of the wall time (`elapsed_s`), and still leaves room for a step and the final work. The first
+        one after the (cold) step-0 check comes at once: it measures the warm cost the final work is reserved
+        with, and the next ones wait until the share has paid for it."""
+        if not self.cost_aware or self.eval_s_per_item is None:
+            return False
+        if self.warm_eval_seen and checks_s + self.val_eval_s() > self.val_share * elapsed_s:
+            return False
+        if self.deadline is not None:
+            now = self.clock() if now is None else now
+            if now + self.val_eval_s() + (self.step_time or 0.0) + self.final_reserve_s() > self.deadline:
+                return False
+        return True
+
+    def must_stop(self, step: int, total_steps: int, eval_steps: set[int], now: float | None = None) -> bool:
         """True when one more step plus the evaluations still due would pass the deadline."""
         if self.deadline is None or self.step_time is None:
             return False
         evals_left = sum(1 for e in eval_steps if e > step)
         need = self.step_time + evals_left * self.val_eval_s() + self.final_reserve_s()
-        return time.monotonic() + need > self.deadline
+        return (self.clock() if now is None else now) + need > self.deadline
+
+    def state(self) -> dict:
+        """What a resumed run needs to keep planning without re-measuring."""
+        return {"step_time": self.step_time, "eval_s_per_item": self.eval_s_per_item, "ckpt_s": self.ckpt_s,
+                "warm_eval_seen": self.warm_eval_seen}
+
+    def load_state(self, state: dict | None) -> None:
+        for key, value in (state or {}).items():
+            setattr(self, key, value)

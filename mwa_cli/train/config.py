@@ -63,7 +63,10 @@ class TrainConfig:
     name: str | None = None
     seed: int = 0
     log_every: int = 10
-    val_evals: int = 2
+    val_evals: int | None = None  # None: cost-aware checks (≤ val_share of the wall time); k: k evenly spaced
+    val_share: float = 0.05
+    patience: int | None = None  # val checks without improvement before stopping; None: 4 under --budget, else off
+    schedule: str = "auto"  # auto (wsd with --budget, cosine otherwise) | cosine | wsd (mwa_cli/train/schedule.py)
     checkpoint_every: int = 0
     checkpoint_minutes: float = 10.0
     eval_batch_size: int = 128
@@ -128,7 +131,32 @@ class TrainConfig:
             raise ConfigError("crop_scale_min must be in (0, 1]")
         if self.log_every < 1:
             raise ConfigError("log_every must be at least 1")
+        if self.val_evals is not None and self.val_evals < 0:
+            raise ConfigError("--val-evals must be 0 or more (leave it out for cost-aware checks)")
+        if not 0 <= self.val_share < 1:
+            raise ConfigError(f"--val-share must be in [0, 1), not {self.val_share}",
+                              hint="e.g. --val-share 0.05: validation takes at most 5 % of the wall time")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError("--patience must be 0 (never stop early) or more")
+        if self.schedule not in ("auto", "cosine", "wsd"):
+            raise ConfigError(f"unknown --schedule {self.schedule!r}", hint="choose auto, cosine or wsd")
         return self
+
+    @property
+    def patience_checks(self) -> int:
+        """Early-stopping patience in use: explicit, else the measured default under a budget, else 0 (off)."""
+        from mwa_cli.train.early_stop import DEFAULT_PATIENCE
+
+        if self.patience is not None:
+            return int(self.patience)
+        return DEFAULT_PATIENCE if self.budget not in (None, "") else 0
+
+    @property
+    def schedule_kind(self) -> str:
+        """The schedule actually used: "auto" is warm-up/stable/decay under a budget, cosine otherwise."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "wsd" if self.budget not in (None, "") else "cosine"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

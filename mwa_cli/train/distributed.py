@@ -399,7 +399,7 @@ class NullRunDir(RunDir):
     def write_timing(self, timing: dict) -> None:
         return None
 
-    def write_eval(self, eval_dict: dict, topk: dict | None = None) -> None:
+    def write_eval(self, eval_dict: dict, topk: dict | None = None, ranks=None) -> None:
         return None
 
 

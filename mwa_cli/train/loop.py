@@ -32,6 +32,7 @@ from mwa_cli.errors import ConfigError, DataError, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
 from mwa_cli.train.collapse import CollapseWatch
+from mwa_cli.train.early_stop import BestKeeper
 from mwa_cli.train.config import (TrainConfig, amp_dtype, config_from_run, resolve_device, resolve_precision)
 from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, close_loader, flip_allowed_mask,
                                 make_loader, open_cache_array)
@@ -48,6 +49,7 @@ EXIT_SIGTERM = 143
 CPU_AUTO_BATCH = 32
 GPU_DEFAULT_BATCH = 128
 AUTO_BATCH_CAP = 256
+MIN_STOP_FRACTION = 0.25  # early stopping never before this share of the planned steps
 
 ProgressFn = Callable[[str, dict], None]
 
@@ -403,17 +405,18 @@ class _SignalFlag:
         self._previous.clear()
 
 
-def agree_stop(dctx, flag: _SignalFlag, must_stop: bool, time_due: bool) -> tuple[int | None, bool, bool]:
-    """One decision for every rank before a step: the signal any rank received, rank 0's budget stop and clock.
+def agree_stop(dctx, flag: _SignalFlag, must_stop: bool, time_due: bool, *more: bool) -> tuple:
+    """One decision for every rank before a step: the signal any rank received, rank 0's budget stop and clock
+    (and any `more` of rank 0's flags, e.g. a validation check due); returns (signal, must_stop, time_due, *more).
 
     The agreed signal decides. A signal that lands during the all-reduce stays in ``flag.signum`` and is agreed on
     before the next step (writing the agreed value back unconditionally would drop it: the run would go on)."""
     if not dctx.enabled:
-        return flag.signum, must_stop, time_due
-    agreed, (must_stop, time_due) = dctx.agree(flag.signum, (must_stop, time_due))
+        return (flag.signum, must_stop, time_due, *more)
+    agreed, flags = dctx.agree(flag.signum, (must_stop, time_due, *more))
     if agreed is not None:
         flag.signum = agreed
-    return agreed, must_stop, time_due
+    return (agreed, *flags)
 
 
 def resolve_run_path(resume: str, out: str) -> Path:
@@ -595,6 +598,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
                       micro_batch=micro, compile=cfg.compile and not use_cache, on_message=message,
                       distributed=dctx.enabled)  # with a feature cache: compiled after the (eager) fill
+    trainer.schedule.kind = cfg.schedule_kind
     if batch_size is None:  # the same default for every method keeps comparisons fair
         batch_size = GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
         auto_fields.append("batch_size")
@@ -708,7 +712,12 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     planner = BudgetPlanner(budget_s=budget_s, deadline=deadline, val_items=(val_data.n_images + val_data.n_captions)
                             if val_data else 0, final_items=test_data.n_images + test_data.n_captions,
                             val_evals=cfg.val_evals if val_data else 0, checkpoint_every=cfg.checkpoint_every,
-                            checkpoint_minutes=cfg.checkpoint_minutes, batch_size=max(1, batch_size))
+                            checkpoint_minutes=cfg.checkpoint_minutes, batch_size=max(1, batch_size),
+                            val_share=cfg.val_share)
+    keeper = BestKeeper(patience=cfg.patience_checks if val_data is not None and trainer.trains else 0)
+    if resume_state is not None:
+        planner.load_state(resume_state.get("planner"))
+        keeper.load_state_dict(resume_state.get("best"))
     eval_dtype = amp_dtype(precision)
     identity = {"method": cfg.method, "backbone": binfo.name, "dataset_hash": ds_info.get("dataset_hash")}
     trainable_n = applied.trainable_params()
@@ -723,13 +732,15 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         torch.cuda.reset_peak_memory_stats(device)
 
     # ------------------------------------------------------------------ helpers bound to this run
+    last_ranks: dict = {}  # per-query ranks of the latest evaluation (eval_ranks.json)
+
     def run_eval(split_data, split_name: str, step: int, *, topk: bool = False):
         t0 = time.monotonic()
         def evaluate() -> tuple[dict, dict | None]:
             with evaluation_numerics():
                 return evaluate_model(model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
                                       batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data,
-                                      topk=topk, identity=identity)
+                                      topk=topk, identity=identity, ranks_out=last_ranks)
 
         result, top = dist_mod.on_main(evaluate)  # rank 0 evaluates, the others wait
         seconds = time.monotonic() - t0
@@ -740,7 +751,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         row = {"kind": "eval", "step": step, "split": result["split"], "rsum": result["rsum"],
                "i2t_r1": result["i2t"]["r1"], "i2t_r5": result["i2t"]["r5"], "i2t_r10": result["i2t"]["r10"],
                "t2i_r1": result["t2i"]["r1"], "t2i_r5": result["t2i"]["r5"], "t2i_r10": result["t2i"]["r10"],
-               "mean_recall": result["mean_recall"], "time_s": round(elapsed(), 3)}
+               "mean_recall": result["mean_recall"], "time_s": round(elapsed(), 3),
+               "time_no_val_s": round(elapsed() - float(acc["eval_s"]), 3)}  # time to quality excludes checks
         run.append_metrics(row)
         _emit(progress, "eval", row)
 
@@ -759,7 +771,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         state = {"trainer": trainer.state_dict(), "rng": ckpt_mod.rng_state(),
                  "acc": dict(acc, wall_prev_s=elapsed(), device_prev_s=device_seconds()),
                  "total_steps": int(total_steps), "planned": planned, "batch_size": batch_size,
-                 "world_size": dctx.world_size}
+                 "world_size": dctx.world_size, "planner": planner.state(), "best": keeper.state_dict()}
         epoch, j = dataset.position(step)
         ckpt_mod.save_checkpoint(run.checkpoint_root, state, {"step": step, "epoch": epoch, "batch_in_epoch": j,
                                                               "total_steps": int(total_steps)})
@@ -786,6 +798,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             "status": status, "planned_steps": int(total_steps), "batch_size": batch_size,
             "micro_batch": trainer.micro_batch or batch_size, "precision": precision,
             "feature_cache": fcache.describe() if fcache is not None else None,
+            "val_share": round(float(acc.get("val_check_s", 0.0)) / wall, 4) if wall > 0 else 0.0,
+            "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
+            "best": keeper.record(), "stop_reason": stop_reason,
         }
         run.write_timing(timing)
         return timing
@@ -805,10 +820,26 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             trainer.enable_compile(cfg.compile)
         # -------------------------------------------------------------- step-0 val eval (zero-shot point)
         step = trainer.step_count
-        if resume_state is None and val_data is not None and cfg.val_evals > 0 and trainer.trains:
-            result, _, secs = run_eval(val_data, "val", 0)
-            planner.observe_eval(secs, val_data.n_images + val_data.n_captions)
-            log_eval(result, 0)
+        stop_reason = None
+        last_check_step: int | None = None
+
+        def best_weights() -> dict[str, torch.Tensor]:
+            return {n: p.detach().to("cpu", copy=True) for n, p in applied.trainable_named_parameters()}
+
+        def val_check(step_now: int) -> None:
+            """A validation check during training: logged, timed (its share of the wall time), best kept."""
+            nonlocal last_check_step
+            result, _, secs = run_eval(val_data, "val", step_now)
+            planner.observe_eval(secs, val_data.n_images + val_data.n_captions, warm=step_now > 0)
+            key = "val_check_s" if step_now > 0 else "val_zero_shot_s"  # the step-0 check also measures the cost
+            acc[key] = float(acc.get(key, 0.0)) + secs
+            log_eval(result, step_now)
+            last_check_step = step_now
+            if keeper.observe(step_now, result["rsum"], elapsed() - float(acc["eval_s"]), best_weights):
+                _emit(progress, "best", keeper.record())
+
+        if resume_state is None and val_data is not None and cfg.val_evals != 0 and trainer.trains:
+            val_check(0)
 
         # -------------------------------------------------------------- training loop
         interval_loss = torch.zeros((), device=device)
@@ -817,13 +848,12 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         t_interval = time.monotonic()
         last_ckpt_time = time.monotonic()
         last_good_ckpt_step = int(resume_state["trainer"]["step"]) if resume_state is not None else None
-        stop_reason = None
         status = "completed"
         measure = planner.new_measurement(device.type, max_steps=limit) if not planned else None
         eval_steps = planner.eval_steps(total_steps) if planned else set()
         t_seg = time.monotonic()
-        replan_at: int | None = None
-        replan_ref = (0, 0.0)
+        if planned and budget_s is not None:
+            planner.start_rate(step, float(acc["train_s"]))  # resumed: re-measure from here, warm-up included
         loader = None
         it = None
         if trainer.trains and (not planned or step < total_steps):
@@ -876,13 +906,64 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             t_interval = time.monotonic()
             t_seg = time.monotonic()
 
+        def stop_allowed(step_now: int) -> bool:
+            """Early stopping waits for the warm-up and a quarter of the planned steps: a high learning rate often
+            costs recall before it pays (full fine-tuning dips below zero-shot at first)."""
+            return step_now >= max(trainer.schedule.warmup_steps, MIN_STOP_FRACTION * total_steps)
+
+        def publish_best(step_now: int) -> None:
+            """Put the best validation checkpoint's weights back: the published adapter is the best one seen."""
+            if keeper.step is None or keeper.step == step_now or keeper.weights is None:
+                return
+            params = dict(applied.trainable_named_parameters())
+            with torch.no_grad():
+                for name, value in keeper.weights.items():
+                    params[name].copy_(value.to(params[name].device, params[name].dtype))
+            message(f"publishing the best adapter: step {keeper.step} (val RSUM {keeper.rsum:.2f}), not the last "
+                    f"step {step_now}")
+
+        def refit(step_now: int) -> int | None:
+            """Rank 0: re-measure the step time and re-plan; the new total when it moved by ≥ 1 % (≥ 1 step)."""
+            st = planner.observe_progress(step_now, float(acc["train_s"]))
+            if st is None:
+                return None
+            new_total, why = planner.plan(step_now, st, limit, time.monotonic(),
+                                          evals_left=sum(1 for e in eval_steps if e > step_now),
+                                          checks_s=float(acc.get("val_check_s", 0.0)), elapsed_s=elapsed())
+            new_total = max(new_total, step_now)
+            if abs(new_total - total_steps) < max(1.0, 0.01 * total_steps):
+                return None
+            plan = cfg_record.setdefault("plan", {})
+            plan["refits"] = int(plan.get("refits", 0)) + 1
+            plan.update(total_steps=new_total, step_time_s=st, reason=why, replanned_at=step_now)
+            if abs(new_total - total_steps) > 0.03 * total_steps:  # say and write the larger moves only
+                message("re-planned: " + why)
+                _emit(progress, "plan", {"total_steps": new_total, "reason": why, "step_time_s": st,
+                                         "budget_s": budget_s})
+                run.write_config(cfg_record)
+            return new_total
+
         try:
             while it is not None and (not planned or step < total_steps):
                 must_stop = planned and budget_s is not None and planner.must_stop(step, total_steps, eval_steps)
                 time_due = time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60
-                stop_signal, must_stop, time_due = agree_stop(dctx, flag, must_stop, time_due)
+                flush_train_time()
+                val_due = (planned and val_data is not None and last_check_step != step and
+                           planner.val_due(float(acc.get("val_check_s", 0.0)), elapsed()))
+                stop_signal, must_stop, time_due, val_due = agree_stop(dctx, flag, must_stop, time_due, val_due)
                 if stop_signal is not None:
                     break
+                if val_due and not must_stop:  # cost-aware check, between steps (the weights of `step`)
+                    check_interval(step, consume=False)  # never evaluate non-finite weights
+                    t_eval = time.monotonic()
+                    val_check(step)
+                    t_seg = time.monotonic()
+                    t_interval += time.monotonic() - t_eval
+                    if keeper.should_stop() and stop_allowed(step):
+                        stop_reason = keeper.reason()
+                        message(stop_reason)
+                        break
+                    continue
                 if must_stop:
                     stop_reason = (f"stopping at step {step} of {total_steps}: the remaining budget is needed for "
                                    "the final evaluation and artefacts")
@@ -915,8 +996,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                         last_good_ckpt_step = step
                         last_ckpt_time = time.monotonic()
                         planner.observe_checkpoint(secs)
-                        total_steps, why = dist_mod.on_main(
-                            lambda: planner.plan(step, measure.step_time, limit, time.monotonic()))
+                        if val_data is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
+                            val_check(step)  # the step-0 check was the process's first (cold): measure a warm one
+                        total_steps, why = dist_mod.on_main(lambda: planner.plan(
+                            step, measure.step_time, limit, time.monotonic(),
+                            checks_s=float(acc.get("val_check_s", 0.0)), elapsed_s=elapsed()))
                         trainer.schedule.fit(max(1, total_steps))
                         planned = True
                         measure = None
@@ -925,47 +1009,40 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                                                  "step_time_s": planner.step_time, "budget_s": budget_s})
                         message(why)
                         cfg_record["plan"] = {"total_steps": total_steps, "step_time_s": planner.step_time,
-                                              "warmup_steps": trainer.schedule.warmup_steps, "reason": why}
+                                              "warmup_steps": trainer.schedule.warmup_steps, "reason": why,
+                                              "schedule": trainer.schedule.kind, "refits": 0}
                         run.write_config(cfg_record)
                         t_seg = time.monotonic()
-                        replan_ref = (step, acc["train_s"])
-                        replan_at = step + max(cfg.log_every, (total_steps - step) // 10)
+                        planner.start_rate(step, float(acc["train_s"]))
                         if step >= total_steps:
                             break
                         continue
 
-                is_last = planned and step >= total_steps
-                if step % cfg.log_every == 0 or is_last or step == 1:
+                logged = step % cfg.log_every == 0 or (planned and step >= total_steps) or step == 1
+                if logged:
                     log_train(step)
-                    if replan_at is not None and step >= replan_at and step < total_steps:
-                        # re-measure the step time (mean since the plan) every ~10 % of the run, until 80 %
-                        st = (acc["train_s"] - replan_ref[1]) / max(1, step - replan_ref[0])
-                        replan_at = step + max(cfg.log_every, total_steps // 10)
-                        if replan_at > 0.8 * total_steps:
-                            replan_at = None
-                        new_total, why = dist_mod.on_main(lambda: planner.plan(
-                            step, st, limit, time.monotonic(), evals_left=sum(1 for e in eval_steps if e > step)))
-                        if abs(new_total - total_steps) > 0.03 * total_steps:
-                            keep_warmup = trainer.schedule.warmup_steps if step >= trainer.schedule.warmup_steps else None
-                            total_steps = max(new_total, step)
-                            trainer.schedule.fit(max(1, total_steps), warmup_steps=keep_warmup)
-                            eval_steps = {e for e in planner.eval_steps(total_steps) if e > step} | {
-                                e for e in eval_steps if e <= step}
-                            message("re-planned: " + why)
-                            _emit(progress, "plan", {"total_steps": total_steps, "reason": why,
-                                                     "step_time_s": st, "budget_s": budget_s})
-                            cfg_record["plan"].update(total_steps=total_steps, step_time_s=st, reason=why,
-                                                      replanned_at=step)
-                            run.write_config(cfg_record)
+                if planned and budget_s is not None and (logged or (device.type != "cuda" and not dctx.enabled)):
+                    # refit the plan to the step time measured over the recent window (CPU: host clock is exact,
+                    # every step; CUDA/DDP: at logging steps, which sync anyway)
+                    flush_train_time()
+                    new_total = dist_mod.on_main(lambda: refit(step))
+                    if new_total is not None:
+                        total_steps = new_total
+                        trainer.schedule.fit(max(1, total_steps), at_step=step)
+                        eval_steps = {e for e in planner.eval_steps(total_steps) if e > step} | {
+                            e for e in eval_steps if e <= step}
+                is_last = planned and step >= total_steps
                 if step in eval_steps and not is_last and val_data is not None:
                     check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
                     flush_train_time()
                     t_eval = time.monotonic()
-                    result, _, secs = run_eval(val_data, "val", step)
-                    planner.observe_eval(secs, val_data.n_images + val_data.n_captions)
-                    log_eval(result, step)
+                    val_check(step)
                     t_seg = time.monotonic()
                     t_interval += time.monotonic() - t_eval
+                    if keeper.should_stop() and stop_allowed(step):
+                        stop_reason = keeper.reason()
+                        message(stop_reason)
+                        break
                 due = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or (
                     cfg.checkpoint_every <= 0 and (time_due if dctx.enabled else
                                                    time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60))
@@ -988,6 +1065,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                              timing={}, last_loss=None)
         finally:
             close_loader(it)
+        if cfg_record.get("plan"):
+            run.write_config(cfg_record)  # the plan as it finally stood (small refits are not written each time)
+        if stop_reason is None and budget_s is not None and limit is not None and step >= limit and trainer.trains:
+            stop_reason = f"the --steps/--epochs limit ({limit} steps) ended the run before its budget"
+            message(stop_reason)
 
         # -------------------------------------------------------------- interrupted
         if dctx.enabled:  # the same decision on every rank, also for a signal after the last step's agreement
@@ -1009,19 +1091,23 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             save_ckpt(step)  # an interruption from here on resumes straight into the final evaluation
             last_good_ckpt_step = step
         flag.restore()  # from here on, Ctrl-C interrupts the (short) finalisation directly
-        if val_data is not None:
+        if val_data is not None and last_check_step != step:
             result, _, secs = run_eval(val_data, "val", step)
             log_eval(result, step)
+            keeper.observe(step, result["rsum"], elapsed() - float(acc["eval_s"]), best_weights)
+        publish_best(step)
         t0 = time.monotonic()
         if dctx.is_main:
             save_adapter(run.path, model, applied, binfo)
         acc["checkpoint_s"] += time.monotonic() - t0
-        result, top = final_evaluation(run.path, final_split, device, precision, cfg.eval_batch_size, acc)
-        run.write_eval(result, top)
+        result, top, ranks = final_evaluation(run.path, final_split, device, precision, cfg.eval_batch_size, acc)
+        run.write_eval(result, top, ranks=ranks)
         timing = write_timing("completed")
         msg = f"finished {step} steps in {timing['wall_s']:.1f} s; {final_split} RSUM {result['rsum']:.2f}"
         if stop_reason:
             msg += f" ({stop_reason})"
+        if keeper.step is not None and keeper.step != step:
+            msg += f"; the published adapter is the best one, from step {keeper.step} (val RSUM {keeper.rsum:.2f})"
         _emit(progress, "done", {"status": status, "message": msg, "eval": result, "timing": timing})
         return RunResult(run.path, status, EXIT_OK, step, int(total_steps), message=msg, eval=result,
                          timing=timing, last_loss=last_loss)
@@ -1032,7 +1118,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
 
 def final_evaluation(run_path: Path, split: str, device: torch.device, precision: str, batch_size: int,
-                     acc: dict) -> tuple[dict, dict | None]:
+                     acc: dict) -> tuple[dict, dict | None, Any]:
     """The run's number: its published adapter loaded into a fresh model and evaluated by `evaluate_target`, the
     code `mwa eval RUN` runs, with the same precision and batch size (rank 0; the other ranks wait)."""
     from mwa_cli.eval.evaluate import evaluate_target
@@ -1042,14 +1128,14 @@ def final_evaluation(run_path: Path, split: str, device: torch.device, precision
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    def run() -> tuple[dict, dict | None]:
-        result, top, _ = evaluate_target(run_path, split=split, device=str(device), precision=precision,
-                                         batch_size=batch_size)
-        return result, top
+    def run() -> tuple[dict, dict | None, Any]:
+        result, top, _, ranks = evaluate_target(run_path, split=split, device=str(device), precision=precision,
+                                                batch_size=batch_size)
+        return result, top, ranks
 
-    result, top = dist_mod.on_main(run)
+    result, top, ranks = dist_mod.on_main(run)
     acc["eval_s"] += time.monotonic() - t0
-    return result, top
+    return result, top, ranks
 
 
 def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> MwaError:

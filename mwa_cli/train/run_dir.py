@@ -180,10 +180,15 @@ class RunDir:
             raise ValueError(f"timing.json lacks {missing}")
         atomic_write_json(self.timing_path, timing)
 
-    def write_eval(self, eval_dict: dict, topk: dict | None = None) -> None:
+    def write_eval(self, eval_dict: dict, topk: dict | None = None, ranks=None) -> None:
+        """eval.json (+ eval_topk.json, + eval_ranks.json from a `QueryRanks` for the report's intervals)."""
         atomic_write_json(self.eval_path, eval_dict)
         if topk is not None:
             atomic_write_json(self.topk_path, topk)
+        if ranks is not None:
+            from mwa_cli.eval.bootstrap import save_ranks
+
+            save_ranks(self.path, eval_dict["split"], ranks)
 
 
 def base_config_record(cfg_dict: dict, *, data_dir: str, dataset_hash: str | None, command: str) -> dict:
