@@ -35,8 +35,11 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
     assert "<script" not in html.lower()
     by_method = {r["method"]: r for r in report["runs"]}
     assert set(by_method) == set(methods)
+    primary = report["primary_protocol"]  # sample_data's captions repeat: the label-level protocol leads
     for name, (evaluation, timing) in methods.items():  # --json gives the measured numbers, not copies
-        assert by_method[name]["recall"]["rsum"] == pytest.approx(evaluation["rsum"])
+        shown = evaluation if primary == "instance" else evaluation[primary]
+        assert by_method[name]["recall"]["rsum"] == pytest.approx(shown["rsum"])
+        assert by_method[name]["by_protocol"]["instance"]["recall"]["rsum"] == pytest.approx(evaluation["rsum"])
         assert by_method[name]["cost"]["trainable_params"] == timing["trainable_params"]
     assert report["baseline"]["method"] == "full-ft" and not report["baseline"]["estimated"]
 

@@ -139,8 +139,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "verdict_ttq_none": " Training time: {time} of full fine-tuning's (whole runs: time to quality could not "
                             "be measured){cost}.",
         "verdict_seeds": " Over {n} seeds: {method} test RSUM {m} ± {sd}, full fine-tuning {bm} ± {bsd}.",
-        "protocol_instance": "instance",
-        "protocol_label_level": "label-level",
+        "verdict_protocol_instance": "instance",
+        "verdict_protocol_label_level": "label-level",
         "ttq_no_gain": "Full fine-tuning ({run}) never beat the zero-shot backbone on validation, so time to "
                        "quality cannot be measured against it: times and yearly costs below are whole runs.",
         "sec_ttq": "Time to quality",
@@ -296,8 +296,8 @@ STRINGS: dict[str, dict[str, str]] = {
                            "{cost}。",
         "verdict_ttq_none": " 学習時間はフルファインチューニングの {time} です（品質到達時間を測れないため実行全体で比較）{cost}。",
         "verdict_seeds": " {n} シードの平均：{method} のテスト RSUM {m} ± {sd}、フルファインチューニング {bm} ± {bsd}。",
-        "protocol_instance": "インスタンス単位",
-        "protocol_label_level": "ラベル単位",
+        "verdict_protocol_instance": "インスタンス単位",
+        "verdict_protocol_label_level": "ラベル単位",
         "ttq_no_gain": "フルファインチューニング（{run}）は検証でゼロショットを一度も上回らなかったため、品質到達時間は"
                        "測れません。以下の時間と年間費用は実行全体のものです。",
         "sec_ttq": "品質到達時間",

@@ -25,8 +25,8 @@ def _cost_text(lang: str, cost_diff: Any, currency: str) -> str:
 
 def quality_sentence(lang: str, m: dict[str, Any], b: dict[str, Any]) -> str:
     dci = m.get("recall_delta_ci")
-    proto = t(lang, "protocol_" + str(m.get("protocol_name") or "instance")) if \
-        f"protocol_{m.get('protocol_name')}" in ("protocol_instance", "protocol_label_level") else str(m.get("protocol_name"))
+    name = str(m.get("protocol_name") or "instance")
+    proto = t(lang, f"verdict_protocol_{name}") if name in ("instance", "label_level") else name
     if dci is None:
         return t(lang, "verdict_no_ci", method=m["display"], kept=fmt_pct(m.get("rsum_kept_pct"), 1))
     diff, (lo, hi) = dci["value"]["rsum"], dci["ci95"]["rsum"]
