@@ -906,6 +906,22 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             t_interval = time.monotonic()
             t_seg = time.monotonic()
 
+        def timed_check(step_now: int) -> bool:
+            """A validation check between steps (its time is not training time); True when early stopping says
+            the run is done (`stop_reason` set and said)."""
+            nonlocal t_seg, t_interval, stop_reason
+            check_interval(step_now, consume=False)  # never evaluate non-finite weights
+            flush_train_time()
+            t_eval = time.monotonic()
+            val_check(step_now)
+            t_seg = time.monotonic()
+            t_interval += time.monotonic() - t_eval
+            if keeper.should_stop() and stop_allowed(step_now):
+                stop_reason = keeper.reason()
+                message(stop_reason)
+                return True
+            return False
+
         def stop_allowed(step_now: int) -> bool:
             """Early stopping waits for the warm-up and a quarter of the planned steps: a high learning rate often
             costs recall before it pays (full fine-tuning dips below zero-shot at first)."""
@@ -954,14 +970,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                 if stop_signal is not None:
                     break
                 if val_due and not must_stop:  # cost-aware check, between steps (the weights of `step`)
-                    check_interval(step, consume=False)  # never evaluate non-finite weights
-                    t_eval = time.monotonic()
-                    val_check(step)
-                    t_seg = time.monotonic()
-                    t_interval += time.monotonic() - t_eval
-                    if keeper.should_stop() and stop_allowed(step):
-                        stop_reason = keeper.reason()
-                        message(stop_reason)
+                    if timed_check(step):
                         break
                     continue
                 if must_stop:
@@ -1032,17 +1041,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                         eval_steps = {e for e in planner.eval_steps(total_steps) if e > step} | {
                             e for e in eval_steps if e <= step}
                 is_last = planned and step >= total_steps
-                if step in eval_steps and not is_last and val_data is not None:
-                    check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
-                    flush_train_time()
-                    t_eval = time.monotonic()
-                    val_check(step)
-                    t_seg = time.monotonic()
-                    t_interval += time.monotonic() - t_eval
-                    if keeper.should_stop() and stop_allowed(step):
-                        stop_reason = keeper.reason()
-                        message(stop_reason)
-                        break
+                if step in eval_steps and not is_last and val_data is not None and timed_check(step):
+                    break
                 due = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or (
                     cfg.checkpoint_every <= 0 and (time_due if dctx.enabled else
                                                    time.monotonic() - last_ckpt_time >= cfg.checkpoint_minutes * 60))
