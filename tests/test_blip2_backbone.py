@@ -20,6 +20,7 @@ from PIL import Image
 pytest.importorskip("transformers")
 
 from conftest import train_make_data_dir  # noqa: E402
+from hf_test_models import build_hf, hf_inputs  # noqa: E402
 
 from mwa_cli.adapters.blip2 import FusedQKVLoRA, QFormerLayerAdapter  # noqa: E402
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
@@ -35,8 +36,6 @@ from mwa_cli.train.loss import contrastive_loss, model_loss  # noqa: E402
 METHODS = ["mwa", "nke", "lora", "full-ft", "frozen"]
 WORDS = ("a red green blue yellow white black scratch dent stain crack on steel plate number mark the left right of "
          "circle square triangle cross 左 に の").split() + [str(i) for i in range(30)]
-CAPTIONS = ["a red scratch on a steel plate number 3", "blue dent mark 7 on the left", "a white crack number 12",
-            "yellow stain on the right 20"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -82,21 +81,6 @@ def blip2_dir(tmp_path_factory) -> Path:
     return make_tiny_blip2(tmp_path_factory.mktemp("blip2_model"))
 
 
-def _build(blip2_dir, method=None, options=None, seed=0):
-    torch.manual_seed(seed)
-    model, info = build_backbone(f"hf:{blip2_dir}")
-    applied = apply_method(model, method, options) if method else None
-    return model, applied, info
-
-
-def _inputs(model, info, n=4):
-    g = torch.Generator().manual_seed(1)
-    px = torch.rand(n, 3, model.config.img_size, model.config.img_size, generator=g) * 2 - 1
-    tok = load_tokenizer(info.tokenizer_path, model.config.text_len)
-    ids, mask = tok.encode_batch(CAPTIONS[:n])
-    return px, ids, mask
-
-
 # ------------------------------------------------------------------ similarity of multi-vector embeddings
 def test_similarity_max_over_query_tokens():
     g = torch.Generator().manual_seed(0)
@@ -132,7 +116,7 @@ def test_metrics_and_loss_on_multi_vector_images():
 
 # ------------------------------------------------------------------ backbone: equal to transformers' own output
 def test_zero_shot_equals_transformers(blip2_dir):
-    model, _, info = _build(blip2_dir)
+    model, _, info = build_hf(blip2_dir)
     cfg = model.config
     assert (cfg.img_size, cfg.text_len, cfg.vision_depth, cfg.qformer_depth, cfg.num_query_tokens) == (32, 32, 2, 2, 4)
     assert info.name == f"hf:{blip2_dir.resolve()}" and info.weights_sha256 and cfg.config_sha256
@@ -140,7 +124,7 @@ def test_zero_shot_equals_transformers(blip2_dir):
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     tok = load_tokenizer(info.tokenizer_path, cfg.text_len)
     assert isinstance(tok, HFTokenizer)
-    px, ids, mask = _inputs(model, info)
+    px, ids, mask = hf_inputs(model, info)
     assert ids[0, 0].item() == 2 and (ids == 1).sum() == 0  # [CLS] first; every caption word is known
     model.eval()
     with torch.no_grad():
@@ -162,9 +146,9 @@ def test_zero_shot_equals_transformers(blip2_dir):
 # ------------------------------------------------------------------ methods
 @pytest.mark.parametrize("method", METHODS)
 def test_step0_equivalence_and_what_trains(blip2_dir, method):
-    base, _, info = _build(blip2_dir)
-    model, applied, _ = _build(blip2_dir, method)
-    px, ids, mask = _inputs(base, info)
+    base, _, info = build_hf(blip2_dir)
+    model, applied, _ = build_hf(blip2_dir, method)
+    px, ids, mask = hf_inputs(base, info)
     base.eval()
     model.eval()
     with torch.no_grad():
@@ -203,12 +187,12 @@ def test_default_mwa_within_budget_on_the_real_layout():
 def test_freezing_only_trainables_change(blip2_dir, method):
     from mwa_cli.train.loop import Trainer
 
-    model, applied, info = _build(blip2_dir, method)
+    model, applied, info = build_hf(blip2_dir, method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, _ in applied.trainable_named_parameters()}
     assert "logit_scale" in trainable
     assert all(".mwa." in n or ".lora." in n for n in trainable - {"logit_scale"})
-    px, ids, mask = _inputs(model, info)
+    px, ids, mask = hf_inputs(model, info)
     model_loss(model, model.encode_image(px), model.encode_text(ids, mask)).backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None}
     assert grads <= trainable and "logit_scale" in grads
@@ -225,7 +209,7 @@ def test_freezing_only_trainables_change(blip2_dir, method):
 
 
 def test_layer_decay_over_the_vit_only(blip2_dir):
-    _, applied, _ = _build(blip2_dir, "full-ft")
+    _, applied, _ = build_hf(blip2_dir, "full-ft")
     groups = applied.param_groups(lr=1.0, weight_decay=0.05, layer_decay=0.5)
     scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
     assert scale["hf.vision_model.encoder.layers.0.mlp.fc1.weight"] == 0.25  # ViT depth 2
@@ -236,7 +220,7 @@ def test_layer_decay_over_the_vit_only(blip2_dir):
     nd = {n for g in groups if g["weight_decay"] == 0.0 for n in g["names"]}
     assert {"logit_scale", "hf.query_tokens", "hf.vision_model.embeddings.class_embedding"} <= nd
     assert applied.lowest_trainable_layer == 0
-    _, top, _ = _build(blip2_dir, "mwa", {"layers": {"vision": "top-1", "qformer": "all"}})
+    _, top, _ = build_hf(blip2_dir, "mwa", {"layers": {"vision": "top-1", "qformer": "all"}})
     assert top.lowest_trainable_layer == 1 and top.layers == {"vision": [1], "qformer": [0, 1]}
 
 
@@ -244,7 +228,7 @@ def test_layer_decay_over_the_vit_only(blip2_dir):
 @pytest.mark.parametrize("method,options", [("mwa", None), ("nke", {"layers": "top-1"}), ("lora", None),
                                             ("full-ft", None)])
 def test_artefact_round_trip_bit_exact(blip2_dir, tmp_path, method, options):
-    model, applied, info = _build(blip2_dir, method, options)
+    model, applied, info = build_hf(blip2_dir, method, options)
     with torch.no_grad():  # move every trainable away from its init so the round trip is meaningful
         for _, p in applied.trainable_named_parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -256,7 +240,7 @@ def test_artefact_round_trip_bit_exact(blip2_dir, tmp_path, method, options):
     ours, theirs = dict(applied.trainable_named_parameters()), dict(applied2.trainable_named_parameters())
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[n].detach(), theirs[n].detach()) for n in ours)
     assert applied2.layers == applied.layers and applied2.options == applied.options
-    px, ids, mask = _inputs(model, info, 2)
+    px, ids, mask = hf_inputs(model, info, 2)
     model.eval()
     loaded.eval()
     with torch.no_grad():
@@ -398,7 +382,7 @@ def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch
     model, info = build_backbone("blip2-itm-vit-g", weights=str(blip2_dir))
     assert info.name == "blip2-itm-vit-g" and info.weights == str(blip2_dir.resolve()) and info.weights_sha256
     assert isinstance(load_tokenizer(info.tokenizer_path, model.config.text_len), HFTokenizer)
-    hf_model, _, _ = _build(blip2_dir)
+    hf_model, _, _ = build_hf(blip2_dir)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hf_model.state_dict().values()))
     applied = apply_method(model, "mwa")
     save_adapter(tmp_path, model, applied, info)
@@ -423,7 +407,7 @@ def test_fused_qkv_lora_leaves_the_key_slice_alone():
 
 
 def test_bad_method_options_are_refused_before_any_change(blip2_dir):
-    model, _, _ = _build(blip2_dir)
+    model, _, _ = build_hf(blip2_dir)
     names = {n for n, _ in model.named_parameters()}
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ConfigError, match="unknown LoRA targets \\['out_proj'\\]") as exc:

@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("transformers")
 
 from conftest import train_make_data_dir  # noqa: E402
+from hf_test_models import build_hf, hf_inputs  # noqa: E402
 
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
-from mwa_cli.adapters.registry import apply_method  # noqa: E402
 from mwa_cli.adapters.two_tower import SharedCoreAE, pair_layers  # noqa: E402
 from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
 from mwa_cli.models.hf import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, HFTokenizer  # noqa: E402
@@ -30,8 +30,6 @@ METHODS = ["mwa", "nke", "lora", "full-ft", "frozen"]
 KINDS = ["clip", "siglip"]
 WORDS = ("a red green blue yellow white black scratch dent stain crack on steel plate number mark the left right "
          "of").split() + [str(i) for i in range(30)]
-CAPTIONS = ["a red scratch on a steel plate number 3", "blue dent mark 7 on the left", "a white crack number 12",
-            "yellow stain on the right 20"]
 
 
 def _tokenizer(kind: str):
@@ -94,24 +92,9 @@ def hf_dirs(tmp_path_factory) -> dict[str, Path]:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _build(hf_dirs, kind, method=None, options=None, seed=0):
-    torch.manual_seed(seed)
-    model, info = build_backbone(f"hf:{hf_dirs[kind]}")
-    applied = apply_method(model, method, options) if method else None
-    return model, applied, info
-
-
-def _inputs(model, info, n=4):
-    g = torch.Generator().manual_seed(1)
-    px = torch.rand(n, 3, model.config.img_size, model.config.img_size, generator=g) * 2 - 1
-    tok = load_tokenizer(info.tokenizer_path, model.config.text_len)
-    ids, mask = tok.encode_batch(CAPTIONS[:n])
-    return px, ids, mask
-
-
 # ------------------------------------------------------------------ backbone + tokenizer
 def test_backbone_interface_and_normalisation(hf_dirs):
-    model, _, info = _build(hf_dirs, "clip")
+    model, _, info = build_hf(hf_dirs["clip"])
     cfg = model.config
     assert (cfg.img_size, cfg.text_len, cfg.depth, cfg.vision_depth, cfg.text_depth) == (32, 16, 3, 2, 3)
     assert info.name == f"hf:{hf_dirs['clip'].resolve()}" and info.weights_sha256 and cfg.config_sha256
@@ -133,7 +116,7 @@ def test_backbone_interface_and_normalisation(hf_dirs):
         ref_txt = model.hf.get_text_features(input_ids=ids, attention_mask=1 - mask).pooler_output
     torch.testing.assert_close(ours, torch.nn.functional.normalize(ref, dim=-1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(txt, torch.nn.functional.normalize(ref_txt, dim=-1), atol=1e-6, rtol=1e-6)
-    sig, _, _ = _build(hf_dirs, "siglip")
+    sig, _, _ = build_hf(hf_dirs["siglip"])
     assert sig.loss_kind == "sigmoid" and sig.logit_bias is not None and not sig._renormalise
 
 
@@ -147,9 +130,9 @@ def test_layer_pairing():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 def test_step0_equivalence(hf_dirs, kind, method):
-    base, _, info = _build(hf_dirs, kind)
-    model, applied, _ = _build(hf_dirs, kind, method)
-    px, ids, mask = _inputs(base, info)
+    base, _, info = build_hf(hf_dirs[kind])
+    model, applied, _ = build_hf(hf_dirs[kind], method)
+    px, ids, mask = hf_inputs(base, info)
     base.eval()
     model.eval()
     with torch.no_grad():
@@ -170,13 +153,13 @@ def test_step0_equivalence(hf_dirs, kind, method):
 def test_freezing_only_trainables_change(hf_dirs, kind, method):
     from mwa_cli.train.loop import Trainer
 
-    model, applied, info = _build(hf_dirs, kind, method)
+    model, applied, info = build_hf(hf_dirs[kind], method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in applied.trainable_named_parameters()}
     assert "hf.logit_scale" in trainable and (kind != "siglip" or "hf.logit_bias" in trainable)
     assert not any(n.startswith("hf.") and ".mwa." not in n and ".lora." not in n
                    for n in trainable - {"hf.logit_scale", "hf.logit_bias"})
-    px, ids, mask = _inputs(model, info)
+    px, ids, mask = hf_inputs(model, info)
     model_loss(model, model.encode_image(px), model.encode_text(ids, mask)).backward()
     grads = {n for n, p in model.named_parameters() if p.grad is not None}
     assert grads <= trainable and "hf.logit_scale" in grads
@@ -191,7 +174,7 @@ def test_freezing_only_trainables_change(hf_dirs, kind, method):
 
 
 def test_layer_decay_follows_each_tower(hf_dirs):
-    model, applied, _ = _build(hf_dirs, "clip", "full-ft")
+    model, applied, _ = build_hf(hf_dirs["clip"], "full-ft")
     groups = applied.param_groups(lr=1.0, weight_decay=0.05, layer_decay=0.5)
     scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
     # vision depth 2: layer 0 -> 0.5 ** 2; text depth 3: layer 0 -> 0.5 ** 3; embeddings one more; heads 1
@@ -206,8 +189,8 @@ def test_layer_decay_follows_each_tower(hf_dirs):
 
 def test_losses_match_transformers(hf_dirs):
     for kind in KINDS:
-        model, _, info = _build(hf_dirs, kind)
-        px, ids, mask = _inputs(model, info)
+        model, _, info = build_hf(hf_dirs[kind])
+        px, ids, mask = hf_inputs(model, info)
         model.eval()
         with torch.no_grad():
             ours = model_loss(model, model.encode_image(px), model.encode_text(ids, mask))
@@ -223,7 +206,7 @@ def test_losses_match_transformers(hf_dirs):
 @pytest.mark.parametrize("kind,method,options", [("clip", "mwa", None), ("siglip", "mwa", {"layers": "top-1"}),
                                                  ("siglip", "lora", None), ("clip", "full-ft", None)])
 def test_artefact_round_trip_bit_exact(hf_dirs, tmp_path, kind, method, options):
-    model, applied, info = _build(hf_dirs, kind, method, options)
+    model, applied, info = build_hf(hf_dirs[kind], method, options)
     with torch.no_grad():  # move every trainable away from its init so the round trip is meaningful
         for _, p in applied.trainable_named_parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -238,7 +221,7 @@ def test_artefact_round_trip_bit_exact(hf_dirs, tmp_path, kind, method, options)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[n].detach(), theirs[n].detach()) for n in ours)
     assert applied2.layers == applied.layers and applied2.options == applied.options
-    px, ids, mask = _inputs(model, info, 2)
+    px, ids, mask = hf_inputs(model, info, 2)
     model.eval()
     loaded.eval()
     with torch.no_grad():
@@ -249,7 +232,7 @@ def test_artefact_round_trip_bit_exact(hf_dirs, tmp_path, kind, method, options)
 def test_adapter_refuses_another_backbone(hf_dirs, tmp_path):
     from mwa_cli.errors import CheckpointError
 
-    model, applied, info = _build(hf_dirs, "siglip", "nke")
+    model, applied, info = build_hf(hf_dirs["siglip"], "nke")
     save_adapter(tmp_path, model, applied, info)
     other, other_info = build_backbone(f"hf:{hf_dirs['clip']}")
     with pytest.raises(CheckpointError):
@@ -261,8 +244,8 @@ def test_adapter_refuses_another_backbone(hf_dirs, tmp_path):
 def test_overfit_batch_loss_decreases(hf_dirs, kind):
     from mwa_cli.train.loop import Trainer
 
-    model, applied, info = _build(hf_dirs, kind, "mwa")
-    px, ids, mask = _inputs(model, info)
+    model, applied, info = build_hf(hf_dirs[kind], "mwa")
+    px, ids, mask = hf_inputs(model, info)
     batch = {"pixels": px, "input_ids": ids, "padding_mask": mask}
     trainer = Trainer(model, applied, lr=3e-3, warmup_frac=0.0, layer_decay=0.65)
     trainer.schedule.fit(30)
@@ -300,9 +283,9 @@ def test_siglip2_naflex_patches_and_training(tmp_path):
     from mwa_cli.train.loop import Trainer
 
     dirs = {"siglip2": make_tiny_hf(tmp_path, "siglip2")}
-    base, _, info = _build(dirs, "siglip2")
+    base, _, info = build_hf(dirs["siglip2"])
     assert base.config.img_size == 32 and base.loss_kind == "sigmoid"
-    px, ids, mask = _inputs(base, info)
+    px, ids, mask = hf_inputs(base, info)
     base.eval()
     with torch.no_grad():
         ours = base.encode_image(px)
@@ -312,7 +295,7 @@ def test_siglip2_naflex_patches_and_training(tmp_path):
                                          spatial_shapes=torch.tensor([[4, 4]] * 4)).pooler_output
         torch.testing.assert_close(ours, torch.nn.functional.normalize(ref, dim=-1), atol=1e-6, rtol=1e-6)
         txt = base.encode_text(ids, mask)
-    model, applied, _ = _build(dirs, "siglip2", "mwa")
+    model, applied, _ = build_hf(dirs["siglip2"], "mwa")
     model.eval()
     with torch.no_grad():
         assert (model.encode_image(px) - ours).abs().max() <= 1e-6
