@@ -20,7 +20,7 @@ app = typer.Typer(
         "  mwa report --runs runs --compare full-ft"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
 )
 

@@ -340,3 +340,29 @@ def test_earlier_output_inside_photos_is_skipped(tmp_path):
     res = run(p, tmp_path / "new")
     assert res.counts["files"]["found"] == 1 and res.counts["rejected"] == 0
     assert any("old_data" in n for n in res.notes)
+
+
+FORMULAS = ['=HYPERLINK("http://example.invalid","click")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3",
+            "'quoted already"]
+
+
+def test_spreadsheet_formulas_are_written_as_text_and_read_back_unchanged(tmp_path):
+    """Captions and labels that Excel would run as formulas are escaped in every CSV mwa writes, and mwa reads
+    them back exactly (the dataset hash is that of the original text)."""
+    from mwa_cli.data.manifest import dataset_hash, load_manifest
+
+    p = tmp_path / "photos"
+    rows = ["image,caption,label"]
+    for i, text in enumerate(FORMULAS):
+        img(p / f"{i}.jpg")
+        rows.append(f'{i}.jpg,"{text.replace(chr(34), chr(34) * 2)}","=1+{i}"')
+    (p / "captions.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    run(p, tmp_path / "out")
+    raw = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)  # as a spreadsheet sees it
+    for col in ("caption", "label"):
+        assert not any(v.startswith(("=", "+", "-", "@")) for v in raw[col]), raw[col].tolist()
+    m = load_manifest(tmp_path / "out")
+    assert sorted(m["caption"]) == sorted(FORMULAS)
+    assert sorted(set(m["label"])) == sorted(f"=1+{i}" for i in range(len(FORMULAS)))
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert info["dataset_hash"] == dataset_hash(m)

@@ -198,3 +198,12 @@ def test_train_help_shows_every_default_and_describes_every_option():
     for shown in ("[default: mwa]", "[default: beit3-base]", "[default: runs]", "[default: 10]",
                   "Minutes between checkpoints"):
         assert shown in text, shown
+
+
+def test_shell_completion_is_offered():
+    from typer.testing import CliRunner
+
+    from mwa_cli.cli import app
+
+    text = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "--install-completion" in text and "--show-completion" in text

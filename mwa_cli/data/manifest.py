@@ -19,8 +19,39 @@ SCHEMA_VERSION = 1
 MANIFEST_COLUMNS = ["image_id", "path", "caption", "label", "split", "width", "height"]
 REJECTED_COLUMNS = ["path", "row", "reason"]
 SPLITS = ("train", "val", "test")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")  # a spreadsheet would run a cell starting so as a formula
+
+
+def _is_text(col: pd.Series) -> bool:
+    return col.dtype == object or pd.api.types.is_string_dtype(col)
+
+
+def _escape(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _unescape(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> None:
-    atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
+    """Write a table mwa publishes (atomically). A text cell that a spreadsheet would read as a formula (=, +, -, @,
+    tab, CR; and ' itself, so the rule can be undone) gets a leading apostrophe, which Excel and LibreOffice show as
+    plain text; `read_csv` removes it again."""
+    out = df.copy()
+    for col in out.columns:
+        if _is_text(out[col]):
+            out[col] = out[col].map(_escape)
+    atomic_write_text(path, out.to_csv(index=False, lineterminator="\n"))
+
+
+def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A table written by `write_csv`, with its text cells as they were before escaping."""
+    df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, **kwargs)
+    for col in df.columns:
+        if _is_text(df[col]):
+            df[col] = df[col].map(_unescape)
+    return df
 
 
 def dataset_hash(df: pd.DataFrame) -> str:
@@ -56,7 +87,7 @@ def load_manifest(data_dir: Path) -> pd.DataFrame:
     """manifest.csv as a DataFrame: strings for text columns ('' for no label), ints for width/height."""
     path = Path(data_dir) / "manifest.csv"
     df = _read_data_file(data_dir, "manifest.csv",
-                         lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8"))
+                         lambda p: read_csv(p, dtype=str))
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path} lacks columns {missing}", hint="re-run `mwa prepare` with this mwa version")

@@ -31,10 +31,10 @@ class DataDir:
     """Read-only view of a data dir: split captions in file order, image ids, thumbnails."""
 
     def __init__(self, path: Path):
-        import pandas as pd
+        from mwa_cli.data.manifest import read_csv
 
         self.path = path
-        self.manifest = pd.read_csv(path / "manifest.csv", dtype=str, keep_default_na=False)
+        self.manifest = read_csv(path / "manifest.csv", dtype=str)
         info_path = path / "dataset.json"
         self.info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
         self._split_rows: dict[str, Any] = {}

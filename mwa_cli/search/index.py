@@ -298,11 +298,11 @@ class SearchIndex:
             raise DataError(f"{index_dir} is incomplete (an interrupted `mwa index`?): the embeddings and "
                             "index.json are from different runs", hint="run the same `mwa index` again",
                             exit_code=EXIT_DATA)
+        from mwa_cli.data.manifest import read_csv
+
         try:
-            manifest = pd.read_csv(index_dir / MANIFEST_FILE, dtype={"path": str, "image_id": str},
-                                   keep_default_na=False, encoding="utf-8")
-            captions = (pd.read_csv(index_dir / CAPTIONS_FILE, dtype=str, keep_default_na=False, encoding="utf-8")
-                        if caption_emb is not None else None)
+            manifest = read_csv(index_dir / MANIFEST_FILE, dtype={"path": str, "image_id": str})
+            captions = read_csv(index_dir / CAPTIONS_FILE, dtype=str) if caption_emb is not None else None
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read the tables of {index_dir}: {exc}", hint="run the same `mwa index` again",
                             exit_code=EXIT_DATA) from None
