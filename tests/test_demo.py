@@ -43,6 +43,35 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
         assert by_method[name]["cost"]["trainable_params"] == timing["trainable_params"]
     assert report["baseline"]["method"] == "full-ft" and not report["baseline"]["estimated"]
 
+    # run again in the same folder: finished runs are kept as they are; an interrupted one continues
+    before = {n: (tmp_path / "runs" / n / "eval.json").read_bytes() for n in methods}
+    (tmp_path / "runs" / "nke" / "eval.json").unlink()  # as if stopped during its final evaluation
+    (tmp_path / "runs" / "nke" / "adapter_model.safetensors").unlink()
+    again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--budget-per-method", "20s",
+                                     "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "full-ft finished in an earlier `mwa demo`: kept" in text and "3/3 writing the report" in text
+    for name in ("frozen", "mwa", "full-ft"):
+        assert (tmp_path / "runs" / name / "eval.json").read_bytes() == before[name]
+    resumed = json.loads((tmp_path / "runs" / "nke" / "eval.json").read_text())
+    assert resumed["rsum"] == json.loads(before["nke"])["rsum"]  # the same weights, evaluated again
+
+
+def test_demo_force_removes_only_earlier_demo_runs(tmp_path):
+    from mwa_cli.demo import _remove_demo_runs
+    from mwa_cli.train.run_dir import RunDir
+
+    run = RunDir.create(tmp_path / "runs", "mwa")
+    run.unlock()
+    mine = tmp_path / "runs" / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("user's")
+    said = []
+    _remove_demo_runs(tmp_path / "runs", said.append)
+    assert not run.path.exists() and (mine / "keep.txt").read_text() == "user's"
+    assert said == [f"--force: removed 1 earlier demo run(s) from {tmp_path / 'runs'}"]
+
 
 def test_demo_refuses_zero_seeds_before_doing_anything(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--seeds", "0", "--device", "cpu"])

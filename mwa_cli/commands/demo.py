@@ -9,7 +9,8 @@ import typer
 from mwa_cli.commands.common import console, emit_json, err_console, guarded
 
 EPILOG = ("Examples:\n\n  mwa demo\n\n  mwa demo --out runs/demo --budget-per-method 30s\n\n"
-          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n  mwa demo --json")
+          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n  mwa demo --json\n\n"
+          "Run it again to continue an interrupted demo (finished runs are kept); --force starts over.")
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +22,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto | cuda | cpu."),
         seeds: int = typer.Option(1, "--seeds", help="Train each method with this many seeds (0, 1, …); the report "
                                   "shows mean ± spread."),
+        force: bool = typer.Option(False, "--force", help="Start over: remove the runs of an earlier demo in --out "
+                                   "(by default they are kept, and an interrupted one continues)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON."),
     ) -> None:
         """Run the whole job on the bundled sample photos with the built-in beit3-mini backbone (no network).
@@ -34,7 +37,8 @@ def register(app: typer.Typer) -> None:
         from mwa_cli.report.console import print_report
 
         say = err_console.print if json_out else console.print
-        result = run_demo(out, budget_per_method=budget_per_method, device=device, say=say, seeds=seeds)
+        result = run_demo(out, budget_per_method=budget_per_method, device=device, say=say, seeds=seeds,
+                          force=force)
         if json_out:
             emit_json(result.report)
             return
