@@ -1,4 +1,4 @@
-"""Multi-GPU check for issue 8: DDP (torchrun) against one GPU, through the trainer `mwa train` uses.
+"""Multi-GPU check: DDP (torchrun) against one GPU, through the trainer `mwa train` uses.
 
     PYTHONPATH=$PWD python bench/bench_ddp.py --out docs/bench_ddp.json        # a machine with ≥ 2 GPUs
     PYTHONPATH=$PWD python bench/bench_ddp.py --smoke                          # CPU, gloo, tiny model (CI)

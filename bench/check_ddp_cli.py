@@ -1,4 +1,4 @@
-"""End-to-end check of `mwa train --devices N` through the real command line (issue 8, "Past one GPU").
+"""End-to-end check of `mwa train --devices N` through the real command line.
 
     PYTHONPATH=$PWD python bench/check_ddp_cli.py --out docs/check_ddp_cli.json     # a machine with ≥ 2 GPUs
     PYTHONPATH=$PWD python bench/check_ddp_cli.py --cpu                             # CPU: 2 gloo processes

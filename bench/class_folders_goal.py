@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD python bench/class_folders_goal.py --out class_folders.json --seeds 0 1 2 --jobs 6
 
 Builds sample_data as class folders (scripts/make_class_folders.py: 440 photos, 8 labels), prepares it like the
-issue's report (`--format folders --lang en`, 64 px, split 0.6/0.2/0.2), then trains every (method, positives,
+class-folder check (`--format folders --lang en`, 64 px, split 0.6/0.2/0.2), then trains every (method, positives,
 learning rate, seed) of `--runs` for `--epochs` as separate `mwa train --device cpu` processes, `--jobs` at a time
 with `--threads` threads each, and reads each run's eval.json (test split). Prints the CPU's name with the table;
 writes every run's numbers (instance and label-level metrics, per label, chance, train seconds) to --out.

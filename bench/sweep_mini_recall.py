@@ -45,7 +45,7 @@ GRID3: list[tuple[str, float, dict]] = [
 # The published comparison: every method at its default (val-chosen) learning rate.
 FINAL: list[tuple[str, float | None, dict]] = [("full-ft", None, {}), ("mwa", None, {}), ("nke", None, {}),
                                                ("lora", None, {})]
-# Fifth grid (issue 7): what the speed options cost in recall, at the default learning rates. Adapters in the
+# Fifth grid: what the speed options cost in recall, at the default learning rates. Adapters in the
 # top layers only, with random crop + flip or from the feature cache (which turns them off); all layers without
 # augmentation separates the cache's effect from the augmentation's.
 NO_AUG = {"crop_scale_min": 1.0, "flip": "off"}

@@ -44,7 +44,7 @@ def build(name: str) -> HFDualEncoder:
 
 
 def main() -> None:
-    print("\n## Hugging Face two-tower backbones (issue 9)\n")
+    print("\n## Hugging Face two-tower backbones\n")
     print("Made by `python scripts/hf_param_counts.py` from `CLIPModel` / `SiglipModel` built on the meta device from")
     print("the configs' key sizes (written in the script). CLIP's towers differ in width (768 / 512): its AE is the")
     print("shared core with per-tower projections; SigLIP's are both 768: one plain AE per layer pair. NKE rank")

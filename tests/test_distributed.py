@@ -1,4 +1,4 @@
-"""Distributed training on the CPU: 2 processes, gloo backend, the tiny backbone (issue 8).
+"""Distributed training on the CPU: 2 processes, gloo backend, the tiny backbone.
 
 * gradient equality: one global batch through the 2-rank DDP path (rank-strided shards, embeddings gathered with
   gradients, global negatives) gives the single-process gradients (fp32 tolerance), for mwa / lora / full-ft and

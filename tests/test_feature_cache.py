@@ -1,4 +1,4 @@
-"""Feature cache (issue 7): training from the frozen layers' cached output equals training through them."""
+"""Feature cache: training from the frozen layers' cached output equals training through them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Speed options of the trainer (issue 7) that must not change results: bf16 frozen weights, regional compile."""
+"""Speed options of the trainer that must not change results: bf16 frozen weights, regional compile."""
 
 from __future__ import annotations
 

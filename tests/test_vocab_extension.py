@@ -1,4 +1,4 @@
-"""Vocabulary extension (issue 11): token selection, step-0 equivalence, training, artefact round trip, the
+"""Vocabulary extension: token selection, step-0 equivalence, training, artefact round trip, the
 tokenizers of eval and search, and Japanese file names / captions / queries end to end through the CLI."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from mwa_cli.errors import ConfigError
 
 @dataclass
 class BEiT3Config:
-    """Sizes of a BEiT-3 model. Key names follow ../shared/fixtures/beit3_tiny/config.json."""
+    """Sizes of a BEiT-3 model. Key names follow torchscale's BEiT-3 configuration."""
 
     img_size: int = 224
     patch_size: int = 16

@@ -546,7 +546,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     if len(train_df) == 0 and cfg.method != "frozen":
         raise DataError(f"the train split of {data_dir} is empty", hint="re-run `mwa prepare` with more photos")
     captions = list(train_df["caption"])
-    from mwa_cli.adapters.vocab import extension_params, setup_for_training  # issue 11: vocabulary extension
+    from mwa_cli.adapters.vocab import extension_params, setup_for_training  # vocabulary extension
 
     vocab_table, vocab_notes, vocab_record, vocab_lr = setup_for_training(
         model, applied, tok, captions, cfg.extend_vocab, resuming=resume_state is not None,
@@ -814,7 +814,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     flag = _SignalFlag()
     flag.install()
     try:
-        if use_cache:  # issue 7: the frozen layers run once per image and caption, not once per epoch
+        if use_cache:  # the frozen layers run once per image and caption, not once per epoch
             fcache = _fill_feature_cache(trainer, cfg, pairs, data_dir, len(cache.ids), run.path, precision,
                                          progress, message)
             trainer.enable_compile(cfg.compile)
