@@ -10,7 +10,6 @@ with `--threads` for both runtimes. Writes JSON to `--out` and prints it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import cpu_name, save_run
+from benchlib import cpu_name, publish, save_run
 
 
 def _rate(fn, n: int, repeats: int) -> float:
@@ -74,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pytorch": _rate(lambda: sm.encode_texts(texts), args.texts, args.repeats),
                 "onnxruntime": _rate(lambda: em.encode_texts(texts), args.texts, args.repeats)},
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps(res, indent=2, ensure_ascii=False))
+    publish(res, args.out)
     return 0
 
 

@@ -9,7 +9,6 @@ maps), latency per request as the client sees it. Also one results page with hea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -22,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from benchlib import cpu_name, save_run
+from benchlib import cpu_name, publish, save_run
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["a scratch on the upper left", "右上に傷", "a large crack in the centre of a wooden board", "rust stain",
@@ -114,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
            "p50_ms": round(statistics.median(latencies), 1),
            "p95_ms": round(latencies[int(0.95 * (len(latencies) - 1))], 1), "max_ms": round(latencies[-1], 1),
            "queries_per_s": round(len(latencies) / wall, 1), "page_with_4_heatmaps_ms": {"first": page_ms[0], "second": page_ms[1]}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps(res, indent=2, ensure_ascii=False))
+    publish(res, args.out)
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Helpers the benches share: the machine's CPU name and a seeded adapter run folder to measure on."""
+"""Helpers the benches share: the machine's CPU name, a seeded adapter run folder to measure on, the JSON
+result written and shown."""
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -35,3 +37,11 @@ def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0) ->
                 p.add_(torch.randn(p.shape) * perturb)
     save_adapter(path, model, applied, info)
     return path
+
+
+def publish(result: dict, out: Path) -> None:
+    """Write the bench's result to `out` (JSON) and print it."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    print(text)

@@ -85,7 +85,7 @@ def _args(data, tok, out, name, steps) -> list[str]:
 def test_a_second_train_on_the_same_run_is_refused(tmp_path, train_data_dir, train_tokenizer):
     out = tmp_path / "runs"
     first = subprocess.Popen([sys.executable, "-m", "fault_mwa", *_args(train_data_dir, train_tokenizer, out, "r",
-                                                                        12)],
+                                                                        400)],
                              env=_fault_env(step_delay=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, cwd=str(REPO))
     deadline = time.monotonic() + 120
@@ -93,14 +93,16 @@ def test_a_second_train_on_the_same_run_is_refused(tmp_path, train_data_dir, tra
         time.sleep(0.1)
     second = subprocess.run([sys.executable, "-m", "mwa_cli", *_args(train_data_dir, train_tokenizer, out, "r", 4)],
                             env=_fault_env(), capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert first.poll() is None, "the first run must still be writing while the second one starts"
     assert second.returncode == 2, second.stderr
     assert "is being written by mwa process" in second.stderr and "Traceback" not in second.stderr
-    _, err = first.communicate(timeout=240)
-    assert first.returncode == 0, err[-2000:]
+    first.send_signal(signal.SIGINT)  # ends the first run with its checkpoint
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
     rows = [json.loads(x) for x in (out / "r" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "train"]
-    assert steps == sorted(set(steps)) and steps[-1] == 12  # one writer: no interleaved rows
-    assert json.loads((out / "r" / "config.json").read_text())["steps"] == 12
+    assert steps == sorted(set(steps))  # one writer: no interleaved rows
+    assert json.loads((out / "r" / "config.json").read_text())["steps"] == 400  # the first run's settings
 
 
 @pytest.mark.slow

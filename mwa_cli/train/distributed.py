@@ -45,6 +45,7 @@ from mwa_cli.train.run_dir import RunDir
 ENV_RESULT = "MWA_DIST_RESULT"  # file where rank 0 writes {"exit_code": ...} for `launch`
 ENV_T0 = "MWA_DIST_T0"  # wall-clock start of the launching process (the budget counts from there)
 ENV_COMMAND = "MWA_DIST_COMMAND"  # the command line the user typed (recorded in config.json)
+RESULT_DIR_PREFIX = "mwa-dist-"  # the launcher's private temporary folder (holds ENV_RESULT's file)
 LONG_WAIT = datetime.timedelta(hours=12)  # control group: ranks wait there while rank 0 evaluates / saves
 # Training collectives (ranks in lockstep): a peer silent this long is stuck. On one machine the launcher ends a
 # failed run within seconds; this bounds the wait under an external torchrun too (gloo's own default is 30 min).
@@ -426,7 +427,7 @@ def write_result(result: dict) -> None:
     the launcher does (a stray MWA_DIST_RESULT in a plain `mwa train` changes nothing), and only into the
     launcher's own private temporary folder."""
     path = os.environ.get(ENV_RESULT)
-    if path and _CTX.is_main and launched_by_mwa() and Path(path).parent.name.startswith("mwa-dist-"):
+    if path and _CTX.is_main and launched_by_mwa() and Path(path).parent.name.startswith(RESULT_DIR_PREFIX):
         tmp = Path(path).with_suffix(".tmp")
         tmp.write_text(json.dumps(result, default=str), encoding="utf-8")
         os.replace(tmp, path)

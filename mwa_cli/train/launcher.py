@@ -234,7 +234,7 @@ def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool
         except AttributeError:  # pragma: no cover
             cores = os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc) if cpu else max(1, min(8, cores // nproc)))
-    work = Path(tempfile.mkdtemp(prefix="mwa-dist-"))
+    work = Path(tempfile.mkdtemp(prefix=dist_mod.RESULT_DIR_PREFIX))
     result_path = work / "result.json"
     env.update({dist_mod.ENV_RESULT: str(result_path), dist_mod.ENV_T0: repr(t0_wall or time.time()),
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),

@@ -527,9 +527,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         raise DataError(f"the data in {data_dir} changed since this run started (dataset hash differs)",
                         hint="resume with the same data dir, or start a new run")
     # a new run refuses a backbone without weights; a resumed one keeps what it started with
-    weights = None if random_on_purpose(cfg.weights) else cfg.weights
-    if resume_state is None:
-        weights = require_weights(cfg.backbone, cfg.weights)
+    weights = (require_weights(cfg.backbone, cfg.weights) if resume_state is None
+               else None if random_on_purpose(cfg.weights) else cfg.weights)
     model, binfo = build_backbone(cfg.backbone, weights, drop_path=cfg.drop_path, tokenizer=cfg.tokenizer,
                                   device=device)
     applied = apply_method(model, cfg.method, cfg.method_options)
@@ -732,15 +731,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
         torch.cuda.reset_peak_memory_stats(device)
 
     # ------------------------------------------------------------------ helpers bound to this run
-    last_ranks: dict = {}  # per-query ranks of the latest evaluation (eval_ranks.json)
-
     def run_eval(split_data, split_name: str, step: int, *, topk: bool = False):
         t0 = time.monotonic()
         def evaluate() -> tuple[dict, dict | None]:
             with evaluation_numerics():
                 return evaluate_model(model, tok, data_dir, split_name, device=device, dtype=eval_dtype,
                                       batch_size=cfg.eval_batch_size, cache=cache, split_data=split_data,
-                                      topk=topk, identity=identity, ranks_out=last_ranks)
+                                      topk=topk, identity=identity)
 
         result, top = dist_mod.on_main(evaluate)  # rank 0 evaluates, the others wait
         seconds = time.monotonic() - t0
