@@ -225,8 +225,10 @@ def test_budget_is_honoured(train_data_dir, train_tokenizer, tmp_path, train_fau
     for name in ("sigint", "sigterm", "sigkill"):  # a clock test: not beside three other trainings on 2 cores
         train_fault_runs.get(name)
     budget = 20.0
+    # patience 0: this checks the budget plan; early stopping (which may end a run long before its budget, as it
+    # should when the tiny model stops improving) is tested in test_stop_when_done.py
     cfg = _cfg(train_data_dir, train_tokenizer, tmp_path, "budget", steps=None, budget="20s", checkpoint_every=0,
-               log_every=10, val_evals=2)
+               log_every=10, val_evals=2, patience=0)
     res = train(cfg)
     assert res.status == "completed", res.message
     timing = json.loads((res.run_dir / "timing.json").read_text())
