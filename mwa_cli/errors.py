@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 EXIT_PEER_LOST = 5  # a training process whose peer (another process of the same run) went away first
+EXIT_CORRUPT = 6  # a file mwa published differs from the sha256 recorded beside it (mwa_cli/integrity.py)
 
 
 class MwaError(Exception):
@@ -31,3 +32,9 @@ class CheckpointError(MwaError):
 
 class ConfigError(MwaError):
     """An invalid option or combination of options."""
+
+
+class IntegrityError(MwaError):
+    """A file mwa published no longer matches the sha256 recorded beside it (damaged or edited by hand)."""
+
+    exit_code = EXIT_CORRUPT

@@ -13,7 +13,7 @@ from test_search_index import _make_run, _photo, _photos
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
-from mwa_cli.errors import CheckpointError, ConfigError, DataError
+from mwa_cli.errors import CheckpointError, ConfigError, DataError, IntegrityError
 from mwa_cli.search.approx import ApproxIndex, KeyRows, choose_kind, image_key, recall_at_k
 from mwa_cli.search.index import SearchIndex, build_index, load_search_model
 from mwa_cli.search.query import exact_topk, search
@@ -177,9 +177,14 @@ def test_stale_damaged_or_old_format_files_are_refused_then_rebuilt(tmp_path, ru
     build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=2)
     meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
     path = out / meta["approx"]["file"]
-    # a file with another number of vectors than the index (e.g. copied from elsewhere)
+    # a file with another number of vectors than the index (e.g. copied from elsewhere): its sha256 differs
     x = clustered(50, meta["dim"])
     ApproxIndex.build(x, np.arange(50), kind="ivf-flat", nlist=2).save(path)
+    with pytest.raises(IntegrityError, match=f"{path.name} is damaged") as ei:
+        SearchIndex.load(out).ivf()
+    assert "--rebuild" in (ei.value.hint or "")
+    # an index written before hashes were recorded: the file's own checks still refuse it
+    (out / "index.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "files"}), encoding="utf-8")
     with pytest.raises(DataError, match="holds 50 vectors"):
         SearchIndex.load(out).ivf()
     path.write_bytes(b"garbage")

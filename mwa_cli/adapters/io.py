@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mwa_cli import __version__
+from mwa_cli import __version__, integrity
 from mwa_cli.adapters.registry import AppliedMethod, apply_method
 from mwa_cli.errors import CheckpointError
 from mwa_cli.fileio import atomic_write
@@ -50,7 +50,9 @@ def save_adapter(run_dir: str | Path, model: BEiT3Retrieval, applied: AppliedMet
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().to("cpu").contiguous() for n, p in applied.trainable_named_parameters()}
     atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"method": applied.name}))
-    text = json.dumps(adapter_config(applied, info, token_additions), indent=2, ensure_ascii=False)
+    cfg = adapter_config(applied, info, token_additions)
+    cfg[integrity.FILES_KEY] = integrity.record(run_dir, [WEIGHTS_FILE])  # written after the weights it hashes
+    text = json.dumps(cfg, indent=2, ensure_ascii=False)
     atomic_write(run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return run_dir / WEIGHTS_FILE
 
@@ -67,12 +69,21 @@ def read_adapter_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
                               hint="pass a run folder written by `mwa train` or the folder of an adapter")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path} holds {type(cfg).__name__}, not the object mwa writes",
+                              hint="it was changed by hand or by another program: restore it or train again")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path} has format version {cfg.get('format_version')}, "
                               f"this mwa reads {FORMAT_VERSION}")
     return folder, cfg
+
+
+def verify_adapter_weights(folder: Path, cfg: dict[str, Any]) -> None:
+    """The weights file against the sha256 its adapter_config.json records (older adapters: not recorded)."""
+    integrity.verify(folder, cfg, [WEIGHTS_FILE], side_name=CONFIG_FILE,
+                     remedy="restore the run folder from a backup, or train the run again; nothing was written")
 
 
 def _check_backbone(cfg: dict[str, Any], info: BackboneInfo) -> None:
@@ -99,6 +110,7 @@ def load_adapter(
 ) -> tuple[BEiT3Retrieval, AppliedMethod, BackboneInfo]:
     """Rebuild (or check) the backbone, re-apply the method and load the adapter weights bit-exactly."""
     folder, cfg = read_adapter_config(path)
+    verify_adapter_weights(folder, cfg)
     if model is None:
         name = cfg["backbone"]["name"]
         source = cfg["backbone"]["config"] if name.startswith("config:") else name

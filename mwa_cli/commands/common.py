@@ -58,7 +58,18 @@ def guarded(fn: F) -> F:
                               "to see the traceback", highlight=False)
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    @functools.wraps(fn)
+    def warned(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return wrapper(*args, **kwargs)
+        finally:
+            from mwa_cli.models.tokenizer import truncation_warning
+
+            text = truncation_warning()  # once per command, however many texts were cut
+            if text:
+                err_console.print(f"[yellow]warning:[/] {text}", highlight=False)
+
+    return warned  # type: ignore[return-value]
 
 
 EXIT_DEADLINE_S = 10.0

@@ -114,6 +114,8 @@ def register(app: typer.Typer) -> None:
                                                  help="SentencePiece model for the coverage check (e.g. beit3.spm)."),
         workers: int = typer.Option(0, "--workers", help="Decoding processes (0 = all cores)."),
         json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout only."),
+        force: bool = typer.Option(False, "--force", help="Replace the data directory in --out even though it was "
+                                   "prepared from another photos folder."),
     ) -> None:
         from mwa_cli.data.label_text import load_label_map, merge_label_texts, parse_label_text_items
         from mwa_cli.data.prepare import prepare_dataset
@@ -124,7 +126,7 @@ def register(app: typer.Typer) -> None:
                               image_size=image_size, max_pixels=max_pixels, strict=strict,
                               progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
                               label_texts=label_texts or None,
-                              workers=workers or None)
+                              workers=workers or None, force=force)
         if json_out:
             emit_json(res.summary())
         else:

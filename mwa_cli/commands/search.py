@@ -90,7 +90,7 @@ def _print(result: dict) -> None:
     from rich.text import Text
 
     q = result["query"]
-    title = f'"{q["text"]}"' if q["kind"] == "text" else q["path"]
+    title = f'"{_short(q["text"])}"' if q["kind"] == "text" else q["path"]
     for w in result.get("warnings") or []:
         err_console.print(Text("warning: " + w, style="yellow"))
     table = Table(title=Text(f"{title} · top {len(result['images'])} of {result['n_images']} photos"),
@@ -117,3 +117,9 @@ def _print(result: dict) -> None:
         f"approximate {how['method']}, nprobe {how['nprobe']} of {how['nlist']} lists"
     console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms ({kind})"
                        + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A query as echoed on the terminal: one line, long ones shortened (the JSON keeps the whole text)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else f"{flat[:limit - 1]}… ({len(text):,} characters)"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from mwa_cli.commands.common import console, emit_json, err_console, guarded
 
@@ -106,6 +107,10 @@ class _RichProgress:
         (self.progress.console if self.progress is not None else err_console).print(text, highlight=False)
 
     def __call__(self, event: str, data: dict) -> None:
+        if event == "message" and str(data.get("text", "")).startswith("warning:"):  # shown even with --quiet
+            (self.progress.console if self.progress is not None else err_console).print(
+                f"[yellow]{escape(data['text'])}[/]", highlight=False)
+            return
         if self.quiet or self.progress is None:
             return
         if event == "setup":

@@ -18,13 +18,17 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from mwa_cli import integrity
 from mwa_cli.data import images as _img
 from mwa_cli.data.manifest import load_dataset_info, load_manifest
 from mwa_cli.fileio import atomic_write_json
-from mwa_cli.errors import DataError
+from mwa_cli.errors import DataError, IntegrityError
+from mwa_cli.outdir import remove_temp
 
 # Below this many files the pool's start-up costs more than it saves.
 _POOL_MIN_FILES = 24
+# written only under `cache_lock`: a cache build's staging file, write_cache's temporary array and index
+TEMP_PATTERNS = (".caching_*", ".images_*.tmp")
 
 
 class ImageCache:
@@ -40,6 +44,9 @@ class ImageCache:
         except (OSError, ValueError) as exc:
             raise DataError(f"image cache index {self.index_path} is unreadable ({exc})",
                             hint="delete the cache folder and re-run `mwa prepare`") from None
+        if not isinstance(index, dict) or not isinstance(index.get("ids"), list):
+            raise DataError(f"image cache index {self.index_path} is not what mwa writes",
+                            hint="delete the cache folder and re-run `mwa prepare`")
         self.ids: list[str] = list(index["ids"])
         if int(index["size"]) != self.size or int(index["count"]) != len(self.ids):
             raise DataError(f"image cache index {self.index_path} is inconsistent",
@@ -49,6 +56,9 @@ class ImageCache:
         if actual != expected:
             raise DataError(f"image cache {self.array_path} has {actual} bytes, expected {expected}",
                             hint="delete the cache folder and re-run `mwa prepare`")
+        integrity.verify(self.array_path.parent, index, [self.array_path.name], side_name=self.index_path.name,
+                         remedy="delete the cache folder and re-run `mwa prepare` (or the command again: a missing "
+                                "cache is rebuilt from the photos)")
         self._pos = {i: n for n, i in enumerate(self.ids)}
         if self.ids:
             self.array = np.memmap(self.array_path, dtype=np.uint8, mode="r",
@@ -88,7 +98,7 @@ def try_open(data_dir: Path, size: int) -> ImageCache | None:
         return None
     try:
         return ImageCache(data_dir, size)
-    except (DataError, KeyError, ValueError, OSError):
+    except (DataError, IntegrityError, KeyError, ValueError, OSError):
         return None
 
 
@@ -172,7 +182,8 @@ def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Calla
     arr_path = cache_array_path(data_dir, size)
     tmp = cdir / f".{arr_path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb") as raw:
+            fh = integrity.HashingWriter(raw)
             for image_id in ids:
                 row = np.ascontiguousarray(row_source(image_id), dtype=np.uint8)
                 if row.shape != (size, size, 3):
@@ -182,7 +193,8 @@ def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Calla
     finally:
         if tmp.exists():
             tmp.unlink()
-    atomic_write_json(cache_index_path(data_dir, size), {"size": int(size), "count": len(ids), "ids": list(ids)})
+    atomic_write_json(cache_index_path(data_dir, size), {"size": int(size), "count": len(ids), "ids": list(ids),
+                                                         integrity.FILES_KEY: {arr_path.name: fh.hexdigest()}})
     return ImageCache(data_dir, size)
 
 
@@ -245,7 +257,8 @@ def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, pr
     if todo and not source.is_dir():
         raise DataError(f"the {size}px image cache must be built, but the photos folder {source} is gone",
                         hint="re-run `mwa prepare` with the photos folder, or restore it")
-    staging = cache_dir(data_dir) / f".staging_{size}_{uuid.uuid4().hex[:8]}.u8"
+    remove_temp(cache_dir(data_dir), TEMP_PATTERNS)  # a killed build's files: under the cache lock, nobody's
+    staging = cache_dir(data_dir) / f".caching_{size}_{uuid.uuid4().hex[:8]}.u8"
     try:
         results = decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers, progress=progress,
                                description=f"caching {size}px images") if todo else []

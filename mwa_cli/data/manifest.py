@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from mwa_cli import integrity
 from mwa_cli.errors import DataError
 from mwa_cli.fileio import atomic_write_text
 
@@ -19,7 +20,8 @@ SCHEMA_VERSION = 1
 MANIFEST_COLUMNS = ["image_id", "path", "caption", "label", "split", "width", "height"]
 REJECTED_COLUMNS = ["path", "row", "reason"]
 SPLITS = ("train", "val", "test")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")  # a spreadsheet would run a cell starting so as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+PUBLISHED = ("manifest.csv", "rejected.csv", "data_report.json")  # their sha256 are recorded in dataset.json  # a spreadsheet would run a cell starting so as a formula
 
 
 def _is_text(col: pd.Series) -> bool:
@@ -86,6 +88,11 @@ def _read_data_file(data_dir: Path, name: str, read: Callable[[Path], Any]) -> A
 def load_manifest(data_dir: Path) -> pd.DataFrame:
     """manifest.csv as a DataFrame: strings for text columns ('' for no label), ints for width/height."""
     path = Path(data_dir) / "manifest.csv"
+    if (Path(data_dir) / "dataset.json").is_file():  # checked against the sha256 prepare recorded
+        integrity.verify(data_dir, load_dataset_info(data_dir), ["manifest.csv"], side_name="dataset.json",
+                         remedy=f"it was changed after `mwa prepare` wrote it: re-run `mwa prepare` to rebuild "
+                                f"{data_dir} (a run started on the old data cannot be resumed on new data: start "
+                                "a new run)")
     df = _read_data_file(data_dir, "manifest.csv",
                          lambda p: read_csv(p, dtype=str))
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
@@ -100,6 +107,9 @@ def load_dataset_info(data_dir: Path) -> dict:
     """dataset.json as a dict."""
     path = Path(data_dir) / "dataset.json"
     info = _read_data_file(data_dir, "dataset.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if not isinstance(info, dict):
+        raise DataError(f"{path} holds {type(info).__name__}, not the object `mwa prepare` writes",
+                        hint="re-run `mwa prepare`")
     if info.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema_version {info.get('schema_version')!r}, this mwa reads {SCHEMA_VERSION}",
                         hint="re-run `mwa prepare` with this mwa version")

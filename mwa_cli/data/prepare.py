@@ -10,28 +10,34 @@ rejected.csv, and every caption row found is used, merged as a duplicate, exclud
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from mwa_cli import __version__
+from mwa_cli import __version__, integrity
 from mwa_cli.data import cache as _cache
 from mwa_cli.data import ingest
 from mwa_cli.data.captions import load_templates
 from mwa_cli.data.images import DEFAULT_MAX_PIXELS, content_id
-from mwa_cli.data.manifest import MANIFEST_COLUMNS, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash, write_csv
+from mwa_cli.data.manifest import (MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash,
+                                   write_csv)
 from mwa_cli.data.splits import assign_splits, parse_ratios
 from mwa_cli.data.stats import build_report, tokenizer_coverage
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.fileio import atomic_write_json
+from mwa_cli.integrity import FILES_KEY
+from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
 
 EXIT_DATA = 3      # no usable data / unreadable input
+STAGING = "staging_"  # decoded photos of one prepare, before they become the cache (cache/.staging_*)
 EXIT_STRICT = 4    # --strict and something was rejected
 FILE_INDEX = "files.json"
 
@@ -97,7 +103,10 @@ def prepare_dataset(
     label_texts: dict[str, dict[str, str]] | None = None,
     tokenizer: Path | None = None,
     workers: int | None = None,
+    force: bool = False,
 ) -> PrepareResult:
+    """Prepare `photos_dir` into the data directory `out_dir` (`force`: replace a data dir prepared from another
+    photos folder)."""
     t0 = time.perf_counter()
     # ---------------------------------------------------------------- options
     if fmt not in ("auto",) + ingest.FORMATS:
@@ -124,7 +133,63 @@ def prepare_dataset(
         raise ConfigError("--out must differ from the photos folder", hint="e.g. --out data")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
+    with claim_data_dir(out, root, force=force):
+        return _prepare_into(root, out, t0, fmt=fmt, lang=lang, ratios=ratios, seed=seed, size=size,
+                             max_pixels=max_pixels, strict=strict, progress=progress, templates=templates,
+                             label_texts=label_texts, tokenizer=tokenizer, workers=workers)
 
+
+def is_data_dir(path: Path) -> bool:
+    """A folder mwa made with `mwa prepare`: its marker, or (older versions) a dataset.json mwa wrote."""
+    if read_marker(path, "data") is not None:
+        return True
+    try:
+        info = json.loads((Path(path) / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "dataset_hash" in info and "mwa_version" in info
+
+
+def _prepared_from(path: Path) -> str | None:
+    """The photos folder the data dir in `path` was prepared from (marker, else dataset.json), if recorded."""
+    marker = read_marker(path, "data") or {}
+    if marker.get("source"):
+        return str(marker["source"])
+    try:
+        info = json.loads((Path(path) / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(info["source"]) if isinstance(info, dict) and info.get("source") else None
+
+
+@contextlib.contextmanager
+def claim_data_dir(out: Path, root: Path, *, force: bool = False) -> Iterator[None]:
+    """Make `out` this prepare's own for as long as it runs (docs/formats.md, "Rules"): a folder holding files
+    mwa did not write is refused untouched; a data dir prepared from another photos folder (that still exists) is
+    replaced only with `force`; the folder is locked, marked, and cleared of what a killed prepare left."""
+    if not is_empty(out) and not is_data_dir(out):
+        names = sorted(p.name for p in out.iterdir())[:4]
+        raise ConfigError(f"--out {out} holds files mwa did not write ({', '.join(names)}): nothing in it is changed",
+                          hint="choose a new or empty folder for --out")
+    with FolderLock(out, "data"):
+        source = _prepared_from(out)
+        # a source that no longer exists was moved or renamed: the same photos, prepared again
+        if source is not None and source != str(root) and Path(source).is_dir() and not force:
+            raise ConfigError(f"--out {out} holds the dataset prepared from {source}; this would replace it with "
+                              f"one from {root}",
+                              hint="choose another --out, or add --force to replace it")
+        write_marker(out, "data", source=str(root))
+        remove_temp(out, (".*.tmp",))
+        with _cache.cache_lock(out):  # the cache's own temporary files are written under its lock
+            remove_temp(_cache.cache_dir(out), _cache.TEMP_PATTERNS + (f".{STAGING}*", ".*.tmp"))
+        yield
+
+
+def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, ratios: tuple, seed: int, size: int,
+                  max_pixels: int, strict: bool, progress: bool, templates: Path | None,
+                  label_texts: dict[str, dict[str, str]] | None, tokenizer: Path | None,
+                  workers: int | None) -> PrepareResult:
+    """The body of `prepare_dataset`, run while the data dir is claimed."""
     # ---------------------------------------------------------------- scan + captions
     scan = ingest.scan_folder(root, exclude=[out])
     chosen = ingest.detect_format(scan) if fmt == "auto" else fmt
@@ -185,7 +250,7 @@ def prepare_dataset(
                 info[key] = {k: v for k, v in known_ids[image_id].items() if k != "stat"} | {"stat": st}
                 continue
         todo.append((str(root / rel), rel, None))
-    staging = _cache.cache_dir(out) / f".staging_{size}_{uuid.uuid4().hex[:8]}.u8"
+    staging = _cache.cache_dir(out) / f".{STAGING}{size}_{uuid.uuid4().hex[:8]}.u8"
     try:
         results = _cache.decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers,
                                       progress=progress) if todo else []
@@ -326,12 +391,13 @@ def prepare_dataset(
     write_csv(out / "manifest.csv", manifest)
     write_csv(out / "rejected.csv", rej_df)
     atomic_write_json(out / "data_report.json", report)
-    atomic_write_json(out / "dataset.json", {
+    atomic_write_json(out / "dataset.json", {  # last: it records the sha256 of the files written before it
         "schema_version": SCHEMA_VERSION, "source": str(root), "format": chosen, "dataset_hash": dhash,
         "counts": counts, "image_size": size, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mwa_version": __version__,
         "settings": {"lang": lang, "split": list(ratios), "seed": seed, "max_pixels": max_pixels,
                      "templates": str(templates) if templates else None, "label_texts": label_texts or None},
+        FILES_KEY: integrity.record(out, PUBLISHED),
     })
     return PrepareResult(out, chosen, counts, report, dhash, rej_df, decoded=len(todo),
                          reused=len(ids_in_order) - sum(1 for i in ids_in_order if any("staged" in info[k] for k in by_id[i])),

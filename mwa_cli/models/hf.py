@@ -262,6 +262,11 @@ class HFTokenizer:
         if not texts:
             empty = torch.zeros((0, self.max_len), dtype=torch.long)
             return empty, empty.clone()
+        from mwa_cli.models.tokenizer import note_cut
+
+        room = self.max_len - self.tok.num_special_tokens_to_add()
+        note_cut([t for t, ids in zip(texts, self.tok(texts, add_special_tokens=False)["input_ids"])
+                  if len(ids) > room], self.max_len)
         enc = self.tok(texts, padding="max_length", truncation=True, max_length=self.max_len,
                        return_attention_mask=True, return_tensors="pt")
         ids = enc["input_ids"].long()

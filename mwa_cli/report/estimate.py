@@ -28,7 +28,7 @@ Extrapolation (every figure of the result is marked "estimated"):
 from __future__ import annotations
 
 import copy
-import re
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,23 +79,44 @@ def default_measure() -> MeasureFn:
 
 
 def full_ft_command(reference: Run) -> str:
-    """The command that trains the matching full fine-tuning run (same data, backbone, budget and options)."""
-    cmd = reference.config.get("command")
-    if isinstance(cmd, list):
-        cmd = shlex.join(str(c) for c in cmd)
-    if isinstance(cmd, str) and " train " in f" {cmd} ":
-        out = re.sub(r"--method(=|\s+)\S+", f"--method {BASELINE_METHOD}", cmd)
-        if "--method" not in out:
-            out += f" --method {BASELINE_METHOD}"
-        out = re.sub(r"\s--name(=|\s+)\S+", "", out)
-        out = re.sub(r"\s--resume(=\S+|\s+(?!-)\S+)?", "", out)
-        return out
-    data = reference.config.get("data_dir", "DATA_DIR")
-    parts = ["mwa", "train", str(data), "--method", BASELINE_METHOD, "--backbone", reference.backbone]
-    budget = reference.config.get("budget")
-    if budget:
-        parts += ["--budget", str(budget)]
-    return shlex.join(parts)
+    """The command that trains the matching full fine-tuning run (same data, backbone, budget and options).
+
+    A run folder is not trusted: the command it recorded (config.json "command") is never repeated. The command
+    is rebuilt from the recorded options, each checked for its type (a value that fails is left out) and every
+    value shell-quoted, so whatever a config.json holds, pasting the line runs `mwa train` and nothing else."""
+    cfg = reference.config
+
+    def text(key: str) -> str | None:
+        v = cfg.get(key)
+        return v if isinstance(v, str) and v.strip() and "\0" not in v else None
+
+    def number(key: str, kind: type) -> str | None:
+        v = cfg.get(key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        return str(kind(v)) if ok and (kind is not int or float(v).is_integer()) else None
+
+    parts = ["mwa", "train", text("data_dir") or "DATA_DIR", "--method", BASELINE_METHOD,
+             "--backbone", text("backbone") or reference.backbone]
+    options = [("--weights", text("weights")), ("--tokenizer", text("tokenizer")), ("--budget", _budget(cfg)),
+               ("--steps", number("steps", int)), ("--epochs", number("epochs", float)),
+               ("--batch-size", number("batch_size", int)), ("--out", text("out"))]
+    parts += [x for flag, value in options if value is not None for x in (flag, value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _budget(cfg: dict) -> str | None:
+    """The run's --budget, if it reads as one (`parse_budget`)."""
+    from mwa_cli.errors import ConfigError
+    from mwa_cli.train.config import parse_budget
+
+    v = cfg.get("budget")
+    if not isinstance(v, (str, int, float)) or isinstance(v, bool) or v in ("", 0):
+        return None
+    try:
+        parse_budget(v)
+    except (ConfigError, ValueError, OverflowError):
+        return None
+    return str(v)
 
 
 def estimate_full_ft_run(

@@ -7,22 +7,26 @@ Pillow draft mode, EXIF, pixel cap, any mode → RGB, plain square resize) and i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 
-from mwa_cli import __version__
-from mwa_cli.errors import CheckpointError, ConfigError, DataError
+from mwa_cli import __version__, integrity
+from mwa_cli.errors import CheckpointError, ConfigError, DataError, IntegrityError
 from mwa_cli.fileio import sha256_file
+from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
 
 SCHEMA_VERSION = 1
+TEMP_PATTERNS = (".staging_*", ".*.tmp")  # decoded photos of one run; atomic writes' temporary files
+_DAMAGED_HINT = "rebuild the index: run the same `mwa index PHOTOS_DIR ... --out INDEX_DIR --rebuild` again"
 INDEX_FILE = "index.json"
 EMB_FILE = "embeddings.safetensors"
 MANIFEST_FILE = "manifest.csv"
@@ -244,6 +248,7 @@ class SearchIndex:
                 raise DataError(f"the approximate index of {self.path} was made by an older mwa ({rec.get('kind')})",
                                 hint="run the same `mwa index ... --approx` again to rebuild it with faiss, or "
                                      "search without --nprobe", exit_code=EXIT_DATA)
+            integrity.verify(self.path, self.meta, [path.name], side_name=INDEX_FILE, remedy=_DAMAGED_HINT)
             try:
                 ivf = ApproxIndex.load(path, kind=rec["kind"], trained_rows=int(rec.get("trained_rows") or 0))
                 if ivf.ntotal != self.n_images or ivf.dim != self.images.shape[1]:
@@ -298,6 +303,9 @@ class SearchIndex:
             raise DataError(f"{index_dir} is incomplete (an interrupted `mwa index`?): the embeddings and "
                             "index.json are from different runs", hint="run the same `mwa index` again",
                             exit_code=EXIT_DATA)
+        integrity.verify(index_dir, meta, [EMB_FILE, MANIFEST_FILE] + ([CAPTIONS_FILE] if caption_emb is not None
+                                                                       else []),
+                         side_name=INDEX_FILE, remedy=_DAMAGED_HINT)
         from mwa_cli.data.manifest import read_csv
 
         try:
@@ -339,6 +347,9 @@ def read_index_meta(index_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}", hint="run the same `mwa index` again",
                         exit_code=EXIT_DATA) from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} holds {type(meta).__name__}, not the object `mwa index` writes",
+                        hint="run the same `mwa index ... --rebuild` again", exit_code=EXIT_DATA)
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{path} has schema_version {meta.get('schema_version')!r}, this mwa reads {SCHEMA_VERSION}",
                         hint="rebuild the index with this mwa version (`mwa index ... --rebuild`)",
@@ -366,18 +377,12 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     from safetensors.torch import save_file
 
     from mwa_cli.data.manifest import write_csv
-    from mwa_cli.fileio import atomic_write_json
+    from mwa_cli.fileio import atomic_write, atomic_write_json
 
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {"images": images.float().contiguous()}
     if caption_emb is not None:
         tensors["captions"] = caption_emb.float().contiguous()
-    tmp = out / f".{EMB_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        save_file(tensors, str(tmp), metadata={"generation": meta["generation"]})
-        tmp.replace(out / EMB_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(out / EMB_FILE, lambda tmp: save_file(tensors, tmp, metadata={"generation": meta["generation"]}))
     write_csv(out / MANIFEST_FILE, manifest)
     if captions is not None:
         write_csv(out / CAPTIONS_FILE, captions)
@@ -389,7 +394,10 @@ def _write_all(out: Path, images: torch.Tensor, manifest: pd.DataFrame, captions
     keep = (meta.get("approx") or {}).get("file")
     if ivf is not None:
         ivf.save(out / keep)
-    atomic_write_json(out / INDEX_FILE, meta)
+    published = [EMB_FILE, MANIFEST_FILE, REJECTED_FILE] + ([CAPTIONS_FILE] if captions is not None else []) + \
+        ([keep] if keep else [])
+    meta = dict(meta, **{integrity.FILES_KEY: integrity.record(out, published)})
+    atomic_write_json(out / INDEX_FILE, meta)  # last: it records the sha256 of every file written before it
     # after index.json: a reader never misses a recorded file; older generations' files go
     for old in [*out.glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"), out / "ivf.safetensors"]:
         if old.name != keep:
@@ -414,7 +422,7 @@ def _update_approx(old: "SearchIndex | None", old_approx: dict[str, Any] | None,
     if old is not None and same_options:
         try:
             ivf = old.ivf()
-        except (DataError, ConfigError):
+        except (DataError, ConfigError, IntegrityError):
             ivf = None
     if ivf is not None:
         old_keys = image_keys(old.row_ids)  # type: ignore[union-attr]
@@ -470,10 +478,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
     taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
     `approx` is given again."""
-    from mwa_cli.data import cache as _cache
-    from mwa_cli.data import ingest
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
-    from mwa_cli.data.manifest import REJECTED_COLUMNS
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -501,20 +506,59 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
     max_pixels = int(max_pixels or DEFAULT_MAX_PIXELS)
+    identity = model_identity(run_dir)  # a bad --adapter / --model is refused before the folder is claimed
+    with claim_index_dir(out):
+        return _build_into(root, Path(run_dir), out, identity, t0, captions_dir=captions_dir, weights=weights,
+                           tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers,
+                           progress=progress, rebuild=rebuild, max_pixels=max_pixels, chunk=chunk,
+                           search_model=search_model, approx=approx, nlist=nlist, approx_kind=approx_kind)
+
+
+def is_index_dir(path: Path) -> bool:
+    """A folder mwa made with `mwa index`: its marker, or (older versions) an index.json mwa wrote."""
+    if read_marker(path, "index") is not None:
+        return True
+    try:
+        meta = json.loads((Path(path) / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "schema_version" in meta and "generation" in meta
+
+
+@contextlib.contextmanager
+def claim_index_dir(out: Path) -> Iterator[None]:
+    """Make `out` this `mwa index`'s own while it runs (docs/formats.md, "Rules"): a folder holding files mwa did
+    not write is refused untouched (even with --rebuild); the folder is locked, marked, and cleared of what a
+    killed `mwa index` left, so the next run after a kill just works."""
+    if not is_empty(out) and not is_index_dir(out):
+        names = sorted(p.name for p in out.iterdir())[:4]
+        raise ConfigError(f"--out {out} holds files mwa did not write ({', '.join(names)}): nothing in it is changed",
+                          hint="choose a new or empty folder for --out")
+    with FolderLock(out, "index"):
+        write_marker(out, "index")
+        remove_temp(out, TEMP_PATTERNS)
+        yield
+
+
+def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], t0: float, *,
+                captions_dir: str | Path | None, weights: str | None, tokenizer: str | None, device: str,
+                batch_size: int, workers: int | None, progress: bool, rebuild: bool, max_pixels: int, chunk: int,
+                search_model: SearchModel | None, approx: bool, nlist: int | None,
+                approx_kind: str | None) -> dict[str, Any]:
+    """The body of `build_index`, run while the index folder is claimed."""
+    from mwa_cli.data import cache as _cache
+    from mwa_cli.data import ingest
+    from mwa_cli.data.manifest import REJECTED_COLUMNS
 
     # ---------------------------------------------------------------- previous index (identity first: cheap)
-    identity = model_identity(run_dir)
     old: SearchIndex | None = None
-    if out.is_dir() and (out / INDEX_FILE).is_file() and not rebuild:
+    if (out / INDEX_FILE).is_file() and not rebuild:
         old_meta = read_index_meta(out)
         check_identity(old_meta.get("identity") or {}, identity, out, old_meta.get("adapter"))
         try:
             old = SearchIndex.load(out)
-        except DataError:
+        except (DataError, IntegrityError):
             old = None  # damaged: rebuild from scratch
-    elif out.is_dir() and not (out / INDEX_FILE).is_file() and any(out.iterdir()) and not rebuild:
-        raise ConfigError(f"--out {out} exists and is not a search index",
-                          hint="choose an empty or new folder")
 
     sm = search_model or load_search_model(run_dir, weights=weights, tokenizer=tokenizer, device=device,
                                            need_tokenizer=captions_dir is not None)
@@ -570,7 +614,6 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     if bar is not None:
         bar.start()
     staging = out / f".staging_{uuid.uuid4().hex[:8]}.u8"
-    out.mkdir(parents=True, exist_ok=True)
     t_loop = time.perf_counter()
     try:
         for c0 in range(0, len(todo), chunk):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.models.tokenizer import truncation_warning
 from mwa_cli.similarity import similarity
 from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
 
@@ -139,6 +140,9 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
             warnings.append(f"{len(unknown)} character(s) of the query are unknown to the tokenizer ({shown}); "
                             "results may ignore them")
         q = torch.as_tensor(sm.encode_texts([text]))
+        cut = truncation_warning()
+        if cut:
+            warnings.append(cut)
         query: dict[str, Any] = {"kind": "text", "text": text}
     else:
         px = load_query_image(image, sm.image_size, index.meta.get("max_pixels"))  # type: ignore[arg-type]

@@ -7,7 +7,9 @@ falls back to it. Half-written temp folders are ignored and cleaned up by the ne
 
 Contents: `state.pt` (torch.save, loaded with weights_only=True): trainable tensors by name, optimizer,
 schedule, GradScaler, step, RNG states (python, numpy, torch CPU, CUDA), timing counters, micro-batch; and
-`meta.json` (step, epoch, time, for people and tools).
+`meta.json` (step, epoch, time, for people and tools; `files`: state.pt's sha256, checked before it is loaded).
+A damaged checkpoint is never resumed: `resume_checkpoint` falls back to `last.old` when it is there and sound,
+else stops with a message naming the file.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mwa_cli.errors import CheckpointError
+from mwa_cli import integrity
+from mwa_cli.errors import CheckpointError, IntegrityError
 
 FORMAT_VERSION = 1
+STATE, META = "state.pt", "meta.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,11 +105,13 @@ def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]
     tmp.mkdir()
     payload = dict(state)
     payload["format_version"] = FORMAT_VERSION
-    with open(tmp / "state.pt", "wb") as f:
-        torch.save(payload, f)
+    with open(tmp / STATE, "wb") as f:
+        hashing = integrity.HashingWriter(f)
+        torch.save(payload, hashing)
         f.flush()
         os.fsync(f.fileno())
-    meta = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    meta = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **{integrity.FILES_KEY: {STATE: hashing.hexdigest()}})
     with open(tmp / "meta.json", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)
         f.flush()
@@ -135,12 +141,43 @@ def find_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, after checking state.pt against the sha256 in its meta.json."""
+    path = Path(path)
     try:
-        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"checkpoint {path / META} is unreadable ({exc})", hint=_DAMAGED_HINT) from None
+    integrity.verify(path, meta, [STATE], side_name=str(path / META), remedy=_DAMAGED_HINT)
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}",
-                              hint="the file is damaged; start a new run or restore the run folder") from None
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {state.get('format_version')!r}, "
-                              f"this mwa reads {FORMAT_VERSION}")
+        raise IntegrityError(f"cannot read checkpoint {path / STATE}: {exc}", hint=_DAMAGED_HINT) from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path} has format {found!r}, this mwa reads {FORMAT_VERSION}")
     return state
+
+
+_DAMAGED_HINT = ("this checkpoint cannot be resumed and no earlier one is kept: restore the run folder from a "
+                 "backup, or start the run again under another --name")
+
+
+def resume_checkpoint(run_dir: Path, warn=None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest sound checkpoint of a run and its state: `last`, or `last.old` when `last` is damaged (`warn`
+    is told which file was skipped). None without a checkpoint; IntegrityError when none is sound."""
+    root = Path(run_dir) / "checkpoint"
+    candidates = [root / n for n in ("last", "last.old") if (root / n / STATE).is_file() and (root / n / META).is_file()]
+    if not candidates:
+        return None
+    first_error: IntegrityError | None = None
+    for cand in candidates:
+        try:
+            state = load_checkpoint(cand)
+        except IntegrityError as exc:
+            first_error = first_error or exc
+            continue
+        if first_error is not None and warn is not None:
+            warn(f"{first_error.message}; resuming from the previous checkpoint {cand} instead")
+        return cand, state
+    assert first_error is not None
+    raise first_error

@@ -165,6 +165,38 @@ class TrainConfig:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_TYPES = {f.name: {t.strip() for t in str(f.type).split("|")} for f in dataclasses.fields(TrainConfig)}
+_TYPES["budget"] |= {"float"}  # parse_budget also takes seconds as a number
+_MAX_INT = 2**53  # larger "whole numbers" (1e308) are not counts anyone means
+
+
+def check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Values read from a file (a --config file, a run's config.json) must have their option's type: a clear
+    error naming the option and the file, never a TypeError deep inside training. Integral floats become ints."""
+    out = dict(values)
+    for key, value in values.items():
+        allowed = _TYPES.get(key)
+        if allowed is None or (value is None and "None" in allowed):
+            continue
+        ok = False
+        if "bool" in allowed:
+            ok = isinstance(value, bool)
+        if not ok and "int" in allowed and not isinstance(value, bool):
+            if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_INT:
+                out[key], ok = int(value), True
+            else:
+                ok = isinstance(value, int) and abs(value) <= _MAX_INT
+        if not ok and "float" in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
+            ok = math.isfinite(value)
+        if not ok and "str" in allowed:
+            ok = isinstance(value, str)
+        if not ok and "dict" in allowed:
+            ok = isinstance(value, dict)
+        if not ok:
+            want = " or ".join(sorted(t if t != "None" else "null" for t in allowed))
+            raise ConfigError(f"{key} in {source} must be {want}, not {value!r}"[:300],
+                              hint="fix the value in the file (option names and types: `mwa train --help`)")
+    return out
 _BUDGET_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|days?|d)?", re.I)
 _UNIT_S = {"h": 3600, "m": 60, "s": 1, "d": 86400}
 
@@ -222,7 +254,7 @@ def load_config_file(path: str | Path) -> dict:
     if unknown:
         raise ConfigError(f"unknown option(s) in {p}: {', '.join(sorted(unknown))}",
                           hint="option names are those of `mwa train --help` (with _ or -)")
-    return out
+    return check_types(out, str(p))
 
 
 def resolve_config(cli: dict[str, Any], config_file: str | Path | None = None) -> TrainConfig:
@@ -244,9 +276,9 @@ def resolve_config(cli: dict[str, Any], config_file: str | Path | None = None) -
     return cfg
 
 
-def config_from_run(run_config: dict) -> TrainConfig:
+def config_from_run(run_config: dict, source: str = "the run's config.json") -> TrainConfig:
     """Rebuild a TrainConfig from a run's config.json (extra keys ignored)."""
-    values = {k: v for k, v in run_config.items() if k in _FIELDS}
+    values = check_types({k: v for k, v in run_config.items() if k in _FIELDS}, source)
     return TrainConfig(**values).validate()
 
 

@@ -16,6 +16,7 @@ Design (see docs/decisions.md):
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import sys
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mwa_cli.errors import DataError
 
 MEAN = 0.5
 STD = 0.5
@@ -54,8 +57,25 @@ def cache_path(data_dir: str | Path, size: int) -> Path:
 
 
 def open_cache_array(data_dir: str | Path, size: int, count: int) -> np.ndarray:
-    """Read-only memmap of the image cache `[N, S, S, 3]` uint8 (docs/formats.md)."""
+    """Read-only memmap of the image cache `[N, S, S, 3]` uint8 (docs/formats.md), after checking its size."""
+    check_cache_size(data_dir, size, count)
     return np.memmap(cache_path(data_dir, size), dtype=np.uint8, mode="r", shape=(count, size, size, 3))
+
+
+def check_cache_size(data_dir: str | Path, size: int, count: int) -> None:
+    """A memory-mapped file shorter than its shape kills the reader with SIGBUS ("Bus error", no message) on
+    the first row past its end: refuse it with a message instead, before mapping and before each batch."""
+    path = cache_path(data_dir, size)
+    want = int(count) * int(size) * int(size) * 3
+    try:
+        have = os.stat(path).st_size
+    except OSError:
+        have = -1
+    if have < want:
+        raise DataError(f"the image cache {path} has {max(have, 0)} bytes, {want} expected: it was truncated or "
+                        "replaced while this command ran",
+                        hint="re-run `mwa prepare` on the photos folder (with the same --out), then run the command "
+                             "again (`mwa train --resume RUN` continues a run from its last checkpoint)")
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -181,6 +201,8 @@ class TrainBatches(torch.utils.data.Dataset):
                     **self.pairs.group_batch(idx)}
         if self._array is None:
             self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
+        else:
+            check_cache_size(self.data_dir, self.cache_size, self.cache_count)
         idx_np = idx.numpy()
         rows = self.pairs.image_rows[idx_np]
         # fancy-index with sorted rows (sequential reads), then put back in batch order

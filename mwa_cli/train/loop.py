@@ -479,18 +479,18 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
     if config.resume:
         run = RunDir(resolve_run_path(config.resume, config.out))
         saved = run.read_config()
-        cfg = config_from_run(saved)
+        cfg = config_from_run(saved, str(run.config_path))
         cfg.resume = str(run.path)
         if "positives" not in saved:  # started before multi-positive targets existed: keep its loss
             cfg.positives = "off"
         if (run.path / "adapter_model.safetensors").is_file() and (run.path / "eval.json").is_file():
             raise ConfigError(f"{run.path} has already finished: nothing to resume",
                               hint=f"evaluate it with `mwa eval {run.path}`, or start a new run with another --name")
-        found = ckpt_mod.find_checkpoint(run.path)
+        found = ckpt_mod.resume_checkpoint(run.path, warn=lambda text: _say(progress, f"warning: {text}"))
         if found is None:
             raise ConfigError(f"{run.path} has no checkpoint to resume from",
                               hint="the run stopped before its first checkpoint: start it again")
-        resume_state = ckpt_mod.load_checkpoint(found)
+        resume_state = found[1]
         command = saved.get("command", "")
     else:
         cfg = config.validate()
@@ -1137,6 +1137,8 @@ def final_evaluation(run_path: Path, split: str, device: torch.device, precision
 
 def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> MwaError:
     """A clear error for a data-loader failure at `step`: what failed, and how to go on."""
+    if isinstance(exc, MwaError) and exc.hint:  # already says what failed and what to do (a loader without workers)
+        return exc
     text = str(exc).strip()
     if "Original Traceback" in text:  # a worker's exception: keep its first and last lines, not the traceback
         lines = [x for x in text.splitlines() if x.strip()]

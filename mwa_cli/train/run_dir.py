@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
+from mwa_cli.outdir import MARKERS, FolderLock, remove_temp, write_marker
 
 TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples", "samples_per_s", "device_hours",
                "device_type", "device_name", "n_devices", "peak_mem_gib", "data_wait_fraction", "budget_s", "torch",
@@ -22,8 +21,9 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-MARKER = ".mwa-run"  # marks a folder as an mwa run folder (folders of older versions: config.json with mwa_version)
-LOCK = ".lock"  # held (flock) by the process writing the run
+MARKER = MARKERS["run"]  # marks a folder as an mwa run folder (folders of older versions: config.json with mwa_version)
+# left by a killed writer: half-written checkpoints, atomic writes' temporary files, a disk feature cache
+TEMP_PATTERNS = ("checkpoint/.tmp-*", ".*.tmp", "feature_cache_*.npy")
 
 
 def check_run_name(name: str) -> str:
@@ -109,35 +109,20 @@ class RunDir:
         # a start that was stopped before its first checkpoint: nothing to keep, start it again
         for leftover in ("config.json", "metrics.jsonl", "timing.json", "eval.json", "eval_topk.json"):
             (path / leftover).unlink(missing_ok=True)
-        atomic_write_json(path / MARKER, {"kind": "run", "mwa_version": __version__})
+        write_marker(path, "run")
         return run
 
     def lock(self) -> None:
         """Hold the run's lock for this process's life: a second `mwa train` on the same run is refused."""
-        import fcntl
-
-        f = open(self.path / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held until unlock / exit
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise ConfigError(f"run folder {self.path} is being written by {holder}",
-                              hint="wait for that run to end (or stop it), or pick another --name") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"mwa process {os.getpid()}")
-        f.flush()
-        self._lock_file = f
-        # the lock makes this the run's only writer: a checkpoint another process left half-written (killed, disk
-        # full) is nobody's now
-        for tmp in self.checkpoint_root.glob(".tmp-*") if self.checkpoint_root.is_dir() else ():
-            shutil.rmtree(tmp, ignore_errors=True)
+        self._lock_file = FolderLock(self.path, "run", hint="wait for that run to end (or stop it), or pick "
+                                                            "another --name").acquire()
+        # the lock makes this the run's only writer: what another process left half-written (killed, disk full)
+        # is nobody's now
+        remove_temp(self.path, TEMP_PATTERNS)
 
     def unlock(self) -> None:
         if self._lock_file is not None:
-            self._lock_file.close()
+            self._lock_file.release()
             self._lock_file = None
 
     # ------------------------------------------------------------------ files
@@ -146,10 +131,14 @@ class RunDir:
 
     def read_config(self) -> dict:
         try:
-            return json.loads(self.config_path.read_text(encoding="utf-8"))
+            cfg = json.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {self.config_path}: {exc}",
                               hint="is this a run folder made by `mwa train`?") from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{self.config_path} holds {type(cfg).__name__}, not the object mwa writes",
+                              hint="it was changed by hand or by another program: restore it, or start a new run")
+        return cfg
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
