@@ -10,7 +10,6 @@ files written before hashes were recorded have no ``"files"``: they load uncheck
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
@@ -65,15 +64,21 @@ def verify(folder: str | Path, side: Any, names: Iterable[str], *, side_name: st
 
 
 class HashingWriter:
-    """A binary file wrapper that hashes what is written through it (one pass instead of writing then reading)."""
+    """A binary file wrapper that hashes what is written through it (one pass instead of writing then reading).
+    `error` keeps a failed write's OSError (a full disk), which torch.save would turn into an opaque message."""
 
     def __init__(self, raw: BinaryIO):
         self.raw = raw
         self._digest = hashlib.sha256()
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         self._digest.update(data)
-        return self.raw.write(data)
+        try:
+            return self.raw.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self.raw.flush()
@@ -83,8 +88,3 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
-
-
-def fsync_file(fh: BinaryIO) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())

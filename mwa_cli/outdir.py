@@ -8,11 +8,12 @@ the lock. docs/formats.md, "Rules", lists them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, Iterable, Iterator, TextIO
 
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
@@ -68,18 +69,36 @@ class FolderLock:
         f.write(f"mwa process {os.getpid()}")
         f.flush()
         self._file = f
+        _held.append(self)
         return self
 
     def release(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self in _held:
+            _held.remove(self)
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_held: list[FolderLock] = []  # locks this process holds, oldest first
+
+
+@contextlib.contextmanager
+def released_on_exit() -> Iterator[None]:
+    """Release every lock taken inside the block when it ends, however it ends (a function called in-process,
+    e.g. `train`, then leaves no folder locked behind)."""
+    before = len(_held)
+    try:
+        yield
+    finally:
+        for lock in _held[before:][::-1]:
+            lock.release()
 
 
 def remove_temp(folder: Path, patterns: Iterable[str]) -> list[str]:

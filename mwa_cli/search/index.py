@@ -314,10 +314,18 @@ class SearchIndex:
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read the tables of {index_dir}: {exc}", hint="run the same `mwa index` again",
                             exit_code=EXIT_DATA) from None
-        rows = manifest["row"].astype(int).to_numpy() if len(manifest) else np.zeros(0, dtype=int)
+        mismatch = DataError(f"{index_dir / MANIFEST_FILE} does not match the embeddings (cut short or edited?)",
+                             hint="run the same `mwa index` again", exit_code=EXIT_DATA)
+        if any(c not in manifest.columns for c in MANIFEST_COLUMNS):
+            raise mismatch
+        try:
+            rows = manifest["row"].astype(int).to_numpy() if len(manifest) else np.zeros(0, dtype=int)
+        except (TypeError, ValueError):
+            raise mismatch from None
         if len(rows) and (rows.max() >= images.shape[0] or rows.min() < 0):
-            raise DataError(f"{index_dir / MANIFEST_FILE} does not match the embeddings",
-                            hint="run the same `mwa index` again", exit_code=EXIT_DATA)
+            raise mismatch
+        if set(rows.tolist()) != set(range(images.shape[0])) or (manifest["path"] == "").any():
+            raise mismatch  # every embedding row belongs to at least one photo
         row_paths: list[list[str]] = [[] for _ in range(images.shape[0])]
         row_ids = [""] * images.shape[0]
         for p, i, r in zip(manifest["path"], manifest["image_id"], rows):

@@ -107,7 +107,12 @@ def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]
     payload["format_version"] = FORMAT_VERSION
     with open(tmp / STATE, "wb") as f:
         hashing = integrity.HashingWriter(f)
-        torch.save(payload, hashing)
+        try:
+            torch.save(payload, hashing)
+        except RuntimeError:
+            if hashing.error is not None:  # the disk's own error (full disk), not torch's rewording of it
+                raise hashing.error from None
+            raise
         f.flush()
         os.fsync(f.fileno())
     meta = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

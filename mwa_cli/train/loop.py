@@ -39,6 +39,7 @@ from mwa_cli.train.data import (PairTable, TrainBatches, augment_batch, close_lo
 from mwa_cli.train.loss import model_loss
 from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.optim import build_optimizer
+from mwa_cli.outdir import released_on_exit
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
 from mwa_cli.train.schedule import WarmupCosine
 
@@ -467,8 +468,13 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
     `progress(event, data)` receives "setup", "plan", "step", "eval", "checkpoint", "message", "done" events.
     With `count_from_process_start` (the CLI), the budget clock starts when the process started, so interpreter
-    and import time count too.
+    and import time count too. The run's lock is released when it returns or fails.
     """
+    with released_on_exit():
+        return _train(config, progress, count_from_process_start=count_from_process_start)
+
+
+def _train(config: TrainConfig, progress: ProgressFn | None, *, count_from_process_start: bool) -> RunResult:
     t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
     from mwa_cli.train import distributed as dist_mod  # torchrun ranks (a no-op context in a single process)
 

@@ -101,7 +101,9 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         run.lock()
-        started = (path / "checkpoint").exists() or (path / "adapter_model.safetensors").exists()
+        # (a checkpoint folder holding only a half-written first checkpoint, removed by lock(), is no start)
+        started = any((path / "checkpoint" / n).exists() for n in ("last", "last.old")) or \
+            (path / "adapter_model.safetensors").exists()
         if started:
             run.unlock()
             raise ConfigError(f"run folder {path} already exists",
