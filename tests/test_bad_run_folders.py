@@ -129,7 +129,7 @@ def test_a_config_file_with_wrong_types(text, message, train_data_dir, train_tok
 
 
 def _index(tmp_path: Path, good_run: Path) -> Path:
-    from tests.test_integrity import make_photos  # noqa: I001 - the same little photo set
+    from test_integrity import make_photos  # noqa: I001 - the same little photo set
 
     photos = make_photos(tmp_path / "photos", n=4)
     idx = tmp_path / "idx"
@@ -213,7 +213,7 @@ def test_a_full_disk_at_the_start(command, train_data_dir, train_tokenizer, tmp_
     if command == "train":
         args = _args(train_data_dir, train_tokenizer, tmp_path / "runs", "s", "--steps", "2")
     else:
-        from tests.test_integrity import make_photos
+        from test_integrity import make_photos
 
         args = ["prepare", str(make_photos(tmp_path / "photos", n=3)), "--out", str(tmp_path / "data")]
     res = runner.invoke(app, args)

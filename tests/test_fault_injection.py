@@ -100,7 +100,7 @@ def files(folder: Path) -> set[str]:
 
 # ------------------------------------------------------------------------------------------------ the commands
 def photo_folder(root: Path, n: int = 24) -> Path:
-    from tests.test_integrity import make_photos
+    from test_integrity import make_photos
 
     return make_photos(root, n=n)
 

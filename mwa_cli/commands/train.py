@@ -55,7 +55,9 @@ HELP = (
     'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
     '130 / 143. Exit codes: 0 done; 2 invalid option or data; 3 the loss became non-finite (last good '
     'checkpoint kept); 4 out of memory even at micro-batch 1; 5 (--devices) a training process stopped '
-    'because another one failed; 1 a failure while loading data, or an unexpected internal error.'
+    'because another one failed; 6 a damaged checkpoint, adapter or manifest (its sha256 differs from the '
+    'recorded one: the message names the file); 1 a failure while loading data, a full disk, or an unexpected '
+    'internal error.'
 )
 
 
