@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 from mwa_cli.errors import IntegrityError
+from mwa_cli.fileio import sha256_file
 
 FILES_KEY = "files"
-_CHUNK = 1 << 20
 _memo: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: a file checked once per process
 
 
@@ -26,11 +26,7 @@ def sha256_of(path: str | Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(_CHUNK):
-                digest.update(block)
-        _memo[key] = digest.hexdigest()
+        _memo[key] = sha256_file(path)
     return _memo[key]
 
 

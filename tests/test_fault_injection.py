@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 import mwa_cli.data.prepare  # noqa: F401 - imported here, not in every forked process (see the docstring)
@@ -142,7 +141,7 @@ class Train:
         assert steps == sorted(set(steps)), steps  # every step logged once, in order
         return {"eval": ev, "steps": steps,
                 "weights": {k: v.tolist() for k, v in load_file(run_dir / "adapter_model.safetensors").items()},
-                "files": files(run_dir) - {"feature_cache"}}
+                "files": files(run_dir)}
 
 
 class Prepare:
