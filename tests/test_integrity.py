@@ -130,6 +130,9 @@ def test_damaged_checkpoint_names_the_file_and_falls_back_to_a_sound_one(finishe
     out = " ".join(res.output.split())
     assert res.exit_code == 0, out
     assert "resuming from the previous checkpoint" in out and (run / "eval.json").is_file()
+    # the sound checkpoint took the damaged one's place: the folder is laid out as an uninterrupted run's
+    assert (last / "state.pt").read_bytes() == (sound / "state.pt").read_bytes()
+    assert not (run / "checkpoint" / "last.old").exists()
 
 
 def test_hand_edited_manifest_is_refused_on_resume(prepared, finished_run, tmp_path):

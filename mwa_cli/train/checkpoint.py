@@ -186,3 +186,18 @@ def resume_checkpoint(run_dir: Path, warn=None) -> tuple[Path, dict[str, Any]] |
         return cand, state
     assert first_error is not None
     raise first_error
+
+
+def settle(run_dir: Path, used: Path) -> None:
+    """After a resume from `used`, under the run's lock: `used` becomes `checkpoint/last` and the other copy is
+    removed (a kill between a save's renames left `last.old`, alone or beside `last`), so a run that ends without
+    another save has the same folder as an uninterrupted one."""
+    root = Path(run_dir) / "checkpoint"
+    last, old = root / "last", root / "last.old"
+    if Path(used) == old:
+        if last.exists():
+            shutil.rmtree(last)  # damaged, or the same step as `used`
+        os.replace(old, last)
+        _fsync_dir(root)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)

@@ -509,6 +509,7 @@ def _train(config: TrainConfig, progress: ProgressFn | None, *, count_from_proce
     device = dctx.device
     if resume_state is not None and dctx.is_main:
         run.lock()  # before anything is written: a second `mwa train --resume` of the same run is refused
+        ckpt_mod.settle(run.path, found[0])  # the checkpoint resumed from becomes `last`, the other one goes
     if not dctx.is_main:
         progress = None  # rank 0 alone shows progress and writes files
         if resume_state is not None:
