@@ -10,7 +10,7 @@ import torch
 from mwa_cli.adapters.io import CONFIG_FILE, WEIGHTS_FILE, load_adapter, save_adapter
 from mwa_cli.adapters.layers import select_layers
 from mwa_cli.adapters.registry import METHODS, apply_method, auto_ae_width
-from mwa_cli.errors import CheckpointError, ConfigError
+from mwa_cli.errors import CheckpointError, ConfigError, IntegrityError
 from mwa_cli.models.presets import build_backbone
 
 
@@ -180,6 +180,11 @@ def test_truncated_adapter_file_is_a_clear_error(tmp_path):
     save_adapter(tmp_path, model, applied, info)
     data = (tmp_path / WEIGHTS_FILE).read_bytes()
     (tmp_path / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(IntegrityError, match="is damaged"):  # its sha256 differs from adapter_config.json's
+        load_adapter(tmp_path, model=_tiny()[0], info=info)
+    cfg = json.loads((tmp_path / CONFIG_FILE).read_text(encoding="utf-8"))
+    del cfg["files"]  # an adapter from before hashes were recorded: safetensors' own error, as clear
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(cfg), encoding="utf-8")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_adapter(tmp_path, model=_tiny()[0], info=info)
     with pytest.raises(CheckpointError, match="does not exist"):

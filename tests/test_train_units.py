@@ -145,7 +145,11 @@ def test_run_dir_refuses_started_runs_but_reuses_aborted_starts(tmp_path):
     run.unlock()  # the process that made it is gone
     again = RunDir.create(tmp_path, "a")
     assert not again.config_path.exists() and not again.metrics_path.exists()
-    (again.path / "checkpoint").mkdir()
+    (again.path / "checkpoint" / ".tmp-1-2").mkdir(parents=True)  # its first checkpoint was cut short
+    again.unlock()
+    again = RunDir.create(tmp_path, "a")
+    assert not (again.path / "checkpoint" / ".tmp-1-2").exists()
+    (again.path / "checkpoint" / "last").mkdir()
     again.unlock()
     with pytest.raises(ConfigError, match="already exists"):
         RunDir.create(tmp_path, "a")

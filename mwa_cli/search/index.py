@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -542,10 +543,16 @@ def claim_index_dir(out: Path) -> Iterator[None]:
         names = sorted(p.name for p in out.iterdir())[:4]
         raise ConfigError(f"--out {out} holds files mwa did not write ({', '.join(names)}): nothing in it is changed",
                           hint="choose a new or empty folder for --out")
-    with FolderLock(out, "index"):
-        write_marker(out, "index")
-        remove_temp(out, TEMP_PATTERNS)
-        yield
+    created = not out.exists()
+    try:
+        with FolderLock(out, "index"):
+            write_marker(out, "index")
+            remove_temp(out, TEMP_PATTERNS)
+            yield
+    except BaseException:
+        if created:  # a first run that failed or was stopped leaves no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], t0: float, *,
