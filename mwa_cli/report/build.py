@@ -316,8 +316,10 @@ def build_report(
         m = dict(next(x for x in out_runs if x["is_main"]), display=_display_method(next(x for x in out_runs
                                                                                             if x["is_main"])))
         b = next(x for x in out_runs if x["is_baseline"])
+        n_test = coll.runs[0].eval.get("n_images")
         verdict = verdict_mod.verdict(lang, m, b, target_pct=target_pct, currency=a.currency, groups=seed_rows,
-                                      baseline_method=compare)
+                                      baseline_method=compare, n_test=n_test if is_num(n_test) else None,
+                                      split=str(coll.runs[0].split or "test"))
     if primary == "label_level" and main is not None and baseline is not None:
         verdict += " " + t(lang, "verdict_label_level")
 

@@ -726,7 +726,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
                               "micro_batch": trainer.micro_batch or batch_size, "train_pairs": n_pairs,
                               "steps_per_epoch": spe, "trainable_params": trainable_n, "total_params": total_n,
                               "vocab_extension_params": extension_params(model),
-                              "budget_s": budget_s, "total_steps": total_steps if planned else None})
+                              "budget_s": budget_s, "total_steps": total_steps if planned else None,
+                              "budget_left_s": None if deadline is None else deadline - time.monotonic()})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -1077,8 +1078,10 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
             code = EXIT_SIGTERM if flag.signum == signal.SIGTERM else EXIT_SIGINT
             name = "SIGTERM" if flag.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
             timing = write_timing("interrupted")
-            msg = (f"{name}: stopped at step {step} of {total_steps}; a resumable checkpoint is in "
-                   f"{run.checkpoint_root / 'last'}. Resume with: {resume_cmd}")
+            where = (f"stopped at step {step} of {total_steps}" if planned else
+                     f"stopped during warm-up (step {step}), before the step plan was made")
+            msg = (f"{name}: {where}; a resumable checkpoint is in {run.checkpoint_root / 'last'}. "
+                   f"Resume with: {resume_cmd}")
             _emit(progress, "done", {"status": "interrupted", "message": msg})
             return RunResult(run.path, "interrupted", code, step, int(total_steps), message=msg,
                              resume_command=resume_cmd, timing=timing, last_loss=last_loss)
