@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mwa_cli.data.ingest import SAMPLE_DATA
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import MwaError
 from mwa_cli.models.presets import MINI, resolve_config
@@ -17,7 +18,6 @@ from mwa_cli.report.i18n import fmt_duration
 from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import ProgressFn, train
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 METHODS = ("mwa", "nke", "full-ft")
 
 

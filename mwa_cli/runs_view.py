@@ -46,8 +46,8 @@ def status(run: Path) -> str:
     if writer_pid(run) is not None:
         return "running"
     timing = _json(run / "timing.json")
-    if timing.get("status") == "completed" and (run / "eval.json").is_file():
-        return "finished"
+    if timing.get("status") in (None, "completed") and (run / "eval.json").is_file():
+        return "finished"  # (timing.json of older versions has no status)
     if timing.get("status") == "interrupted" or find_checkpoint(run) is not None:
         return "interrupted"  # a checkpoint to resume from
     return "failed"  # ended (non-finite loss, a crash, a kill) with nothing to resume
@@ -121,8 +121,10 @@ def details(run: Path) -> dict[str, Any]:
     out = summary(run)
     out["config"] = {k: cfg.get(k) for k in CONFIG_KEYS if cfg.get(k) is not None}
     out["progress"] = progress(run, cfg)
-    if out["status"] != "running":
-        out["progress"]["eta_s"] = out["progress"]["eta_basis"] = None
+    if out["status"] != "running":  # the run's own totals, not its last logged row
+        out["progress"].update(eta_s=None, eta_basis=None)
+        if isinstance(timing.get("steps"), int):
+            out["progress"].update(step=timing["steps"], elapsed_s=timing.get("wall_s"))
     out["eval"] = {k: ev.get(k) for k in ("split", "n_images", "n_captions", "i2t", "t2i", "rsum",
                                           "primary_protocol") if k in ev} or None
     out["timing"] = {k: timing.get(k) for k in ("wall_s", "train_s", "eval_s", "steps", "samples_per_s",

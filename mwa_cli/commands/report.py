@@ -11,8 +11,15 @@ from mwa_cli.commands.common import console, emit_json, guarded
 from mwa_cli.errors import ConfigError
 
 
+EPILOG = ("Examples:\n\n  mwa report --runs runs\n\n  mwa report runs/mwa-a runs/full-ft-a --compare full-ft\n\n"
+          "  mwa report --runs runs --gpu-cost 0.04 --currency EUR     (a CPU run: the price of one CPU-hour)\n\n"
+          "  mwa report --runs runs --explain     (adds a glossary: RSUM, R@K, the methods, the intervals)\n\n"
+          "  mwa report --runs runs --estimate     (no full-ft run yet: its cost estimated from a few timed steps)\n\n"
+          "  mwa report --runs runs --json > report.json")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("report")
+    @app.command("report", epilog=EPILOG)
     @guarded
     def report(
         run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run folders (runs/<name>) to compare.",
