@@ -50,8 +50,8 @@ def default_nlist(n: int) -> int:
 
 
 def choose_kind(n: int) -> str:
-    """auto: IVF-Flat below COMPRESSED_FROM photos; IVF-FastScan from there (d/2 bytes per photo, the smallest
-    codes here, and the fastest scan at IVF-Flat's recall once re-ranked)."""
+    """auto: IVF-Flat below COMPRESSED_FROM photos; IVF-FastScan from there (d/4 bytes per photo like IVF-PQ,
+    and the fastest scan here at IVF-Flat's recall once re-ranked: docs/benchmarks.md)."""
     return "ivf-flat" if n < COMPRESSED_FROM else "ivf-fastscan"
 
 
