@@ -20,7 +20,8 @@ from conftest import train_make_data_dir  # noqa: E402
 from hf_test_models import build_hf, hf_inputs  # noqa: E402
 
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
-from mwa_cli.adapters.two_tower import SharedCoreAE, pair_layers  # noqa: E402
+from mwa_cli.adapters.modules.alignment import SharedCoreAE  # noqa: E402
+from mwa_cli.adapters.two_tower import pair_layers  # noqa: E402
 from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
 from mwa_cli.models.hf import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402

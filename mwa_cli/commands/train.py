@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
 from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
 
 HELP = (
@@ -81,7 +82,8 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         ctx: typer.Context,
         data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
-        method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. \\[default: mwa]"),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help=f"{' | '.join(method_names())}. "
+                                                                          "\\[default: mwa]"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
                                                help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
                                                     "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
@@ -131,7 +133,8 @@ def register(app: typer.Typer) -> None:
                                                      "repeat in the train split (class folders), else off. "
                                                      "\\[default: auto]"),
         option: Optional[List[str]] = typer.Option(None, "--option",
-                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
+                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16; a "
+                                                        "key the method does not have is refused with its list."),
         out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. \\[default: runs]"),
         name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),

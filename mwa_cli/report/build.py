@@ -368,11 +368,10 @@ def build_report(
     }
 
 
-METHOD_NAMES = {"mwa": "MWA", "nke": "NKE", "lora": "LoRA", "full-ft": "Full FT", "frozen": "Frozen"}
-
-
 def _display_method(run_dict: dict[str, Any]) -> str:
-    return METHOD_NAMES.get(run_dict["method"], run_dict["method"])
+    from mwa_cli.adapters.registry import display_name as method_display_name  # torch-free
+
+    return method_display_name(run_dict["method"])
 
 
 def display_name(run_dict: dict[str, Any]) -> str:

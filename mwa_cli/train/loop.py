@@ -513,12 +513,11 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
     # ------------------------------------------------------------------ data + model
     from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
+    from mwa_cli.adapters.registry import apply_method, recommended_lr
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
     from mwa_cli.eval.evaluate import evaluate_model, evaluation_numerics, load_split, load_tokenizer
-    from mwa_cli.models.presets import (NO_WEIGHTS, build_backbone, random_on_purpose, recommended_lr,
-                                        require_weights)
+    from mwa_cli.models.presets import NO_WEIGHTS, build_backbone, random_on_purpose, require_weights
 
     data_dir = Path(cfg.data_dir).resolve()
     df = load_manifest(data_dir)
