@@ -5,7 +5,6 @@ written, so looking at a run never disturbs the process training it."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ def writer_pid(run: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return None
-    return pid if ("mwa" in cmdline or "fault_mwa" in cmdline) and pid != os.getpid() else None
+    return pid if "mwa" in cmdline else None
 
 
 def status(run: Path) -> str:

@@ -87,8 +87,6 @@ class TrainProgress:
         (self.progress.console if self.live and self.progress is not None else err_console).print(text,
                                                                                                  highlight=False)
 
-    _print = print
-
     def _start(self) -> None:
         if not self.live and self.progress is not None:
             self.progress.__enter__()
@@ -103,15 +101,15 @@ class TrainProgress:
         if self.quiet or self.progress is None:
             return
         if event == "setup":
-            self._print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
+            self.print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
                         f"batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
                         f"trainable {data['trainable_params']:,} / {data['total_params']:,} "
                         f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)"
                         + (f", of which vocabulary extension {data['vocab_extension_params']:,}"
                            if data.get("vocab_extension_params") else ""))
             if data.get("budget_s"):
-                self._print(f"budget {budget_text(data['budget_s'])} for the whole run, evaluation included")
-            self._print(f"run folder: {data['run_dir']}")
+                self.print(f"budget {budget_text(data['budget_s'])} for the whole run, evaluation included")
+            self.print(f"run folder: {data['run_dir']}")
             self._start()
             left = data.get("budget_left_s")
             self.task = self.progress.add_task(
@@ -132,12 +130,12 @@ class TrainProgress:
             self.progress.update(self.task, completed=data["step"], total=data.get("total_steps"), info=info,
                                  first=first)
         elif event == "eval":
-            self._print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
+            self.print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
                         f"(i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
         elif event == "best":
-            self._print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
+            self.print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
         elif event == "message":
-            self._print(f"[cyan]·[/] {data['text']}")
+            self.print(f"[cyan]·[/] {data['text']}")
         elif event == "done" and self.task is not None:
             t = self._task()
             self.progress.update(self.task, total=t.completed or 1, completed=t.completed or 1, done=True,
