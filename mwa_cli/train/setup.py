@@ -364,10 +364,8 @@ def _resolve_batch_size(cfg: TrainConfig, trainer: Trainer, device: torch.device
     elif batch_size == "auto":
         auto_fields.append("batch_size")
         if device.type == "cuda" and trainer.trains:
-            ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
             batch_size = find_max_batch(trainer, min(AUTO_BATCH_CAP, max(1, n_pairs // dctx.world_size)), text_len,
                                         message)
-            trainer._ddp = ddp
             batch_size = dctx.min_int(batch_size) * dctx.world_size  # global batch: per-GPU size that fits on all
         else:
             batch_size = CPU_AUTO_BATCH

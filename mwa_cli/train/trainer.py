@@ -313,6 +313,7 @@ def cuda_setup(device: torch.device) -> None:
 
 def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None]) -> int:
     """CUDA: the largest power-of-two micro-batch ≤ cap whose forward+backward fits (weights untouched)."""
+    ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
     best = 0
     b = 8 if cap >= 8 else cap
     while b <= cap:
@@ -334,6 +335,7 @@ def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[
         if b == cap:
             break
         b = min(cap, b * 2)
+    trainer._ddp = ddp
     if best == 0:
         raise MwaError("CUDA out of memory even with a batch of 8", hint="use a smaller backbone or --precision bf16",
                        exit_code=4)
