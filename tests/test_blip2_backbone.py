@@ -187,7 +187,7 @@ def test_default_mwa_within_budget_on_the_real_layout():
 
 @pytest.mark.parametrize("method", ["mwa", "lora"])
 def test_freezing_only_trainables_change(blip2_dir, method):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(blip2_dir, method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

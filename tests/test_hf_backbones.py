@@ -152,7 +152,7 @@ def test_step0_equivalence(hf_dirs, kind, method):
 
 @pytest.mark.parametrize("kind,method", [("clip", "mwa"), ("siglip", "mwa"), ("clip", "lora")])
 def test_freezing_only_trainables_change(hf_dirs, kind, method):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(hf_dirs[kind], method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -243,7 +243,7 @@ def test_adapter_refuses_another_backbone(hf_dirs, tmp_path):
 # ------------------------------------------------------------------ training
 @pytest.mark.parametrize("kind", KINDS)
 def test_overfit_batch_loss_decreases(hf_dirs, kind):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(hf_dirs[kind], "mwa")
     px, ids, mask = hf_inputs(model, info)
@@ -281,7 +281,7 @@ def test_siglip2_naflex_patches_and_training(tmp_path):
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers, "Siglip2Model"):
         pytest.skip("this transformers has no Siglip2Model")
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     dirs = {"siglip2": make_tiny_hf(tmp_path, "siglip2")}
     base, _, info = build_hf(dirs["siglip2"])

@@ -21,8 +21,6 @@ PACKAGE = REPO / "mwa_cli"
 KNOWN_CYCLES = [
     # presets builds hf:/BLIP-2 backbones; hf and blip2 return presets.BackboneInfo
     {"mwa_cli.models.blip2", "mwa_cli.models.hf", "mwa_cli.models.presets"},
-    # report asks train to measure a full-ft step; train's measurement uses report's request/result types
-    {"mwa_cli.report.estimate", "mwa_cli.train.estimate"},
     # an export is built from a search model and indexed like a run; the index detects export folders
     {"mwa_cli.export.onnx", "mwa_cli.export.runtime", "mwa_cli.search.index"},
 ]

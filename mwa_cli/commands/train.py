@@ -255,8 +255,9 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
 
     from mwa_cli.train import launcher
     from mwa_cli.train.config import resolve_config
-    from mwa_cli.train.loop import _command_line, process_age_s, resolve_run_path
+    from mwa_cli.train.measure import process_age_s
     from mwa_cli.train.run_dir import RunDir
+    from mwa_cli.train.setup import command_line, resolve_run_path
 
     if resume:  # the device type is the run's own
         device = RunDir(resolve_run_path(resume, out or "runs")).read_config().get("device", device)
@@ -269,4 +270,4 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
         return None
     t0 = time.time() - process_age_s()
     return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), visible=visible,
-                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=_command_line())
+                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line())
