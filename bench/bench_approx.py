@@ -7,7 +7,7 @@
    recall@10 vs exact for several nprobe; plus the time to encode one caption with beit3-mini (PyTorch and
    its ONNX export), which a text query adds.
 
-    nice -n 5 python bench/bench_approx.py --out bench_approx_cpu.json            # both parts
+    nice -n 5 python bench/bench_approx.py --out bench_approx_cpu.json --kind auto,ivf-sq8   # both parts
     python bench/bench_approx.py --out small.json --n 100000 --skip-real        # quicker
     nice -n 5 python bench/bench_approx.py --out one.json --kind auto --threads 1   # one thread for everything
 """
@@ -94,7 +94,8 @@ def synthetic(n: int, dim: int, queries: int, seed: int = 1) -> tuple[np.ndarray
     return x, (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_synthetic(n: int, dim: int, queries: int, kind: str) -> dict:
+def bench_synthetic(n: int, dim: int, queries: int, kinds: list[str], nprobes: tuple[int, ...]) -> list[dict]:
+    """One archive, one exact reference, then each kind built and swept in turn (back to back, same load)."""
     from mwa_cli.search.approx import ApproxIndex, KeyRows
     from mwa_cli.search.query import exact_topk
 
@@ -103,15 +104,20 @@ def bench_synthetic(n: int, dim: int, queries: int, kind: str) -> dict:
     t0 = time.perf_counter()
     _, exact = exact_topk(torch.from_numpy(x), torch.from_numpy(q), 10)
     exact_ms = (time.perf_counter() - t0) * 1000 / queries
-    rss0 = _rss_gib()
-    t0 = time.perf_counter()
-    ivf = ApproxIndex.build(x, keys, kind=kind)
-    build_s = time.perf_counter() - t0
-    rss1 = _rss_gib()
-    return {"n": n, "dim": dim, "queries": queries, "kind": ivf.kind, "nlist": ivf.nlist,
-            "build_s": round(build_s, 1), "index_rss_gib": round(rss1 - rss0, 2),
-            "vectors_gib": round(x.nbytes / 2**30, 2), "exact_ms_per_query_batched": round(exact_ms, 2),
-            "sweep": _sweep(ivf, x, q, exact.numpy(), KeyRows(keys), (4, 8, 16, 32, 64))}
+    out = []
+    for kind in kinds:
+        rss0 = _rss_gib()
+        t0 = time.perf_counter()
+        ivf = ApproxIndex.build(x, keys, kind=kind)
+        build_s = time.perf_counter() - t0
+        rss1 = _rss_gib()
+        out.append({"n": n, "dim": dim, "queries": queries, "kind": ivf.kind, "nlist": ivf.nlist,
+                    "build_s": round(build_s, 1), "index_rss_gib": round(rss1 - rss0, 2),
+                    "vectors_gib": round(x.nbytes / 2**30, 2), "exact_ms_per_query_batched": round(exact_ms, 2),
+                    "sweep": _sweep(ivf, x, q, exact.numpy(), KeyRows(keys), nprobes)})
+        print(json.dumps(out[-1]), flush=True)
+        del ivf
+    return out
 
 
 def text_encode_ms(tmp: Path, threads: int) -> dict:
@@ -143,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--kind", default="ivf-flat", help="auto | ivf-flat | ivf-pq for the synthetic archive")
+    ap.add_argument("--kind", default="auto", help="comma-separated kinds for the synthetic archive: auto, or "
+                    "any of mwa_cli.search.approx.KINDS (each built and swept in turn)")
+    ap.add_argument("--nprobes", default="16,32,64,128", help="comma-separated nprobe values")
     ap.add_argument("--threads", type=int, default=None, help="threads for torch, faiss and onnxruntime "
                     "[default: their own defaults]")
     ap.add_argument("--skip-real", action="store_true")
@@ -164,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             res["real"] = bench_real(Path(tmp))
             print(json.dumps(res["real"], indent=2), flush=True)
     if not args.skip_synthetic:
-        res["synthetic"] = bench_synthetic(args.n, args.dim, args.queries, args.kind)
+        res["synthetic"] = bench_synthetic(args.n, args.dim, args.queries, args.kind.split(","),
+                                           tuple(int(p) for p in args.nprobes.split(",")))
         enc = res["text_encode"]["onnxruntime_ms"]
-        for row in res["synthetic"]["sweep"]:  # a text query = encode one caption (exported model) + search
-            row["text_query_ms_median"] = round(enc + row["ms_per_query_median"], 2)
+        for row in (r for kind in res["synthetic"] for r in kind["sweep"]):
+            row["text_query_ms_median"] = round(enc + row["ms_per_query_median"], 2)  # encode a caption + search
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(res, indent=2))

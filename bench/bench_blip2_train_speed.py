@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from mwa_cli.train.loop import _OOM_ERRORS, build_trainer
+from mwa_cli.train.trainer import OOM_ERRORS, build_trainer
 
 METHODS = ("full-ft", "mwa")
 LADDER = (32, 64, 96, 128, 192, 256, 384, 512)
@@ -58,7 +58,7 @@ def largest_batch(trainer, ladder: list[int], text_len: int, deadline: float) ->
                 trainer.step(batch)
             trainer.synchronize()
             fits = True
-        except _OOM_ERRORS:
+        except OOM_ERRORS:
             fits = False
         del batch
         _release(trainer)
@@ -138,7 +138,7 @@ def main() -> None:
                 else:
                     try:
                         row.update(time_at(trainer, tb, args))
-                    except _OOM_ERRORS as exc:
+                    except OOM_ERRORS as exc:
                         row["error"] = f"out of memory while timing: {str(exc)[:200]}"
                         _release(trainer)
                 report(row)

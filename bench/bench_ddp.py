@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mwa_cli.train import distributed as dist_mod  # noqa: E402
-from mwa_cli.train.loop import build_trainer  # noqa: E402
+from mwa_cli.train.trainer import build_trainer  # noqa: E402
 
 
 def _free(trainer) -> None:

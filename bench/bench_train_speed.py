@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from mwa_cli.train.loop import build_trainer
+from mwa_cli.train.trainer import build_trainer
 
 # (method, options, torch.compile (or its mode: "reduce-overhead" = CUDA graphs), feature cache, batch multiplier); "top-K" layer counts per backbone depth below.
 VARIANTS = [

@@ -21,7 +21,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mwa_cli.train.loop import build_trainer
+from mwa_cli.train.trainer import build_trainer
 
 CATEGORIES = (  # first match wins
     ("attention", ("flash", "fmha", "attention", "sdpa")),

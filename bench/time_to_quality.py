@@ -17,17 +17,19 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from queue import Queue
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import cpu_name  # noqa: E402
+from mwa_cli.train.config import parse_budget  # noqa: E402
 from mwa_cli.report.quality_time import best_rsum, simulate_patience, time_to, val_curve  # noqa: E402
 
 SHARES = (0.95, 0.99)
@@ -39,7 +41,7 @@ def device_name(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} threads)"
+    return f"{cpu_name()} ({os.cpu_count()} threads)"
 
 
 def prepare(work: Path) -> Path:
@@ -52,7 +54,7 @@ def prepare(work: Path) -> Path:
     return data
 
 
-def run_one(data: Path, runs: Path, method: str, seed: int, args) -> Path:
+def run_one(data: Path, runs: Path, method: str, seed: int, args, gpus: Queue | None = None) -> Path:
     name = f"{method}-s{seed}"
     run = runs / name
     if (run / "eval.json").is_file():
@@ -62,8 +64,15 @@ def run_one(data: Path, runs: Path, method: str, seed: int, args) -> Path:
            "--val-share", str(args.val_share), "--device", args.device, "--out", str(runs), "--name", name,
            "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
+    gpu = gpus.get() if gpus is not None else None
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu  # one run per GPU: parallel runs never share a device
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True)
+    finally:
+        if gpu is not None:
+            gpus.put(gpu)
     print(f"{name}: exit {proc.returncode} in {time.monotonic() - t0:.0f} s {proc.stdout.strip()[-200:]}"
           f"{proc.stderr.strip()[-300:]}", flush=True)
     return run
@@ -79,7 +88,7 @@ def _mean_ci(xs: list[float]) -> dict:
     return {"mean": m, "ci95": [m - half, m + half], "n": len(xs)}
 
 
-def analyse(runs: Path, methods: list[str], seeds: list[int], baseline: str = "full-ft") -> dict:
+def analyse(runs: Path, methods: list[str], seeds: list[int], budget_s: float, baseline: str = "full-ft") -> dict:
     curves, finals = {}, {}
     for m in methods:
         for s in seeds:
@@ -89,8 +98,10 @@ def analyse(runs: Path, methods: list[str], seeds: list[int], baseline: str = "f
             curves[(m, s)] = val_curve(rows)
             ev = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else {}
             tm = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
-            finals[(m, s)] = {"test_rsum": ev.get("rsum"), "wall_s": tm.get("wall_s"), "steps": tm.get("steps"),
-                              "val_share": tm.get("val_share"), "best": tm.get("best")}
+            wall = tm.get("wall_s")
+            finals[(m, s)] = {"test_rsum": ev.get("rsum"), "wall_s": wall, "steps": tm.get("steps"),
+                              "val_share": tm.get("val_share"), "best": tm.get("best"),
+                              "budget_error_pct": round(100.0 * (wall / budget_s - 1), 2) if wall else None}
     out: dict = {"methods": {}, "patience": {}}
     for m in methods:
         entry: dict = {"per_seed": {}}
@@ -112,6 +123,9 @@ def analyse(runs: Path, methods: list[str], seeds: list[int], baseline: str = "f
         for s in seeds:
             entry["per_seed"][str(s)].update(finals[(m, s)], curve=curves[(m, s)])
         out["methods"][m] = entry
+    errors = [abs(f["budget_error_pct"]) for f in finals.values() if f["budget_error_pct"] is not None]
+    out["budget_accuracy"] = {"runs": len(errors), "within_3pct": sum(e <= 3.0 for e in errors),
+                     "max_abs_error_pct": max(errors, default=None)}
     # early stopping replayed on every curve: with the recorded checks, and with checks 19 check-costs apart
     # (the spacing of the default 5 % share)
     for spacing in ("recorded", "share_5pct"):
@@ -155,6 +169,7 @@ def main() -> None:
     ap.add_argument("--val-share", type=float, default=0.2)
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--threads", type=int, default=1, help="OMP threads per run")
+    ap.add_argument("--gpus", default="", help="comma-separated GPU ids; each parallel run gets one of its own")
     ap.add_argument("--analyse-only", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -166,9 +181,14 @@ def main() -> None:
     if not args.analyse_only:
         data = prepare(work)
         jobs = [(m, s) for s in seeds for m in methods]
+        gpus: Queue | None = None
+        if args.gpus:
+            gpus = Queue()
+            for g in args.gpus.split(","):
+                gpus.put(g)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(lambda ms: run_one(data, runs, ms[0], ms[1], args), jobs))
-    res = analyse(runs, methods, seeds)
+            list(pool.map(lambda ms: run_one(data, runs, ms[0], ms[1], args, gpus), jobs))
+    res = analyse(runs, methods, seeds, parse_budget(args.budget))
     res.update(device=dev, budget=args.budget, seeds=seeds, val_share=args.val_share, jobs=args.jobs,
                threads=args.threads, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -177,6 +197,9 @@ def main() -> None:
         print(f"[{dev}] {m}: to 95 % {t95['time_s']['mean']} s ({t95['reached']}/{t95['seeds']} seeds), "
               f"to 99 % {t99['time_s']['mean']} s ({t99['reached']}/{t99['seeds']}), best val RSUM "
               f"{e['best_val_rsum']['mean']:.1f}, test RSUM {e['test_rsum']['mean']}")
+    b = res["budget_accuracy"]
+    print(f"[{dev}] budget {args.budget}: {b['within_3pct']}/{b['runs']} runs within 3 %, "
+          f"largest error {b['max_abs_error_pct']} %")
     for spacing, table in res["patience"].items():
         for p, v in table.items():
             print(f"[{dev}] patience {p} ({spacing} checks): stopped {v['runs_stopped']}/{v['runs']} runs, best kept "

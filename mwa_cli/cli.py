@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "train",
     "eval",
     "report",
+    "runs",  # mwa runs, mwa show
     "index",
     "search",
     "export",

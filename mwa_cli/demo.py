@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mwa_cli.data.ingest import SAMPLE_DATA
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import MwaError
 from mwa_cli.models.presets import MINI, resolve_config
 from mwa_cli.train.checkpoint import find_checkpoint
-from mwa_cli.train.config import TrainConfig
+from mwa_cli.report.i18n import fmt_duration
+from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import ProgressFn, train
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 METHODS = ("mwa", "nke", "full-ft")
 
 
@@ -70,6 +71,7 @@ def run_demo(
     data_dir, runs_dir = out / "data", out / "runs"
     if force:
         _remove_demo_runs(runs_dir, say)
+    parse_budget(budget_per_method)  # a bad budget is refused before anything runs
     _, cfg = resolve_config(MINI)
     say(f"1/3 preparing {photos} ({lang} captions, {cfg.img_size} px) -> {data_dir}")
     prepare_dataset(photos, data_dir, lang=lang, image_size=cfg.img_size, progress=progress is not None)
@@ -80,7 +82,8 @@ def run_demo(
         name = method if seed == 0 else f"{method}-s{seed}"
         names.append(name)
         say(f"2/3 [{i}/{len(plan)}] " + ("zero-shot evaluation of beit3-mini" if method == "frozen"
-                                         else f"training {method} for at most {budget} (seed {seed})"))
+                                         else f"training {method} for at most {fmt_duration(parse_budget(budget))}"
+                                              f" (seed {seed})"))
         run_dir = runs_dir / name
         if (run_dir / "adapter_model.safetensors").is_file() and (run_dir / "eval.json").is_file():
             say(f"      {name} finished in an earlier `mwa demo`: kept (--force starts over)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from mwa_cli.adapters.registry import METHODS, markdown_row, parameter_row
+from mwa_cli.adapters.registry import markdown_row, names, parameter_row
 from mwa_cli.models.hf import HFDualEncoder
 from mwa_cli.models.presets import build_backbone
 
@@ -29,8 +29,8 @@ SIGLIP_B16_224 = {  # google/siglip-base-patch16-224
     "text_config": dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                         num_attention_heads=12, max_position_embeddings=64),
 }
-VARIANTS = [(m, None) for m in METHODS] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
-BLIP2_VARIANTS = [(m, None) for m in METHODS] + [("mwa", {"preset": "paper-code"}),
+VARIANTS = [(m, None) for m in names()] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
+BLIP2_VARIANTS = [(m, None) for m in names()] + [("mwa", {"preset": "paper-code"}),
                                                  ("mwa", {"layers": {"vision": "top-8", "qformer": "all"}})]
 
 

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mwa_cli.fileio import sha256_file  # noqa: E402
-from mwa_cli.models import mini_corpus as mc  # noqa: E402
+from scripts import mini_corpus as mc  # noqa: E402
 
 DEFAULT_TOKENIZER = REPO / "mwa_cli" / "models" / "mini" / "tokenizer.spm"
 TOKENIZER_SEED = 0
@@ -289,7 +289,7 @@ def write_corpus(out: Path, n: int, seed: int, size: int, workers: int, chunk: i
                 f.write(json.dumps({"index": i, **s}) + "\n")
     info = {
         "n": n, "seed": seed, "size": size, "corpus_version": mc.CORPUS_VERSION,
-        "generator": "mwa_cli.models.mini_corpus.generate_corpus", "workers": workers,
+        "generator": "scripts.mini_corpus.generate_corpus", "workers": workers,
         "generation_s": round(elapsed, 2), "images_per_s": round(n / elapsed, 1),
         "images_sha256": sha256_file(out / "images.npy"),
         "captions_sha256": sha256_file(out / "captions.txt"),

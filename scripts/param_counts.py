@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from mwa_cli.adapters.registry import METHODS, markdown_row, parameter_row
+from mwa_cli.adapters.registry import markdown_row, names, parameter_row
 from mwa_cli.models.presets import build_backbone
 
-VARIANTS = [(m, None) for m in METHODS] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
+VARIANTS = [(m, None) for m in names()] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python scripts/pretrain_mini.py --work /tmp/mini --images 200000 --epochs 30 --batch-size 512
 
-1. Generates the generic shapes/colours/positions corpus (mwa_cli.models.mini_corpus), in parallel.
+1. Generates the generic shapes/colours/positions corpus (scripts/mini_corpus.py), in parallel.
 2. Writes it as an ordinary mwa data directory (manifest.csv, dataset.json, cache/images_64.u8).
 3. Trains a randomly initialised BEiT-3 of the mini size with the project's own trainer (method full-ft,
    symmetric contrastive loss), exactly the code path of ``mwa train``.
@@ -29,11 +29,13 @@ from mwa_cli.data.cache import write_cache
 from mwa_cli.data.manifest import dataset_hash, write_csv
 from mwa_cli.fileio import atomic_write_json
 from mwa_cli.fileio import sha256_file
-from mwa_cli.models.mini_corpus import generate_corpus
 from mwa_cli.models.presets import MINI_DIR
 from mwa_cli.models.tokenizer import Beit3Tokenizer
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for scripts.mini_corpus
+from scripts.mini_corpus import generate_corpus  # noqa: E402
 
 SIZE = 64
 SEED = 20261128

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from mwa_cli.train import distributed as dist_mod
-from mwa_cli.train.loop import build_trainer
+from mwa_cli.train.trainer import build_trainer
 
 CASES = [("mwa", None), ("mwa", 4), ("full-ft", None), ("lora", None)]
 BATCH = 8

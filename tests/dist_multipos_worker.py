@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.train import distributed as dist_mod
-from mwa_cli.train.loop import build_trainer
+from mwa_cli.train.trainer import build_trainer
 
 BATCH = 8
 GROUPS = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2])

@@ -34,7 +34,7 @@ def _stamp() -> None:
 def _patch() -> None:
     from mwa_cli.train import launcher
     from mwa_cli.train.data import TrainBatches
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     launcher.launch = functools.partial(launcher.launch, module="fault_mwa")
 

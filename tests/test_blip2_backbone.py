@@ -22,9 +22,11 @@ pytest.importorskip("transformers")
 from conftest import train_make_data_dir  # noqa: E402
 from hf_test_models import build_hf, hf_inputs  # noqa: E402
 
-from mwa_cli.adapters.blip2 import FusedQKVLoRA, QFormerLayerAdapter  # noqa: E402
+from mwa_cli.adapters.methods.mwa import PARAM_BUDGET  # noqa: E402
+from mwa_cli.adapters.modules.layer_adapters import QFormerLayerAdapter  # noqa: E402
+from mwa_cli.adapters.modules.lora import FusedQKVLoRA  # noqa: E402
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
-from mwa_cli.adapters.registry import PARAM_BUDGET, apply_method  # noqa: E402
+from mwa_cli.adapters.registry import apply_method  # noqa: E402
 from mwa_cli.errors import ConfigError  # noqa: E402
 from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
 from mwa_cli.eval.metrics import retrieval_ranks  # noqa: E402
@@ -185,7 +187,7 @@ def test_default_mwa_within_budget_on_the_real_layout():
 
 @pytest.mark.parametrize("method", ["mwa", "lora"])
 def test_freezing_only_trainables_change(blip2_dir, method):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(blip2_dir, method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -365,7 +367,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
 def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch):
     """The preset's success path, with the written config swapped for the tiny one (the real one is 4.7 GB)."""
     from mwa_cli.models import blip2 as blip2_mod
-    from mwa_cli.models.presets import recommended_lr
+    from mwa_cli.adapters.registry import recommended_lr
 
     cfg = tiny_config().to_dict()
     tiny = {k: cfg[k] for k in ("num_query_tokens", "image_text_hidden_size")}

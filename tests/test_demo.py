@@ -52,6 +52,8 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
     assert again.exit_code == 0, again.output
     text = " ".join(again.output.split())
     assert "full-ft finished in an earlier `mwa demo`: kept" in text and "3/3 writing the report" in text
+    assert text.count("report.html") == 1, "the report's path is printed once"
+    assert "training nke for at most 20 s (seed 0)" in text and "done" in text  # nke's stage had its bar
     for name in ("frozen", "mwa", "full-ft"):
         assert (tmp_path / "runs" / name / "eval.json").read_bytes() == before[name]
     resumed = json.loads((tmp_path / "runs" / "nke" / "eval.json").read_text())

@@ -33,7 +33,7 @@ def test_gradients_match_single_process(tmp_path):
     sys.path.insert(0, str(REPO / "tests"))
     from dist_grad_worker import BATCH, CASES
 
-    from mwa_cli.train.loop import build_trainer
+    from mwa_cli.train.trainer import build_trainer
 
     out = tmp_path / "dist.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -151,7 +151,7 @@ def test_ctrl_c_checkpoints_once_and_resumes_on_one_device(tmp_path, train_data_
 
 def test_a_signal_that_lands_during_the_agreement_is_kept_for_the_next_step():
     """The all-reduce that agrees on stopping takes time; a SIGTERM arriving meanwhile must not be dropped."""
-    from mwa_cli.train.loop import _SignalFlag, agree_stop
+    from mwa_cli.train.signals import SignalFlag, agree_stop
 
     class Ranks:  # rank 0's view: the other rank had no signal when it joined; ours arrives mid-all-reduce
         enabled = True
@@ -167,7 +167,7 @@ def test_a_signal_that_lands_during_the_agreement_is_kept_for_the_next_step():
                 return sent, tuple(main_flags)
             return signum, tuple(main_flags)
 
-    flag = _SignalFlag()
+    flag = SignalFlag()
     ranks = Ranks(flag)
     assert agree_stop(ranks, flag, False, False) == (None, False, False)  # this step still runs everywhere
     assert flag.signum == signal.SIGTERM  # ... and the signal is not lost
@@ -198,7 +198,7 @@ def test_multi_positive_targets_with_global_negatives_match_single_process(tmp_p
     sys.path.insert(0, str(REPO / "tests"))
     from dist_multipos_worker import BATCH, GROUPS, embeddings
 
-    from mwa_cli.train.loop import build_trainer
+    from mwa_cli.train.trainer import build_trainer
     from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 
     out = tmp_path / "multipos.pt"

@@ -13,7 +13,8 @@ from mwa_cli.data.cache import ensure_cache
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.evaluate import evaluate_path, load_split
 from mwa_cli.train.config import TrainConfig
-from mwa_cli.train.loop import build_trainer, train
+from mwa_cli.train.loop import train
+from mwa_cli.train.trainer import build_trainer
 
 
 @pytest.fixture(scope="module")

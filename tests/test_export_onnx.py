@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mwa_cli.adapters.io import save_adapter
-from mwa_cli.adapters.registry import METHODS, apply_method
+from mwa_cli.adapters.registry import apply_method, names
 from mwa_cli.cli import app
 from mwa_cli.errors import CheckpointError, ConfigError
 from mwa_cli.export.onnx import IMAGE_FILE, MANIFEST_FILE, export_onnx
@@ -57,7 +57,7 @@ def _cos(a, b) -> float:
 
 
 @pytest.mark.parametrize("backbone", ["beit3-tiny-test", "beit3-mini"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", names())
 def test_onnxruntime_matches_mwa_embeddings(tmp_path, backbone, method):
     run = make_run(tmp_path / "run", backbone, method)
     summary = export_onnx(run, tmp_path / "exp")

@@ -20,7 +20,8 @@ from conftest import train_make_data_dir  # noqa: E402
 from hf_test_models import build_hf, hf_inputs  # noqa: E402
 
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
-from mwa_cli.adapters.two_tower import SharedCoreAE, pair_layers  # noqa: E402
+from mwa_cli.adapters.modules.alignment import SharedCoreAE  # noqa: E402
+from mwa_cli.adapters.two_tower import pair_layers  # noqa: E402
 from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
 from mwa_cli.models.hf import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
@@ -151,7 +152,7 @@ def test_step0_equivalence(hf_dirs, kind, method):
 
 @pytest.mark.parametrize("kind,method", [("clip", "mwa"), ("siglip", "mwa"), ("clip", "lora")])
 def test_freezing_only_trainables_change(hf_dirs, kind, method):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(hf_dirs[kind], method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -242,7 +243,7 @@ def test_adapter_refuses_another_backbone(hf_dirs, tmp_path):
 # ------------------------------------------------------------------ training
 @pytest.mark.parametrize("kind", KINDS)
 def test_overfit_batch_loss_decreases(hf_dirs, kind):
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     model, applied, info = build_hf(hf_dirs[kind], "mwa")
     px, ids, mask = hf_inputs(model, info)
@@ -280,7 +281,7 @@ def test_siglip2_naflex_patches_and_training(tmp_path):
     transformers = pytest.importorskip("transformers")
     if not hasattr(transformers, "Siglip2Model"):
         pytest.skip("this transformers has no Siglip2Model")
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     dirs = {"siglip2": make_tiny_hf(tmp_path, "siglip2")}
     base, _, info = build_hf(dirs["siglip2"])

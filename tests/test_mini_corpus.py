@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mwa_cli.models import mini_corpus as mc
+from scripts import mini_corpus as mc
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "mwa_cli" / "models" / "mini" / "tokenizer.spm"

@@ -44,7 +44,7 @@ def _set_seed(run, seed: int) -> None:
 
 
 def test_every_recall_carries_an_interval_and_the_verdict_says_better(tmp_path):
-    data = make_data_dir(tmp_path)
+    data = make_data_dir(tmp_path, n_test=30)
     runs = tmp_path / "runs"
     t2i = _test_map(data)
     full = make_run(runs, "full-ft", "full-ft", data, recall=60.0, wall_s=3600)
@@ -61,7 +61,7 @@ def test_every_recall_carries_an_interval_and_the_verdict_says_better(tmp_path):
 
 
 def test_indistinguishable_verdict_names_the_images_needed(tmp_path):
-    data = make_data_dir(tmp_path)
+    data = make_data_dir(tmp_path, n_test=30)
     runs = tmp_path / "runs"
     t2i = _test_map(data)
     n = int(t2i.max()) + 1

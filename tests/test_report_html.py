@@ -67,7 +67,8 @@ def test_content_sections_and_plots(tmp_path):
                  "--method mwa --backbone beit3-mini --budget 1h", rep["dataset"]["hash"][:16],
                  "2.5 USD per GPU-hour", "(--lines)", "(--retrains-per-year)", "1 · correct"):
         assert text in html, text
-    assert html.count("<svg") == 3  # recall vs time, loss curves, per-label bars
+    # recall vs time, loss curves, per-label bars: each drawn for wide screens and for phones
+    assert html.count('class="chart wide"') == html.count('class="chart narrow"') == 3
     assert "Recall vs training time" in html and "Training loss" in html and "Mean recall per label" in html
     assert '<span class="est">' not in html  # nothing estimated here
 

@@ -64,12 +64,16 @@ def test_ivf_pq_reranked_recall_and_size_rules():
     sq8 = ApproxIndex.build(x, keys, kind="ivf-sq8", nlist=16)
     _, rows = sq8.search(q, 10, nprobe=16, key_rows=KeyRows(keys), vectors=x)
     assert recall_at_k(rows, exact_rows.numpy()) >= 0.99  # every list visited + exact re-ranking
-    # auto: IVF-Flat for small archives, IVF-SQ8 while its codes fit in a quarter of the budget, IVF-PQ beyond
-    assert choose_kind(1_000_000, 768, memory_budget=64 * 2**30) == "ivf-sq8"
-    assert choose_kind(1_000_000, 768, memory_budget=2 * 2**30) == "ivf-pq"
-    assert choose_kind(50_000, 768, memory_budget=1) == "ivf-flat"
-    with pytest.raises(ConfigError, match="at least 10,000 photos"):
-        ApproxIndex.build(x[:500], keys[:500], kind="ivf-pq")
+    fs = ApproxIndex.build(x, keys, kind="ivf-fastscan", nlist=16)
+    _, rows = fs.search(q, 10, nprobe=16, key_rows=KeyRows(keys), vectors=x)
+    assert recall_at_k(rows, exact_rows.numpy()) >= 0.99  # 4-bit codes, but 1000 candidates re-ranked exactly
+    _, coarse = fs.search(q, 10, nprobe=16, key_rows=KeyRows(keys))
+    assert recall_at_k(coarse, exact_rows.numpy()) < 0.99  # without re-ranking the 4-bit codes do lose neighbours
+    # auto: IVF-Flat for small archives, IVF-FastScan from 100k photos
+    assert choose_kind(99_999) == "ivf-flat" and choose_kind(1_000_000) == "ivf-fastscan"
+    for kind in ("ivf-pq", "ivf-fastscan"):
+        with pytest.raises(ConfigError, match="at least 10,000 photos"):
+            ApproxIndex.build(x[:500], keys[:500], kind=kind)
     with pytest.raises(ConfigError, match="unknown approximate index kind"):
         ApproxIndex.build(x[:500], keys[:500], kind="hnsw-ish")
 
@@ -88,9 +92,28 @@ def test_persisted_round_trip_and_damaged_files(tmp_path):
         ApproxIndex.load(tmp_path / "a.faiss", kind="ivf-pq", trained_rows=500)
     with pytest.raises(ValueError, match="not the ivf-sq8 index"):
         ApproxIndex.load(tmp_path / "a.faiss", kind="ivf-sq8", trained_rows=500)
+    with pytest.raises(ValueError, match="not the ivf-fastscan index"):
+        ApproxIndex.load(tmp_path / "a.faiss", kind="ivf-fastscan", trained_rows=500)
     (tmp_path / "junk.faiss").write_bytes(b"not faiss at all")
     with pytest.raises(ValueError, match="not a faiss index"):
         ApproxIndex.load(tmp_path / "junk.faiss", kind="ivf-flat", trained_rows=1)
+
+
+def test_fastscan_updates_in_place_and_round_trips(tmp_path):
+    x = clustered(12000, 32, seed=2)
+    keys = np.arange(12000, dtype=np.int64) * 3 + 1
+    fs = ApproxIndex.build(x[:11000], keys[:11000], kind="ivf-fastscan", nlist=16)
+    assert fs.remove(keys[:500]) == 500
+    fs.add(x[11000:], keys[11000:])
+    assert fs.ntotal == 11500 and not fs.needs_retraining()
+    live = np.arange(500, 12000)
+    kr = KeyRows(keys)
+    q = x[11000:11030]  # photos added after training are found
+    _, rows = fs.search(q, 10, nprobe=16, key_rows=kr, vectors=x)
+    assert (rows[:, 0] == np.arange(11000, 11030)).all() and np.isin(rows, live).all()
+    fs.save(tmp_path / "fs.faiss")
+    back = ApproxIndex.load(tmp_path / "fs.faiss", kind="ivf-fastscan", trained_rows=11000)
+    assert np.array_equal(back.search(q, 10, 4, key_rows=kr, vectors=x)[1], fs.search(q, 10, 4, key_rows=kr, vectors=x)[1])
 
 
 def test_key_rows_maps_keys_and_misses():

@@ -9,7 +9,7 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from mwa_cli.models.beit3 import BEiT3Retrieval
-from mwa_cli.train.loop import build_trainer
+from mwa_cli.train.trainer import build_trainer
 
 
 def test_frozen_weights_kept_in_bf16_give_the_same_outputs_as_autocast():

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 
 from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint
 from mwa_cli.train.config import TrainConfig
-from mwa_cli.train.loop import build_trainer, train
+from mwa_cli.train.loop import train
+from mwa_cli.train.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 EXACT = dict(method="mwa", steps=16, batch_size=8, lr=1e-3, seed=0, checkpoint_every=5, log_every=1, val_evals=1,
@@ -297,7 +298,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
 
     from mwa_cli.cli import app
 
-    from mwa_cli.train.loop import Trainer
+    from mwa_cli.train.trainer import Trainer
 
     pair_loss = Trainer._pair_loss
 
@@ -321,7 +322,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
 
 def test_out_of_memory_halves_micro_batch_and_keeps_effective_batch():
     """The CUDA back-off logic, driven on CPU by a forward that runs out of memory above 2 samples."""
-    from mwa_cli.train.loop import _OOM_ERRORS
+    from mwa_cli.train.trainer import OOM_ERRORS
 
     tr = build_trainer("beit3-tiny-test", "nke", device="cpu", drop_path=0.0)
     said = []
@@ -333,7 +334,7 @@ def test_out_of_memory_halves_micro_batch_and_keeps_effective_batch():
     def encode_image(px):
         seen.append(px.shape[0])
         if px.shape[0] > 2:
-            raise _OOM_ERRORS[0]("CUDA out of memory (simulated)")
+            raise OOM_ERRORS[0]("CUDA out of memory (simulated)")
         return real(px)
 
     tr._encode_image = encode_image

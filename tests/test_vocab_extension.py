@@ -19,7 +19,7 @@ from mwa_cli.cli import app
 from mwa_cli.eval.evaluate import load_tokenizer
 from mwa_cli.models.presets import build_backbone
 from mwa_cli.models.tokenizer import UNK_ID
-from mwa_cli.train.loop import Trainer
+from mwa_cli.train.trainer import Trainer
 
 runner = CliRunner()
 JA = ["右上に大きな傷がある金属板", "金属板の左下に小さな穴", "錆汚れのある布地", "溶接部の欠け"]

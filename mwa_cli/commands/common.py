@@ -7,6 +7,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import threading
 from typing import Any, Callable, TypeVar
@@ -15,7 +16,7 @@ import click
 import typer
 from rich.console import Console
 
-from mwa_cli.errors import EXIT_PEER_LOST, MwaError
+from mwa_cli.errors import EXIT_PEER_LOST, ConfigError, MwaError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
@@ -63,7 +64,7 @@ def guarded(fn: F) -> F:
         try:
             return wrapper(*args, **kwargs)
         finally:
-            from mwa_cli.models.tokenizer import truncation_warning
+            from mwa_cli.models.text_cut import truncation_warning
 
             text = truncation_warning()  # once per command, however many texts were cut
             if text:
@@ -106,6 +107,24 @@ def is_peer_loss(exc: BaseException) -> bool:
 def is_disk_full(exc: BaseException) -> bool:
     """True for a write that failed because the disk is full (OSError ENOSPC, or a library's own error)."""
     return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
+
+
+EXTRA_ARGS = {"allow_extra_args": True}  # context_settings of commands that explain stray words themselves
+_UNIT_WORD = re.compile(r"(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|days?|d)", re.I)
+
+
+def refuse_extra_args(args: list[str], option: str, value: str | None, positional: str | None = None) -> None:
+    """Words the command did not expect (click's "unexpected extra argument (hours)"), explained. `--budget 2
+    hours` unquoted reaches the command as value "2" and a stray "hours" (or, before the data folder, as the
+    positional `positional`): say to write 2h or to quote it."""
+    unit = next((w for w in [*args, positional or ""] if _UNIT_WORD.fullmatch(w)), None)
+    if value is not None and unit is not None and re.fullmatch(r"\d+(\.\d*)?", value.strip()):
+        raise ConfigError(f"{option} {value} {unit}: the shell passed the budget as two words",
+                          hint=f"write {option} {value}{unit[0].lower()} (e.g. 2h, 90m, 1h30m) or quote it: "
+                               f"{option} \"{value} {unit}\"")
+    if args:
+        raise ConfigError(f"unexpected extra argument(s): {' '.join(args)}",
+                          hint="quote a value that contains spaces; `--help` lists the options")
 
 
 def emit_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
 
 EPILOG = ("Examples:\n\n  mwa demo\n\n  mwa demo --out runs/demo --budget-per-method 30s\n\n"
           "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n  mwa demo --json\n\n"
@@ -14,9 +14,10 @@ EPILOG = ("Examples:\n\n  mwa demo\n\n  mwa demo --out runs/demo --budget-per-me
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(epilog=EPILOG)
+    @app.command(epilog=EPILOG, context_settings=EXTRA_ARGS)
     @guarded
     def demo(
+        ctx: typer.Context,
         out: Path = typer.Option(Path("runs/demo"), help="Folder for the prepared data, the runs and the report."),
         budget_per_method: str = typer.Option("75s", help="Wall-clock budget of each training run."),
         device: str = typer.Option("auto", help="auto | cuda | cpu."),
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
                                   "shows mean ± spread."),
         force: bool = typer.Option(False, "--force", help="Start over: remove the runs of an earlier demo in --out "
                                    "(by default they are kept, and an interrupted one continues)."),
-        json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (no progress bars)."),
     ) -> None:
         """Run the whole job on the bundled sample photos with the built-in beit3-mini backbone (no network).
 
@@ -33,14 +34,16 @@ def register(app: typer.Typer) -> None:
         the HTML report: recalls with 95 % intervals, a verdict that says whether the difference to full
         fine-tuning is real, and time to quality. About 5 minutes on 2 CPU cores (× --seeds).
         """
+        refuse_extra_args(ctx.args, "--budget-per-method", budget_per_method)
+        from mwa_cli.commands.progress import TrainProgress
         from mwa_cli.demo import run_demo
         from mwa_cli.report.console import print_report
 
-        say = err_console.print if json_out else console.print
-        result = run_demo(out, budget_per_method=budget_per_method, device=device, say=say, seeds=seeds,
-                          force=force)
+        with TrainProgress(quiet=json_out, name_bars=True) as progress:  # one bar per training stage, with ETA
+            say = err_console.print if json_out else progress.print
+            result = run_demo(out, budget_per_method=budget_per_method, device=device, say=say, seeds=seeds,
+                              force=force, progress=progress)
         if json_out:
             emit_json(result.report)
             return
-        print_report(result.report, console)
-        console.print(f"\n[bold green]report:[/] {result.report_html.resolve()}")
+        print_report(result.report, console)  # its last line gives the HTML report's path

@@ -67,13 +67,18 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(result)
             return
+        from mwa_cli.eval.small_split import fmt_recalls, trivial_recalls, trivial_sentence
+
         i2t, t2i = result["i2t"], result["t2i"]
+        trivial = trivial_recalls(result)
         console.print(f"[bold]{result.get('method')}[/] · {result.get('backbone')} · {result['split']}: "
                       f"{result['n_images']} images, {result['n_captions']} captions", highlight=False)
-        console.print(f"  image→text R@1/5/10 {i2t['r1']:.2f} / {i2t['r5']:.2f} / {i2t['r10']:.2f} "
+        console.print(f"  image→text R@1/5/10 {fmt_recalls(i2t, trivial['i2t'])} "
                       f"(median rank {i2t['median_rank']:g})", highlight=False)
-        console.print(f"  text→image R@1/5/10 {t2i['r1']:.2f} / {t2i['r5']:.2f} / {t2i['r10']:.2f} "
+        console.print(f"  text→image R@1/5/10 {fmt_recalls(t2i, trivial['t2i'])} "
                       f"(median rank {t2i['median_rank']:g})", highlight=False)
+        if note := trivial_sentence(result, result["split"]):
+            console.print(f"  [yellow]{note}[/]", highlight=False)
         console.print(f"  RSUM {result['rsum']:.2f} · mean recall {result['mean_recall']:.2f}", highlight=False)
         for label, m in (result.get("per_label") or {}).items():
             console.print(f"    {label}: RSUM {m['rsum']:.2f} ({m['n_images']} images)", highlight=False)

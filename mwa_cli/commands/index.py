@@ -50,10 +50,9 @@ def register(app: typer.Typer) -> None:
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
         approx: bool = typer.Option(False, "--approx", help="Also build the approximate (IVF) index used by "
                                     "`mwa search --nprobe`."),
-        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-sq8 | ivf-pq "
-                                                  "\\[default: auto: IVF-Flat below 100,000 photos, IVF-SQ8 while its "
-                                                  "codes fit in a quarter of the memory, else IVF-PQ]; with "
-                                                  "--approx."),
+        approx_kind: Optional[str] = typer.Option(None, "--approx-kind", help="auto | ivf-flat | ivf-fastscan | ivf-sq8 | "
+                                                  "ivf-pq \\[default: auto: IVF-Flat below 100,000 photos, else "
+                                                  "IVF-FastScan]; with --approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
                                             "\\[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),

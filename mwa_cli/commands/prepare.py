@@ -34,6 +34,21 @@ Examples:
 """
 
 
+def rejected_examples(rejected, reason: str, k: int = 3) -> str:  # noqa: ANN001 - a pandas DataFrame
+    """The files (and table rows) behind one grouped reason of the summary, e.g. 'a.jpg (row 3), b.jpg (row 9)
+    and 4 more': the summary groups reasons with the names taken out, so it names them here."""
+    import re
+
+    grouped = rejected["reason"].astype(str).str.replace(r"'[^']*'", "'…'", regex=True)
+    rows = rejected[grouped == reason]
+    names = []
+    for _, r in rows.head(k).iterrows():
+        row = str(r.get("row", "")).strip()
+        names.append(str(r["path"]) + (f" (row {re.sub(r'[.]0$', '', row)})" if row and row != "nan" else ""))
+    more = len(rows) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
 def _print_summary(res) -> None:  # noqa: ANN001
     c, rep = res.counts, res.report
     f, r = c["files"], c["rows"]
@@ -65,7 +80,7 @@ def _print_summary(res) -> None:  # noqa: ANN001
         console.print(f"[yellow]{c['rejected']} rejected[/] (every one with its reason in "
                       f"{res.out_dir / 'rejected.csv'}):", highlight=False)
         for reason, n in list(rep["rejected_by_reason"].items())[:6]:
-            console.print(f"  {n:>5} × {reason}", highlight=False)
+            console.print(f"  {n:>5} × {reason}: {rejected_examples(res.rejected, reason)}", highlight=False)
     tok = rep["tokenizer_coverage"]
     if tok["status"] == "ok":
         frac = tok["unknown_fraction"] * 100

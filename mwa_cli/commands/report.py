@@ -11,15 +11,23 @@ from mwa_cli.commands.common import console, emit_json, guarded
 from mwa_cli.errors import ConfigError
 
 
+EPILOG = ("Examples:\n\n  mwa report --runs runs\n\n  mwa report runs/mwa-a runs/full-ft-a --compare full-ft\n\n"
+          "  mwa report --runs runs --gpu-cost 0.04 --currency EUR     (a CPU run: the price of one CPU-hour)\n\n"
+          "  mwa report --runs runs --explain     (adds a glossary: RSUM, R@K, the methods, the intervals)\n\n"
+          "  mwa report --runs runs --estimate     (no full-ft run yet: its cost estimated from a few timed steps)\n\n"
+          "  mwa report --runs runs --json > report.json")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("report")
+    @app.command("report", epilog=EPILOG)
     @guarded
     def report(
         run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run folders (runs/<name>) to compare.",
                                                         show_default=False),
         runs: Optional[Path] = typer.Option(None, "--runs", help="Take every run folder inside this folder."),
         compare: str = typer.Option("full-ft", "--compare", help="Baseline: a method name or a run name."),
-        gpu_cost: float = typer.Option(2.5, "--gpu-cost", help="Price of one GPU-hour (CPU-hour on CPU runs)."),
+        gpu_cost: float = typer.Option(2.5, "--gpu-cost", help="Assumed price of one device-hour: a GPU-hour for "
+                                       "GPU runs, a CPU-hour for CPU runs (the report marks it as an assumption)."),
         currency: str = typer.Option("USD", "--currency", help="Currency of --gpu-cost."),
         lines: int = typer.Option(10, "--lines", help="Production lines / product variants, one model each."),
         retrains: int = typer.Option(12, "--retrains-per-year", help="Retrains of each line's model per year."),
@@ -28,6 +36,8 @@ def register(app: typer.Typer) -> None:
             None, "--out", help="HTML file to write (default: report.html in the --runs folder, else in the "
                                 "folder holding the run folders)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report's figures as JSON on stdout."),
+        explain: bool = typer.Option(False, "--explain", help="Add a glossary: RSUM, R@K, the methods, the "
+                                     "intervals, what is measured and what is assumed."),
         target: int = typer.Option(95, "--target", help="Time to quality: the share (%) of full fine-tuning's best "
                                    "validation RSUM a run must reach; the ROI uses this time. 95 or 99."),
         estimate: bool = typer.Option(False, "--estimate", help="No full-FT run: measure its step time for a few "
@@ -58,4 +68,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(rep)
         else:
-            print_report(rep, console)
+            print_report(rep, console, explain=explain)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
+from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
 
 HELP = (
     'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
@@ -78,77 +78,14 @@ def _parse_options(items: list[str] | None) -> dict | None:
     return out
 
 
-class _RichProgress:
-    """Maps trainer events onto a Rich progress bar (stderr) with ETA, loss, lr, samples/s and memory."""
-
-    def __init__(self, quiet: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self.quiet = quiet
-        self.progress = None
-        self.task = None
-        self.cache_task = None
-        if not quiet:
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                     TextColumn("{task.fields[info]}"), console=err_console, transient=False)
-
-    def __enter__(self):
-        if self.progress is not None:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-    def _print(self, text: str) -> None:
-        if self.quiet:
-            return
-        (self.progress.console if self.progress is not None else err_console).print(text, highlight=False)
-
-    def __call__(self, event: str, data: dict) -> None:
-        if event == "message" and str(data.get("text", "")).startswith("warning:"):  # shown even with --quiet
-            (self.progress.console if self.progress is not None else err_console).print(
-                f"[yellow]{escape(data['text'])}[/]", highlight=False)
-            return
-        if self.quiet or self.progress is None:
-            return
-        if event == "setup":
-            self._print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
-                        f"batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
-                        f"trainable {data['trainable_params']:,} / {data['total_params']:,} "
-                        f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)"
-                        + (f", of which vocabulary extension {data['vocab_extension_params']:,}"
-                           if data.get("vocab_extension_params") else ""))
-            self._print(f"run folder: {data['run_dir']}")
-            self.task = self.progress.add_task("train", total=data.get("total_steps"), info="warming up")
-        elif event == "cache":
-            if self.cache_task is None:
-                self.cache_task = self.progress.add_task("feature cache", total=data["total"], info="")
-            self.progress.update(self.cache_task, completed=data["done"], total=data["total"])
-        elif event == "plan" and self.task is not None:
-            self.progress.update(self.task, total=data["total_steps"])
-        elif event == "step" and self.task is not None:
-            info = (f"loss {data['loss']:.4f} · lr {data['lr']:.2e} · {data['samples_per_s']:.1f} samples/s · "
-                    f"{data['mem_gib']:.2f} GiB")
-            self.progress.update(self.task, completed=data["step"], total=data.get("total_steps"), info=info)
-        elif event == "eval":
-            self._print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
-                        f"(i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
-        elif event == "best":
-            self._print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
-        elif event == "message":
-            self._print(f"[cyan]·[/] {data['text']}")
-
-
 def register(app: typer.Typer) -> None:
-    @app.command("train", help=HELP)
+    @app.command("train", help=HELP, context_settings=EXTRA_ARGS)
     @guarded
     def train_cmd(
+        ctx: typer.Context,
         data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
-        method: Optional[str] = typer.Option(None, "--method", "-m", help="mwa | nke | lora | full-ft | frozen. \\[default: mwa]"),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help=f"{' | '.join(method_names())}. "
+                                                                          "\\[default: mwa]"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
                                                help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
                                                     "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
@@ -159,7 +96,9 @@ def register(app: typer.Typer) -> None:
                                                                    "for BEiT-3 Base/Large; `none`: random weights on "
                                                                    "purpose (testing only)."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
-        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, 3600s."),
+        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, "
+                                             "1h30m, 3600s (\"2 hours\" and 2hours read as 2h; the parsed budget is "
+                                             "printed)."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first)."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
         batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
@@ -196,7 +135,8 @@ def register(app: typer.Typer) -> None:
                                                      "repeat in the train split (class folders), else off. "
                                                      "\\[default: auto]"),
         option: Optional[List[str]] = typer.Option(None, "--option",
-                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16."),
+                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16; a "
+                                                        "key the method does not have is refused with its list."),
         out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. \\[default: runs]"),
         name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
@@ -227,7 +167,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
         json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
     ) -> None:
+        from mwa_cli.commands.progress import TrainProgress, second_interrupt_message
         from mwa_cli.errors import MwaError
+
+        refuse_extra_args(ctx.args, "--budget", budget, data_dir.name if data_dir else None)
         from mwa_cli.train.config import resolve_config
         from mwa_cli.train.loop import train
 
@@ -259,14 +202,22 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code)
         rank_other = dist_mod.under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
         launched = dist_mod.launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
+        progress = TrainProgress(quiet or json_out or rank_other)
         try:
             cfg = resolve_config(cli, config)
-            with _RichProgress(quiet or json_out or rank_other) as progress:
+            with progress:
                 result = train(cfg, progress, count_from_process_start=True)
         except MwaError as exc:
             if rank_other:  # rank 0 prints it
                 raise typer.Exit(exc.exit_code) from None
             raise
+        except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped at once, without a new checkpoint
+            if rank_other:
+                raise typer.Exit(130) from None
+            message, hint = second_interrupt_message(progress.run_dir)
+            err_console.print(f"[yellow]{message}[/]", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+            raise typer.Exit(130) from None
         if rank_other:
             raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
         dist_mod.write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
@@ -277,9 +228,14 @@ def register(app: typer.Typer) -> None:
                 ev = result.eval or {}
                 console.print(f"[bold green]done[/] {result.run_dir}: {result.message}", highlight=False)
                 if ev and not quiet:
-                    console.print(f"  {ev['split']}: i2t R@1/5/10 {ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/"
-                                  f"{ev['i2t']['r10']:.1f} · t2i R@1/5/10 {ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/"
-                                  f"{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}", highlight=False)
+                    from mwa_cli.eval.small_split import fmt_recalls, trivial_recalls, trivial_sentence
+
+                    trivial = trivial_recalls(ev)
+                    console.print(f"  {ev['split']}: i2t R@1/5/10 {fmt_recalls(ev['i2t'], trivial['i2t'], 1)} · "
+                                  f"t2i R@1/5/10 {fmt_recalls(ev['t2i'], trivial['t2i'], 1)} · RSUM {ev['rsum']:.2f}",
+                                  highlight=False)
+                    if note := trivial_sentence(ev, ev["split"]):
+                        console.print(f"  [yellow]{note}[/]", highlight=False)
                     from mwa_cli.eval.label_level import summary_lines
 
                     for line in summary_lines(ev):
@@ -301,8 +257,9 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
 
     from mwa_cli.train import launcher
     from mwa_cli.train.config import resolve_config
-    from mwa_cli.train.loop import _command_line, process_age_s, resolve_run_path
+    from mwa_cli.train.measure import process_age_s
     from mwa_cli.train.run_dir import RunDir
+    from mwa_cli.train.setup import command_line, resolve_run_path
 
     if resume:  # the device type is the run's own
         device = RunDir(resolve_run_path(resume, out or "runs")).read_config().get("device", device)
@@ -315,4 +272,4 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
         return None
     t0 = time.time() - process_age_s()
     return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), visible=visible,
-                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=_command_line())
+                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line())

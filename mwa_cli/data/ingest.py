@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,10 +180,12 @@ def detect_format(scan: Scan) -> str:
         hint=_SHAPES_HINT, exit_code=EXIT_DATA)
 
 
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data"  # the bundled photos, wherever mwa is installed
 _SHAPES_HINT = (
     "mwa prepare reads one of three shapes: (1) captions.csv / .tsv / .jsonl at the folder root with columns "
     "image,caption[,label,split]; (2) a.jpg + a.txt with one caption per line; (3) one sub-folder per defect "
-    "class (photos/scratch/*.jpg) with captions made from templates. Try `mwa prepare sample_data` to see one."
+    f"class (photos/scratch/*.jpg) with captions made from templates. Try `mwa prepare {shlex.quote(str(SAMPLE_DATA))}"
+    "` to see one (the photos bundled with mwa)."
 )
 
 
@@ -338,8 +341,9 @@ def read_table(scan: Scan, lang: str = "both") -> Captions:
         missing = "image path" if img_col is None else "caption"
         raise DataError(
             f"{rel} has no {missing} column. Columns found: {cols or '(none)'}. "
-            f"Accepted names — image: {', '.join(IMAGE_COLUMNS[:6])}; caption: {', '.join(CAPTION_COLUMNS[:3])}; "
-            f"optional label: {', '.join(LABEL_COLUMNS[:4])}; optional split: split",
+            f"Accepted names — image: {', '.join(IMAGE_COLUMNS)}; caption: {', '.join(CAPTION_COLUMNS)}; "
+            f"optional label: {', '.join(LABEL_COLUMNS)}; optional split: {', '.join(SPLIT_COLUMNS)}; "
+            f"optional language: {', '.join(LANG_COLUMNS)}",
             hint="rename the header line of the table (e.g. image,caption,label), or pass --format to read another shape",
             exit_code=EXIT_DATA)
     label_col = _pick(cols, LABEL_COLUMNS)

@@ -30,6 +30,7 @@ from mwa_cli.data.images import DEFAULT_MAX_PIXELS, content_id
 from mwa_cli.data.manifest import (MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash,
                                    write_csv)
 from mwa_cli.data.splits import assign_splits, parse_ratios
+from mwa_cli.eval.small_split import split_warnings
 from mwa_cli.data.stats import build_report, tokenizer_coverage
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.fileio import atomic_write_json
@@ -383,6 +384,7 @@ def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, rati
     counts = {"images": len(ids_in_order), "captions": len(manifest), "rejected": len(rej_df),
               "found": files_found + caps.rows_found, "files": counts_files, "rows": counts_rows,
               "by_split": by_split}
+    notes.extend(split_warnings(by_split, None if "split column" in split_method else ratios))
     tok = tokenizer_coverage(manifest["caption"].tolist(), tokenizer)
     report = build_report(manifest, rej_df, duplicates=duplicates, duplicate_captions=dup_captions,
                           multi_frame=multi_frame, notes=notes, counts=counts, tokenizer=tok,

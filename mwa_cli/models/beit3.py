@@ -143,7 +143,8 @@ class EncoderLayer(nn.Module):
     """Pre-LN Multiway Transformer layer: ``h = x + Attn(LN1(x))``, ``out = h + FFN(LN2(h))``.
 
     Extension point for adapter methods: a child module named ``mwa``, if present, is called as
-    ``mwa(h, out, split, drop_path)`` and returns the layer's output (mwa_cli.adapters.registry.LayerAdapter).
+    ``mwa(h, out, split, drop_path)`` and returns the layer's output
+    (``mwa_cli.adapters.modules.layer_adapters.LayerAdapter``).
     Plain code rather than hooks that stash ``h``: nothing is stored between calls, so torch.compile traces it.
     """
 

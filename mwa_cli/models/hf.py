@@ -262,7 +262,7 @@ class HFTokenizer:
         if not texts:
             empty = torch.zeros((0, self.max_len), dtype=torch.long)
             return empty, empty.clone()
-        from mwa_cli.models.tokenizer import note_cut
+        from mwa_cli.models.text_cut import note_cut
 
         room = self.max_len - self.tok.num_special_tokens_to_add()
         note_cut([t for t, ids in zip(texts, self.tok(texts, add_special_tokens=False)["input_ids"])

@@ -31,17 +31,6 @@ MINI = "beit3-mini"
 TEST_PRESETS = ("beit3-tiny-test",)  # random by design: for tests, never offered to users
 BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a written config (mwa_cli.models.blip2)
 
-# Peak learning rates per method. beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py,
-# docs/benchmarks.md). BEiT-3: full-ft is the official retrieval recipe; the adapter rates are not yet measured
-# on Base/Large (no real weights in this workplace) and follow the common PEFT practice of 5x full-ft.
-RECOMMENDED_LR: dict[str, dict[str, float]] = {
-    MINI: {"full-ft": 3e-3, "mwa": 2e-2, "nke": 1e-2, "lora": 5e-3},
-    "default": {"full-ft": 2e-4, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
-    # BLIP-2: full-ft at LAVIS's retrieval fine-tuning rate (1e-5); adapters at the default (not measured)
-    "blip2-itm-vit-g": {"full-ft": 1e-5, "mwa": 1e-3, "nke": 1e-3, "lora": 1e-3},
-}
-
-
 @dataclass
 class BackboneInfo:
     """What an artefact must record to re-attach to the same backbone."""
@@ -86,11 +75,6 @@ def preset_names() -> list[str]:
 
 def _mini_files() -> tuple[Path, Path, Path]:
     return MINI_DIR / "config.json", MINI_DIR / "weights.safetensors", MINI_DIR / "tokenizer.spm"
-
-
-def recommended_lr(backbone: str, method: str) -> float:
-    """The default peak learning rate of ``method`` on ``backbone`` (see RECOMMENDED_LR)."""
-    return RECOMMENDED_LR.get(backbone, RECOMMENDED_LR["default"]).get(method, 2e-4)  # frozen: never used
 
 
 def find_tokenizer(name: str, weights: str | None, tokenizer: str | None) -> str | None:

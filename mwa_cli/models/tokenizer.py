@@ -21,27 +21,10 @@ from torch import Tensor
 
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import sha256_file
+from mwa_cli.models.text_cut import note_cut
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
-_cut: dict[int, set[str]] = {}  # text length limit -> distinct texts cut to it, since the last warning
-
-
-def note_cut(texts: Iterable[str], max_len: int) -> None:
-    """Remember texts that were cut to the model's text length (one warning per command: `truncation_warning`)."""
-    texts = list(texts)
-    if texts:
-        _cut.setdefault(int(max_len), set()).update(texts)
-
-
-def truncation_warning() -> str | None:
-    """The one warning about every text cut since the last call (then forgotten), or None when none was cut."""
-    if not _cut:
-        return None
-    parts = [f"{len(texts)} longer than {limit} tokens" for limit, texts in sorted(_cut.items())]
-    _cut.clear()
-    return (f"texts cut to the model's text length: {' and '.join(parts)} (the words past the limit were "
-            "ignored); shorten long captions or queries")
 
 
 class Beit3Tokenizer:

@@ -316,8 +316,10 @@ def build_report(
         m = dict(next(x for x in out_runs if x["is_main"]), display=_display_method(next(x for x in out_runs
                                                                                             if x["is_main"])))
         b = next(x for x in out_runs if x["is_baseline"])
+        n_test = coll.runs[0].eval.get("n_images")
         verdict = verdict_mod.verdict(lang, m, b, target_pct=target_pct, currency=a.currency, groups=seed_rows,
-                                      baseline_method=compare)
+                                      baseline_method=compare, n_test=n_test if is_num(n_test) else None,
+                                      split=str(coll.runs[0].split or "test"))
     if primary == "label_level" and main is not None and baseline is not None:
         verdict += " " + t(lang, "verdict_label_level")
 
@@ -366,11 +368,10 @@ def build_report(
     }
 
 
-METHOD_NAMES = {"mwa": "MWA", "nke": "NKE", "lora": "LoRA", "full-ft": "Full FT", "frozen": "Frozen"}
-
-
 def _display_method(run_dict: dict[str, Any]) -> str:
-    return METHOD_NAMES.get(run_dict["method"], run_dict["method"])
+    from mwa_cli.adapters.registry import display_name as method_display_name  # torch-free
+
+    return method_display_name(run_dict["method"])
 
 
 def display_name(run_dict: dict[str, Any]) -> str:

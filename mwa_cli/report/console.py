@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mwa_cli.report import view
+from mwa_cli.report.glossary import glossary
 from mwa_cli.report.i18n import t
 
 STYLE = {"good": "green", "bad": "red", "": ""}
@@ -68,6 +69,8 @@ def _print_recall_table(con: Console, rep: dict[str, Any], lang: str, title: str
         n = next(r["recall_ci"]["n_images"] for r in rep["runs"] if r.get("recall_ci"))
         captions.append(t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=n,
                           seed=rep["bootstrap"]["seed"]))
+    if note := view.trivial_note(rep, lang):
+        captions.append(note)
     tb = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
                caption="\n".join(escape(c) for c in captions) or None, caption_justify="left")
     tb.add_column(t(lang, "col_method"), no_wrap=True)
@@ -80,7 +83,15 @@ def _print_recall_table(con: Console, rep: dict[str, Any], lang: str, title: str
     con.print(tb)
 
 
-def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
+def print_glossary(con: Console, lang: str) -> None:
+    """`mwa report --explain`: one line per term used in the report."""
+    con.print(f"[bold]{escape(t(lang, 'sec_glossary'))}[/]", highlight=False)
+    for term, text in glossary(lang):
+        con.print(f"  [bold]{escape(term)}[/]: {escape(text)}", highlight=False)
+
+
+def print_report(rep: dict[str, Any], console: Console | None = None, explain: bool = False) -> None:
+    """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
     con = console or Console()
     lang = rep.get("lang", "en")
     unit = t(lang, rep["hours_unit"])
@@ -172,5 +183,9 @@ def print_report(rep: dict[str, Any], console: Console | None = None) -> None:
     con.print(Panel(verdict, title=t(lang, "verdict"), title_align="left", border_style="blue"), highlight=False)
     for p, why in rep["skipped"]:
         con.print(f"[dim]{escape(t(lang, 'skipped'))}: {escape(p)}: {escape(why)}[/]", highlight=False)
+    if explain:
+        print_glossary(con, lang)
+    else:
+        con.print(f"[dim]{escape(t(lang, 'glossary_more'))}[/]", highlight=False)
     if rep.get("html"):
         con.print(f"HTML report: [bold]{escape(rep['html'])}[/]", highlight=False)

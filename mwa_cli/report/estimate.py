@@ -2,9 +2,8 @@
 
 When no full fine-tuning run exists, the report can measure full fine-tuning's step time on this hardware and
 extrapolate to the same number of training samples as a measured run (the reference: the main compared run).
-The measurement itself belongs to the trainer; this module only defines the hook and the extrapolation.
-
-Hook contract (for the trainer to implement)::
+The measurement itself belongs to the trainer, with its request and result types; this module only calls it
+(through ``default_measure``, which tests replace) and extrapolates::
 
     # mwa_cli/train/estimate.py
     def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement: ...
@@ -30,37 +29,13 @@ from __future__ import annotations
 import copy
 import math
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from mwa_cli.errors import MwaError
 from mwa_cli.report.collect import Run, resolve_data_dir
 from mwa_cli.report.roi import BASELINE_METHOD
-
-
-@dataclass
-class EstimateRequest:
-    config: dict[str, Any]  # reference run's config.json with "method" = "full-ft"
-    data_dir: Path | None
-    reference_run: Path
-    steps: int = 10
-    warmup_steps: int = 3
-
-
-@dataclass
-class StepMeasurement:
-    step_s: float  # median seconds per optimizer step (after warm-up)
-    samples_per_step: int  # effective batch: samples consumed by one optimizer step
-    total_params: int
-    peak_mem_gib: float | None = None
-    device_type: str = "cuda"  # "cuda" | "cpu"
-    device_name: str = ""
-    n_devices: int = 1
-    bytes_per_param: float = 4.0
-    steps_measured: int = 0
-    torch: str = ""
-
+from mwa_cli.train.estimate import EstimateRequest, StepMeasurement
 
 MeasureFn = Callable[[EstimateRequest], StepMeasurement]
 

@@ -19,6 +19,7 @@ from markupsafe import Markup
 from mwa_cli.report import svg, view
 from mwa_cli.report.build import display_name
 from mwa_cli.report.gallery import DataDir
+from mwa_cli.report.glossary import glossary
 from mwa_cli.report.i18n import STRINGS, t
 
 TEMPLATE = "report.html.j2"
@@ -43,7 +44,15 @@ def _env() -> jinja2.Environment:
     )
 
 
-def charts(rep: dict[str, Any], lang: str) -> dict[str, Markup]:
+def charts(rep: dict[str, Any], lang: str) -> dict[str, Any]:
+    """Each chart drawn twice, for wide screens and for phones (the CSS shows one), so its text stays readable."""
+    wide, narrow = _charts(rep, lang, svg.WIDE), _charts(rep, lang, svg.NARROW)
+    out: dict[str, Any] = {k: Markup(wide[k] + narrow[k]) for k in wide}  # our own SVG, text escaped in svg.py
+    out["has_per_label"] = any(r["per_label"] for r in rep["runs"])
+    return out
+
+
+def _charts(rep: dict[str, Any], lang: str, size: svg.Size) -> dict[str, str]:
     runs = rep["runs"]
     points, vlines = [], []
     for i, r in enumerate(runs):
@@ -56,7 +65,7 @@ def charts(rep: dict[str, Any], lang: str) -> dict[str, Markup]:
             vlines.append({"label": f"{label} ({t(lang, 'estimated')})", "x": wall / 60.0, "color": color})
     recall_time = svg.scatter(points, vlines=vlines, title=t(lang, "plot_recall_time"),
                               xlabel=t(lang, "plot_time_axis"), ylabel=t(lang, "plot_recall_axis"),
-                              empty=t(lang, "plot_no_data"))
+                              empty=t(lang, "plot_no_data"), size=size)
     series, xkinds = [], set()
     for i, r in enumerate(runs):
         lc = r["loss_curve"]
@@ -69,21 +78,19 @@ def charts(rep: dict[str, Any], lang: str) -> dict[str, Markup]:
         xkinds = {"time_min"}
     xlabel = t(lang, "plot_loss_time_axis") if xkinds == {"time_min"} else t(lang, "plot_step_axis")
     loss = svg.lines(series, title=t(lang, "plot_loss"), xlabel=xlabel, ylabel=t(lang, "plot_loss_axis"),
-                     empty=t(lang, "plot_no_data"))
+                     empty=t(lang, "plot_no_data"), size=size)
     labels = sorted({lab for r in runs for lab in r["per_label"]})
     bar_series = [{"label": display_name(r), "color": svg.color_for(r["method"], i),
                    "values": [(r["per_label"].get(lab) or {}).get("mean_recall") for lab in labels]}
                   for i, r in enumerate(runs) if r["per_label"]]
     per_label = svg.grouped_bars(labels, bar_series, title=t(lang, "plot_per_label"),
-                                 ylabel=t(lang, "plot_recall_axis"), empty=t(lang, "plot_no_data"))
+                                 ylabel=t(lang, "plot_recall_axis"), empty=t(lang, "plot_no_data"), size=size)
     val_series = [{"label": display_name(r), "color": svg.color_for(r["method"], i),
                    "points": (r.get("time_to_quality") or {}).get("curve") or []}
                   for i, r in enumerate(runs) if (r.get("time_to_quality") or {}).get("curve")]
     val_time = svg.lines(val_series, title=t(lang, "plot_val_time"), xlabel=t(lang, "plot_time_axis"),
-                         ylabel=t(lang, "plot_val_axis"), empty=t(lang, "plot_no_data"))
-    # our own SVG, text already escaped in svg.py
-    return {"recall_time": Markup(recall_time), "loss": Markup(loss), "per_label": Markup(per_label),
-            "has_per_label": bool(labels), "val_time": Markup(val_time)}
+                         ylabel=t(lang, "plot_val_axis"), empty=t(lang, "plot_no_data"), size=size)
+    return {"recall_time": recall_time, "loss": loss, "per_label": per_label, "val_time": val_time}
 
 
 def galleries(rep: dict[str, Any], data: DataDir | None) -> list[dict[str, Any]]:
@@ -126,6 +133,7 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
                            if rep["time_to_quality"]["reference_best_val_rsum"] else "—")),
         "ci_note": next((t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=r["recall_ci"]["n_images"],
                            seed=rep["bootstrap"]["seed"]) for r in rep["runs"] if r.get("recall_ci")), ""),
+        "trivial_note": view.trivial_note(rep, lang), "glossary": glossary(lang),
         "fmt_t": lambda key, **kw: t(lang, key, **kw),
     }
     return _env().get_template(TEMPLATE).render(**ctx)

@@ -63,7 +63,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "col_save_size": "Size saved",
         "col_trainings": "Trainings / year",
         "col_hours_year": "{unit} / year",
-        "col_cost_year": "Compute / year",
+        "col_cost_year": "Compute / year (assumed price)",
         "col_storage": "Storage",
         "col_cost_diff": "Compute vs full FT",
         "col_storage_diff": "Storage vs full FT",
@@ -76,7 +76,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "cpu_hours": "CPU-hours",
         "device_hours": "Device-hours",
         "assumptions": "Assumptions",
-        "assume_cost": "Compute price: {cost} {currency} per {unit_single} (--gpu-cost, --currency)",
+        "assume_cost": "Assumed price, not measured: {cost} {currency} per {unit_single} (--gpu-cost sets the "
+                       "price of one hour of the device the runs used, here a {unit_single}; --currency)",
         "assume_lines": "Production lines / product variants, each with its own model: {lines} (--lines)",
         "assume_retrains": "Retrains per line per year: {retrains} (--retrains-per-year)",
         "assume_hours": "Training time per retrain = the measured time of each run, on the same hardware",
@@ -108,15 +109,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "protocol_instance": "instance level",
         "protocol_label_level": "label level",
         "skipped": "Skipped run folders",
-        "verdict_kept": "{method} kept {kept} of full fine-tuning's recall at {time} of its training time{cost}.",
-        "verdict_beat": "{method} reached {kept} of full fine-tuning's recall (better) at {time} of its training "
-                        "time{cost}.",
-        "verdict_low": "{method} kept only {kept} of full fine-tuning's recall, at {time} of its training time: "
-                       "check whether that recall is good enough before switching{cost}.",
-        "verdict_slower": "{method} kept {kept} of full fine-tuning's recall but took {time} of its training time, "
-                          "so it saves no training time here{cost}.",
-        "verdict_cost": ", saving {saving} a year under the stated assumptions",
-        "verdict_cost_more": ", costing {saving} more a year under the stated assumptions",
+        "verdict_cost": ", saving {saving} a year at the assumed price and counts",
+        "verdict_cost_more": ", costing {saving} more a year at the assumed price and counts",
         "verdict_time_only": "{method} took {time} of the (estimated) training time of full fine-tuning; recall "
                              "cannot be compared until a full fine-tuning run is trained{cost}.",
         "verdict_none": "No full fine-tuning run to compare with: train one or use --estimate.",
@@ -168,7 +162,19 @@ STRINGS: dict[str, dict[str, str]] = {
         "same_as_baseline": "same",
         "gallery_runs": "Shown for {runs}.",
         "na": "—",
-        "footer": "Every figure was measured by mwa on this data and hardware unless marked “estimated”.",
+        "footer": "Recall, times, memory and sizes were measured by mwa on this data and hardware unless marked "
+                  "“estimated”; yearly costs multiply the measured times by the assumed price and counts listed "
+                  "under Assumptions.",
+        "verdict_too_small": "The {split} split has only {n} images: too few to tell {method} from full fine-tuning "
+                             "(difference {diff} RSUM), so there is no better/worse verdict; at least {min} {split} "
+                             "images ({more} more) are needed.",
+        "trivial_note": "{recalls}: 100 % by construction, only {n} {split} {what} to rank.",
+        "trivial_images": "images",
+        "trivial_captions": "captions",
+        "sec_glossary": "Terms used in this report",
+        "scroll_hint": "⇆ Swipe the table sideways for more columns.",
+        "glossary_more": "What the terms mean: mwa report --explain",
+
     },
     "ja": {
         "title": "検索性能と費用対効果レポート",
@@ -220,7 +226,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "col_save_size": "サイズ削減",
         "col_trainings": "年間学習回数",
         "col_hours_year": "年間{unit}",
-        "col_cost_year": "年間計算費用",
+        "col_cost_year": "年間計算費用（想定価格）",
         "col_storage": "保存容量",
         "col_cost_diff": "計算費用（フルFT比）",
         "col_storage_diff": "保存容量（フルFT比）",
@@ -233,7 +239,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "cpu_hours": "CPU時間",
         "device_hours": "デバイス時間",
         "assumptions": "前提条件",
-        "assume_cost": "計算費用：{unit_single}あたり {cost} {currency}（--gpu-cost、--currency）",
+        "assume_cost": "想定価格（実測ではありません）：{unit_single}あたり {cost} {currency}（--gpu-cost は実行に"
+                       "使ったデバイス1時間の価格で、ここでは{unit_single}；--currency）",
         "assume_lines": "専用モデルを持つ生産ライン・製品品種の数：{lines}（--lines）",
         "assume_retrains": "ラインごとの年間再学習回数：{retrains}（--retrains-per-year）",
         "assume_hours": "再学習1回の時間 = 各実行の実測時間（同じハードウェア）",
@@ -266,16 +273,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "protocol_instance": "インスタンス単位",
         "protocol_label_level": "ラベル単位",
         "skipped": "除外した実行フォルダ",
-        "verdict_kept": "{method} はフルファインチューニングの検索精度の {kept} を、その学習時間の {time} で"
-                        "達成しました{cost}。",
-        "verdict_beat": "{method} はフルファインチューニングの検索精度の {kept}（上回る）を、その学習時間の "
-                        "{time} で達成しました{cost}。",
-        "verdict_low": "{method} の検索精度はフルファインチューニングの {kept} にとどまります（学習時間は "
-                       "{time}）。切り替える前に、この精度で十分か確認してください{cost}。",
-        "verdict_slower": "{method} はフルファインチューニングの検索精度の {kept} を保ちましたが、学習時間は "
-                          "{time} で、ここでは学習時間を削減できていません{cost}。",
-        "verdict_cost": "（前提条件のもとで年間 {saving} の削減）",
-        "verdict_cost_more": "（前提条件のもとで年間 {saving} の増加）",
+        "verdict_cost": "（想定した価格と件数のもとで年間 {saving} の削減）",
+        "verdict_cost_more": "（想定した価格と件数のもとで年間 {saving} の増加）",
         "verdict_time_only": "{method} の学習時間は、フルファインチューニング（推定）の {time} でした。検索精度は"
                              "フルファインチューニングを学習するまで比較できません{cost}。",
         "verdict_none": "比較するフルファインチューニングの実行がありません。学習するか --estimate を使ってください。",
@@ -324,7 +323,18 @@ STRINGS: dict[str, dict[str, str]] = {
         "same_as_baseline": "同等",
         "gallery_runs": "{runs} の結果を表示しています。",
         "na": "—",
-        "footer": "「推定」と記した数値を除き、すべての数値はこのデータとハードウェアで mwa が実測したものです。",
+        "footer": "検索精度・時間・メモリ・サイズは、「推定」と記したものを除き、このデータとハードウェアで mwa が"
+                  "実測した値です。年間費用は実測時間に「前提条件」の想定価格と件数を掛けたものです。",
+        "verdict_too_small": "{split} 分割の画像は {n} 枚しかなく、{method} とフルファインチューニングを見分けるには"
+                             "少なすぎるため、優劣は判定しません（RSUM の差 {diff}）。判定には少なくとも {min} 枚"
+                             "（あと {more} 枚）の画像が必要です。",
+        "trivial_note": "{recalls} は構造上 100 % です：{split} の{what}が {n} 件しかありません。",
+        "trivial_images": "画像",
+        "trivial_captions": "キャプション",
+        "sec_glossary": "このレポートの用語",
+        "scroll_hint": "⇆ 表を横にスワイプすると残りの列が見えます。",
+        "glossary_more": "用語の説明：mwa report --explain",
+
     },
 }
 

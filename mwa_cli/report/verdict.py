@@ -1,11 +1,13 @@
 """The verdict sentence: better / worse / not distinguishable from the baseline, from the paired interval of the
-RSUM difference, then time to quality, money, and the spread over seeds. Pure: report dicts in, text out."""
+RSUM difference (none on a test split below MIN_EVAL_IMAGES images: too small to tell), then time to quality,
+money, and the spread over seeds. Pure: report dicts in, text out."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mwa_cli.eval.bootstrap import images_to_separate
+from mwa_cli.eval.small_split import MIN_EVAL_IMAGES
 from mwa_cli.report.i18n import fmt_delta, fmt_duration, fmt_money, fmt_num, fmt_pct, is_num, t
 
 
@@ -23,8 +25,18 @@ def _cost_text(lang: str, cost_diff: Any, currency: str) -> str:
     return ""
 
 
-def quality_sentence(lang: str, m: dict[str, Any], b: dict[str, Any]) -> str:
+def too_small_sentence(lang: str, m: dict[str, Any], n: int, split: str) -> str:
+    """No better/worse below MIN_EVAL_IMAGES test images: say so and how many images it takes."""
+    return t(lang, "verdict_too_small", split=split, n=n, method=m["display"],
+             diff=fmt_delta((m.get("recall_delta") or {}).get("rsum")), min=MIN_EVAL_IMAGES, more=MIN_EVAL_IMAGES - n)
+
+
+def quality_sentence(lang: str, m: dict[str, Any], b: dict[str, Any], n_test: int | None = None,
+                     split: str = "test") -> str:
     dci = m.get("recall_delta_ci")
+    n_small = int(dci["n_images"]) if dci is not None else n_test
+    if n_small is not None and n_small < MIN_EVAL_IMAGES:
+        return too_small_sentence(lang, m, n_small, split)
     name = str(m.get("protocol_name") or "instance")
     proto = t(lang, f"verdict_protocol_{name}") if name in ("instance", "label_level") else name
     if dci is None:
@@ -63,7 +75,9 @@ def seeds_sentence(lang: str, m: dict[str, Any], groups: list[dict[str, Any]], b
 
 
 def verdict(lang: str, m: dict[str, Any], b: dict[str, Any], *, target_pct: int, currency: str,
-            groups: list[dict[str, Any]] | None = None, baseline_method: str = "full-ft") -> str:
-    """The whole verdict for the main run `m` against the baseline `b` (run dicts of the report, with "display")."""
-    return (quality_sentence(lang, m, b) + time_sentence(lang, m, b, target_pct, currency)
+            groups: list[dict[str, Any]] | None = None, baseline_method: str = "full-ft",
+            n_test: int | None = None, split: str = "test") -> str:
+    """The whole verdict for the main run `m` against the baseline `b` (run dicts of the report, with "display");
+    `n_test`: the evaluated split's image count, for runs without per-query ranks."""
+    return (quality_sentence(lang, m, b, n_test, split) + time_sentence(lang, m, b, target_pct, currency)
             + seeds_sentence(lang, m, groups or [], baseline_method))

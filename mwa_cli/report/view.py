@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mwa_cli.eval.small_split import MARK, trivial_recalls
 from mwa_cli.report.build import RECALL_KEYS, display_name
 from mwa_cli.report.i18n import (fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_int, fmt_money, fmt_num,
                                  fmt_pct, is_num, t)
@@ -63,6 +64,7 @@ def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[s
     it (or, for runs without per-query ranks, its Δ to the baseline); or the named secondary protocol (points
     and Δ only: the intervals are computed for the primary protocol)."""
     rows = []
+    trivial = trivial_recalls(rep["dataset"])
     for i, r in enumerate(rep["runs"]):
         src = (r.get("by_protocol") or {}).get(protocol, {}) if protocol else r
         rec, d = src.get("recall"), src.get("recall_delta") or {}
@@ -73,10 +75,11 @@ def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[s
             v = rec[direction][k] if rec else None
             dv = d.get(f"{direction}_{k}")
             key = f"{direction}_{k}"
+            text = fmt_num(v) + (MARK if v is not None and int(k[1:]) in trivial[direction] else "")
             if ci.get(key):
-                cells.append(_cell(fmt_num(v), sub=fmt_interval(ci[key])))
+                cells.append(_cell(text, sub=fmt_interval(ci[key])))
             else:
-                cells.append(_cell(fmt_num(v), sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
+                cells.append(_cell(text, sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
         dr = d.get("rsum")
         rows.append({
             "name": display_name(r), "run": r["name"], "method": r["method"], "color": color_for(r["method"], i),
@@ -91,6 +94,19 @@ def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[s
                           cls=_kept_cls(src.get("rsum_kept_pct")) if not r["is_baseline"] else ""),
         })
     return rows
+
+
+def trivial_note(rep: dict[str, Any], lang: str) -> str:
+    """'† R@5 and R@10 are 100 % by construction: only 4 test images.' for the recall table, or ''."""
+    ds, trivial = rep["dataset"], trivial_recalls(rep["dataset"])
+    notes = []
+    for direction, arrow, n, what in (("t2i", "T→I", ds.get("n_images"), "trivial_images"),
+                                      ("i2t", "I→T", ds.get("n_captions"), "trivial_captions")):
+        if trivial[direction]:
+            names = ", ".join(f"{arrow} R@{k}" for k in trivial[direction])
+            notes.append(t(lang, "trivial_note", recalls=names, n=n, split=ds.get("split") or "test",
+                           what=t(lang, what)))
+    return f"{MARK} " + " ".join(notes) if notes else ""
 
 
 def _saving(x: Any, lang: str, digits: int = 0) -> tuple[str, str]:

@@ -1,13 +1,14 @@
-"""Approximate nearest-neighbour search with faiss: IVF-Flat, IVF-SQ8 (8-bit scalar codes) or IVF-PQ, chosen by
-size (`choose_kind`). Built by `mwa index --approx`, persisted as
-`approx-<generation>.faiss` beside the index, updated in place on re-runs (new photos added, removed ones taken
+"""Approximate nearest-neighbour search with faiss: IVF-Flat, IVF-FastScan (4-bit product codes scanned with SIMD
+lookup tables), IVF-SQ8 (8-bit scalar codes) or IVF-PQ, chosen by size (`choose_kind`). Built by `mwa index
+--approx`, persisted as `approx-<generation>.faiss` beside the index, updated in place on re-runs (new photos added, removed ones taken
 out, no retraining until the archive outgrows the lists it was trained for) and used by `mwa search --nprobe N`.
 
 faiss ids are stable keys derived from the photo's content hash (`image_key`), not embedding rows, so an update
 never renumbers what is already in the lists; `ApproxIndex.search` maps keys back to the index's rows.
-Vectors are L2-normalised, so inner product = cosine. IVF-PQ results are re-ranked exactly against the
-embeddings (the first `RERANK × k` candidates); IVF-SQ8 the same, which gives IVF-Flat's recall while a query
-reads a quarter of the bytes.
+Vectors are L2-normalised, so inner product = cosine. Compressed kinds are re-ranked exactly against the
+embeddings (the first `RERANK × k` candidates, at least `FASTSCAN_FETCH` for IVF-FastScan, whose 4-bit codes
+order candidates more coarsely), which gives IVF-Flat's recall at the same nprobe while a query reads 1/16
+(IVF-FastScan, IVF-PQ) or 1/4 (IVF-SQ8) of the bytes.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import numpy as np
 
 from mwa_cli.errors import ConfigError
 
-KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq")
-SQ8_FROM = 100_000            # auto: IVF-SQ8 from this many photos (below, exact search is fast anyway)
+KINDS = ("ivf-flat", "ivf-fastscan", "ivf-sq8", "ivf-pq")
+COMPRESSED_FROM = 100_000     # auto: IVF-FastScan from this many photos (below, exact search is fast anyway)
 FILE_PREFIX = "approx-"
 FILE_SUFFIX = ".faiss"
+PQ_KINDS = ("ivf-fastscan", "ivf-pq")
 MIN_PQ_ROWS = 10_000          # PQ codebooks (256 centroids per sub-vector) need about 39 × 256 training vectors
 RETRAIN_GROWTH = 4.0          # retrain the lists once the archive is 4× what they were trained on
 TRAIN_PER_LIST = 50           # k-means sample: 50 vectors per list (faiss warns below 39)
-RERANK = 30                   # IVF-PQ: exact re-ranking of the first RERANK × k candidates
+RERANK = 30                   # compressed kinds: exact re-ranking of the first RERANK × k candidates ...
+FASTSCAN_FETCH = 1000         # ... and at least this many for IVF-FastScan (measured in docs/benchmarks.md)
 
 
 def image_key(image_id: str) -> int:
@@ -46,20 +49,10 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(round(2 * n ** 0.5), n // 39, 65536)))
 
 
-def choose_kind(n: int, dim: int, memory_budget: int | None = None) -> str:
-    """auto: IVF-Flat below SQ8_FROM photos; IVF-SQ8 while its codes (d bytes per photo) take at most a quarter of
-    the budget (default: the machine's memory); IVF-PQ (d/4 bytes per photo) beyond."""
-    budget = memory_budget if memory_budget is not None else _total_memory()
-    if n < SQ8_FROM:
-        return "ivf-flat"
-    return "ivf-sq8" if n * dim <= budget // 4 else "ivf-pq"
-
-
-def _total_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
+def choose_kind(n: int) -> str:
+    """auto: IVF-Flat below COMPRESSED_FROM photos; IVF-FastScan from there (d/4 bytes per photo like IVF-PQ,
+    and the fastest scan here at IVF-Flat's recall once re-ranked: docs/benchmarks.md)."""
+    return "ivf-flat" if n < COMPRESSED_FROM else "ivf-fastscan"
 
 
 def _faiss():
@@ -72,10 +65,12 @@ def _faiss():
     return faiss
 
 
-def _pq_m(dim: int) -> int:
-    """Sub-quantizers for IVF-PQ: 4 dimensions each (192 bytes per 768-d photo, 1/16 of float32), a divisor of d.
-    8 dimensions each lost half the recall@10 on clustered test vectors even after re-ranking."""
-    m = max(1, dim // 4)
+def _pq_m(dim: int, dims_per_code: int) -> int:
+    """Sub-quantizers: `dims_per_code` dimensions each, a divisor of d. IVF-PQ: 4 (8-bit codes, 192 bytes per
+    768-d photo, 1/16 of float32; 8 dimensions each lost half the recall@10 on clustered test vectors even after
+    re-ranking). IVF-FastScan: 2 (4-bit codes, the same 192 bytes; 4 dimensions per 4-bit code lost 0.01–0.02
+    recall@10 at 1M photos even after re-ranking 1000 candidates)."""
+    m = max(1, dim // dims_per_code)
     while dim % m:
         m -= 1
     return m
@@ -86,7 +81,7 @@ class ApproxIndex:
     """A faiss IVF index over photo keys, and what it was built with."""
 
     kind: str
-    index: object            # faiss.IndexIVFFlat | IndexIVFScalarQuantizer | IndexIVFPQ
+    index: object            # faiss.IndexIVFFlat | IndexIVFPQFastScan | IndexIVFScalarQuantizer | IndexIVFPQ
     trained_rows: int
     source: Path | None = None   # the file it was loaded from, while unchanged since (saved by a hard link)
 
@@ -104,17 +99,17 @@ class ApproxIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, keys: np.ndarray, *, kind: str = "auto", nlist: int | None = None,
-              seed: int = 0, memory_budget: int | None = None) -> "ApproxIndex":
+              seed: int = 0) -> "ApproxIndex":
         """Train the lists (k-means on a sample of TRAIN_PER_LIST × nlist vectors) and add every vector."""
         faiss = _faiss()
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = x.shape
         if kind == "auto":
-            kind = choose_kind(n, d, memory_budget)
+            kind = choose_kind(n)
         if kind not in KINDS:
             raise ConfigError(f"unknown approximate index kind {kind!r}", hint=f"choose auto, {', '.join(KINDS)}")
-        if kind == "ivf-pq" and n < MIN_PQ_ROWS:
-            raise ConfigError(f"an IVF-PQ index needs at least {MIN_PQ_ROWS:,} photos to learn its codebooks "
+        if kind in PQ_KINDS and n < MIN_PQ_ROWS:
+            raise ConfigError(f"an {kind} index needs at least {MIN_PQ_ROWS:,} photos to learn its codebooks "
                               f"(this index has {n:,})", hint="use --approx-kind ivf-flat (or auto)")
         nlist = int(min(nlist or default_nlist(n), n))
         quantizer = faiss.IndexFlatIP(d)
@@ -123,13 +118,15 @@ class ApproxIndex:
         elif kind == "ivf-sq8":
             index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
                                                   faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivf-fastscan":
+            index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, _pq_m(d, 2), 4, faiss.METRIC_INNER_PRODUCT)
         else:
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_m(d), 8, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_m(d, 4), 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.cp.max_points_per_centroid = TRAIN_PER_LIST
         index.cp.min_points_per_centroid = 1  # small archives: fewer training points than faiss likes is fine
         index.cp.niter = 10
-        sample = max(nlist * TRAIN_PER_LIST, MIN_PQ_ROWS if kind == "ivf-pq" else 0)
+        sample = max(nlist * TRAIN_PER_LIST, MIN_PQ_ROWS if kind in PQ_KINDS else 0)
         rng = np.random.default_rng(seed)
         train = x if n <= sample else x[np.sort(rng.choice(n, sample, replace=False))]
         index.train(train)
@@ -178,8 +175,8 @@ class ApproxIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
             raise ValueError(f"not a faiss index ({str(exc).splitlines()[0][:120]})") from None
-        expected = {"ivf-flat": faiss.IndexIVFFlat, "ivf-sq8": faiss.IndexIVFScalarQuantizer,
-                    "ivf-pq": faiss.IndexIVFPQ}[kind]
+        expected = {"ivf-flat": faiss.IndexIVFFlat, "ivf-fastscan": faiss.IndexIVFPQFastScan,
+                    "ivf-sq8": faiss.IndexIVFScalarQuantizer, "ivf-pq": faiss.IndexIVFPQ}[kind]
         if not isinstance(index, expected):
             raise ValueError(f"holds a {type(index).__name__}, not the {kind} index that index.json records")
         return cls(kind=kind, index=index, trained_rows=int(trained_rows), source=Path(path))
@@ -187,10 +184,10 @@ class ApproxIndex:
     def search(self, queries: np.ndarray, k: int, nprobe: int, *, key_rows: "KeyRows",
                vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k], index rows [Q, k]), padded with -inf / -1 when fewer than k photos were reached.
-        IVF-SQ8 / IVF-PQ candidates are re-ranked with the exact `vectors` (the index's embeddings) when given."""
+        Compressed kinds' candidates are re-ranked with the exact `vectors` (the index's embeddings) when given."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self.index.nprobe = int(min(nprobe, self.nlist))
-        fetch = k * RERANK if self.kind != "ivf-flat" and vectors is not None else k
+        fetch = rerank_depth(self.kind, k) if vectors is not None else k
         scores, keys = self.index.search(q, int(min(fetch, max(self.ntotal, 1))))
         rows = key_rows.rows(keys)
         if fetch != k:
@@ -201,6 +198,13 @@ class ApproxIndex:
         out_s[:, :kk], out_r[:, :kk] = scores[:, :kk], rows[:, :kk]
         out_s[out_r < 0] = -np.inf
         return out_s, out_r
+
+
+def rerank_depth(kind: str, k: int) -> int:
+    """How many candidates a search of `kind` fetches for exact re-ranking (k: none, for IVF-Flat)."""
+    if kind == "ivf-flat":
+        return k
+    return max(k * RERANK, FASTSCAN_FETCH) if kind == "ivf-fastscan" else k * RERANK
 
 
 def _rerank(q: np.ndarray, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -483,11 +483,12 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
     by the same adapter) and write the index. Returns a summary dict (the `--json` output).
 
-    `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto | ivf-flat | ivf-sq8 | ivf-pq, `nlist`
-    lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
+    `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto or one of
+    mwa_cli.search.approx.KINDS, `nlist` lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
     taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
     `approx` is given again."""
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
+    from mwa_cli.search.approx import KINDS as APPROX_KINDS
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
@@ -495,8 +496,8 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     if nlist is not None and nlist < 1:
         raise ConfigError(f"--nlist must be at least 1 (got {nlist})")
-    if approx_kind is not None and approx_kind not in ("auto", "ivf-flat", "ivf-sq8", "ivf-pq"):
-        raise ConfigError(f"unknown --approx-kind {approx_kind!r}", hint="choose auto, ivf-flat, ivf-sq8 or ivf-pq")
+    if approx_kind is not None and approx_kind not in ("auto", *APPROX_KINDS):
+        raise ConfigError(f"unknown --approx-kind {approx_kind!r}", hint=f"choose auto, {', '.join(APPROX_KINDS)}")
     if (nlist is not None or approx_kind is not None) and not approx:
         raise ConfigError("--nlist and --approx-kind set up the approximate index: they go with --approx",
                           hint="e.g. mwa index PHOTOS_DIR --adapter RUN_DIR --approx --nlist 1024")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
-from mwa_cli.models.tokenizer import truncation_warning
+from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.similarity import similarity
 from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
 

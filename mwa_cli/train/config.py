@@ -14,7 +14,6 @@ from typing import Any
 
 from mwa_cli.errors import ConfigError
 
-METHOD_NAMES = ("mwa", "nke", "lora", "full-ft", "frozen")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 FLIP_MODES = ("auto", "on", "off")
@@ -38,7 +37,7 @@ class TrainConfig:
     # batch: effective batch per optimizer step; micro-batch for gradient accumulation
     batch_size: int | str | None = None  # None: 128 on CUDA (BEiT-3 Base recipe), 32 on CPU; "auto": probe
     micro_batch: int | None = None
-    lr: float | None = None  # None: the backbone's recommended rate for the method (presets.recommended_lr)
+    lr: float | None = None  # None: the backbone's recommended rate for the method (registry.recommended_lr)
     min_lr: float = 1e-6
     warmup_frac: float = 0.1
     layer_decay: float = 0.65
@@ -83,8 +82,9 @@ class TrainConfig:
         return parse_budget(self.budget) if self.budget not in (None, "") else None
 
     def validate(self) -> "TrainConfig":
-        if self.method not in METHOD_NAMES:
-            raise ConfigError(f"unknown method {self.method!r}", hint=f"choose one of: {', '.join(METHOD_NAMES)}")
+        from mwa_cli.adapters.registry import resolve_options
+
+        resolve_options(self.method, self.method_options)  # unknown method, option or value: before any model
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}", hint="choose bf16, fp16, fp32 or auto")
         if self.device not in DEVICES:

@@ -1,29 +1,56 @@
 """The trainer's side of ``mwa report --estimate``: full fine-tuning's step time, measured for a few steps.
 
-``measure_full_ft_step(request)`` implements the hook defined in ``mwa_cli/report/estimate.py``: it builds the
-full fine-tuning trainer exactly as ``mwa train --method full-ft`` would for the reference run's configuration
-(backbone, weights, effective batch, micro-batch, precision, device, optimizer settings) with
-``loop.build_trainer``, feeds it real batches of the run's data dir through the trainer's own input pipeline
-(``TrainBatches`` + ``make_loader``: same pair table, cache, tokenisation, augmentation and workers as
-``loop.train``), runs ``request.warmup_steps`` un-timed steps, then ``request.steps`` timed steps (the device is
+``measure_full_ft_step(request)`` is the measurement ``mwa_cli/report/estimate.py`` extrapolates from (the request
+and result types are defined here, with it): it builds the full fine-tuning trainer exactly as
+``mwa train --method full-ft`` would for the reference run's configuration (backbone, weights, effective batch,
+micro-batch, precision, device, optimizer settings) with ``trainer.build_trainer``, feeds it real batches of the
+run's data dir through the trainer's own input pipeline (``setup.train_pairs`` + ``TrainBatches`` +
+``make_loader`` with ``setup.loader_workers``: same pair table, cache, tokenisation, augmentation and workers as
+``mwa train``), runs ``request.warmup_steps`` un-timed steps, then ``request.steps`` timed steps (the device is
 synchronised around each timed step) and returns the median. It writes nothing into any run folder (the data
 dir's image cache is built, like ``mwa train`` would, only if it is missing).
 
 A timed step is what ``train()`` counts as training time for one step: fetching the next batch from the loader
-(normally ~0: workers prefetch) plus ``Trainer.step``.
+(normally ~0: workers prefetch) plus ``Trainer.step``. The module imports torch only when it measures, so the
+report can load the types without it.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mwa_cli.errors import ConfigError, DataError, MwaError
-from mwa_cli.report.estimate import EstimateRequest, StepMeasurement
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class EstimateRequest:
+    config: dict[str, Any]  # reference run's config.json with "method" = "full-ft"
+    data_dir: Path | None
+    reference_run: Path
+    steps: int = 10
+    warmup_steps: int = 3
+
+
+@dataclass
+class StepMeasurement:
+    step_s: float  # median seconds per optimizer step (after warm-up)
+    samples_per_step: int  # effective batch: samples consumed by one optimizer step
+    total_params: int
+    peak_mem_gib: float | None = None
+    device_type: str = "cuda"  # "cuda" | "cpu"
+    device_name: str = ""
+    n_devices: int = 1
+    bytes_per_param: float = 4.0
+    steps_measured: int = 0
+    torch: str = ""
+
 
 FULL_FT = "full-ft"
 
@@ -43,23 +70,27 @@ def _train_config(request: EstimateRequest):
 
 def _batch_size(cfg, device: torch.device) -> int:
     """The reference run's effective batch as recorded in its config.json (resolved by `mwa train`)."""
-    from mwa_cli.train.loop import CPU_AUTO_BATCH, GPU_DEFAULT_BATCH
+    from mwa_cli.train.setup import default_batch_size
 
     bs = cfg.batch_size
     if isinstance(bs, int) and bs >= 1:
         return bs
     # not resolved in config.json (should not happen for runs written by `mwa train`): its defaults
-    return GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
+    return default_batch_size(device)
 
 
 def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     """Median seconds per full fine-tuning optimizer step on this machine, on real batches (see module doc)."""
+    import torch
+
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_manifest
     from mwa_cli.eval.evaluate import load_tokenizer
     from mwa_cli.models.presets import find_tokenizer, resolve_config as resolve_backbone
-    from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask, make_loader
-    from mwa_cli.train.loop import _device_name, _peak_mem_gib, _workers, build_trainer
+    from mwa_cli.train.data import TrainBatches, make_loader
+    from mwa_cli.train.measure import device_name, peak_mem_gib
+    from mwa_cli.train.setup import loader_workers, train_pairs
+    from mwa_cli.train.trainer import build_trainer
 
     if request.data_dir is None or not (Path(request.data_dir) / "manifest.csv").is_file():
         raise DataError(f"--estimate needs the data the reference run {request.reference_run} was trained on "
@@ -82,7 +113,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     device = trainer.device
     model = trainer.model
 
-    # ---------------------------------------------------------------- real batches, as loop.train makes them
+    # ---------------------------------------------------------------- real batches, as `mwa train` makes them
     tokenizer_path = cfg.tokenizer
     if not tokenizer_path:  # config.json of `mwa train` records it; older runs: the backbone's own
         try:
@@ -100,14 +131,13 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
         raise DataError(f"the train split of {data_dir} is empty: nothing to measure full fine-tuning on")
     captions = list(train_df["caption"])
     ids, mask = tok.encode_batch(captions)
-    pairs = PairTable(image_rows=np.array([cache.index_of(i) for i in train_df["image_id"]], dtype=np.int64),
-                      input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, cfg.flip))
+    pairs = train_pairs(cache, train_df, ids, mask, captions, cfg.flip)
     batch_size = min(_batch_size(cfg, device), len(pairs))
     if trainer.micro_batch is not None and trainer.micro_batch >= batch_size:
         trainer.micro_batch = None
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), batch_size, cfg.seed,
                            crop_scale_min=cfg.crop_scale_min)
-    loader = make_loader(dataset, 0, workers=_workers(cfg, device), pin_memory=device.type == "cuda",
+    loader = make_loader(dataset, 0, workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
                          stop_step=warmup + steps)
 
     # ---------------------------------------------------------------- warm-up, then timed steps
@@ -127,10 +157,10 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
         if not torch.isfinite(loss).item():
             raise MwaError("full fine-tuning's loss became non-finite while measuring its step time",
                            hint="train a full fine-tuning run instead (or lower --lr in its configuration)")
-        peak = float(_peak_mem_gib(device))
+        peak = float(peak_mem_gib(device))
         total = int(trainer.applied.total_params()) if trainer.applied is not None else int(
             sum(p.numel() for p in model.parameters()))
-        name = _device_name(device)
+        name = device_name(device)
     finally:
         del it, loader
     del trainer, model

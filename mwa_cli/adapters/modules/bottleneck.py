@@ -3,7 +3,7 @@
 For layer input ``x``: ``h = x + Attn(LN1(x))`` and the layer returns ``h + FFN(LN2(h))``. NKE adds
 ``s * up(dropout(relu(down(h))))`` to that output, with the expert picked by modality (``A`` vision, ``B``
 language) as the official code does (there, with the names swapped; here, ``A`` is always vision).
-It reads ``h`` through a pre-hook on the layer's ``final_layer_norm``, so the backbone needs no change.
+The layer hands it ``h`` through its ``mwa`` child (``modules.layer_adapters.LayerAdapter``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,343 @@
+"""The trainer: one optimizer step of contrastive training, and how to build one.
+
+* `Trainer`: one optimizer step (`Trainer.step(batch)`), with mixed precision, gradient accumulation
+  (micro-batches), CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix under no_grad. The hot path does no host
+  sync: the loss stays on the device; the training loop reads it only at logging intervals.
+* `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (benchmarks).
+* `find_max_batch(...)`: `--batch-size auto` on CUDA, the largest micro-batch that fits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mwa_cli.errors import MwaError
+from mwa_cli.train import checkpoint as ckpt_mod
+from mwa_cli.train.config import amp_dtype, resolve_device, resolve_precision
+from mwa_cli.train.data import augment_batch
+from mwa_cli.train.loss import model_loss
+from mwa_cli.train.optim import build_optimizer
+from mwa_cli.train.schedule import WarmupCosine
+
+OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+class Trainer:
+    """Owns the model, optimizer, schedule and precision; `step(batch)` does one optimizer step.
+
+    A batch is a dict: `images` uint8 [B,S,S,3] (+ `boxes` [B,4], `flip` [B] for augmentation) or `pixels`
+    float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]; optional `group` [B] positive-group ids
+    (pairs with equal ids are positives of each other: train/positives.py). `micro_batch` < B accumulates
+    gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
+    """
+
+    def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
+                 lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
+                 layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
+                 on_message: Callable[[str], None] | None = None, distributed: bool = False):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.model.train()
+        self.applied = applied
+        self.precision = precision
+        self.dtype = amp_dtype(precision)
+        self.image_size = int(model.config.img_size)
+        self.micro_batch = micro_batch
+        self.on_message = on_message or (lambda _msg: None)
+        groups = applied.param_groups(lr, weight_decay, layer_decay)
+        model.set_frozen_prefix(int(applied.lowest_trainable_layer))
+        self.optimizer = build_optimizer(groups, self.device)
+        self.schedule = WarmupCosine(lr, min_lr, warmup_frac)
+        self.schedule.fit(100_000)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.step_count = 0
+        self.last_lr = 0.0
+        self._encode_image = model.encode_image
+        self._encode_text = model.encode_text
+        self._cuda_graphs = False
+        self.enable_compile(compile)
+        self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
+        self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/distributed.py)
+        if distributed and self.optimizer is not None:
+            from mwa_cli.train import distributed as dist_mod
+
+            if dist_mod.get().enabled:
+                self._ddp = dist_mod.wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+        if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
+            model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
+
+    def enable_compile(self, compile: bool | str) -> None:
+        """torch.compile the encoders: True, or a torch.compile mode ("reduce-overhead": CUDA graphs of each layer).
+        BEiT-3 compiles per layer (one compiled layer for every depth); other backbones their encode functions."""
+        if not compile:
+            return
+        self._cuda_graphs = compile == "reduce-overhead"
+        modes = {"mode": compile} if isinstance(compile, str) else {}
+        if hasattr(self.model, "compile_layers"):
+            self.model.compile_layers(**modes)
+        else:
+            self._encode_image = torch.compile(self.model.encode_image, **modes)
+            self._encode_text = torch.compile(self.model.encode_text, **modes)
+
+    @property
+    def trains(self) -> bool:
+        return self.optimizer is not None
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def use_feature_cache(self, start: int) -> None:
+        """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
+        if self._ddp is not None:
+            from mwa_cli.train.feature_cache import several_devices_error
+
+            raise several_devices_error()
+        self.feature_start = int(start)
+
+    def pixels(self, batch: dict) -> torch.Tensor:
+        """The image input of a batch: pixels (augmented on the device), or cached hidden states."""
+        if "image_hidden" in batch:
+            return batch["image_hidden"].to(self.device, non_blocking=True)
+        if "pixels" in batch:
+            return batch["pixels"].to(self.device, non_blocking=True)
+        images = batch["images"].to(self.device, non_blocking=True)
+        return augment_batch(images, batch["boxes"], batch["flip"], self.image_size)
+
+    def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                          groups: torch.Tensor | None = None) -> torch.Tensor:
+        b = px.shape[0]
+        m = min(self.micro_batch or b, b)
+        total = torch.zeros((), device=self.device)
+        for i in range(0, b, m):
+            j = min(i + m, b)
+            with self._autocast(), self._ddp_sync(last=j >= b):
+                img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
+            g = groups[i:j] if groups is not None else None  # positives within the micro-batch, like negatives
+            loss = self._pair_loss(img, txt, g)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
+            part = loss * ((j - i) / b)
+            if self.scaler is not None:
+                self.scaler.scale(part).backward()
+            else:
+                part.backward()
+            total = total + part.detach()
+        return total
+
+    def _ddp_sync(self, last: bool):
+        """DDP averages gradients once per optimizer step: no_sync on every micro-batch but the last."""
+        if self._ddp is None or last:
+            return contextlib.nullcontext()
+        return self._ddp.no_sync()
+
+    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+        if self._ddp is not None:
+            return self._ddp(px, ids, mask)
+        if self.feature_start:  # px and ids are the cached hidden states of images and captions
+            return (self.model.encode_image_hidden(px, self.feature_start),
+                    self.model.encode_text_hidden(ids, mask, self.feature_start))
+        return self._encode_image(px), self._encode_text(ids, mask)
+
+    def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
+            from mwa_cli.train.distributed import global_model_loss
+
+            return global_model_loss(self.model, img, txt, groups)
+        return model_loss(self.model, img, txt, groups)
+
+    def step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
+        if self.optimizer is None:
+            raise MwaError("this method has no trainable parameters: nothing to train")
+        if self._cuda_graphs:  # a new iteration: CUDA-graph outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        px = self.pixels(batch)
+        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
+        mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        while True:
+            oom = False
+            try:
+                loss = self._forward_backward(px, ids, mask, groups)
+            except OOM_ERRORS:
+                if not self._can_back_off():
+                    raise
+                oom = True
+            if not oom:
+                break
+            self._halve_micro_batch(px.shape[0])
+        lr = self.schedule.apply(self.optimizer, self.step_count)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        self.last_lr = lr
+        return loss
+
+    def _can_back_off(self) -> bool:
+        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error), single-process only: under DDP
+        one rank cannot change its micro-batch alone (the collectives would no longer match)."""
+        return self.device.type == "cuda" and self._ddp is None
+
+    def _halve_micro_batch(self, batch: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        current = min(self.micro_batch or batch, batch)
+        if current <= 1:
+            raise MwaError("CUDA out of memory even with a micro-batch of 1",
+                           hint="use a smaller backbone, --precision bf16, or a GPU with more memory", exit_code=4)
+        self.micro_batch = max(1, current // 2)
+        acc = math.ceil(batch / self.micro_batch)
+        self.on_message(f"CUDA out of memory: micro-batch halved to {self.micro_batch}; the effective batch stays "
+                        f"{batch} through {acc} gradient-accumulation steps")
+
+    # ----------------------------------------------------------------- benchmark helpers
+    def random_batch(self, batch_size: int, *, text_len: int | None = None, seed: int = 0,
+                     augment: bool = True) -> dict:
+        """A batch of random data in the trainer's input format (uint8 images from a private generator)."""
+        g = torch.Generator().manual_seed(seed)
+        s = self.image_size
+        text_len = int(text_len or self.model.config.text_len)
+        vocab = int(self.model.config.vocab_size)
+        ids = torch.randint(4, vocab, (batch_size, text_len), generator=g)
+        lengths = torch.randint(text_len // 4, text_len + 1, (batch_size,), generator=g)
+        mask = (torch.arange(text_len)[None, :] >= lengths[:, None]).long()
+        ids = ids.masked_fill(mask.bool(), 1)
+        batch = {"images": torch.randint(0, 256, (batch_size, s, s, 3), dtype=torch.uint8, generator=g),
+                 "input_ids": ids, "padding_mask": mask,
+                 "boxes": torch.tensor([[0.1, 0.1, 0.8, 0.8]]).repeat(batch_size, 1),
+                 "flip": torch.rand(batch_size, generator=g) < 0.5}
+        if not augment:
+            batch["boxes"] = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(batch_size, 1)
+        if self.device.type == "cuda":
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    def time_steps(self, batch: dict | Callable[[], dict], n: int = 15, warmup: int = 3,
+                   window: int = 1) -> list[float]:
+        """Benchmark only: `warmup` untimed steps, then `n` timings of `window` back-to-back steps each (the device
+        synchronised at the ends of each window only, as in `mwa train`), as seconds per step. `batch` may be a
+        callable that makes each step's batch (its time counts)."""
+        make = batch if callable(batch) else (lambda: batch)
+        for _ in range(warmup):
+            self.step(make())
+        self.synchronize()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            for _ in range(window):
+                self.step(make())
+            self.synchronize()
+            times.append((time.perf_counter() - t0) / window)
+        return times
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "trainables": ckpt_mod.trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": self.step_count,
+            "micro_batch": self.micro_batch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        ckpt_mod.load_trainable_state(self.model, state["trainables"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step_count = int(state["step"])
+        self.micro_batch = state.get("micro_batch")
+
+
+def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, method_options: dict | None = None,
+                  weights: str | None = None, device: str = "auto", precision: str = "auto",
+                  micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
+                  weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool | str = False,
+                  total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
+    """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
+
+    `distributed`: under torchrun (after `distributed.init_from_env`), use this rank's device and wrap in DDP."""
+    from mwa_cli.adapters.registry import apply_method
+    from mwa_cli.models.presets import build_backbone
+
+    dev = resolve_device(device)
+    if distributed:
+        from mwa_cli.train import distributed as dist_mod
+
+        if dist_mod.get().enabled:
+            dev = dist_mod.get().device
+    prec = resolve_precision(precision, dev)
+    seed_everything(seed)
+    model, _info = build_backbone(backbone, weights, drop_path=drop_path, device=dev)
+    applied = apply_method(model, method, method_options)
+    cuda_setup(dev)
+    trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
+                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed)
+    trainer.schedule.fit(total_steps)
+    return trainer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (a run's weights and data order follow from its seed)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def cuda_setup(device: torch.device) -> None:
+    """TF32 matmuls on CUDA (the precision every run and benchmark trains with)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None]) -> int:
+    """CUDA: the largest power-of-two micro-batch ≤ cap whose forward+backward fits (weights untouched)."""
+    ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
+    best = 0
+    b = 8 if cap >= 8 else cap
+    while b <= cap:
+        batch = trainer.random_batch(b, text_len=text_len, seed=1)
+        ok = True
+        try:
+            px = trainer.pixels(batch)
+            ids = batch["input_ids"].to(trainer.device)
+            mask = batch["padding_mask"].to(trainer.device)
+            trainer._forward_backward(px, ids, mask)
+            torch.cuda.synchronize(trainer.device)
+        except OOM_ERRORS:
+            ok = False
+        trainer.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if not ok:
+            break
+        best = b
+        if b == cap:
+            break
+        b = min(cap, b * 2)
+    trainer._ddp = ddp
+    if best == 0:
+        raise MwaError("CUDA out of memory even with a batch of 8", hint="use a smaller backbone or --precision bf16",
+                       exit_code=4)
+    message(f"--batch-size auto: the largest micro-batch that fits is {best}; using batch size {best}")
+    return best
