@@ -38,9 +38,11 @@ def test_previous_artefacts_load_and_compute_what_they_computed(folder, tmp_path
         torch.testing.assert_close(got[kind], reference[f"{folder}.{kind}"], rtol=0, atol=1e-5)
     written = json.loads((FIXTURES / folder / CONFIG_FILE).read_text())
     assert applied.options == written["options"]
-    # saved again: the same adapter_config.json (apart from the writing version) and the same tensors
+    # saved again: the same adapter_config.json (apart from the writing version, and the weights' sha256 that
+    # this version records and the previous one did not: docs/formats.md) and the same tensors
     save_adapter(tmp_path, model, applied, info)
     again = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert "files" not in written and set(again.pop("files")) == {"adapter_model.safetensors"}
     assert {**again, "mwa_version": None} == {**written, "mwa_version": None}
     before = load_file(str(FIXTURES / folder / "adapter_model.safetensors"))
     after = load_file(str(tmp_path / "adapter_model.safetensors"))
