@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,11 @@ import torch.nn.functional as F
 from mwa_cli.errors import ConfigError
 from mwa_cli.eval.label_level import label_level_metrics, primary_protocol, protocol_groups
 from mwa_cli.eval.metrics import group_retrieval_ranks, retrieval_ranks
+from mwa_cli.adapters.registry import recommended_lr
 from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 from mwa_cli.train.positives import resolve_positives
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _emb(n: int, d: int = 8, seed: int = 0) -> torch.Tensor:
@@ -74,11 +79,27 @@ def test_resolve_positives_auto_caption_label_off():
     auto = resolve_positives("auto", caps, labels)
     assert auto.mode == "caption" and auto.groups.tolist() == [0, 1, 0, 2]
     assert auto.record() == {"requested": "auto", "mode": "caption", "pairs": 4, "distinct_captions": 3,
-                             "groups": 3}
+                             "groups": 3, "templated": False}
     assert resolve_positives("label", caps, labels).groups.tolist() == [0, 1, 0, 0]
     assert resolve_positives("off", caps, labels).groups is None
     unique = resolve_positives("auto", ["a", "b", "c"], ["x", "x", "y"])
     assert unique.mode == "off" and unique.groups is None
+
+
+def test_templated_captions_get_their_own_default_rate_and_varied_ones_keep_theirs():
+    """Class-folder templates (a few texts repeated over many pairs) switch beit3-mini's default rate; captions
+    that merely repeat sometimes (sample_data: 79 % distinct) and unique ones keep the rate tuned on them."""
+    templated = resolve_positives("auto", ["a photo of dent", "a photo of rust"] * 3, ["dent", "rust"] * 3)
+    assert templated.templated and templated.record()["templated"] is True
+    assert not resolve_positives("auto", ["a", "b", "c", "a"], None).templated  # 3 distinct of 4
+    assert not resolve_positives("auto", ["a", "b"], None).templated
+    captions = pd.read_csv(REPO / "sample_data" / "captions.csv")
+    en = list(captions[captions["lang"] == "en"]["caption"])
+    assert not resolve_positives("auto", en, None).templated
+    mini = "beit3-mini"
+    assert recommended_lr(mini, "mwa", templated=True) < recommended_lr(mini, "mwa")
+    assert recommended_lr(mini, "full-ft", templated=True) == recommended_lr(mini, "full-ft")
+    assert recommended_lr("beit3-base", "mwa", templated=True) == recommended_lr("beit3-base", "mwa")
 
 
 def test_positives_label_without_labels_is_a_clear_error():
