@@ -21,7 +21,7 @@ from mwa_cli.errors import ConfigError
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,13 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import HELPERS, REPO
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 COMMON = ["--backbone", "beit3-tiny-test", "--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1",
           "--val-evals", "1", "--workers", "2", "--drop-path", "0", "--option", "dropout=0", "--device", "cpu",
@@ -30,14 +29,13 @@ COMMON = ["--backbone", "beit3-tiny-test", "--batch-size", "8", "--lr", "1e-3", 
 
 
 def test_gradients_match_single_process(tmp_path):
-    sys.path.insert(0, str(REPO / "tests"))
-    from dist_grad_worker import BATCH, CASES
+    from tests.helpers.dist_grad_worker import BATCH, CASES
 
     from mwa_cli.train.trainer import build_trainer
 
     out = tmp_path / "dist.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(REPO / "tests" / "dist_grad_worker.py"), str(out)], env=ENV, capture_output=True,
+                           str(HELPERS / "dist_grad_worker.py"), str(out)], env=ENV, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = torch.load(out)
@@ -114,7 +112,7 @@ def test_ctrl_c_checkpoints_once_and_resumes_on_one_device(tmp_path, train_data_
     run = out / "sig"
     args = [str(train_data_dir), "--tokenizer", str(train_tokenizer), "--out", str(out), "--steps", "40",
             "--checkpoint-every", "100", "--name", "sig", "--devices", "2", *COMMON]
-    env = dict(ENV, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", FAULT_SPEC=json.dumps({"step_delay": 0.3}))
+    env = dict(ENV, PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}", FAULT_SPEC=json.dumps({"step_delay": 0.3}))
     proc = subprocess.Popen([sys.executable, "-m", "fault_mwa", "train", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=str(REPO))
     deadline = time.monotonic() + 240
@@ -195,15 +193,14 @@ def test_devices_parsing_and_batch_split():
 def test_multi_positive_targets_with_global_negatives_match_single_process(tmp_path):
     """Group ids gathered across 2 gloo ranks: the mean loss and the embedding / parameter gradients equal one
     process computing the multi-positive loss over the whole global batch."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from dist_multipos_worker import BATCH, GROUPS, embeddings
+    from tests.helpers.dist_multipos_worker import BATCH, GROUPS, embeddings
 
     from mwa_cli.train.trainer import build_trainer
     from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 
     out = tmp_path / "multipos.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(REPO / "tests" / "dist_multipos_worker.py"), str(out)], env=ENV, capture_output=True,
+                           str(HELPERS / "dist_multipos_worker.py"), str(out)], env=ENV, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = torch.load(out)

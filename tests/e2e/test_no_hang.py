@@ -17,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import HELPERS, REPO
+
 LIMIT_S = 60.0  # from the fault to the command's exit
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def _common(data, tok, out, name) -> list[str]:
 def _run(args: list[str], spec: dict, stamp: Path, timeout: float = 240) -> tuple[subprocess.CompletedProcess, float]:
     """Run `python -m fault_mwa train ...`; return the result and seconds from the (first) fault to the exit."""
     spec = dict(spec, stamp=str(stamp))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",
                FAULT_SPEC=json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "fault_mwa", "train", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=str(REPO))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_report_builder import XSS, standard_runs
 
 from mwa_cli.report.api import make_report
+from tests.helpers.report_builder import XSS, standard_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

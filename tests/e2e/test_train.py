@@ -26,7 +26,7 @@ from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import HELPERS, REPO
 EXACT = dict(method="mwa", steps=16, batch_size=8, lr=1e-3, seed=0, checkpoint_every=5, log_every=1, val_evals=1,
              workers=0)
 
@@ -42,7 +42,7 @@ def _cfg(data_dir, tok, out, name, **kw) -> TrainConfig:
 
 
 def _cli_args(data_dir, tok, out, name, **kw) -> list[str]:
-    """The real command line through tests/fault_mwa.py (faults from FAULT_SPEC, see `_fault_env`), with 2
+    """The real command line through tests/helpers/fault_mwa.py (faults from FAULT_SPEC, see `_fault_env`), with 2
     DataLoader workers (the GPU default): its resumed runs must still equal the in-process reference (0 workers)
     bit for bit."""
     opts = {**EXACT, "workers": 2, **kw}
@@ -70,8 +70,8 @@ def _train_steps(run: Path) -> list[int]:
 
 
 def _fault_env(**spec) -> dict:
-    """Environment of a `python -m fault_mwa` subprocess with these injected faults (tests/fault_mwa.py)."""
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+    """Environment of a `python -m fault_mwa` subprocess with these injected faults (tests/helpers/fault_mwa.py)."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",
                 FAULT_SPEC=json.dumps(spec))
 
 

@@ -1,6 +1,6 @@
-"""Worker for tests/test_distributed.py, run by a real torchrun (2 CPU processes, gloo):
+"""Worker for tests/e2e/test_distributed.py, run by a real torchrun (2 CPU processes, gloo):
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_grad_worker.py OUT.pt
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/dist_grad_worker.py OUT.pt
 
 For each case (method, micro-batch): the rank's strided share of one global batch → forward/backward through the
 Trainer's DDP path (gathered embeddings, global negatives) → rank 0 saves the averaged gradients and the global

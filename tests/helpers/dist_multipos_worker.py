@@ -1,6 +1,6 @@
-"""Worker for tests/test_distributed.py: multi-positive targets with global negatives (2 CPU processes, gloo).
+"""Worker for tests/e2e/test_distributed.py: multi-positive targets with global negatives (2 CPU processes, gloo).
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_multipos_worker.py OUT.pt
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/dist_multipos_worker.py OUT.pt
 
 (1) The global contrastive and sigmoid losses with group ids on each rank's strided share of fixed embeddings:
 rank 0 saves the mean loss over ranks and every row's embedding gradient (averaged over ranks, in global order).

@@ -1,70 +1,22 @@
-"""Builders for fake data dirs and run dirs that follow docs/formats.md exactly (no training needed), plus a
-check that the builders themselves produce what the contract says. Imported by the other test_report_* files."""
+"""Builders for fake run dirs that follow docs/formats.md exactly (no training needed), on the report's fake data dir
+(helpers/data_dir.py). Used by the report, runs and first-hour tests; tests/unit/report/test_builders.py checks them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# A caption that tries to run code two ways; the markers it would set ("PWNED", "RANXSS", "RANIMG") never
-# appear literally in the source, so finding one in the browser's DOM means the data's code ran.
-XSS = ("<script>document.title='PW'+'NED';document.documentElement.setAttribute('data-xss','RAN'+'XSS')</script>"
-       "<img src=x onerror=\"document.documentElement.setAttribute('data-xss2','RAN'+'IMG')\">")
-LABELS = ["scratch", "dent", "rust", ""]
+from tests.helpers.data_dir import LABELS, XSS
+from tests.helpers.data_dir import make_report_data_dir as make_data_dir
+
+__all__ = ["LABELS", "XSS", "dataset_hash", "make_data_dir", "make_run", "standard_runs"]
 
 
 def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def make_data_dir(root: Path, *, n_test: int = 6, caps_per_image: int = 2, cache: bool = True,
-                  photos: bool = False, extra_caption: str | None = XSS) -> Path:
-    """A tiny data dir: manifest.csv (train + test rows), dataset.json, an 8x8 image cache, optional photos."""
-    data = root / "data"
-    (data / "cache").mkdir(parents=True, exist_ok=True)
-    src = root / "photos"
-    src.mkdir(exist_ok=True)
-    rows, ids, pixels = [], [], []
-    rng = np.random.default_rng(0)
-    n_train = 3
-    for i in range(n_train + n_test):
-        split = "train" if i < n_train else "test"
-        img = np.zeros((8, 8, 3), np.uint8)
-        img[...] = rng.integers(0, 255, size=3, dtype=np.uint8)  # a flat colour per image
-        img[2:6, 2:6] = 255 - img[2:6, 2:6]
-        iid = hashlib.sha256(img.tobytes()).hexdigest()[:16]
-        label = LABELS[i % len(LABELS)]
-        path = f"{label or 'misc'}/img_{i:02d}.png"
-        if photos:
-            from PIL import Image
-
-            (src / path).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).resize((32, 32)).save(src / path)
-        ids.append(iid)
-        pixels.append(img)
-        for c in range(caps_per_image):
-            cap = f"{label or 'plain'} defect {c} on part {i} 「左上に長い傷」"
-            if extra_caption is not None and i == n_train and c == 0:
-                cap = f"caption with {extra_caption} inside"
-            rows.append({"image_id": iid, "path": path, "caption": cap, "label": label, "split": split,
-                         "width": 32, "height": 32})
-    df = pd.DataFrame(rows, columns=["image_id", "path", "caption", "label", "split", "width", "height"])
-    df.to_csv(data / "manifest.csv", index=False)
-    dhash = hashlib.sha256(df[["image_id", "caption", "label", "split"]].to_csv(index=False).encode()).hexdigest()
-    by_split = {s: {"images": int(g.image_id.nunique()), "captions": int(len(g))} for s, g in df.groupby("split")}
-    _dump(data / "dataset.json", {
-        "schema_version": 1, "source": str(src), "format": "folders", "dataset_hash": dhash,
-        "counts": {"images": len(ids), "captions": len(df), "rejected": 0, "found": len(ids), "by_split": by_split},
-        "image_size": 224, "created": "2026-01-01T00:00:00+00:00", "mwa_version": "0.1.0"})
-    if cache:
-        arr = np.stack(pixels).astype(np.uint8)
-        arr.tofile(data / "cache" / "images_8.u8")
-        _dump(data / "cache" / "images_8.json", {"size": 8, "count": len(ids), "ids": ids})
-    return data
 
 
 def dataset_hash(data: Path) -> str:
@@ -153,16 +105,3 @@ def standard_runs(tmp_path: Path, *, with_full_ft: bool = True, device_type: str
     make_run(runs, "lora", "lora", data, recall=50.0, wall_s=1800.0, trainable=1_000_000, artefact_bytes=4_000,
              peak_mem=14.0, device_type=device_type)
     return data, runs
-
-
-# ---- the builders follow the contract -----------------------------------------------------------------------
-def test_builder_follows_formats(tmp_path):
-    data, runs = standard_runs(tmp_path)
-    m = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
-    assert list(m.columns) == ["image_id", "path", "caption", "label", "split", "width", "height"]
-    meta = json.loads((data / "cache" / "images_8.json").read_text())
-    arr = np.memmap(data / "cache" / "images_8.u8", dtype=np.uint8, mode="r", shape=(meta["count"], 8, 8, 3))
-    assert arr.shape[0] == len(meta["ids"]) == m.image_id.nunique()
-    for name in ("config.json", "metrics.jsonl", "timing.json", "eval.json", "eval_topk.json",
-                 "adapter_model.safetensors", "adapter_config.json"):
-        assert (runs / "mwa" / name).is_file()

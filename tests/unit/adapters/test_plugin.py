@@ -25,7 +25,7 @@ from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.train.config import resolve_config
 from mwa_cli.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 NAME = "layer-gate"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,10 +149,8 @@ def test_an_option_typo_is_refused_before_any_model_or_process(layer_gate, sampl
 
 def test_the_help_lists_it():
     """In a fresh process: the help is written when the command line is imported, after the registration."""
-    script = ("import sys\n"
-              f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-              "import test_method_plugin\n"
-              "test_method_plugin.register_layer_gate()\n"
+    script = ("from tests.unit.adapters import test_plugin\n"
+              "test_plugin.register_layer_gate()\n"
               "from mwa_cli.cli import app\n"
               "app(['train', '--help'], prog_name='mwa')\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", OMP_NUM_THREADS="1")

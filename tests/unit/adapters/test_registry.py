@@ -8,7 +8,6 @@ import json
 import re
 import types
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +19,9 @@ from mwa_cli.adapters.methods.base import AdapterMethod, LayerSpec, MethodConfig
 from mwa_cli.errors import ConfigError
 from mwa_cli.models.presets import preset_names
 from mwa_cli.train.config import TrainConfig, config_from_run
+from tests.helpers.paths import FIXTURES as _FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "previous_adapters"
+FIXTURES = _FIXTURES / "previous_adapters"
 _spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
 make_fixtures = importlib.util.module_from_spec(_spec)  # the fixtures' own backbone, inputs and variants
 _spec.loader.exec_module(make_fixtures)

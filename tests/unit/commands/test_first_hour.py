@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_report_builder import make_data_dir, make_run, standard_runs
+from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 from typer.testing import CliRunner
 
 from mwa_cli.cli import COMMAND_MODULES, app
@@ -27,7 +27,7 @@ from mwa_cli.report.html import render_html
 from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import train
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import HELPERS, REPO
 runner = CliRunner()
 
 
@@ -191,7 +191,7 @@ def test_second_interrupt_words(tmp_path):
 
 def test_a_double_ctrl_c_names_the_last_checkpoint_and_the_resume_command(train_data_dir, train_tokenizer, tmp_path):
     """A real `mwa train` process: two SIGINTs in a row stop it at once; it says what can be resumed."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",
                FAULT_SPEC=json.dumps({"step_delay": 0.5}))
     args = [sys.executable, "-m", "fault_mwa", "train", str(train_data_dir), "--backbone", "beit3-tiny-test",
             "--tokenizer", str(train_tokenizer), "--out", str(tmp_path), "--name", "double", "--method", "mwa",

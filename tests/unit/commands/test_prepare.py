@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
 BEIT3_SPM = REPO.parent / "shared" / "tokenizers" / "beit3.spm"
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report_builder import standard_runs
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
 from mwa_cli.runs_view import details, list_runs, progress, status
+from tests.helpers.report_builder import standard_runs
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""`mwa eval` and the evaluation helpers on the tiny backbone (metrics themselves: tests/test_metrics.py)."""
+"""`mwa eval` and the evaluation helpers on the tiny backbone (metrics themselves: tests/unit/eval/test_metrics.py)."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ import torch
 from mwa_cli.eval.evaluate import evaluate_path, evaluation_numerics
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 METRIC_KEYS = ("rsum", "mean_recall", "i2t", "t2i", "per_label", "n_images", "n_captions")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

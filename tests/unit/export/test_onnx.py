@@ -27,7 +27,7 @@ from mwa_cli.search.query import search
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
 
 
 def make_run(path: Path, backbone: str, method: str, seed: int = 0) -> Path:
@@ -208,7 +208,7 @@ def test_bad_input_is_refused_clearly(tmp_path):
 
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_hugging_face_backbones_export_too(tmp_path, kind):
-    from test_hf_backbones import make_tiny_hf
+    from tests.unit.models.test_hf_backbones import make_tiny_hf
 
     hf_dir = make_tiny_hf(tmp_path / "hf", kind)
     torch.manual_seed(0)

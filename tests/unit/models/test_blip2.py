@@ -19,9 +19,6 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
-from conftest import train_make_data_dir  # noqa: E402
-from hf_test_models import build_hf, hf_inputs  # noqa: E402
-
 from mwa_cli.adapters.methods.mwa import PARAM_BUDGET  # noqa: E402
 from mwa_cli.adapters.modules.layer_adapters import QFormerLayerAdapter  # noqa: E402
 from mwa_cli.adapters.modules.lora import FusedQKVLoRA  # noqa: E402
@@ -34,6 +31,8 @@ from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.models.hf import HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
 from mwa_cli.train.loss import contrastive_loss, model_loss  # noqa: E402
+from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir  # noqa: E402
+from tests.helpers.hf_test_models import build_hf, hf_inputs  # noqa: E402
 
 METHODS = ["mwa", "nke", "lora", "full-ft", "frozen"]
 WORDS = ("a red green blue yellow white black scratch dent stain crack on steel plate number mark the left right of "

@@ -4,14 +4,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scripts import mini_corpus as mc
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENIZER = REPO / "mwa_cli" / "models" / "mini" / "tokenizer.spm"
 
 

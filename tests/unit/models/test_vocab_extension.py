@@ -224,10 +224,9 @@ def test_japanese_end_to_end(tmp_path):
 
 
 def test_resume_reattaches_the_same_table(tmp_path):
-    from conftest import train_make_data_dir
-
     from mwa_cli.train.config import TrainConfig
     from mwa_cli.train.loop import train
+    from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir
 
     data = train_make_data_dir(tmp_path / "data", n_images=16)
     cfg = dict(data_dir=str(data), backbone="beit3-tiny-test", out=str(tmp_path / "runs"), name="r", method="mwa",

@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
+
 PACKAGE = REPO / "mwa_cli"
 
 # Cycles that existed before this test and are not fixed yet, each as the set of modules that import each

@@ -6,7 +6,7 @@ import json
 import sys
 
 import pytest
-from test_report_builder import make_data_dir, make_run, standard_runs
+from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 
 from mwa_cli.errors import MwaError
 from mwa_cli.report import roi

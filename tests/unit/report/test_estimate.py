@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from conftest import train_make_data_dir, train_make_tokenizer
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
@@ -16,6 +15,8 @@ from mwa_cli.report.estimate import EstimateRequest
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.estimate import measure_full_ft_step
 from mwa_cli.train.loop import train
+from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir
+from tests.helpers.tokenizer import make_train_tokenizer as train_make_tokenizer
 
 runner = CliRunner()
 

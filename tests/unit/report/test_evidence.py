@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_builder import make_data_dir, make_run
 
 from mwa_cli.eval.bootstrap import QueryRanks, save_ranks
 from mwa_cli.report.api import make_report
 from mwa_cli.report.verdict import classify, quality_sentence
+from tests.helpers.report_builder import make_data_dir, make_run
 
 
 def _test_map(data) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
-from test_report_builder import XSS, make_data_dir, make_run, standard_runs
+from tests.helpers.report_builder import XSS, make_data_dir, make_run, standard_runs
 
 from mwa_cli.report import svg
 from mwa_cli.report.api import make_report
@@ -97,7 +97,7 @@ def test_missing_data_dir_still_renders(tmp_path):
 
 
 def test_estimated_figures_marked_in_html(tmp_path):
-    from test_report_build import fake_measure
+    from tests.unit.report.test_build import fake_measure
 
     _, runs = standard_runs(tmp_path, with_full_ft=False)
     rep, html = _html(tmp_path, runs_pair=(None, runs), estimate=True, measure=fake_measure([]))

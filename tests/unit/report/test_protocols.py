@@ -6,12 +6,12 @@ import io
 import json
 
 from rich.console import Console
-from test_report_builder import standard_runs
 
 from mwa_cli.report.api import make_report
 from mwa_cli.report.console import print_report
 from mwa_cli.report.html import render_html
 from mwa_cli.report.protocols import choose_primary_protocol
+from tests.helpers.report_builder import standard_runs
 
 
 def _add_label_level(run, r1: float, primary: str = "label_level") -> None:

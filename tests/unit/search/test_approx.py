@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_search_index import _make_run, _photo, _photos
+from tests.unit.search.test_index import _make_run, _photo, _photos
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app

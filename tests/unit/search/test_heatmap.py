@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,8 @@ from mwa_cli.search.index import SearchIndex, build_index, load_search_model
 from mwa_cli.search.query import search
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import REPO
+
 runner = CliRunner()
 LABELS = ["scratch", "crack", "dent", "rust", "hole"]  # one defect each (missing/misaligned parts draw several)
 

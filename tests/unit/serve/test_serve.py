@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_report_browser import CHROMIUM
-from test_search_index import _make_run, _photo
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
 from mwa_cli.search.index import build_index
+from tests.e2e.test_report_browser import CHROMIUM
+from tests.helpers.paths import REPO
+from tests.unit.search.test_index import _make_run, _photo
 
-REPO = Path(__file__).resolve().parents[1]
 XSS_CAPTION = 'dent <script>document.title="PWNED"</script><img src=x onerror="document.title=\'RANIMG\'">'
 runner = CliRunner()
 

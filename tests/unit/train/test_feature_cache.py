@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +17,7 @@ from mwa_cli.train.data import to_pixels
 from mwa_cli.train.feature_cache import choose_location, fill_feature_cache
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
-
-REPO = Path(__file__).resolve().parents[1]
-
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

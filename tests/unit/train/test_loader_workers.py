@@ -10,7 +10,7 @@ import torch
 
 from mwa_cli.train.data import PairTable, TrainBatches, make_loader
 
-from conftest import train_make_data_dir
+from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,15 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from mwa_cli.errors import ConfigError
 from mwa_cli.train.config import TrainConfig, resolve_config
 from mwa_cli.train.run_dir import RunDir
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import HELPERS, REPO
 
 
 @pytest.mark.parametrize("name", ["../escaped", "a/b", "/abs/path", "..", ".", " x", "a\\b"])
@@ -71,7 +69,7 @@ def test_one_writer_per_run_folder(tmp_path):
 
 
 def _fault_env(**spec) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}",
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",
                 FAULT_SPEC=json.dumps(spec))
 
 
