@@ -24,7 +24,7 @@ from mwa_cli.train.loop import train
 from tests.helpers.paths import REPO
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _make_class_folders(root: Path, per_label: int = 12, size: int = 32, seed: int = 0) -> Path:

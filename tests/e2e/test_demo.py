@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from mwa_cli.cli import app
 from mwa_cli.models.presets import MINI_DIR
 
-pytestmark = pytest.mark.skipif(not (MINI_DIR / "weights.safetensors").is_file(),
-                                reason="built-in beit3-mini weights are not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (MINI_DIR / "weights.safetensors").is_file(),
+                                 reason="built-in beit3-mini weights are not installed")]
 
 
 def test_demo_writes_report_with_measured_numbers(tmp_path):

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers.paths import HELPERS, REPO
+pytestmark = pytest.mark.slow
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 COMMON = ["--backbone", "beit3-tiny-test", "--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1",
           "--val-evals", "1", "--workers", "2", "--drop-path", "0", "--option", "dropout=0", "--device", "cpu",

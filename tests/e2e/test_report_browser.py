@@ -16,10 +16,10 @@ from mwa_cli.report.api import make_report
 from tests.helpers.report_builder import XSS, standard_runs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed (Debian package `chromium`; .ci/run installs it): real-browser check skipped",
-)
+)]
 MARKERS = ("PWNED", "RANXSS", "RANIMG")
 
 

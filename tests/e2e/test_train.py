@@ -31,7 +31,7 @@ EXACT = dict(method="mwa", steps=16, batch_size=8, lr=1e-3, seed=0, checkpoint_e
              workers=0)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _cfg(data_dir, tok, out, name, **kw) -> TrainConfig:

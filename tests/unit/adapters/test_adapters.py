@@ -106,6 +106,7 @@ def test_default_mwa_stays_within_three_percent_for_base_and_large():
         assert wider.added_params() > 0.03 * backbone
 
 
+@pytest.mark.slow  # allocates the official full-width adapters of beit3-base and -large (~270 M parameters)
 def test_paper_code_preset_reproduces_official_parameter_count():
     model, _ = build_backbone("beit3-base", device="meta")
     assert apply_method(model, "mwa", {"preset": "paper-code"}).added_params() == 59_122_176

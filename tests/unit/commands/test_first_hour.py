@@ -189,6 +189,7 @@ def test_second_interrupt_words(tmp_path):
     assert "the last checkpoint (step 5)" in message and hint == f"resume from it with: mwa train --resume {tmp_path}"
 
 
+@pytest.mark.slow
 def test_a_double_ctrl_c_names_the_last_checkpoint_and_the_resume_command(train_data_dir, train_tokenizer, tmp_path):
     """A real `mwa train` process: two SIGINTs in a row stop it at once; it says what can be resumed."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
@@ -41,6 +42,7 @@ def test_trainer_keeps_frozen_weights_in_its_autocast_dtype_only():
     assert all(p.dtype == torch.float32 for p in full.model.parameters())
 
 
+@pytest.mark.slow
 def test_regional_compile_traces_each_layer_once_per_variant_without_graph_breaks():
     """Six layers with six different drop-path rates, adapters in the top three: the compiled layer is reused
     (rates are tensors, the adapter is plain code), so the graphs are a handful, not one per layer."""
