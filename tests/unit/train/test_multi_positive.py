@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,8 +17,8 @@ from mwa_cli.eval.metrics import group_retrieval_ranks, retrieval_ranks
 from mwa_cli.adapters.registry import recommended_lr
 from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 from mwa_cli.train.positives import resolve_positives
+from tests.helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _emb(n: int, d: int = 8, seed: int = 0) -> torch.Tensor:
