@@ -31,7 +31,7 @@ and must agree with each other up to round-off.
 6. A Markdown summary table on stdout.
 
 Results go to one JSON file (--out, default check_ddp_cli.json), rewritten after every step so a timeout keeps
-what was done. On the CPU the interrupted segments sleep --step-delay (0.25 s; tests/fault_mwa.py) after each
+what was done. On the CPU the interrupted segments sleep --step-delay (0.25 s; tests/helpers/fault_mwa.py) after each
 step so the signal lands mid-run; the delay changes no number, and the resumed segments run without it.
 """
 

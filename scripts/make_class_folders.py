@@ -19,14 +19,18 @@ from pathlib import Path
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 
 
-def build_class_folders(out: Path, sample_data: Path = SAMPLE_DATA) -> dict[str, int]:
-    """Copy each sample photo into `out/<label>/`; returns the number of photos per label."""
+def build_class_folders(out: Path, sample_data: Path = SAMPLE_DATA, *, only: tuple[str, ...] | None = None,
+                        per_label: int | None = None) -> dict[str, int]:
+    """Copy each sample photo into `out/<label>/` (the labels in `only`, the first `per_label` photos of each,
+    when given); returns the number of photos per label."""
     labels: dict[str, str] = {}
     with open(sample_data / "captions.csv", encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
             labels.setdefault(row["image"], row["label"])
     counts: dict[str, int] = {}
     for image, label in sorted(labels.items()):
+        if (only is not None and label not in only) or counts.get(label, 0) == per_label:
+            continue
         src = sample_data / image
         dst = out / label / Path(image).name
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -78,10 +78,14 @@ def resolve_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]
     return method.record(*method.configure(options))
 
 
-def recommended_lr(backbone: str, method: str) -> float:
-    """The default peak learning rate of ``method`` on ``backbone`` (the method module's ``learning_rates``)."""
-    rates = get(method).learning_rates
-    return rates.get(backbone, rates["default"])
+def recommended_lr(backbone: str, method: str, *, templated: bool = False) -> float:
+    """The default peak learning rate of ``method`` on ``backbone`` (the method module's ``learning_rates``), or,
+    for captions that are mostly repeats (class-folder templates), its ``templated_learning_rates`` where
+    measured."""
+    m = get(method)
+    if templated and backbone in m.templated_learning_rates:
+        return m.templated_learning_rates[backbone]
+    return m.learning_rates.get(backbone, m.learning_rates["default"])
 
 
 def family_of(model) -> Family:

@@ -6,6 +6,9 @@
 * `off`: only a pair's own caption (the classic one-positive-per-row loss).
 * `auto` (default): `caption` when some caption text repeats in the train split, else `off`, so data whose
   captions are unique trains exactly as before.
+
+Captions that are *mostly* repeats (`PositiveGroups.templated`: at most half of the train pairs carry a distinct
+text, as class-folder templates do) also get their own default learning rate (`presets.recommended_lr`).
 """
 
 from __future__ import annotations
@@ -28,11 +31,18 @@ class PositiveGroups:
     distinct_captions: int
     pairs: int
 
+    @property
+    def templated(self) -> bool:
+        """True when at most half of the train pairs carry a distinct caption (class-folder templates, a label
+        used as the caption); sample_data's own captions, 79 % distinct, are not."""
+        return self.pairs > 0 and 2 * self.distinct_captions <= self.pairs
+
     def record(self) -> dict:
         """The `positives_detail` entry of config.json."""
         n_groups = int(len(np.unique(self.groups))) if self.groups is not None else self.pairs
         return {"requested": self.requested, "mode": self.mode, "pairs": self.pairs,
-                "distinct_captions": self.distinct_captions, "groups": n_groups}
+                "distinct_captions": self.distinct_captions, "groups": n_groups,
+                "templated": self.templated}
 
 
 def group_ids(values: list[str]) -> np.ndarray:

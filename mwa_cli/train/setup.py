@@ -130,19 +130,20 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     if len(train_df) == 0 and cfg.method != "frozen":
         raise DataError(f"the train split of {data_dir} is empty", hint="re-run `mwa prepare` with more photos")
     captions = list(train_df["caption"])
+    positives = resolve_positives(cfg.positives, captions, [str(x or "") for x in train_df["label"]])
+    # captions that are mostly repeats (class-folder templates) have their own default rate (method modules)
+    default_lr = recommended_lr(binfo.name, cfg.method, templated=positives.templated)
     from mwa_cli.adapters.vocab import extension_params, setup_for_training  # vocabulary extension
 
     vocab_table, vocab_notes, vocab_record, vocab_lr = setup_for_training(
         model, applied, tok, captions, cfg.extend_vocab, resuming=resume_state is not None,
-        init=cfg.extend_vocab_init, peak_lr=cfg.extend_vocab_lr, method_lr=cfg.lr,
-        default_lr=recommended_lr(binfo.name, cfg.method),
+        init=cfg.extend_vocab_init, peak_lr=cfg.extend_vocab_lr, method_lr=cfg.lr, default_lr=default_lr,
         resumed=saved.get("token_additions") if resume_state is not None else None)
     if vocab_lr is not None:
         cfg.lr = vocab_lr
     if vocab_table is not None:
         tok = load_tokenizer(binfo.tokenizer_path, text_len, model=model)
     ids, mask = tok.encode_batch(captions)
-    positives = resolve_positives(cfg.positives, captions, [str(x or "") for x in train_df["label"]])
     pairs = train_pairs(cache, train_df, ids, mask, captions, cfg.flip, positives.groups)
     n_pairs = len(pairs)
     val_data = load_split(data_dir, "val", cache) if (df["split"] == "val").any() else None
@@ -168,8 +169,13 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
 
     auto_fields = []
     if cfg.lr is None:
-        cfg.lr = recommended_lr(binfo.name, cfg.method)
+        cfg.lr = default_lr
         auto_fields.append("lr")
+        if default_lr != recommended_lr(binfo.name, cfg.method) and resume_state is None:
+            message(f"learning rate {default_lr:g}, the default of {cfg.method} on {binfo.name} for captions that "
+                    f"are mostly repeats ({positives.distinct_captions} distinct texts in {positives.pairs} train "
+                    f"pairs; {recommended_lr(binfo.name, cfg.method):g} on varied captions); "
+                    "--lr sets it")
     use_cache = cfg.feature_cache != "off" and applied.trainable_params() > 0
     trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,

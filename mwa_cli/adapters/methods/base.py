@@ -62,6 +62,8 @@ class Method:
     Config: ClassVar[type[MethodConfig]]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}  # --option preset=NAME: option values
     learning_rates: ClassVar[dict[str, float]]  # peak lr per backbone name; "default" for any other backbone
+    # peak lr per backbone for captions that are mostly repeats, where it was measured to differ
+    templated_learning_rates: ClassVar[dict[str, float]] = {}
     order: ClassVar[int] = 100  # position in help texts and tables
 
     def configure(self, options: dict[str, Any] | None) -> tuple[MethodConfig, str | None]:

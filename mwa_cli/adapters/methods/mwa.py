@@ -123,6 +123,8 @@ class MWAMethod(AdapterMethod):
     # beit3-mini: chosen on sample_data's val split (bench/sweep_mini_recall.py, docs/benchmarks.md); BEiT-3 and
     # BLIP-2: not yet measured (no real weights in this workplace), the common PEFT practice of 5x full-ft's rate
     learning_rates = {"beit3-mini": 2e-2, "default": 1e-3, "blip2-itm-vit-g": 1e-3}
+    # class-folder templates: 2e-2 collapsed every photo onto one label; 5e-3 chosen on that data's val split
+    templated_learning_rates = {"beit3-mini": 5e-3}
     order = 0
     with_ae: ClassVar[bool] = True
 

@@ -1,0 +1,180 @@
+"""Every file mwa publishes has its sha256 recorded beside it and checked on load (mwa_cli/integrity.py): damaged
+adapter weights, checkpoint state, index embeddings and a hand-edited manifest are refused with a message naming
+the file (exit 6) instead of silently changing results; side files written before hashes were recorded still
+load. Real files: a real `mwa prepare`, a tiny training run, a real index."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mwa_cli.cli import app
+from mwa_cli.data.cache import ImageCache, ensure_cache
+from mwa_cli.data.manifest import load_manifest
+from mwa_cli.data.prepare import prepare_dataset
+from mwa_cli.errors import EXIT_CORRUPT, IntegrityError
+from mwa_cli.integrity import HashingWriter, sha256_of
+from mwa_cli.search.index import SearchIndex, build_index
+from mwa_cli.train.config import TrainConfig
+from mwa_cli.train.loop import train
+from tests.helpers.photos import make_photos
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def flip_bytes(path: Path, n: int = 30, *, start: int | None = None) -> None:
+    """Invert `n` bytes spread over the file's second half (tensor data, past any header)."""
+    data = bytearray(path.read_bytes())
+    lo = start if start is not None else len(data) // 2
+    for i in np.linspace(lo, len(data) - 1, n).astype(int):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def safetensors_data_start(path: Path) -> int:
+    return 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("integrity")
+    photos = make_photos(root / "photos")
+    prepare_dataset(photos, root / "data", image_size=32, split="0.6,0.2,0.2", progress=False, workers=1)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def finished_run(prepared, train_tokenizer, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("integrity_runs")
+    cfg = TrainConfig(data_dir=str(prepared), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
+                      out=str(out), name="r", method="mwa", steps=4, batch_size=4, lr=1e-3, seed=0,
+                      checkpoint_every=2, val_evals=0, workers=0)
+    assert train(cfg).exit_code == 0
+    return out / "r"
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "runs" / run.name
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
+
+
+def test_hashing_writer_hashes_what_it_writes(tmp_path):
+    with open(tmp_path / "f", "wb") as raw:
+        w = HashingWriter(raw)
+        w.write(b"abc" * 1000)
+        w.write(b"def")
+    assert w.hexdigest() == sha256_of(tmp_path / "f")
+
+
+def test_damaged_adapter_weights_fail_mwa_eval_clearly(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    before = (run / "eval.json").read_bytes()
+    weights = run / "adapter_model.safetensors"
+    flip_bytes(weights, 30, start=safetensors_data_start(weights))
+    res = runner.invoke(app, ["eval", str(run), "--device", "cpu"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == EXIT_CORRUPT, out
+    assert "adapter_model.safetensors is damaged" in out and "adapter_config.json records" in out
+    assert "internal error" not in out and "Traceback" not in out
+    assert (run / "eval.json").read_bytes() == before  # nothing overwritten
+
+
+def test_an_adapter_written_before_hashes_still_loads(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    cfg = json.loads((run / "adapter_config.json").read_text(encoding="utf-8"))
+    assert set(cfg["files"]) == {"adapter_model.safetensors"}
+    del cfg["files"]
+    (run / "adapter_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    res = runner.invoke(app, ["eval", str(run), "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+
+
+def test_damaged_checkpoint_names_the_file_and_falls_back_to_a_sound_one(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    (run / "eval.json").unlink()  # stopped before its final evaluation: it resumes into it
+    last = run / "checkpoint" / "last"
+    sound = tmp_path / "sound"
+    shutil.copytree(last, sound)
+    flip_bytes(last / "state.pt", 30)
+    with pytest.raises(IntegrityError, match=r"checkpoint/last/state.pt is damaged") as err:
+        train(TrainConfig(resume=str(run), workers=0))
+    assert "learning rate" not in str(err.value) and "--lr" not in str(err.value)
+    assert "restore the run folder" in (err.value.hint or "")
+    res = runner.invoke(app, ["train", "--resume", str(run), "--quiet"])
+    assert res.exit_code == EXIT_CORRUPT and "state.pt is damaged" in " ".join(res.output.split())
+    # with the previous checkpoint still there (a kill between the two renames of a save), it is used instead
+    shutil.copytree(sound, run / "checkpoint" / "last.old")
+    res = runner.invoke(app, ["train", "--resume", str(run), "--quiet"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0, out
+    assert "resuming from the previous checkpoint" in out and (run / "eval.json").is_file()
+    # the sound checkpoint took the damaged one's place: the folder is laid out as an uninterrupted run's
+    assert (last / "state.pt").read_bytes() == (sound / "state.pt").read_bytes()
+    assert not (run / "checkpoint" / "last.old").exists()
+
+
+def test_hand_edited_manifest_is_refused_on_resume(prepared, finished_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, ignore=shutil.ignore_patterns(".lock"))
+    run = _copy(finished_run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    cfg["data_dir"] = str(data)
+    (run / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    (run / "eval.json").unlink()
+    text = (data / "manifest.csv").read_text(encoding="utf-8")
+    (data / "manifest.csv").write_text(text.replace("a red mark", "a blue mark", 1), encoding="utf-8")
+    with pytest.raises(IntegrityError, match="manifest.csv is damaged or was changed") as err:
+        load_manifest(data)
+    assert "re-run `mwa prepare`" in (err.value.hint or "")
+    res = runner.invoke(app, ["train", "--resume", str(run), "--quiet"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == EXIT_CORRUPT and "manifest.csv" in out and "dataset.json records" in out
+
+
+def test_damaged_image_cache_is_refused_and_rebuilt_from_the_photos(prepared, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data, ignore=shutil.ignore_patterns(".lock"))
+    u8 = data / "cache" / "images_32.u8"
+    good = u8.read_bytes()
+    flip_bytes(u8, 30)
+    with pytest.raises(IntegrityError, match="images_32.u8 is damaged"):
+        ImageCache(data, 32)
+    ensure_cache(data, 32, progress=False, workers=1)  # a cache is rebuilt from the photos, not trusted
+    assert u8.read_bytes() == good
+
+
+def test_damaged_index_embeddings_are_detected(finished_run, prepared, tmp_path):
+    photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
+    idx = tmp_path / "idx"
+    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    meta = json.loads((idx / "index.json").read_text(encoding="utf-8"))
+    assert {"embeddings.safetensors", "manifest.csv", "rejected.csv"} <= set(meta["files"])
+    emb = idx / "embeddings.safetensors"
+    assert emb.stat().st_mode & 0o777 == 0o666 & ~_umask()  # follows the umask like the other files
+    flip_bytes(emb, 30, start=safetensors_data_start(emb))
+    with pytest.raises(IntegrityError, match="embeddings.safetensors is damaged"):
+        SearchIndex.load(idx)
+    res = runner.invoke(app, ["search", "a red mark", "--index", str(idx)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == EXIT_CORRUPT and "embeddings.safetensors is damaged" in out and "--rebuild" in out
+    # a truncated manifest is caught the same way
+    build_index(photos, finished_run, idx, progress=False, device="cpu")  # a re-run rebuilds what is damaged
+    SearchIndex.load(idx)
+    man = idx / "manifest.csv"
+    man.write_bytes(man.read_bytes()[: man.stat().st_size // 2])
+    res = runner.invoke(app, ["search", "a red mark", "--index", str(idx)])
+    assert res.exit_code == EXIT_CORRUPT and "manifest.csv is damaged" in " ".join(res.output.split())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,168 @@
+"""A run folder is mwa's own, stays inside --out, is written by one process at a time, and an interruption during
+the final evaluation leaves a run that resumes straight into it. Real subprocesses where signals are involved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mwa_cli.errors import ConfigError
+from mwa_cli.train.config import TrainConfig, resolve_config
+from mwa_cli.train.run_dir import RunDir
+from tests.helpers.paths import HELPERS, REPO
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "/abs/path", "..", ".", " x", "a\\b"])
+def test_a_name_cannot_leave_out(name, tmp_path):
+    with pytest.raises(ConfigError, match="is not a folder name"):
+        TrainConfig(data_dir="d", name=name).validate()
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"name": name}))
+    with pytest.raises(ConfigError, match="is not a folder name"):
+        resolve_config({"data_dir": "d"}, cfg_file)
+    with pytest.raises(ConfigError, match="is not a folder name"):
+        RunDir.create(tmp_path, name)
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1", "0"])
+def test_learning_rate_must_be_a_positive_number(bad):
+    with pytest.raises(ConfigError, match="--lr must be a positive number"):
+        TrainConfig(data_dir="d", lr=float(bad)).validate()
+
+
+def test_a_foreign_folder_is_never_replaced(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for f in ("config.json", "eval.json", "timing.json", "notes.txt"):
+        (victim / f).write_text(f"user's {f}")
+    with pytest.raises(ConfigError, match="not an mwa run folder"):
+        RunDir.create(tmp_path, "victim")
+    assert sorted(p.name for p in victim.iterdir()) == ["config.json", "eval.json", "notes.txt", "timing.json"]
+    assert all((victim / f).read_text() == f"user's {f}" for f in ("config.json", "eval.json", "timing.json"))
+
+
+def test_an_aborted_start_of_mwa_is_reused_and_marked(tmp_path):
+    run = RunDir.create(tmp_path, "r")
+    run.write_config({"mwa_version": "x"})
+    run.unlock()
+    again = RunDir.create(tmp_path, "r")  # stopped before its first checkpoint: started again
+    assert (again.path / ".mwa-run").is_file() and not (again.path / "config.json").exists()
+    again.unlock()
+
+
+def test_one_writer_per_run_folder(tmp_path):
+    first = RunDir.create(tmp_path, "r")
+    other = RunDir(first.path)
+    with pytest.raises(ConfigError, match=f"is being written by mwa process {os.getpid()}"):
+        other.lock()
+    first.unlock()
+    other.lock()
+    other.unlock()
+
+
+def _fault_env(**spec) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{HELPERS}",
+                FAULT_SPEC=json.dumps(spec))
+
+
+def _args(data, tok, out, name, steps) -> list[str]:
+    return ["train", str(data), "--backbone", "beit3-tiny-test", "--tokenizer", str(tok), "--out", str(out),
+            "--name", name, "--steps", str(steps), "--batch-size", "8", "--seed", "0", "--val-evals", "0",
+            "--checkpoint-every", "100", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.slow
+def test_a_second_train_on_the_same_run_is_refused(tmp_path, train_data_dir, train_tokenizer):
+    out = tmp_path / "runs"
+    first = subprocess.Popen([sys.executable, "-m", "fault_mwa", *_args(train_data_dir, train_tokenizer, out, "r",
+                                                                        400)],
+                             env=_fault_env(step_delay=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=str(REPO))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "r" / "metrics.jsonl").is_file():
+        time.sleep(0.1)
+    second = subprocess.run([sys.executable, "-m", "mwa_cli", *_args(train_data_dir, train_tokenizer, out, "r", 4)],
+                            env=_fault_env(), capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert first.poll() is None, "the first run must still be writing while the second one starts"
+    assert second.returncode == 2, second.stderr
+    assert "is being written by mwa process" in second.stderr and "Traceback" not in second.stderr
+    first.send_signal(signal.SIGINT)  # ends the first run with its checkpoint
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-2000:]
+    rows = [json.loads(x) for x in (out / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "train"]
+    assert steps == sorted(set(steps))  # one writer: no interleaved rows
+    assert json.loads((out / "r" / "config.json").read_text())["steps"] == 400  # the first run's settings
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_final_evaluation_resumes_into_it(tmp_path, train_data_dir, train_tokenizer):
+    out = tmp_path / "runs"
+    stamp = tmp_path / "stamp"
+    proc = subprocess.Popen([sys.executable, "-m", "fault_mwa", *_args(train_data_dir, train_tokenizer, out, "f", 6)],
+                            env=_fault_env(final_eval_delay=30, stamp=str(stamp)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not stamp.is_file() and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert not (out / "f" / "eval.json").exists()
+    res = subprocess.run([sys.executable, "-m", "mwa_cli", "train", "--resume", str(out / "f"), "--quiet"],
+                         env=_fault_env(), capture_output=True, text=True, timeout=180, cwd=str(REPO))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "f" / "eval.json").read_text())["split"] == "test"
+    steps = [json.loads(x)["step"] for x in (out / "f" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps[-1] == 6
+
+
+def test_the_lock_removes_half_written_checkpoints(tmp_path):
+    run = RunDir.create(tmp_path, "r")
+    stale = run.checkpoint_root / ".tmp-123-456"
+    stale.mkdir(parents=True)
+    (stale / "state.pt").write_bytes(b"x" * 1000)
+    run.unlock()
+    again = RunDir(run.path)
+    again.lock()
+    assert not stale.exists()
+    again.unlock()
+
+
+def test_a_full_disk_is_a_message_not_an_internal_error(capsys):
+    import errno
+
+    import typer
+
+    from mwa_cli.commands.common import guarded
+
+    @guarded
+    def writes():
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/r/adapter_model.safetensors")
+
+    with pytest.raises(typer.Exit) as exc:
+        writes()
+    assert exc.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "no space left on the disk" in err and "internal error" not in err and "--resume" in err
+
+
+def test_launcher_variables_change_nothing_outside_the_launcher(tmp_path, monkeypatch):
+    from mwa_cli.train import distributed as dist_mod
+
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    monkeypatch.setenv(dist_mod.ENV_RESULT, str(target))
+    monkeypatch.setenv(dist_mod.ENV_COMMAND, "rm -rf ~/important")
+    dist_mod.write_result({"exit_code": 0})
+    assert target.read_text() == "keep me"
+    assert dist_mod.user_command() is None
