@@ -33,7 +33,7 @@ EXIT_OK = 0
 EXIT_NONFINITE = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-MIN_STOP_FRACTION = 0.25  # early stopping never before this share of the planned steps
+MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
 
 class NonFiniteLoss(MwaError):
