@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from benchlib import cpu_name  # noqa: E402
 from mwa_cli.train.config import parse_budget  # noqa: E402
+from mwa_cli.train.loop import MIN_STOP_FRACTION  # noqa: E402
 from mwa_cli.report.quality_time import best_rsum, simulate_patience, time_to, val_curve  # noqa: E402
 
 SHARES = (0.95, 0.99)
@@ -126,26 +127,50 @@ def analyse(runs: Path, methods: list[str], seeds: list[int], budget_s: float, b
     errors = [abs(f["budget_error_pct"]) for f in finals.values() if f["budget_error_pct"] is not None]
     out["budget_accuracy"] = {"runs": len(errors), "within_3pct": sum(e <= 3.0 for e in errors),
                      "max_abs_error_pct": max(errors, default=None)}
-    # early stopping replayed on every curve: with the recorded checks, and with checks 19 check-costs apart
-    # (the spacing of the default 5 % share)
+    costs = {(m, s): _check_cost(runs / f"{m}-s{s}") for (m, s) in curves}
+    for (m, s), cost in costs.items():
+        out["methods"][m]["per_seed"][str(s)]["check_cost_s"] = cost
+    out["patience"] = patience_tables(curves, costs)
+    return out
+
+
+def patience_tables(curves: dict, check_costs: dict) -> dict:
+    """Early stopping replayed on every curve, with the trainer's guard (never before MIN_STOP_FRACTION of the
+    steps): with the recorded checks, and with checks 19 check-costs apart (the spacing of the default 5 % share)."""
+    out: dict = {}
     for spacing in ("recorded", "share_5pct"):
-        out["patience"][spacing] = {}
+        out[spacing] = {}
         for p in range(1, 9):
             kept, saved, stopped = [], [], 0
-            for (m, s), c in curves.items():
+            for key, c in curves.items():
                 if len(c) < 3:
                     continue
-                gap = 19 * _check_cost(runs / f"{m}-s{s}") if spacing == "share_5pct" else 0.0
-                sim = simulate_patience(c, p, gap)
+                gap = 19 * check_costs[key] if spacing == "share_5pct" else 0.0
+                sim = simulate_patience(c, p, gap, not_before=MIN_STOP_FRACTION)
                 kept.append(100.0 * sim["best_rsum"] / sim["full_best_rsum"])
                 saved.append(100.0 * (1 - sim["stop_time_s"] / sim["full_time_s"]))
                 stopped += sim["stopped"]
-            out["patience"][spacing][str(p)] = {
+            out[spacing][str(p)] = {
                 "best_kept_pct_min": min(kept, default=None),
                 "best_kept_pct_mean": statistics.fmean(kept) if kept else None,
                 "time_saved_pct_mean": statistics.fmean(saved) if saved else None, "runs_stopped": stopped,
                 "runs": len(kept)}
     return out
+
+
+def replay(path: Path) -> dict:
+    """Recompute the patience tables of an earlier output from its stored curves (check cost: the stored one, else
+    val_share × wall time / checks, which counts the cold step-0 check like the others)."""
+    res = json.loads(path.read_text(encoding="utf-8"))
+    curves, costs = {}, {}
+    for m, entry in res["methods"].items():
+        for s, seed in entry["per_seed"].items():
+            curves[(m, s)] = seed["curve"]
+            costs[(m, s)] = seed.get("check_cost_s") or \
+                seed["val_share"] * seed["wall_s"] / max(1, (seed.get("best") or {}).get("checks") or 1)
+    res["patience"] = patience_tables(curves, costs)
+    res["patience_replayed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return res
 
 
 def _check_cost(run: Path) -> float:
@@ -171,7 +196,30 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="OMP threads per run")
     ap.add_argument("--gpus", default="", help="comma-separated GPU ids; each parallel run gets one of its own")
     ap.add_argument("--analyse-only", action="store_true")
+    ap.add_argument("--replay", type=Path, help="recompute the patience tables of this earlier output into --out")
     args = ap.parse_args()
+    if args.replay:
+        res = replay(args.replay)
+        dev = res["device"]
+    else:
+        res, dev = run_and_analyse(args)
+    Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
+    for m, e in res["methods"].items():
+        t95, t99 = e["to_95"], e["to_99"]
+        print(f"[{dev}] {m}: to 95 % {t95['time_s']['mean']} s ({t95['reached']}/{t95['seeds']} seeds), "
+              f"to 99 % {t99['time_s']['mean']} s ({t99['reached']}/{t99['seeds']}), best val RSUM "
+              f"{e['best_val_rsum']['mean']:.1f}, test RSUM {e['test_rsum']['mean']}")
+    b = res["budget_accuracy"]
+    print(f"[{dev}] budget {res['budget']}: {b['within_3pct']}/{b['runs']} runs within 3 %, "
+          f"largest error {b['max_abs_error_pct']} %")
+    for spacing, table in res["patience"].items():
+        for p, v in table.items():
+            print(f"[{dev}] patience {p} ({spacing} checks): stopped {v['runs_stopped']}/{v['runs']} runs, best kept "
+                  f"≥ {v['best_kept_pct_min']} %, time saved {v['time_saved_pct_mean']} %")
+
+
+def run_and_analyse(args) -> tuple[dict, str]:
+    """Train every (method, seed) not trained yet under --work, then analyse the runs."""
     work = Path(args.work)
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -191,19 +239,7 @@ def main() -> None:
     res = analyse(runs, methods, seeds, parse_budget(args.budget))
     res.update(device=dev, budget=args.budget, seeds=seeds, val_share=args.val_share, jobs=args.jobs,
                threads=args.threads, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
-    for m, e in res["methods"].items():
-        t95, t99 = e["to_95"], e["to_99"]
-        print(f"[{dev}] {m}: to 95 % {t95['time_s']['mean']} s ({t95['reached']}/{t95['seeds']} seeds), "
-              f"to 99 % {t99['time_s']['mean']} s ({t99['reached']}/{t99['seeds']}), best val RSUM "
-              f"{e['best_val_rsum']['mean']:.1f}, test RSUM {e['test_rsum']['mean']}")
-    b = res["budget_accuracy"]
-    print(f"[{dev}] budget {args.budget}: {b['within_3pct']}/{b['runs']} runs within 3 %, "
-          f"largest error {b['max_abs_error_pct']} %")
-    for spacing, table in res["patience"].items():
-        for p, v in table.items():
-            print(f"[{dev}] patience {p} ({spacing} checks): stopped {v['runs_stopped']}/{v['runs']} runs, best kept "
-                  f"≥ {v['best_kept_pct_min']} %, time saved {v['time_saved_pct_mean']} %")
+    return res, dev
 
 
 if __name__ == "__main__":

@@ -38,6 +38,15 @@ def primary_protocol(captions: Sequence[str]) -> str:
     return "label_level" if captions_repeat(captions) else "instance"
 
 
+def primary_rsum(result: dict) -> float:
+    """The RSUM of an evaluation's primary protocol: label-level when captions repeat in the split (instance RSUM
+    cannot see a collapse there), else instance. What the trainer keeps its best adapter and stops early by."""
+    level = result.get("label_level") or {}
+    if result.get("primary_protocol") == "label_level" and level.get("rsum") is not None:
+        return float(level["rsum"])
+    return float(result["rsum"])
+
+
 def protocol_groups(key: str, labels: Sequence[str], captions: Sequence[str], text_to_image: Tensor
                     ) -> tuple[Tensor, Tensor]:
     """(image_groups [N_img, K] padded with -1, text_groups [N_txt]) for `group_retrieval_ranks`."""

@@ -41,10 +41,12 @@ def time_to(curve: list[dict[str, float]], target: float) -> dict[str, float] | 
     return None
 
 
-def simulate_patience(curve: list[dict[str, float]], patience: int, min_gap_s: float = 0.0) -> dict[str, Any]:
+def simulate_patience(curve: list[dict[str, float]], patience: int, min_gap_s: float = 0.0,
+                      not_before: float = 0.0) -> dict[str, Any]:
     """Replay early stopping on a recorded curve: checks at least `min_gap_s` apart (the cost-aware interval),
-    stop after `patience` checks without a strictly higher RSUM. Returns the stop time, the best RSUM kept and
-    the time of the whole curve, to choose the default patience from measured runs."""
+    stop after `patience` checks without a strictly higher RSUM, never before the share `not_before` of the run's
+    steps (the trainer's MIN_STOP_FRACTION). Returns the stop time, the best RSUM kept and the time of the whole
+    curve, to choose the default patience from measured runs."""
     checks, last = [], None
     for i, p in enumerate(curve):  # the last point is the final evaluation, which every run makes
         if last is None or p["time_s"] - last >= min_gap_s or i == len(curve) - 1:
@@ -56,7 +58,8 @@ def simulate_patience(curve: list[dict[str, float]], patience: int, min_gap_s: f
             best, since = p, 0
         else:
             since += 1
-            if patience > 0 and since >= patience and p is not checks[-1]:
+            if patience > 0 and since >= patience and p is not checks[-1] and \
+                    p["step"] >= not_before * curve[-1]["step"]:
                 stop, stopped = p, True
                 break
     return {"stopped": stopped, "stop_time_s": stop["time_s"] if stop else None,

@@ -19,6 +19,7 @@ import torch
 
 from mwa_cli import __version__
 from mwa_cli.errors import MwaError
+from mwa_cli.eval.label_level import primary_rsum
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train import distributed as dist_mod
@@ -34,7 +35,7 @@ EXIT_OK = 0
 EXIT_NONFINITE = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-MIN_STOP_FRACTION = 0.25  # early stopping never before this share of the planned steps
+MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
 
 class NonFiniteLoss(MwaError):
@@ -341,7 +342,8 @@ class TrainingRun:
         if s.val_data is not None and self.last_check_step != step:
             result, _, secs = self._run_eval(s.val_data, "val", step)
             self._log_eval(result, step)
-            keeper.observe(step, result["rsum"], self._elapsed() - float(self.acc["eval_s"]), self._best_weights)
+            keeper.observe(step, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
+                           self._best_weights)
         self._publish_best(step)
         t0 = time.monotonic()
         if s.dctx.is_main:
@@ -399,7 +401,8 @@ class TrainingRun:
         self.acc[key] = float(self.acc.get(key, 0.0)) + secs
         self._log_eval(result, step_now)
         self.last_check_step = step_now
-        if s.keeper.observe(step_now, result["rsum"], self._elapsed() - float(self.acc["eval_s"]), self._best_weights):
+        if s.keeper.observe(step_now, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
+                            self._best_weights):
             emit(self.progress, "best", s.keeper.record())
 
     def _timed_check(self, step_now: int) -> bool:

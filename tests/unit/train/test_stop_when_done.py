@@ -29,7 +29,8 @@ def scripted_val(monkeypatch):
     def fake(*args, **kwargs):
         result, top = real(*args, **kwargs)
         if result["split"] == "val":
-            result = dict(result, rsum=CURVE[min(len(calls), len(CURVE) - 1)])
+            rsum = CURVE[min(len(calls), len(CURVE) - 1)]  # scripted for whichever protocol is primary
+            result = dict(result, rsum=rsum, label_level=dict(result["label_level"], rsum=rsum))
             calls.append(result["rsum"])
         return result, top
 
@@ -79,12 +80,38 @@ def test_without_patience_the_run_goes_to_its_end(train_data_dir, train_tokenize
     assert timing["best"]["step"] == 8 and timing["best"]["val_rsum"] == 60.0  # checks at 0, 4, 8, 12, 16, final 20
 
 
-def test_no_early_stop_before_a_quarter_of_the_run(train_data_dir, train_tokenizer, tmp_path, scripted_val):
+def test_no_early_stop_before_half_the_run(train_data_dir, train_tokenizer, tmp_path, scripted_val):
     cfg = TrainConfig(data_dir=str(train_data_dir), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
                       out=str(tmp_path / "runs"), name="guard", method="mwa", steps=40, batch_size=8, lr=1e-3,
                       seed=0, log_every=10, val_evals=19, patience=1, workers=0)
     res = train(cfg)
     timing = json.loads((res.run_dir / "timing.json").read_text())
-    # checks every 2 steps: RSUM falls first at step 6 (patience 1 is used up), but stopping waits for step 10
-    assert res.steps == 10 and "early stop" in timing["stop_reason"]
+    # checks every 2 steps: RSUM falls first at step 6 (patience 1 is used up), but stopping waits for step 20
+    assert res.steps == 20 and "early stop" in timing["stop_reason"]
     assert timing["best"]["step"] == 4
+
+
+def test_repeated_captions_keep_the_best_label_level_adapter(train_data_dir, train_tokenizer, tmp_path,
+                                                              monkeypatch):
+    """When captions repeat in val the instance RSUM cannot see a collapse: the best adapter and early stopping
+    follow the label-level RSUM (here rising while the instance RSUM falls)."""
+    import mwa_cli.eval.evaluate as ev
+
+    real, calls = ev.evaluate_model, []
+
+    def fake(*args, **kwargs):
+        result, top = real(*args, **kwargs)
+        if result["split"] == "val":
+            i = len(calls)
+            calls.append(i)
+            result = dict(result, rsum=100.0 - i, primary_protocol="label_level",
+                          label_level=dict(result["label_level"], rsum=[10.0, 20.0, 60.0, 50.0, 40.0][min(i, 4)]))
+        return result, top
+
+    monkeypatch.setattr(ev, "evaluate_model", fake)
+    cfg = TrainConfig(data_dir=str(train_data_dir), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
+                      out=str(tmp_path / "runs"), name="level", method="mwa", steps=20, batch_size=8, lr=1e-3,
+                      seed=0, log_every=5, val_evals=4, patience=0, workers=0)
+    res = train(cfg)
+    timing = json.loads((res.run_dir / "timing.json").read_text())
+    assert timing["best"]["step"] == 8 and timing["best"]["val_rsum"] == 60.0  # checks at 0, 4, 8, 12, 16, 20
