@@ -142,6 +142,10 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
     if check:
         manifest["check"] = _check(out, model, sm.tokenizer, size)
     from mwa_cli.fileio import atomic_write_json
+    from mwa_cli.integrity import FILES_KEY, record
+
+    published = [IMAGE_FILE, TEXT_FILE] + ([SPM_FILE] if (out / SPM_FILE).is_file() and not is_hf else [])
+    manifest[FILES_KEY] = record(out, published)  # checked by every load (export/runtime.py)
 
     atomic_write_json(out / MANIFEST_FILE, manifest)
     return {"export": str(out), "run": str(folder), "method": sm.method, "backbone": manifest["backbone"],

@@ -84,6 +84,10 @@ class ExportedModel:
         if manifest is None:
             manifest = read_manifest(folder)
         threads = threads or default_threads()
+        from mwa_cli.integrity import recorded, verify
+
+        verify(folder, manifest, recorded(manifest), side_name=MANIFEST_FILE,
+               remedy="export the run again: mwa export RUN_DIR --format onnx --overwrite")
         img = _session(folder / manifest["image"]["file"], threads)
         txt = _session(folder / manifest["text"]["file"], threads) if need_tokenizer else None
         tok = _tokenizer(folder, manifest) if need_tokenizer else None

@@ -93,6 +93,25 @@ def test_manifest_records_what_a_line_needs(tmp_path):
     assert (tmp_path / "exp" / "tokenizer.spm").is_file()
 
 
+def test_a_damaged_exported_graph_is_refused_by_name(tmp_path):
+    from mwa_cli.errors import IntegrityError
+    from mwa_cli.export.runtime import ExportedModel
+
+    run = make_run(tmp_path / "run", "beit3-tiny-test", "mwa")
+    export_onnx(run, tmp_path / "exp")
+    m = json.loads((tmp_path / "exp" / MANIFEST_FILE).read_text())
+    assert set(m["files"]) == {"image_encoder.onnx", "text_encoder.onnx", "tokenizer.spm"}
+    ExportedModel.load(tmp_path / "exp")  # intact: loads
+    graph = tmp_path / "exp" / "text_encoder.onnx"
+    data = bytearray(graph.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 30):  # 30 flipped bytes inside the weights
+        data[i] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="text_encoder.onnx is damaged") as err:
+        ExportedModel.load(tmp_path / "exp")
+    assert err.value.exit_code == 6 and "mwa export" in err.value.hint
+
+
 def test_vocabulary_extension_is_exported(tmp_path):
     from mwa_cli.adapters import vocab
 
