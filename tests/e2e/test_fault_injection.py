@@ -5,8 +5,8 @@ behind (no staging or temporary file, no half-written checkpoint).
 Each command runs in a real process forked from this one (the CLI's own entry, `mwa_cli.cli.app`): the modules are
 already imported, so the whole of a process's life is the command's work and a random instant lands in it (in a
 fresh interpreter most of it would be spent importing torch). The kill instants are drawn uniformly over an
-uninterrupted run's duration, seeded. The default run kills each command 3 times; the soak (`pytest -m slow
-tests/e2e/test_fault_injection.py`) 50 times each; docs/benchmarks.md has its numbers.
+uninterrupted run's duration, seeded. The default run kills each command 3 times; the soak (`python -m pytest -m soak`, deselected
+otherwise) 50 times each; docs/benchmarks.md has its numbers.
 """
 
 from __future__ import annotations
@@ -245,10 +245,9 @@ def test_a_killed_command_recovers(command, tmp_path, train_data_dir, train_toke
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # ~8 minutes: deselected by default (pyproject), run with `python -m pytest -m soak`
 @pytest.mark.parametrize("command", ["train", "prepare", "index"])
-def test_soak_many_kills(command, request, tmp_path, train_data_dir, train_tokenizer, trained):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip(f"{SOAK_KILLS} kills per command take minutes: run with `pytest -m slow tests/e2e/{Path(__file__).name}`")
+def test_soak_many_kills(command, tmp_path, train_data_dir, train_tokenizer, trained):
     cmd = _commands(tmp_path, train_data_dir, train_tokenizer, trained)[command]
     stats = kill_and_recover(cmd, SOAK_KILLS, seed=1000 + sum(map(ord, command)), tmp_path=tmp_path,
                              second_reference=True)
