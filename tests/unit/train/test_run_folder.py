@@ -107,15 +107,21 @@ def test_a_second_train_on_the_same_run_is_refused(tmp_path, train_data_dir, tra
 def test_ctrl_c_during_the_final_evaluation_resumes_into_it(tmp_path, train_data_dir, train_tokenizer):
     out = tmp_path / "runs"
     stamp = tmp_path / "stamp"
+    # Ctrl-C as a terminal delivers it: with SIGINT at its default disposition. A test run started in the
+    # background (`pytest &`) ignores SIGINT, children inherit that, and mwa rightly keeps it ignored once its own
+    # handler is taken down for the finalisation.
     proc = subprocess.Popen([sys.executable, "-m", "fault_mwa", *_args(train_data_dir, train_tokenizer, out, "f", 6)],
                             env=_fault_env(final_eval_delay=30, stamp=str(stamp)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+                            stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not stamp.is_file() and proc.poll() is None:
         time.sleep(0.1)
+    stamped = stamp.is_file()
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-2000:]
+    out_text, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (f"stamp written: {stamped}; this process's SIGINT handler: "
+                                    f"{signal.getsignal(signal.SIGINT)}\n{out_text[-1000:]}\n{err[-2000:]}")
     assert not (out / "f" / "eval.json").exists()
     res = subprocess.run([sys.executable, "-m", "mwa_cli", "train", "--resume", str(out / "f"), "--quiet"],
                          env=_fault_env(), capture_output=True, text=True, timeout=180, cwd=str(REPO))
