@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mwa_cli.adapters.io import save_adapter
 from mwa_cli.adapters.registry import apply_method, names
 from mwa_cli.cli import app
-from mwa_cli.errors import CheckpointError, ConfigError
+from mwa_cli.errors import CheckpointError, ConfigError, IntegrityError
 from mwa_cli.export.onnx import IMAGE_FILE, MANIFEST_FILE, export_onnx
 from mwa_cli.export.runtime import ExportedModel
 from mwa_cli.models.presets import build_backbone
@@ -27,20 +27,11 @@ from mwa_cli.search.query import search
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
+from tests.helpers.adapter_runs import perturbed_adapter_run
 from tests.helpers.paths import REPO
 
 
-def make_run(path: Path, backbone: str, method: str, seed: int = 0) -> Path:
-    """A saved adapter whose trainable weights are moved off their init (so adapters really change the output)."""
-    torch.manual_seed(0)  # load_search_model rebuilds a random backbone with seed 0 (no config.json)
-    model, info = build_backbone(backbone)
-    applied = apply_method(model, method)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for _, p in applied.trainable_named_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    save_adapter(path, model, applied, info)
-    return path
+make_run = perturbed_adapter_run
 
 
 def photos(root: Path, n: int = 6) -> Path:
@@ -94,7 +85,6 @@ def test_manifest_records_what_a_line_needs(tmp_path):
 
 
 def test_a_damaged_exported_graph_is_refused_by_name(tmp_path):
-    from mwa_cli.errors import IntegrityError
     from mwa_cli.export.runtime import ExportedModel
 
     run = make_run(tmp_path / "run", "beit3-tiny-test", "mwa")
@@ -212,10 +202,14 @@ def test_bad_input_is_refused_clearly(tmp_path):
     assert res.exit_code == 2 and "not an exported model" in " ".join(res.output.split())
     res = runner.invoke(app, ["index", str(pics), "--model", str(run / "export_onnx"), "--adapter", str(run)])
     assert res.exit_code == 2 and "exactly one" in res.output
-    # a damaged graph: a clear error, not an onnxruntime traceback
+    # a damaged graph: a clear error, not an onnxruntime traceback (its sha256 no longer matches export.json;
+    # an export written before hashes were recorded reaches onnxruntime, which is refused clearly too)
     (run / "export_onnx" / IMAGE_FILE).write_bytes(b"not a graph")
-    with pytest.raises(CheckpointError, match="onnxruntime cannot load"):
+    with pytest.raises(IntegrityError, match="image_encoder.onnx is damaged"):
         ExportedModel.load(run / "export_onnx")
+    manifest = json.loads((run / "export_onnx" / MANIFEST_FILE).read_text())
+    with pytest.raises(CheckpointError, match="onnxruntime cannot load"):
+        ExportedModel.load(run / "export_onnx", manifest={k: v for k, v in manifest.items() if k != "files"})
     # an index built by another adapter is refused with the export too
     other = make_run(tmp_path / "other", "beit3-tiny-test", "mwa", seed=7)
     export_onnx(other, tmp_path / "other_exp")

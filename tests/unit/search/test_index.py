@@ -13,14 +13,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from mwa_cli.adapters.io import save_adapter
-from mwa_cli.adapters.registry import apply_method
 from mwa_cli.cli import app
 from mwa_cli.errors import CheckpointError, ConfigError, DataError
-from mwa_cli.models.presets import build_backbone
 from mwa_cli.search.html import PhotoThumbs, render_search_html
 from mwa_cli.search.index import SearchIndex, build_index, load_search_model
 from mwa_cli.search.query import exact_topk, search
+from tests.helpers.adapter_runs import perturbed_adapter_run
 
 runner = CliRunner()
 
@@ -31,15 +29,7 @@ def _flat(res) -> str:
 
 
 def _make_run(path: Path, seed: int = 0, method: str = "mwa") -> Path:
-    torch.manual_seed(0)  # load_search_model rebuilds the random backbone with seed 0 (no config.json)
-    model, info = build_backbone("beit3-tiny-test")
-    applied = apply_method(model, method)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for _, p in applied.trainable_named_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    save_adapter(path, model, applied, info)
-    return path
+    return perturbed_adapter_run(path, "beit3-tiny-test", method, seed)
 
 
 def _photo(path: Path, seed: int, size=(40, 30)) -> None:
