@@ -11,7 +11,8 @@ from typing import Any
 
 from mwa_cli.errors import ConfigError
 from mwa_cli.train.checkpoint import find_checkpoint
-from mwa_cli.train.run_dir import LOCK, RunDir, is_run_folder
+from mwa_cli.outdir import LOCK
+from mwa_cli.train.run_dir import RunDir, is_run_folder
 
 CONFIG_KEYS = ("method", "backbone", "data_dir", "budget", "epochs", "steps", "batch_size", "lr", "seed", "device",
                "precision", "command")

@@ -10,7 +10,7 @@ from pathlib import Path
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
-from mwa_cli.outdir import LOCK, MARKERS, FolderLock, remove_temp, write_marker  # noqa: F401 - LOCK: runs view
+from mwa_cli.outdir import MARKERS, FolderLock, remove_temp, write_marker
 
 TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples", "samples_per_s", "device_hours",
                "device_type", "device_name", "n_devices", "peak_mem_gib", "data_wait_fraction", "budget_s", "torch",
