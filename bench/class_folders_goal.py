@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mwa_cli.data.label_text import parse_label_text_items  # noqa: E402
 from mwa_cli.data.prepare import prepare_dataset  # noqa: E402
 from scripts.make_class_folders import build_class_folders  # noqa: E402
 
@@ -42,16 +45,21 @@ def cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} threads)"
 
 
-def run_one(data: Path, runs: Path, spec: str, seed: int, epochs: float | None, threads: int) -> dict:
-    method, positives, lr = spec.split(":")
-    name = f"{method}-{positives}-{lr}-s{seed}"
+def run_one(data: Path, runs: Path, spec: str, seed: int, epochs: float | None, threads: int, *,
+            device: str = "cpu", val_probe: Path | None = None) -> dict:
+    method, positives, lr, *extra = spec.split(":", 3)
+    extra_args = shlex.split(extra[0]) if extra else []
+    slug = re.sub(r"[^A-Za-z0-9.=]+", "_", extra[0]).strip("_") if extra else ""
+    name = f"{method}-{positives}-{lr}{'-' + slug if slug else ''}-s{seed}"
     cmd = [sys.executable, "-m", "mwa_cli", "train", str(data), "--backbone", "beit3-mini", "--method", method,
-           "--positives", positives, "--device", "cpu", "--seed", str(seed),
-           "--out", str(runs), "--name", name, "--quiet", "--json", "--workers", "0"]
+           "--positives", positives, "--device", device, "--seed", str(seed), "--batch-size", "32",
+           "--out", str(runs), "--name", name, "--quiet", "--json", "--workers", "0", *extra_args]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     if lr != "default":
         cmd += ["--lr", lr]
+    if val_probe is not None:
+        cmd += ["--config", str(val_probe)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -80,7 +88,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="class_folders.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="METHOD:POSITIVES:LR (LR 'default' = preset)")
+    ap.add_argument("--runs", nargs="+", default=DEFAULT_RUNS,
+                    help="METHOD:POSITIVES:LR[:EXTRA TRAIN ARGS] (LR 'default' = preset), e.g. "
+                         "'mwa:auto:default:--option scale=0.5'")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (probes only: the goal is measured on the CPU)")
+    ap.add_argument("--val-probe", action="store_true",
+                    help="judge on val (final split val, no val checks during training): for choosing settings "
+                         "without touching the test split")
+    ap.add_argument("--label-text", action="append", default=None, metavar="LABEL=PHRASE",
+                    help="label descriptions for prepare (repeatable), as `mwa prepare --label-text`")
     ap.add_argument("--epochs", type=float, default=None, help="default: the product's default length")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -88,13 +104,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mwa-folders-"))
     build_class_folders(work / "photos")
     prepare_dataset(work / "photos", work / "data", fmt="folders", lang="en", image_size=64, split="0.6,0.2,0.2",
-                    progress=False)
+                    progress=False, label_texts=parse_label_text_items(args.label_text) if args.label_text else None)
+    val_probe = None
+    if args.val_probe:
+        val_probe = work / "val_probe.json"
+        val_probe.write_text(json.dumps({"final_split": "val", "val_evals": 0}))
     machine = cpu_name()
+    if args.device == "cuda":
+        import torch
+
+        machine = f"{torch.cuda.get_device_name(0)}, host {machine}"
     print(f"machine: {machine}", flush=True)
     jobs = [(spec, seed) for seed in args.seeds for spec in args.runs]
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_one, work / "data", work / "runs", spec, seed, args.epochs, args.threads)
+        futures = [pool.submit(run_one, work / "data", work / "runs", spec, seed, args.epochs, args.threads,
+                               device=args.device, val_probe=val_probe)
                    for spec, seed in jobs]
         for f in futures:
             row = f.result()
@@ -105,9 +130,12 @@ def main() -> None:
                   f"{ll.get('i2t', {}).get('r1', float('nan')):.1f} (chance {ll.get('chance', {}).get('i2t_r1', 0):.1f}), "
                   f"instance RSUM {row.get('instance', {}).get('rsum', float('nan')):.1f}, "
                   f"train {row.get('train_s', 0):.0f} s", flush=True)
-            Path(args.out).write_text(json.dumps({"machine": machine, "epochs": args.epochs, "rows": rows}, indent=2))
+            Path(args.out).write_text(json.dumps({"machine": machine, "device": args.device, "epochs": args.epochs,
+                                                  "split": "val" if args.val_probe else "test",
+                                                  "label_text": args.label_text, "rows": rows}, indent=2))
     length = f"{args.epochs:g} epochs" if args.epochs else "default length"
-    print(f"\nmachine: {machine}; {length}; label-level I→T R@1 on test (88 images, 264 captions)")
+    print(f"\nmachine: {machine}; {length}; label-level I→T R@1 on "
+          f"{'val' if args.val_probe else 'test'} (88 images, 264 captions)")
     print("| run | seeds | label-level I→T R@1 per seed | mean | min per-label I→T R@1 | instance RSUM mean |")
     print("|---|---|---|---:|---:|---:|")
     for spec in args.runs:
