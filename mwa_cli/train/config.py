@@ -19,6 +19,15 @@ DEVICES = ("auto", "cuda", "cpu")
 FLIP_MODES = ("auto", "on", "off")
 FEATURE_CACHE_MODES = ("off", "auto", "gpu", "ram", "disk")
 POSITIVE_MODES = ("auto", "caption", "label", "off")
+DEFAULT_EPOCHS = 10  # the length of a run given no --budget, --epochs or --steps
+# Captions that are mostly repeats (class-folder templates) leave one short text per label, and every method was
+# still learning at 10 epochs on such data; 40 brought MWA level with full fine-tuning (docs/decisions.md).
+TEMPLATED_DEFAULT_EPOCHS = 40
+
+
+def default_epochs(templated: bool) -> int:
+    """Epochs of a run given no length: longer when the train captions are mostly repeats."""
+    return TEMPLATED_DEFAULT_EPOCHS if templated else DEFAULT_EPOCHS
 
 
 @dataclass
