@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from mwa_cli import __version__
-from mwa_cli.errors import MwaError
+from mwa_cli.errors import EXIT_INTERNAL, EXIT_NONFINITE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, MwaError
 from mwa_cli.eval.label_level import primary_rsum
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.train import checkpoint as ckpt_mod
@@ -31,10 +31,6 @@ from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setu
 from mwa_cli.train.signals import SignalFlag, agree_stop
 from mwa_cli.train.trainer import Trainer
 
-EXIT_OK = 0
-EXIT_NONFINITE = 3
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
 
@@ -599,7 +595,7 @@ def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> Mwa
     hint = (f"the last checkpoint is kept; after fixing the cause, resume with: {resume_cmd}" if resume_cmd
             else "no checkpoint had been written yet; after fixing the cause, start the run again")
     return MwaError(what, hint=hint + " (`--workers 0` loads in the training process, which shows the error "
-                    "without worker processes)", exit_code=1)
+                    "without worker processes)", exit_code=EXIT_INTERNAL)
 
 
 def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, data_dir: Path, n_cached: int,
