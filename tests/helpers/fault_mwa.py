@@ -80,16 +80,16 @@ def _patch() -> None:
         loop.final_evaluation = final_evaluation
 
     if SPEC.get("ckpt_pause"):
-        from mwa_cli.train import checkpoint
+        from mwa_cli import fileio
 
-        original_fsync_dir = checkpoint._fsync_dir
+        original_fsync_dir = fileio.fsync_dir
 
         def fsync_dir(path):
             original_fsync_dir(path)
-            if Path(path).name.startswith(".tmp-"):  # the new checkpoint is written, not yet published
+            if Path(path).name.startswith(fileio.TEMP_DIR_PREFIX):  # the new checkpoint is written, not published
                 time.sleep(float(SPEC["ckpt_pause"]))
 
-        checkpoint._fsync_dir = fsync_dir
+        fileio.fsync_dir = fsync_dir
 
 
 if __name__ == "__main__":
