@@ -7,7 +7,7 @@ trainer and the evaluator use for BEiT-3 (``encode_image``, ``encode_text(ids, m
 (``mwa_cli.adapters.two_tower``).
 
 Pixels: the data path gives every backbone the project's pixels (RGB in [0, 1] normalised with mean = std = 0.5,
-``mwa_cli.train.data``); a backbone whose image processor expects other statistics (CLIP's OpenAI mean/std)
+``mwa_cli.models.preprocess``); a backbone whose image processor expects other statistics (CLIP's OpenAI mean/std)
 declares them as ``image_mean`` / ``image_std`` and converts inside ``encode_image`` (a per-channel affine map, the
 same arithmetic as the processor's normalisation). SigLIP's statistics are 0.5/0.5: the conversion is skipped.
 
@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.models.preprocess import MEAN as PROJECT_MEAN  # the normalisation every backbone receives
+from mwa_cli.models.preprocess import STD as PROJECT_STD
 
 PREFIX = "hf:"
 SIGMOID_TYPES = ("siglip", "siglip2")
 SUPPORTED_TYPES = ("clip", *SIGMOID_TYPES)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PROJECT_MEAN = 0.5  # mwa_cli.train.data.MEAN / STD: the normalisation every backbone receives
-PROJECT_STD = 0.5
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "_commit_hash", "name_or_path", "dtype",

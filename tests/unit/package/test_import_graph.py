@@ -154,3 +154,23 @@ def test_the_command_line_and_the_method_registry_load_without_torch():
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"torch": False, "methods": ["mwa", "nke", "lora", "full-ft", "frozen"]}
+
+
+# Lower layers never import upper ones: (importer package, imported package). eval, models and the shared
+# helpers (runs, runtime) serve train, search, export and report, not the other way round.
+LAYERS = [("mwa_cli.eval", "mwa_cli.train"), ("mwa_cli.models", "mwa_cli.train"), ("mwa_cli.models", "mwa_cli.eval"),
+          ("mwa_cli.runs", "mwa_cli.train"), ("mwa_cli.runs", "mwa_cli.eval"), ("mwa_cli.runtime", "mwa_cli.train")]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    def within(module: str, package: str) -> bool:
+        return module == package or module.startswith(package + ".")
+
+    return [f"{a} imports {b}" for low, high in LAYERS for a in sorted(graph) if within(a, low)
+            for b in sorted(graph[a]) if within(b, high)]
+
+
+def test_lower_layers_do_not_import_upper_ones():
+    assert layer_violations(import_graph()) == []
+    assert layer_violations({"mwa_cli.eval.embed": {"mwa_cli.train.data"}}) == ["mwa_cli.eval.embed imports "
+                                                                                 "mwa_cli.train.data"]
