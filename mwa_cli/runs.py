@@ -19,7 +19,7 @@ from mwa_cli.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from mwa_cli.models.presets import BackboneInfo
+    from mwa_cli.models.base import BackboneInfo
 
 RUN_CONFIG = "config.json"
 

@@ -53,7 +53,7 @@ class RunSetup:
     precision: str
     data_dir: Path
     model: Any
-    binfo: Any  # presets.BackboneInfo
+    binfo: Any  # mwa_cli.models.base.BackboneInfo
     applied: Any  # the method applied to the model (adapters/registry.py)
     tok: Any
     cache: Any  # the data dir's image cache
