@@ -105,7 +105,7 @@ def step_flops(trainer, batch: int, text_len: int, cached: bool = False) -> floa
 
 def cached_batches(trainer, batch_size: int, text_len: int, n_batches: int) -> tuple:
     """Fill a GPU feature cache from `n_batches` random batches; returns (make_batch, fill info)."""
-    from mwa_cli.train.data import to_pixels
+    from mwa_cli.models.preprocess import to_pixels
     from mwa_cli.train.feature_cache import fill_feature_cache
 
     n = batch_size * n_batches

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from mwa_cli.data.ingest import SAMPLE_DATA
 from mwa_cli.data.prepare import prepare_dataset
-from mwa_cli.errors import MwaError
+from mwa_cli.errors import EXIT_USAGE, MwaError
 from mwa_cli.models.presets import MINI, resolve_config
 from mwa_cli.train.checkpoint import find_checkpoint
 from mwa_cli.report.i18n import fmt_duration
@@ -64,7 +64,7 @@ def run_demo(
     Re-running it in the same `out` folder keeps the runs that finished and continues an interrupted one from
     its checkpoint; `force` removes the demo's earlier runs first."""
     if seeds < 1:
-        raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=2)
+        raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=EXIT_USAGE)
     from mwa_cli.report.api import make_report
 
     out = Path(out)

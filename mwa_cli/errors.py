@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+# Every exit code of every command (docs/formats.md "Exit codes" is the same table). Each number has one meaning,
+# except the aliases in EXIT_ALIASES, whose meaning is confined to one command.
+EXIT_OK = 0  # the command did what was asked
+EXIT_INTERNAL = 1  # an unexpected error (a bug, a full disk, a failing data loader): one line, MWA_DEBUG=1 for more
+EXIT_CHECK_FAILED = 1  # mwa doctor: at least one check failed (its row says what to do)
+EXIT_USAGE = 2  # bad input: an invalid option, a path that cannot be used, a folder another mwa process is writing
+EXIT_DATA = 3  # unusable data: no photos or captions, an unreadable table, photo or search index
+EXIT_STRICT = 4  # mwa prepare --strict: a file or row was rejected (rejected.csv is written, no dataset is)
+EXIT_EXPORT = 4  # mwa export: the exported graphs do not reproduce the model (the exporter or its check failed)
+EXIT_OOM = 4  # mwa train: out of GPU memory even with a micro-batch of 1 (or a batch of 8 for --batch-size auto)
 EXIT_PEER_LOST = 5  # a training process whose peer (another process of the same run) went away first
 EXIT_CORRUPT = 6  # a file mwa published differs from the sha256 recorded beside it (mwa_cli/integrity.py)
+EXIT_NONFINITE = 7  # mwa train: the loss became NaN or infinite; the last good checkpoint is kept
+EXIT_SIGINT = 130  # interrupted by Ctrl-C (SIGINT); mwa train saved a checkpoint to resume from
+EXIT_SIGTERM = 143  # stopped by SIGTERM; mwa train saved a checkpoint to resume from
+
+# Names sharing another's number (a script reads the code of the command it ran, so the command disambiguates).
+EXIT_ALIASES = {"EXIT_CHECK_FAILED": "EXIT_INTERNAL", "EXIT_EXPORT": "EXIT_STRICT", "EXIT_OOM": "EXIT_STRICT"}
 
 
 class MwaError(Exception):
     """An error the user can act on. The CLI prints it without a traceback and exits with `exit_code`."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, hint: str | None = None, exit_code: int | None = None):
         super().__init__(message)

@@ -97,6 +97,15 @@ def summary(run: Path) -> dict[str, Any]:
             "wall_s": wall}
 
 
+def runs_folder(positional: Path | None, option: Path | None) -> Path:
+    """The folder of `mwa runs`: given as `mwa runs FOLDER` or, as for `mwa report`, `mwa runs --runs FOLDER`
+    (default runs/). Two different folders are refused rather than one silently ignored."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise ConfigError(f"two folders given: {positional} and --runs {option}",
+                          hint=f"give one: mwa runs --runs {option}")
+    return Path(positional or option or "runs")
+
+
 def list_runs(folder: Path) -> list[dict[str, Any]]:
     """Every run folder directly inside `folder` (or `folder` itself when it is a run), sorted by name."""
     folder = Path(folder)

@@ -15,7 +15,8 @@ from mwa_cli.adapters.registry import AppliedMethod, apply_method
 from mwa_cli.errors import CheckpointError
 from mwa_cli.fileio import atomic_write
 from mwa_cli.models.beit3 import BEiT3Retrieval
-from mwa_cli.models.presets import BackboneInfo, build_backbone
+from mwa_cli.models.base import BackboneInfo
+from mwa_cli.models.presets import build_backbone
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"

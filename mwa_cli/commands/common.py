@@ -16,7 +16,7 @@ import click
 import typer
 from rich.console import Console
 
-from mwa_cli.errors import EXIT_PEER_LOST, ConfigError, MwaError
+from mwa_cli.errors import EXIT_INTERNAL, EXIT_PEER_LOST, EXIT_SIGINT, ConfigError, MwaError
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
@@ -39,7 +39,7 @@ def guarded(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_SIGINT) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - no traceback for the user
@@ -49,7 +49,7 @@ def guarded(fn: F) -> F:
                 err_console.print(f"[bold red]error:[/] no space left on the disk ({exc})", highlight=False)
                 err_console.print("[yellow]hint:[/] free some space and run the command again; an interrupted "
                                   "training run continues with `mwa train --resume RUN`", highlight=False)
-                raise typer.Exit(1) from None
+                raise typer.Exit(EXIT_INTERNAL) from None
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
@@ -57,7 +57,7 @@ def guarded(fn: F) -> F:
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
             err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
                               "to see the traceback", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     @functools.wraps(fn)
     def warned(*args: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.errors import EXIT_CHECK_FAILED
 
 STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
 
@@ -34,4 +35,4 @@ def register(app: typer.Typer) -> None:
                 table.add_row(c.name, STYLE[c.status], c.found, c.advice)
             console.print(table)
         if any(c.status == "fail" for c in checks):
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_CHECK_FAILED)

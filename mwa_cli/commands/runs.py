@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich import box
@@ -22,6 +23,8 @@ Examples:
   mwa runs
 
   mwa runs runs/demo/runs
+
+  mwa runs --runs runs/demo/runs
 
   mwa runs --json
 """
@@ -47,11 +50,15 @@ def register(app: typer.Typer) -> None:
     @app.command("runs", help=RUNS_HELP)
     @guarded
     def runs_cmd(
-        folder: Path = typer.Argument(Path("runs"), help="Folder holding run folders (or one run folder)."),
+        positional: Optional[Path] = typer.Argument(None, metavar="FOLDER", show_default=False,
+                                                    help="Folder holding run folders (or one run folder); "
+                                                         "default runs."),
+        runs: Optional[Path] = typer.Option(None, "--runs", help="The same folder, spelled as for `mwa report`."),
         json_out: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.runs_view import list_runs
+        from mwa_cli.runs_view import list_runs, runs_folder
 
+        folder = runs_folder(positional, runs)
         rows = list_runs(folder)
         if json_out:
             emit_json(rows)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from mwa_cli.data.images import is_image_name
-from mwa_cli.errors import DataError
+from mwa_cli.errors import EXIT_DATA, DataError
 
 FORMATS = ("table", "sidecar", "folders")
 TABLE_NAMES = ("captions.csv", "captions.tsv", "captions.jsonl")
@@ -38,8 +38,6 @@ LANG_COLUMNS = ("lang", "language")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test", "eval": "test"}
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
-
-EXIT_DATA = 3  # unusable input data (see docs/formats.md "prepare exit codes")
 
 
 @dataclass

@@ -32,14 +32,12 @@ from mwa_cli.data.manifest import (MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS
 from mwa_cli.data.splits import assign_splits, parse_ratios
 from mwa_cli.eval.small_split import split_warnings
 from mwa_cli.data.stats import build_report, tokenizer_coverage
-from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.errors import EXIT_DATA, EXIT_STRICT, ConfigError, DataError
 from mwa_cli.fileio import atomic_write_json
 from mwa_cli.integrity import FILES_KEY
 from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
 
-EXIT_DATA = 3      # no usable data / unreadable input
 STAGING = "staging_"  # decoded photos of one prepare, before they become the cache (cache/.staging_*)
-EXIT_STRICT = 4    # --strict and something was rejected
 FILE_INDEX = "files.json"
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mwa_cli.train.data import to_pixels
+from mwa_cli.models.preprocess import to_pixels
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):

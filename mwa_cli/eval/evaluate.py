@@ -18,6 +18,8 @@ from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
+from mwa_cli.runs import load_run, load_tokenizer, read_run_config
+from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 
 TOPK_MAX_QUERIES = 200  # the report's gallery shows a few; keep eval_topk.json small on big splits
 
@@ -132,26 +134,6 @@ def protocol_entries(img: torch.Tensor, txt: torch.Tensor, split_data: SplitData
             "primary_protocol": primary_protocol(split_data.captions)}
 
 
-def load_tokenizer(tokenizer_path: str | None, text_len: int, model=None):
-    """The tokenizer of a run: the backbone's sentencepiece model, plus the token table of ``model``'s vocabulary
-    extension when it has one (`mwa_cli.adapters.vocab`). Training, eval, index and search all build it here."""
-    from mwa_cli.adapters.vocab import added_tokens_from, extension_table
-    from mwa_cli.models.tokenizer import Beit3Tokenizer
-
-    if tokenizer_path and str(tokenizer_path).startswith("hf:"):  # a Hugging Face backbone's own tokenizer
-        from mwa_cli.models.hf import HFTokenizer
-
-        return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
-    if not tokenizer_path:
-        from mwa_cli.models.sources import TOKENIZER_URL
-
-        raise ConfigError("no tokenizer for this backbone: BEiT-3 needs its sentencepiece model, beit3.spm",
-                          hint=f"download {TOKENIZER_URL} and pass --tokenizer PATH (or put it beside the weights "
-                               "file)")
-    added = added_tokens_from(extension_table(model)) if model is not None else None
-    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
-
-
 @contextlib.contextmanager
 def evaluation_numerics():
     """The same float arithmetic for every evaluation: TF32 off for matmuls and convolutions (training turns it
@@ -163,18 +145,6 @@ def evaluation_numerics():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-
-
-def _read_run_config(folder: Path) -> dict:
-    import json
-
-    if not (folder / "config.json").is_file():
-        return {}
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
 
 
 def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = None, split: str = "test",
@@ -190,56 +160,36 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     built fresh from the published artefacts, as `mwa train` does for its final evaluation.
     """
     from mwa_cli.data.manifest import load_dataset_info
-    from mwa_cli.train.config import amp_dtype, resolve_device, resolve_precision
 
     dev = resolve_device(device)
     run_cfg: dict = {}
     out_dir: Path | None = None
     if method == "frozen" and backbone:
-        from mwa_cli.models.presets import build_backbone
-
-        from mwa_cli.models.presets import require_weights
+        from mwa_cli.models.presets import build_backbone, require_weights
 
         model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target
+        prec = resolve_precision(precision or "auto", dev)
+        model.to(dev)
+        model.eval()
+        tok = load_tokenizer(tokenizer or getattr(info, "tokenizer_path", None), int(model.config.text_len),
+                             model=model)
     else:
         if target is None:
             raise ConfigError("nothing to evaluate", hint="give a run folder or an adapter file")
-        from mwa_cli.adapters.io import load_adapter
-
-        tpath = Path(target)
-        if not tpath.exists():
-            raise ConfigError(f"{tpath} does not exist", hint="give a run folder such as runs/<name> (`mwa train` "
-                              "prints it), or an adapter folder")
-        folder = tpath if tpath.is_dir() else tpath.parent
-        run_cfg = _read_run_config(folder)
-        if not (folder / "adapter_config.json").is_file():
-            raise ConfigError(f"{folder} holds no adapter_config.json",
-                              hint="give a finished run folder (runs/<name>) or an adapter folder")
-        # Same seed as training before building: a randomly initialised backbone (test presets) comes out
-        # identical; pretrained backbones are unaffected.
-        torch.manual_seed(int(run_cfg.get("seed", 0) or 0))
-        model, applied, info = load_adapter(tpath, weights=weights or run_cfg.get("weights"),
-                                            tokenizer=tokenizer or run_cfg.get("tokenizer"))
-        method_name = applied.name
-        out_dir = folder
+        run = load_run(target, weights=weights, tokenizer=tokenizer, device=device, precision=precision)
+        model, tok, info, run_cfg, prec = run.model, run.tokenizer, run.info, run.config, run.precision
+        method_name = run.method
+        out_dir = run.folder
         if data_dir is None:
             data_dir = run_cfg.get("data_dir")
         if data_dir is None:
             raise ConfigError("no data dir: this adapter does not come with a run's config.json",
                               hint="pass --data DATA_DIR")
-    if precision is None:  # the run's own precision when it ran on this kind of device
-        precision = run_cfg.get("precision") if run_cfg.get("device") == dev.type else None
-    prec = resolve_precision(precision or "auto", dev)
     if batch_size is None:
         batch_size = int(run_cfg.get("eval_batch_size") or 128)
-    model.to(dev)
-    model.eval()
-    text_len = int(run_cfg.get("text_len") or model.config.text_len)
-    tok_path = tokenizer or run_cfg.get("tokenizer") or getattr(info, "tokenizer_path", None)
-    tok = load_tokenizer(tok_path, text_len, model=model)
     ds_info = load_dataset_info(Path(data_dir))
     identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
     ranks: dict = {}
@@ -270,7 +220,7 @@ def evaluate_path(target: str | Path | None, *, data_dir: str | Path | None = No
                                                   tokenizer=tokenizer, backbone=backbone, weights=weights,
                                                   method=method)
     if write and out_dir is not None:
-        name = eval_file_name(split, _read_run_config(out_dir))
+        name = eval_file_name(split, read_run_config(out_dir))
         atomic_write_json(out_dir / name, result)
         if name == "eval.json":  # the run's number: with the per-query ranks its intervals come from
             from mwa_cli.eval.bootstrap import save_ranks

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.models.hf import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PREFIX, PROJECT_MEAN, PROJECT_STD,
+from mwa_cli.models.hf import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROJECT_MEAN, PROJECT_STD,
                                config_sha256)
 
 MODEL_TYPE = "blip-2"
@@ -181,7 +180,8 @@ class Blip2Retrieval(nn.Module):
         return F.normalize(hf.text_projection(cls), dim=-1)
 
 
-def _preset_config():
+def preset_config():
+    """The transformers config of ``blip2-itm-vit-g``, from the sizes written above."""
     from transformers import Blip2Config
 
     cfg = Blip2Config(**BLIP2_ITM_VIT_G)
@@ -191,7 +191,7 @@ def _preset_config():
 
 def check_preset_layout(config) -> None:
     """Refuse a model directory whose sizes are not the ``blip2-itm-vit-g`` layout."""
-    want = blip2_backbone_config(_preset_config()).to_dict()
+    want = blip2_backbone_config(preset_config()).to_dict()
     have = blip2_backbone_config(config).to_dict()
     diffs = [f"{k} {have[k]} (expected {want[k]})" for k in want if k != "config_sha256" and have[k] != want[k]]
     if diffs:
@@ -200,39 +200,5 @@ def check_preset_layout(config) -> None:
                                "another BLIP-2 retrieval model")
 
 
-def build_blip2_preset(weights: str | None = None, *, tokenizer: str | None = None,
-                       device: torch.device | str | None = None):
-    """``blip2-itm-vit-g``: random weights from the written config (``weights=None``: benchmarks, meta-device
-    counts), or a local copy of the hub directory (``weights=DIR``: config checked, weights and tokenizer read)."""
-    from transformers import Blip2ForImageTextRetrieval
-
-    from mwa_cli.models.hf import build_hf_backbone
-    from mwa_cli.models.presets import BackboneInfo
-
-    if weights is not None:
-        folder = Path(weights).expanduser()
-        if not folder.is_dir():
-            raise ConfigError(f"--weights for {PRESET} must be the model directory (config.json, model.safetensors, "
-                              f"tokenizer files), got {weights}",
-                              hint="download Salesforce/blip2-itm-vit-g once (e.g. `hf download "
-                                   "Salesforce/blip2-itm-vit-g --local-dir DIR`) and pass --weights DIR")
-        from transformers import AutoConfig
-
-        try:
-            check_preset_layout(AutoConfig.from_pretrained(str(folder), local_files_only=True))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the config of {folder}: {exc}",
-                              hint="pass the directory holding config.json and the weights") from None
-        model, info = build_hf_backbone(f"{PREFIX}{folder}", tokenizer=tokenizer, device=device)
-        return model, BackboneInfo(PRESET, info.config, weights=str(folder.resolve()),
-                                   weights_sha256=info.weights_sha256, tokenizer_path=info.tokenizer_path,
-                                   extra=info.extra)
-    config = _preset_config()
-    with torch.device(device if device is not None else "cpu"):
-        model = Blip2Retrieval(Blip2ForImageTextRetrieval(config))
-    tok = f"{PREFIX}{tokenizer}" if tokenizer and Path(tokenizer).is_dir() else tokenizer  # a BERT tokenizer dir
-    return model, BackboneInfo(PRESET, model.config.to_dict(), tokenizer_path=tok)
-
-
 __all__ = ["BLIP2_ITM_VIT_G", "PRESET", "Blip2BackboneConfig", "Blip2Retrieval", "blip2_backbone_config",
-           "build_blip2_preset", "check_preset_layout", "check_retrieval_config"]
+           "check_preset_layout", "check_retrieval_config", "preset_config"]

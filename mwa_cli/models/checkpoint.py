@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mwa_cli.errors import CheckpointError
-from mwa_cli.fileio import sha256_file
+from mwa_cli.fileio import atomic_write, sha256_file
 
 POS_KEY = "beit3.encoder.embed_positions.A.weight"
 EXTRA_POS_ROWS = 3  # two unused fairseq rows + the cls token
@@ -34,18 +33,19 @@ def download(url: str, cache_dir: Path = DEFAULT_CACHE, progress=None) -> Path:
     target = cache_dir / Path(urllib.parse.urlparse(url).path).name
     if target.is_file():
         return target
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
-    try:
-        with urllib.request.urlopen(url) as resp, os.fdopen(fd, "wb") as out:
+
+    def fetch(tmp: str) -> None:
+        with urllib.request.urlopen(url) as resp, open(tmp, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0)
             task = progress.add_task(f"download {target.name}", total=total or None) if progress else None
             while block := resp.read(1 << 20):
                 out.write(block)
                 if progress:
                     progress.advance(task, len(block))
-        os.replace(tmp, target)
+
+    try:
+        atomic_write(target, fetch)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"could not download {url}: {exc}",
                               hint="download the file by hand and pass its local path to --weights") from None
     return target

@@ -7,7 +7,7 @@ trainer and the evaluator use for BEiT-3 (``encode_image``, ``encode_text(ids, m
 (``mwa_cli.adapters.two_tower``).
 
 Pixels: the data path gives every backbone the project's pixels (RGB in [0, 1] normalised with mean = std = 0.5,
-``mwa_cli.train.data``); a backbone whose image processor expects other statistics (CLIP's OpenAI mean/std)
+``mwa_cli.models.preprocess``); a backbone whose image processor expects other statistics (CLIP's OpenAI mean/std)
 declares them as ``image_mean`` / ``image_std`` and converts inside ``encode_image`` (a per-channel affine map, the
 same arithmetic as the processor's normalisation). SigLIP's statistics are 0.5/0.5: the conversion is skipped.
 
@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.models.preprocess import MEAN as PROJECT_MEAN  # the normalisation every backbone receives
+from mwa_cli.models.preprocess import STD as PROJECT_STD
 
 PREFIX = "hf:"
 SIGMOID_TYPES = ("siglip", "siglip2")
 SUPPORTED_TYPES = ("clip", *SIGMOID_TYPES)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PROJECT_MEAN = 0.5  # mwa_cli.train.data.MEAN / STD: the normalisation every backbone receives
-PROJECT_STD = 0.5
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "_commit_hash", "name_or_path", "dtype",
@@ -101,7 +101,8 @@ def config_sha256(config) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _model_class(model_type: str):
+def model_class(model_type: str):
+    """The transformers class of a supported model type (a clear error for any other)."""
     import transformers
 
     names = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model",
@@ -119,7 +120,7 @@ def backbone_config(config) -> HFBackboneConfig:
     """``HFBackboneConfig`` of a transformers CLIP/SigLIP/SigLIP 2 config."""
     mt = config.model_type
     if mt not in SUPPORTED_TYPES:
-        _model_class(mt)  # raises with the supported list
+        model_class(mt)  # raises with the supported list
     v, t = config.vision_config, config.text_config
     if mt == "siglip2":  # NaFlex: fixed square grid of num_patches (256 -> 16 x 16 patches)
         side = int(round(math.sqrt(v.num_patches)))
@@ -286,96 +287,3 @@ class HFTokenizer:
                 "unknown_fraction": (unknown / total) if total else 0.0,
                 "texts_with_unknown": sum(1 for n in per_text if n), "per_text_unknown": per_text,
                 "top_unknown_characters": []}
-
-
-def _read_processor_stats(source: str, local: bool) -> tuple[list[float] | None, list[float] | None]:
-    try:
-        from transformers.utils import cached_file
-
-        path = cached_file(source, "preprocessor_config.json", local_files_only=local,
-                           _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except Exception:  # noqa: BLE001 - no processor config: per-type defaults
-        path = None
-    if not path:
-        return None, None
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return data.get("image_mean"), data.get("image_std")
-
-
-def _weights_sha256(folder: Path) -> str | None:
-    """sha256 over the weight files of a local model directory (name + bytes, sorted)."""
-    files = sorted({p for pattern in ("*.safetensors", "pytorch_model*.bin") for p in folder.glob(pattern)})
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def _wrapper_class(config):
-    """The project-side wrapper of a transformers config: BLIP-2's ITC path, or the two-tower one."""
-    if config.model_type == "blip-2":
-        from mwa_cli.models.blip2 import Blip2Retrieval, check_retrieval_config
-
-        check_retrieval_config(config)
-        return Blip2Retrieval
-    return HFDualEncoder
-
-
-def build_hf_backbone(name: str, weights: str | None = None, *, tokenizer: str | None = None,
-                      device: torch.device | str | None = None):
-    """``hf:<id or dir>`` -> (HFDualEncoder, BackboneInfo). ``device="meta"`` builds from the config only."""
-    from transformers import AutoConfig
-
-    from mwa_cli.models.presets import BackboneInfo
-
-    source = name[len(PREFIX):] if is_hf_name(name) else name
-    if not source:
-        raise ConfigError("empty hf: backbone", hint="use hf:openai/clip-vit-base-patch16 or hf:/path/to/model_dir")
-    if weights is not None:
-        raise ConfigError("hf: backbones read their weights from the model directory or hub id; --weights is not used",
-                          hint="drop --weights, or point --backbone hf:DIR at a directory holding the weights")
-    local = Path(source).is_dir()
-    if local:
-        source = str(Path(source).resolve())
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the Hugging Face config of {source}: {exc}",
-                          hint="give a local model directory (config.json + weights + tokenizer) or, online, a hub "
-                               "id such as openai/clip-vit-base-patch16") from None
-    cls = _model_class(config.model_type)
-    wrapper = _wrapper_class(config)
-    mean, std = _read_processor_stats(source, local)
-    canonical = f"{PREFIX}{source}"
-    if str(device) == "meta":
-        with torch.device("meta"):
-            model = wrapper(cls(config), mean, std)
-        return model, BackboneInfo(canonical, model.config.to_dict(), tokenizer_path=tokenizer or canonical)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar in mwa's own progress display
-    try:
-        hf_model, loading = cls.from_pretrained(source, local_files_only=local, dtype=torch.float32,
-                                                output_loading_info=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the Hugging Face model {source}: {exc}") from None
-    if wrapper is not HFDualEncoder and loading.get("missing_keys"):  # BLIP-2: never train on random heads
-        missing = sorted(loading["missing_keys"])
-        raise ConfigError(f"{source} lacks {len(missing)} weights of {cls.__name__} (e.g. {', '.join(missing[:3])})",
-                          hint="give the directory of a complete image-text retrieval checkpoint "
-                               "(Salesforce/blip2-itm-vit-g)")
-    model = wrapper(hf_model, mean, std)
-    if device is not None:
-        model.to(device)
-    sha = _weights_sha256(Path(source)) if local else None
-    info = BackboneInfo(canonical, model.config.to_dict(), weights=None, weights_sha256=sha,
-                        tokenizer_path=tokenizer or canonical,
-                        extra={"model_type": config.model_type, "source": source, "image_mean": list(model.image_mean),
-                               "image_std": list(model.image_std)})
-    return model, info

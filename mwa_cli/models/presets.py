@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
 from mwa_cli.models.sources import NO_WEIGHTS, TOKENIZER_URL, WEIGHTS_URLS, random_on_purpose
@@ -30,18 +30,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 MINI = "beit3-mini"
 TEST_PRESETS = ("beit3-tiny-test",)  # random by design: for tests, never offered to users
 BLIP2_PRESETS = ("blip2-itm-vit-g",)  # Hugging Face layouts built from a written config (mwa_cli.models.blip2)
-
-@dataclass
-class BackboneInfo:
-    """What an artefact must record to re-attach to the same backbone."""
-
-    name: str
-    config: dict[str, Any]
-    weights: str | None = None
-    weights_sha256: str | None = None
-    tokenizer_path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
 
 def needs_weights(name: str) -> bool:
     """True for a backbone that is useful only with pretrained weights the user must supply."""
@@ -122,14 +110,14 @@ def build_backbone(
 
     Builds on the meta device when ``device == "meta"`` (for parameter counting; no weights loaded).
     ``hf:<model id or dir>`` builds a transformers CLIP/SigLIP two-tower model (``mwa_cli.models.hf``) or a BLIP-2
-    retrieval model; ``blip2-itm-vit-g`` the official BLIP-2 retrieval layout (``mwa_cli.models.blip2``).
+    retrieval model; ``blip2-itm-vit-g`` the official BLIP-2 retrieval layout (both: ``mwa_cli.models.hf_build``).
     """
     if isinstance(name_or_config, str) and name_or_config.startswith("hf:"):
-        from mwa_cli.models.hf import build_hf_backbone
+        from mwa_cli.models.hf_build import build_hf_backbone
 
         return build_hf_backbone(name_or_config, weights, tokenizer=tokenizer, device=device)
     if isinstance(name_or_config, str) and name_or_config in BLIP2_PRESETS:
-        from mwa_cli.models.blip2 import build_blip2_preset
+        from mwa_cli.models.hf_build import build_blip2_preset
 
         meta = str(device) == "meta"  # sizes only: the written config, no weights read
         return build_blip2_preset(None if meta else weights, tokenizer=tokenizer, device=device)

@@ -11,6 +11,7 @@ from mwa_cli.report.build import _pick_baseline, _pick_main, build_report, open_
 from mwa_cli.report.collect import collect
 from mwa_cli.report.estimate import MeasureFn, estimate_full_ft_run
 from mwa_cli.report.html import write_html
+from mwa_cli.runs import is_run_dir
 
 DEFAULT_NAME = "report.html"
 
@@ -18,7 +19,7 @@ DEFAULT_NAME = "report.html"
 def default_out(run_dirs: list[Path], runs_root: Path | None) -> Path:
     """Where the HTML goes without --out: <--runs folder>/report.html, else the run folders' common parent."""
     if runs_root is not None:
-        return (runs_root if runs_root.is_dir() and not (runs_root / "config.json").is_file()
+        return (runs_root if runs_root.is_dir() and not is_run_dir(runs_root)
                 else runs_root.parent) / DEFAULT_NAME
     parents = {p.resolve().parent for p in run_dirs}
     if len(parents) == 1:

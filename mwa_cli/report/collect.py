@@ -15,6 +15,7 @@ from typing import Any
 
 from mwa_cli.errors import MwaError
 from mwa_cli.eval.bootstrap import load_ranks
+from mwa_cli.runs import RUN_CONFIG, is_run_dir
 
 ARTEFACT = "adapter_model.safetensors"
 
@@ -95,10 +96,6 @@ def _read_train_rows(path: Path, kind: str = "train") -> list[dict[str, Any]]:
     return rows
 
 
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
 def find_run_dirs(run_dirs: list[Path], runs_root: Path | None) -> list[Path]:
     """Resolve the RUN_DIR arguments and ``--runs`` into a sorted, de-duplicated list of run folders."""
     found: list[Path] = []
@@ -136,8 +133,8 @@ def _unfinished_hint(path: Path) -> str:
 def load_run(path: Path) -> Run:
     """Load one run folder. Raises MwaError (without the path: callers name the run) when config.json,
     timing.json or eval.json is missing or is not what mwa writes."""
-    if not (path / "config.json").is_file():
-        raise MwaError("config.json is missing: it is not a run folder")
+    if not is_run_dir(path):
+        raise MwaError(f"{RUN_CONFIG} is missing: it is not a run folder")
     for name in ("timing.json", "eval.json"):
         if not (path / name).is_file():
             raise MwaError(f"{name} is missing", hint=_unfinished_hint(path))
@@ -146,7 +143,7 @@ def load_run(path: Path) -> Run:
     art = path / ARTEFACT
     return Run(
         path=path,
-        config=_read_json(path / "config.json"),
+        config=_read_json(path / RUN_CONFIG),
         timing=_read_json(path / "timing.json"),
         eval=_read_json(path / "eval.json"),
         eval_topk=_read_json(topk) if topk.is_file() else None,

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from mwa_cli.fileio import atomic_write_text
 from mwa_cli.report import svg, view
 from mwa_cli.report.build import display_name
 from mwa_cli.report.gallery import DataDir
@@ -141,8 +142,5 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
 
 def write_html(rep: dict[str, Any], path: Path, data: DataDir | None = None) -> Path:
     html = render_html(rep, data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, html)
     return path

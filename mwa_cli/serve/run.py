@@ -9,8 +9,6 @@ from typing import Callable
 
 from mwa_cli.errors import ConfigError
 
-EXIT_ADDRESS = 2
-
 
 def check_address(host: str, port: int) -> None:
     """Fail with what to do when the address cannot be listened on (busy port, unknown host) before loading."""

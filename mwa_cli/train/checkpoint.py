@@ -1,9 +1,9 @@
 """Resumable checkpoints, written atomically: `checkpoint/last/` is always a complete checkpoint.
 
-Writing: everything goes to `checkpoint/.tmp-<pid>-<n>/` (files fsync'ed), then `last` is renamed to
-`last.old`, the temp folder is renamed to `last`, and `last.old` is removed. A SIGKILL at any moment leaves either
-`last` (complete) or, in the instant between the two renames, only `last.old` (complete): `find_checkpoint`
-falls back to it. Half-written temp folders are ignored and cleaned up by the next save.
+Writing (`mwa_cli.fileio.atomic_dir`): everything goes to `checkpoint/.tmp-<pid>-<n>/` (files fsync'ed), then
+`last` is renamed to `last.old`, the temp folder is renamed to `last`, and `last.old` is removed. A SIGKILL at any
+moment leaves either `last` (complete) or, in the instant between the two renames, only `last.old` (complete):
+`find_checkpoint` falls back to it. Half-written temp folders are ignored and cleaned up by the next save.
 
 Contents: `state.pt` (torch.save, loaded with weights_only=True): trainable tensors by name, optimizer,
 schedule, GradScaler, step, RNG states (python, numpy, torch CPU, CUDA), timing counters, micro-batch; and
@@ -25,24 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mwa_cli import integrity
+from mwa_cli import fileio, integrity
 from mwa_cli.errors import CheckpointError, IntegrityError
 
 FORMAT_VERSION = 1
 STATE, META = "state.pt", "meta.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def rng_state() -> dict:
@@ -99,40 +86,26 @@ def save_checkpoint(ckpt_root: Path, state: dict[str, Any], meta: dict[str, Any]
     """Atomically replace `ckpt_root/last` with a checkpoint of `state` (see module docstring)."""
     ckpt_root = Path(ckpt_root)
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    for stale in ckpt_root.glob(".tmp-*"):
+    for stale in ckpt_root.glob(f"{fileio.TEMP_DIR_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = ckpt_root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
     payload = dict(state)
     payload["format_version"] = FORMAT_VERSION
-    with open(tmp / STATE, "wb") as f:
-        hashing = integrity.HashingWriter(f)
-        try:
-            torch.save(payload, hashing)
-        except RuntimeError:
-            if hashing.error is not None:  # the disk's own error (full disk), not torch's rewording of it
-                raise hashing.error from None
-            raise
-        f.flush()
-        os.fsync(f.fileno())
-    meta = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                **{integrity.FILES_KEY: {STATE: hashing.hexdigest()}})
-    with open(tmp / "meta.json", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    last = ckpt_root / "last"
-    old = ckpt_root / "last.old"
-    if old.exists() and last.exists():
-        shutil.rmtree(old)
-    if last.exists():
-        os.replace(last, old)
-    os.replace(tmp, last)
-    _fsync_dir(ckpt_root)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-    return last
+
+    def fill(tmp: Path) -> None:
+        with fileio.synced_file(tmp / STATE) as f:
+            hashing = integrity.HashingWriter(f)
+            try:
+                torch.save(payload, hashing)
+            except RuntimeError:
+                if hashing.error is not None:  # the disk's own error (full disk), not torch's rewording of it
+                    raise hashing.error from None
+                raise
+        stamped = dict(meta, format_version=FORMAT_VERSION, saved=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       **{integrity.FILES_KEY: {STATE: hashing.hexdigest()}})
+        with fileio.synced_file(tmp / META, "w") as f:
+            json.dump(stamped, f, indent=2, ensure_ascii=False)
+
+    return fileio.atomic_dir(ckpt_root / "last", fill)
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
@@ -198,6 +171,6 @@ def settle(run_dir: Path, used: Path) -> None:
         if last.exists():
             shutil.rmtree(last)  # damaged, or the same step as `used`
         os.replace(old, last)
-        _fsync_dir(root)
+        fileio.fsync_dir(root)
     elif old.exists():
         shutil.rmtree(old, ignore_errors=True)

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import DataError
+# to_pixels is re-exported for mwa_cli/export/onnx.py only, until it imports mwa_cli.models.preprocess
+from mwa_cli.models.preprocess import MEAN, STD, to_pixels  # noqa: F401
 
-MEAN = 0.5
-STD = 0.5
 LOADER_TIMEOUT_S = 120  # a worker that delivers no batch for this long is reported, not waited on forever
 
 _FLIP_WORDS = re.compile(
@@ -255,15 +255,6 @@ def make_loader(dataset: TrainBatches, start_step: int, *, workers: int, pin_mem
         dataset, batch_size=None, sampler=_StepSampler(start_step, stop_step), num_workers=workers,
         pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **kwargs,
     )
-
-
-def to_pixels(images_u8: torch.Tensor, out_size: int) -> torch.Tensor:
-    """uint8 [B,S,S,3] → float [B,3,out,out] normalised with mean = std = 0.5 (eval: plain resize)."""
-    x = images_u8.permute(0, 3, 1, 2).float()
-    if x.shape[-1] != out_size or x.shape[-2] != out_size:
-        x = F.interpolate(x, size=(out_size, out_size), mode="bicubic", align_corners=False, antialias=True)
-        x = x.clamp_(0, 255)
-    return x.mul_(1.0 / (255.0 * STD)).sub_(MEAN / STD)
 
 
 def augment_batch(images_u8: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, out_size: int) -> torch.Tensor:

@@ -85,7 +85,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
 
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_manifest
-    from mwa_cli.eval.evaluate import load_tokenizer
+    from mwa_cli.runs import load_tokenizer
     from mwa_cli.models.presets import find_tokenizer, resolve_config as resolve_backbone
     from mwa_cli.train.data import TrainBatches, make_loader
     from mwa_cli.train.measure import device_name, peak_mem_gib

@@ -18,23 +18,20 @@ from typing import Any, Callable
 import torch
 
 from mwa_cli import __version__
-from mwa_cli.errors import MwaError
+from mwa_cli.errors import EXIT_INTERNAL, EXIT_NONFINITE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, MwaError
 from mwa_cli.eval.label_level import primary_rsum
 from mwa_cli.outdir import released_on_exit
+from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train import distributed as dist_mod
 from mwa_cli.train.collapse import CollapseWatch
-from mwa_cli.train.config import TrainConfig, amp_dtype
+from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.data import PairTable, close_loader, make_loader, open_cache_array
 from mwa_cli.train.measure import device_name, peak_mem_gib, process_age_s
 from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setup_run
 from mwa_cli.train.signals import SignalFlag, agree_stop
 from mwa_cli.train.trainer import Trainer
 
-EXIT_OK = 0
-EXIT_NONFINITE = 3
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
 
@@ -599,13 +596,13 @@ def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> Mwa
     hint = (f"the last checkpoint is kept; after fixing the cause, resume with: {resume_cmd}" if resume_cmd
             else "no checkpoint had been written yet; after fixing the cause, start the run again")
     return MwaError(what, hint=hint + " (`--workers 0` loads in the training process, which shows the error "
-                    "without worker processes)", exit_code=1)
+                    "without worker processes)", exit_code=EXIT_INTERNAL)
 
 
 def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, data_dir: Path, n_cached: int,
                         run_path: Path, precision: str, progress: ProgressFn | None, message: Callable[[str], None]):
     """Fill the feature cache of the train split (progress events "cache"), and say what it holds."""
-    from mwa_cli.train.data import to_pixels
+    from mwa_cli.models.preprocess import to_pixels
     from mwa_cli.train.feature_cache import fill_feature_cache
 
     size = trainer.image_size

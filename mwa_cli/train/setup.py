@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
-from mwa_cli.train.config import TrainConfig, config_from_run, resolve_device, resolve_precision
-from mwa_cli.train.config import DEFAULT_EPOCHS, default_epochs
+from mwa_cli.train.config import DEFAULT_EPOCHS, TrainConfig, config_from_run, default_epochs
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
 from mwa_cli.train.measure import device_name
@@ -53,7 +53,7 @@ class RunSetup:
     precision: str
     data_dir: Path
     model: Any
-    binfo: Any  # presets.BackboneInfo
+    binfo: Any  # mwa_cli.models.base.BackboneInfo
     applied: Any  # the method applied to the model (adapters/registry.py)
     tok: Any
     cache: Any  # the data dir's image cache
@@ -103,7 +103,8 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     from mwa_cli.adapters.registry import apply_method, recommended_lr
     from mwa_cli.data.cache import ensure_cache
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
-    from mwa_cli.eval.evaluate import load_split, load_tokenizer
+    from mwa_cli.eval.evaluate import load_split
+    from mwa_cli.runs import load_tokenizer
     from mwa_cli.models.presets import NO_WEIGHTS, build_backbone, random_on_purpose, require_weights
 
     data_dir = Path(cfg.data_dir).resolve()

@@ -18,9 +18,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mwa_cli.errors import MwaError
+from mwa_cli.errors import EXIT_OOM, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
-from mwa_cli.train.config import amp_dtype, resolve_device, resolve_precision
+from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train.data import augment_batch
 from mwa_cli.train.loss import model_loss
 from mwa_cli.train.optim import build_optimizer
@@ -197,7 +197,7 @@ class Trainer:
         current = min(self.micro_batch or batch, batch)
         if current <= 1:
             raise MwaError("CUDA out of memory even with a micro-batch of 1",
-                           hint="use a smaller backbone, --precision bf16, or a GPU with more memory", exit_code=4)
+                           hint="use a smaller backbone, --precision bf16, or a GPU with more memory", exit_code=EXIT_OOM)
         self.micro_batch = max(1, current // 2)
         acc = math.ceil(batch / self.micro_batch)
         self.on_message(f"CUDA out of memory: micro-batch halved to {self.micro_batch}; the effective batch stays "
@@ -338,6 +338,6 @@ def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[
     trainer._ddp = ddp
     if best == 0:
         raise MwaError("CUDA out of memory even with a batch of 8", hint="use a smaller backbone or --precision bf16",
-                       exit_code=4)
+                       exit_code=EXIT_OOM)
     message(f"--batch-size auto: the largest micro-batch that fits is {best}; using batch size {best}")
     return best

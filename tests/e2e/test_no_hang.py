@@ -99,7 +99,7 @@ def test_a_crash_during_a_resume_ends_every_process(tmp_path, train_data_dir, tr
                                                                   "--devices", "2"]
     first, seconds = _run(args, {"rank": 1, "rank_exit_at": 4}, tmp_path / "stamp1")
     _assert_clean_failure(first, seconds, str(out))
-    assert "training process 1 of 2 exited with code 7" in first.stderr, first.stderr[-3000:]
+    assert "training process 1 of 2 exited with code 77" in first.stderr, first.stderr[-3000:]
     assert f"mwa train --resume {run} --devices 2" in first.stderr  # the checkpoint of step 2
     # the resume itself fails: a loader worker of rank 0 at the first resumed step
     again, seconds = _run(["--resume", str(run), "--devices", "2", "--quiet"], {"worker_raise_at": 3},

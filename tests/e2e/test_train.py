@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mwa_cli.errors import EXIT_NONFINITE
 from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
@@ -311,7 +312,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
             "--out", str(tmp_path), "--name", "nan", "--steps", "20", "--batch-size", "8",
             "--checkpoint-every", "5", "--log-every", "4", "--val-evals", "0", "--quiet"]
     result = CliRunner().invoke(app, ["train", *args])
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == EXIT_NONFINITE == 7, result.output
     text = " ".join(result.output.split())
     assert "nan" in text and "last good checkpoint (step 5)" in text
     state = load_checkpoint(find_checkpoint(tmp_path / "nan"))

@@ -2,7 +2,7 @@
 
 The faults come from the JSON in FAULT_SPEC (read here, in test code only):
   {"worker_raise_at": S}          a DataLoader worker raises IndexError while loading the batch of (1-based) step S
-  {"rank_exit_at": S, "rank": R}  process R dies (os._exit(7), like a crash) before optimizer step S
+  {"rank_exit_at": S, "rank": R}  process R dies (os._exit(77), a code mwa never uses, like a crash) before optimizer step S
   {"rank_raise_at": S, "rank": R} process R raises RuntimeError before optimizer step S
   {"step_delay": 0.3}             every optimizer step sleeps (so a signal lands mid-run)
   {"ckpt_pause": 3}               a checkpoint sleeps between writing its files and publishing them (SIGKILL there)
@@ -57,7 +57,7 @@ def _patch() -> None:
         if SPEC.get("rank", 0) == rank:
             if nxt == SPEC.get("rank_exit_at"):
                 _stamp()
-                os._exit(7)
+                os._exit(77)
             if nxt == SPEC.get("rank_raise_at"):
                 _stamp()
                 raise RuntimeError("injected fault in a training process")
@@ -80,16 +80,16 @@ def _patch() -> None:
         loop.final_evaluation = final_evaluation
 
     if SPEC.get("ckpt_pause"):
-        from mwa_cli.train import checkpoint
+        from mwa_cli import fileio
 
-        original_fsync_dir = checkpoint._fsync_dir
+        original_fsync_dir = fileio.fsync_dir
 
         def fsync_dir(path):
             original_fsync_dir(path)
-            if Path(path).name.startswith(".tmp-"):  # the new checkpoint is written, not yet published
+            if Path(path).name.startswith(fileio.TEMP_DIR_PREFIX):  # the new checkpoint is written, not published
                 time.sleep(float(SPEC["ckpt_pause"]))
 
-        checkpoint._fsync_dir = fsync_dir
+        fileio.fsync_dir = fsync_dir
 
 
 if __name__ == "__main__":

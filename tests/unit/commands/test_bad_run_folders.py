@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from mwa_cli import fileio
 from mwa_cli.cli import app
-from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 from tests.helpers.paths import REPO
@@ -187,15 +186,15 @@ class _FullDisk:
 
 @pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint(train_data_dir, train_tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(ckpt_mod, "open", lambda path, mode="r", *a, **k: _FullDisk(open(path, mode, *a, **k), 2000),
+    monkeypatch.setattr(fileio, "open", lambda path, mode="r", *a, **k: _FullDisk(open(path, mode, *a, **k), 2000),
                         raising=False)
     res = runner.invoke(app, _args(train_data_dir, train_tokenizer, tmp_path / "runs", "full", "--steps", "4",
                                    "--checkpoint-every", "2"))
     assert_clear(res, 1, "no space left on the disk", "--resume")
     monkeypatch.undo()
-    assert list((tmp_path / "runs" / "full" / "checkpoint").glob(".tmp-*"))  # the half-written checkpoint
-    # the same command starts it again (stopped before its first checkpoint) and removes the half-written one; in
-    # another process, as after a real failure (this one still holds the failed run's lock)
+    assert not list((tmp_path / "runs" / "full" / "checkpoint").glob(".tmp-*"))  # the half-written one is removed
+    # the same command starts it again (stopped before its first checkpoint); in another process, as after a real
+    # failure (this one still holds the failed run's lock)
     again = subprocess.run([sys.executable, "-m", "mwa_cli", *_args(train_data_dir, train_tokenizer, tmp_path / "runs",
                                                                     "full", "--steps", "4")],
                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)), capture_output=True,

@@ -90,6 +90,19 @@ def test_runs_command_table_and_json(tmp_path):
     assert missing.exit_code == 2 and "no such folder" in missing.output
 
 
+def test_runs_takes_its_folder_as_report_does(tmp_path, monkeypatch):
+    _run(tmp_path / "runs", "stopped", timing_status="interrupted", checkpoint=True)
+    by_option = runner.invoke(app, ["runs", "--runs", str(tmp_path / "runs"), "--json"])
+    assert by_option.exit_code == 0 and [r["name"] for r in json.loads(by_option.stdout)] == ["stopped"]
+    both = runner.invoke(app, ["runs", str(tmp_path / "runs"), "--runs", str(tmp_path / "runs"), "--json"])
+    assert both.exit_code == 0 and json.loads(both.stdout) == json.loads(by_option.stdout)
+    other = runner.invoke(app, ["runs", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    assert other.exit_code == 2 and "two folders given" in " ".join(other.output.split())
+    monkeypatch.chdir(tmp_path)  # neither: runs/ of the current folder, as before
+    plain = runner.invoke(app, ["runs", "--json"])
+    assert plain.exit_code == 0 and [r["name"] for r in json.loads(plain.stdout)] == ["stopped"]
+
+
 def test_show_a_running_run_gives_its_step_and_eta(tmp_path, running_writer):
     live = _run(tmp_path / "runs", "live", rows=3, budget_s=600.0, planned=100)
     (live / ".lock").write_text(f"mwa process {running_writer.pid}")

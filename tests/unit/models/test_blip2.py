@@ -25,7 +25,7 @@ from mwa_cli.adapters.modules.lora import FusedQKVLoRA  # noqa: E402
 from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
 from mwa_cli.adapters.registry import apply_method  # noqa: E402
 from mwa_cli.errors import ConfigError  # noqa: E402
-from mwa_cli.eval.evaluate import load_tokenizer  # noqa: E402
+from mwa_cli.runs import load_tokenizer  # noqa: E402
 from mwa_cli.eval.metrics import retrieval_ranks  # noqa: E402
 from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.models.hf import HFTokenizer  # noqa: E402

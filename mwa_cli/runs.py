@@ -1,0 +1,116 @@
+"""A trained run folder, opened the same way by every command that uses its model.
+
+`load_run(folder)` rebuilds what training published: the backbone (the run's weights, same seed as training, so
+a randomly initialised test backbone comes out identical), the method re-applied, the adapter weights loaded
+after their sha256 is checked (`mwa_cli.adapters.io.load_adapter`), the tokenizer with the adapter's vocabulary
+extension (`load_tokenizer`), on the requested device, with the precision the run evaluated with.
+`read_run_config` is the tolerant reader of a run's config.json for code that only needs its settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mwa_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from mwa_cli.models.base import BackboneInfo
+
+RUN_CONFIG = "config.json"
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run folder is one holding config.json (written first by `mwa train`)."""
+    return (Path(path) / RUN_CONFIG).is_file()
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any]:
+    """A run's config.json, or {} when the folder has none or it is not a JSON object (a bare adapter folder:
+    its settings then come from the options given)."""
+    path = Path(folder) / RUN_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def load_tokenizer(tokenizer_path: str | None, text_len: int, model: Any = None) -> Any:
+    """The tokenizer of a run: the backbone's sentencepiece model, plus the token table of ``model``'s vocabulary
+    extension when it has one (`mwa_cli.adapters.vocab`). Training, eval, index and search all build it here."""
+    from mwa_cli.adapters.vocab import added_tokens_from, extension_table
+    from mwa_cli.models.tokenizer import Beit3Tokenizer
+
+    if tokenizer_path and str(tokenizer_path).startswith("hf:"):  # a Hugging Face backbone's own tokenizer
+        from mwa_cli.models.hf import HFTokenizer
+
+        return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
+    if not tokenizer_path:
+        from mwa_cli.models.sources import TOKENIZER_URL
+
+        raise ConfigError("no tokenizer for this backbone: BEiT-3 needs its sentencepiece model, beit3.spm",
+                          hint=f"download {TOKENIZER_URL} and pass --tokenizer PATH (or put it beside the weights "
+                               "file)")
+    added = added_tokens_from(extension_table(model)) if model is not None else None
+    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
+
+
+@dataclass
+class LoadedRun:
+    """A run's adapted model, ready to embed, with what built it."""
+
+    folder: Path
+    model: Any  # in eval mode, on `device`
+    tokenizer: Any | None  # None when not asked for
+    config: dict[str, Any]  # the run's config.json ({} for an adapter folder without one)
+    method: str
+    info: BackboneInfo
+    device: torch.device
+    precision: str  # resolved: the run's own on the same kind of device, unless one was asked for
+    weights: str | None  # the backbone weights used
+    tokenizer_path: str | None
+
+
+def load_run(target: str | Path, *, weights: str | None = None, tokenizer: str | None = None, device: str = "auto",
+             precision: str | None = None, need_tokenizer: bool = True) -> LoadedRun:
+    """Open a run folder (or an adapter folder, or its adapter_config.json). `weights` / `tokenizer` override
+    the run's own (config.json); `precision` None repeats the run's when it ran on this kind of device."""
+    import torch
+
+    from mwa_cli.adapters.io import CONFIG_FILE, load_adapter
+    from mwa_cli.runtime import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    path = Path(target)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist", hint="give a run folder such as runs/<name> (`mwa train` "
+                          "prints it), or an adapter folder")
+    folder = path if path.is_dir() else path.parent
+    run_cfg = read_run_config(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(f"{folder} holds no {CONFIG_FILE}",
+                          hint="give a finished run folder (runs/<name>) or an adapter folder")
+    weights = weights or run_cfg.get("weights")
+    tokenizer = tokenizer or run_cfg.get("tokenizer")
+    torch.manual_seed(int(run_cfg.get("seed", 0) or 0))  # as training did before building the backbone
+    model, applied, info = load_adapter(path, weights=weights, tokenizer=tokenizer)
+    if precision is None and run_cfg.get("device") == dev.type:
+        precision = run_cfg.get("precision")
+    prec = resolve_precision(precision or "auto", dev)
+    model.to(dev)
+    model.eval()
+    tok_path = tokenizer or getattr(info, "tokenizer_path", None)
+    tok = None
+    if need_tokenizer:
+        text_len = int(run_cfg.get("text_len") or model.config.text_len)
+        tok = load_tokenizer(tok_path, text_len, model=model)  # applies the adapter's vocabulary extension
+    return LoadedRun(folder=folder, model=model, tokenizer=tok, config=run_cfg, method=applied.name, info=info,
+                     device=dev, precision=prec, weights=getattr(info, "weights", None) or weights,
+                     tokenizer_path=tok_path)
