@@ -72,7 +72,7 @@ def bench_real(tmp: Path) -> dict:
 
     captions = pd.read_csv(REPO / "sample_data" / "captions.csv")["caption"].astype(str).tolist()
     q = sm.encode_texts(captions).numpy()
-    x = idx.images.numpy()
+    x = np.array(idx.images)
     _, exact = exact_topk(idx.images, torch.from_numpy(q), 10)
     keys = np.arange(len(x), dtype=np.int64)
     ivf = ApproxIndex.build(x, keys, kind="ivf-flat")

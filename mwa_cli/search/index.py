@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 import uuid
@@ -36,6 +37,7 @@ REJECTED_FILE = "rejected.csv"
 MANIFEST_COLUMNS = ["path", "image_id", "row", "size", "mtime_ns", "width", "height"]
 CAPTION_COLUMNS = ["caption", "label", "image_id", "path", "n_images"]
 EXIT_DATA = 3  # unusable input (as prepare)
+_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 IDENTITY_KEYS = ("adapter_config_sha256", "adapter_weights_sha256", "backbone", "backbone_weights_sha256")
 
 
@@ -210,11 +212,13 @@ def model_for_index(meta: dict[str, Any], index_dir: str | Path, *, adapter: str
 # ------------------------------------------------------------------------------------------------ the index
 @dataclass
 class SearchIndex:
-    """A loaded index: embeddings (CPU float32), file manifest, caption set and metadata."""
+    """A loaded index: embeddings (float32), file manifest, caption set and metadata. The photos' embeddings
+    are a read-only memory map of embeddings.safetensors (archives larger than RAM; docs/decisions.md)."""
 
     path: Path
     meta: dict[str, Any]
-    images: torch.Tensor                   # [M, d]
+    images: np.ndarray                     # [M, d] (or [M, Q, d]), read-only memory map
+
     manifest: pd.DataFrame                 # one row per file
     captions: pd.DataFrame | None = None   # one row per caption
     caption_emb: torch.Tensor | None = None
@@ -286,21 +290,18 @@ class SearchIndex:
 
     @classmethod
     def load(cls, index_dir: str | Path) -> "SearchIndex":
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-
         index_dir = Path(index_dir)
         meta = read_index_meta(index_dir)
         emb_path = index_dir / EMB_FILE
         try:
-            with safe_open(str(emb_path), framework="pt") as fh:
-                gen = (fh.metadata() or {}).get("generation")
-                images = fh.get_tensor("images")
-                caption_emb = fh.get_tensor("captions") if "captions" in fh.keys() else None
-        except (SafetensorError, OSError, FileNotFoundError) as exc:
+            st_meta, tensors = map_safetensors(emb_path)
+            if "images" not in tensors:
+                raise ValueError("it holds no `images` tensor")
+        except (OSError, ValueError) as exc:
             raise DataError(f"cannot read {emb_path}: {exc}", hint="rebuild it with `mwa index ... --rebuild`",
                             exit_code=EXIT_DATA) from None
-        if gen != meta.get("generation"):
+        images, caption_emb = tensors["images"], tensors.get("captions")
+        if st_meta.get("generation") != meta.get("generation"):
             raise DataError(f"{index_dir} is incomplete (an interrupted `mwa index`?): the embeddings and "
                             "index.json are from different runs", hint="run the same `mwa index` again",
                             exit_code=EXIT_DATA)
@@ -335,9 +336,41 @@ class SearchIndex:
         if captions is not None and len(captions) != caption_emb.shape[0]:
             raise DataError(f"{index_dir / CAPTIONS_FILE} does not match the embeddings",
                             hint="run the same `mwa index` again", exit_code=EXIT_DATA)
-        return cls(path=index_dir, meta=meta, images=images.float().contiguous(), manifest=manifest,
-                   captions=captions, caption_emb=None if caption_emb is None else caption_emb.float().contiguous(),
+        return cls(path=index_dir, meta=meta, images=images, manifest=manifest, captions=captions,
+                   caption_emb=None if caption_emb is None else torch.from_numpy(np.array(caption_emb)),
                    row_paths=row_paths, row_ids=row_ids)
+
+
+def map_safetensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The metadata and float32 tensors of a safetensors file, each a read-only memory map of the file: nothing is
+    read until used, and the mapping stays valid when a newer file is renamed over this one (same open inode).
+    ValueError when the file is not a safetensors file of float32 tensors."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        n = int.from_bytes(fh.read(8), "little")
+        if size < 8 or not 2 <= n <= min(size - 8, _MAX_HEADER):
+            raise ValueError("not a safetensors file (bad header length)")
+        header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("not a safetensors file (bad header)")
+        metadata = header.pop("__metadata__", None) or {}
+        tensors = {}
+        for name, rec in header.items():
+            try:
+                dtype, shape = rec["dtype"], tuple(int(d) for d in rec["shape"])
+                begin, end = (int(o) for o in rec["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"not a safetensors file (bad entry {name!r})") from None
+            if dtype != "F32":
+                raise ValueError(f"tensor {name!r} is {dtype}, not the float32 `mwa index` writes")
+            if not 0 <= begin <= end <= size - 8 - n or end - begin != 4 * int(np.prod(shape)):
+                raise ValueError(f"tensor {name!r} lies outside the file (cut short?)")
+            if begin == end:
+                tensors[name] = np.zeros(shape, dtype=np.float32)
+                tensors[name].setflags(write=False)
+            else:  # mapped from the file object we opened: a rename in the meantime cannot swap the inode
+                tensors[name] = np.memmap(fh, dtype=np.float32, mode="r", offset=8 + n + begin, shape=shape)
+    return dict(metadata), tensors
 
 
 def read_index_meta(index_dir: Path) -> dict[str, Any]:
@@ -681,7 +714,8 @@ def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], 
         i = rec["image_id"]
         if i not in row_of:
             row_of[i] = len(vectors)
-            vectors.append(new_emb[i] if i in new_emb else old.images[old_emb_by_id[i]])  # type: ignore[union-attr]
+            vectors.append(new_emb[i] if i in new_emb
+                           else torch.from_numpy(np.array(old.images[old_emb_by_id[i]])))  # type: ignore[union-attr]
         man_rows.append({"path": rel, "image_id": i, "row": row_of[i], "size": rec["size"],
                          "mtime_ns": rec["mtime_ns"], "width": rec["width"], "height": rec["height"]})
     if not vectors:

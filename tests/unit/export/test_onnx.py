@@ -153,7 +153,7 @@ def test_export_and_run_indexes_agree_and_are_interchangeable(tmp_path):
     build_index(pics, run, tmp_path / "idx_torch", progress=False, device="cpu")
     build_index(pics, tmp_path / "exp", tmp_path / "idx_onnx", progress=False)
     a, b = SearchIndex.load(tmp_path / "idx_torch"), SearchIndex.load(tmp_path / "idx_onnx")
-    assert a.row_ids == b.row_ids and _cos(a.images, b.images) >= 0.9999
+    assert a.row_ids == b.row_ids and _cos(np.array(a.images), np.array(b.images)) >= 0.9999
     assert b.meta["model"] == str((tmp_path / "exp").resolve())
     # same adapter identity: the export answers on the PyTorch-built index, with the same ranking
     em = ExportedModel.load(tmp_path / "exp")

@@ -343,7 +343,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
     assert index.images.shape == (5, 4, 16) and index.meta["dim"] == 16
     hits = search(index, sm, text="a red scratch on a steel plate", top=3)
     q = sm.encode_texts(["a red scratch on a steel plate"])
-    brute = similarity(index.images, q)[:, 0]  # best query token of each photo
+    brute = similarity(torch.from_numpy(np.array(index.images)), q)[:, 0]  # best query token of each photo
     for hit in hits["images"]:
         assert hit["score"] == pytest.approx(float(brute[index.row_ids.index(hit["image_id"])]), abs=1e-5)
     assert [h["score"] for h in hits["images"]] == pytest.approx(brute.topk(3).values.tolist(), abs=1e-5)
