@@ -52,7 +52,8 @@ def build(out: Path, n: int, dim: int) -> dict[str, Any]:
 
     from mwa_cli import __version__
     from mwa_cli.search.approx import ApproxIndex, approx_file, image_keys
-    from mwa_cli.search.index import MANIFEST_COLUMNS, SCHEMA_VERSION, _write_all, adapter_identity
+    from mwa_cli.search.model import adapter_identity
+    from mwa_cli.search.store import MANIFEST_COLUMNS, SCHEMA_VERSION, write_index
 
     run = save_run(out.parent / f"{out.name}_run", "beit3-tiny-test", "mwa")
     t0 = time.perf_counter()
@@ -72,7 +73,7 @@ def build(out: Path, n: int, dim: int) -> dict[str, Any]:
                        "kind_option": "ivf-fastscan", "rows": ivf.ntotal, "trained_rows": ivf.trained_rows}}
     rejected = pd.DataFrame(columns=["path", "row", "reason"])
     out.mkdir(parents=True, exist_ok=True)
-    _write_all(out, torch.from_numpy(x), manifest, None, None, rejected, meta, ivf=ivf)
+    write_index(out, torch.from_numpy(x), manifest, None, None, rejected, meta, ivf=ivf)
     return {"index": str(out), "run": str(run), "n": n, "dim": dim, "nlist": ivf.nlist,
             "ivf_build_s": round(build_s, 1), "total_s": round(time.perf_counter() - t0, 1)}
 
@@ -96,8 +97,9 @@ class _Projected:
 def measure(index_dir: Path, queries: int, nprobe: int | None) -> dict[str, Any]:
     import torch
 
-    from mwa_cli.search.index import SearchIndex, load_search_model
+    from mwa_cli.search.model import load_search_model
     from mwa_cli.search.query import search
+    from mwa_cli.search.store import SearchIndex
 
     meta = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
     sm = load_search_model(meta["adapter"], device="cpu")

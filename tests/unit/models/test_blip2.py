@@ -309,8 +309,10 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
 
     from mwa_cli.cli import app
     from mwa_cli.eval.evaluate import evaluate_path
-    from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+    from mwa_cli.search.build import build_index
+    from mwa_cli.search.model import load_search_model
     from mwa_cli.search.query import search
+    from mwa_cli.search.store import SearchIndex
     from mwa_cli.train.config import TrainConfig
     from mwa_cli.train.loop import train
 

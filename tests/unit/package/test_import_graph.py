@@ -22,8 +22,6 @@ PACKAGE = REPO / "mwa_cli"
 KNOWN_CYCLES = [
     # presets builds hf:/BLIP-2 backbones; hf and blip2 return presets.BackboneInfo
     {"mwa_cli.models.blip2", "mwa_cli.models.hf", "mwa_cli.models.presets"},
-    # an export is built from a search model and indexed like a run; the index detects export folders
-    {"mwa_cli.export.onnx", "mwa_cli.export.runtime", "mwa_cli.search.index"},
 ]
 
 

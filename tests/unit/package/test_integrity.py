@@ -25,7 +25,8 @@ from mwa_cli.errors import EXIT_CORRUPT, IntegrityError
 from mwa_cli import integrity
 from mwa_cli.fileio import sha256_file
 from mwa_cli.integrity import HashingWriter, sha256_of
-from mwa_cli.search.index import SearchIndex, build_index
+from mwa_cli.search.build import build_index
+from mwa_cli.search.store import SearchIndex
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 from tests.helpers.paths import REPO

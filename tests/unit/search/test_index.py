@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from mwa_cli.cli import app
 from mwa_cli.errors import CheckpointError, ConfigError, DataError
+from mwa_cli.search.build import build_index
 from mwa_cli.search.html import PhotoThumbs, render_search_html
-from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import exact_topk, search
+from mwa_cli.search.store import SearchIndex
 from tests.helpers.adapter_runs import perturbed_adapter_run
 
 runner = CliRunner()

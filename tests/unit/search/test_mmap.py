@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 
 from mwa_cli.cli import app
 from mwa_cli.search import query
-from mwa_cli.search.index import EMB_FILE, SearchIndex, build_index, load_search_model
+from mwa_cli.search.build import build_index
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import search, similar
+from mwa_cli.search.store import EMB_FILE, SearchIndex
 from tests.helpers.adapter_runs import perturbed_adapter_run
 
 runner = CliRunner()
@@ -43,19 +45,21 @@ def built(tmp_path_factory) -> tuple[Path, Path, object]:
 def test_the_embeddings_are_a_read_only_map_of_the_file_not_a_copy(built):
     root, _, sm = built
     idx = SearchIndex.load(root / "idx")
-    assert isinstance(idx.images, np.memmap) and isinstance(idx.images._mmap, mmap.mmap)
+    mapped = idx.images.base
+    assert isinstance(mapped, np.memmap) and isinstance(mapped._mmap, mmap.mmap)
+    assert Path(mapped.filename).resolve() == (root / "idx" / EMB_FILE).resolve()
     assert not idx.images.flags.writeable and not idx.images.flags.owndata
     with pytest.raises(ValueError, match="read-only"):
         idx.images[0, 0] = 1.0
     search(idx, sm, text="a scratch", top=3)
-    assert isinstance(idx.images, np.memmap)  # searching does not swap in a copy
+    assert idx.images.base is mapped  # searching does not swap in a copy
 
 
 def test_blockwise_search_of_the_map_equals_a_matrix_in_ram(built, monkeypatch):
     root, _, sm = built
     mapped = SearchIndex.load(root / "idx")
     in_ram = dataclasses.replace(mapped, images=np.array(mapped.images))
-    assert not isinstance(in_ram.images, np.memmap)
+    assert in_ram.images.flags.owndata
     row_bytes = mapped.images.shape[1] * 4
     assert (root / "idx" / EMB_FILE).stat().st_size > 4 * 5 * row_bytes  # 24 rows: 5 blocks of 5 below
     texts = ["a long scratch on the upper left", "a dent near the weld", "右上に傷"]
