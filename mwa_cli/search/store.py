@@ -37,8 +37,7 @@ class SearchIndex:
 
     path: Path
     meta: dict[str, Any]
-    images: np.ndarray                     # [M, d] (or [M, Q, d]), read-only memory map
-
+    images: np.ndarray                     # [M, d] (or [M, Q, d]), read-only view of a memory map
     manifest: pd.DataFrame                 # one row per file
     captions: pd.DataFrame | None = None   # one row per caption
     caption_emb: torch.Tensor | None = None
