@@ -61,8 +61,10 @@ def _sweep(ivf, vectors: np.ndarray, queries: np.ndarray, exact_rows: np.ndarray
 
 def bench_real(tmp: Path) -> dict:
     from mwa_cli.search.approx import ApproxIndex, KeyRows
-    from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+    from mwa_cli.search.build import build_index
+    from mwa_cli.search.model import load_search_model
     from mwa_cli.search.query import exact_topk
+    from mwa_cli.search.store import SearchIndex
 
     run = save_run(tmp / "mini", "beit3-mini", "frozen")
     build_index(REPO / "sample_data" / "images", run, tmp / "idx", device="cpu", progress=False)
@@ -72,7 +74,7 @@ def bench_real(tmp: Path) -> dict:
 
     captions = pd.read_csv(REPO / "sample_data" / "captions.csv")["caption"].astype(str).tolist()
     q = sm.encode_texts(captions).numpy()
-    x = idx.images.numpy()
+    x = np.array(idx.images)
     _, exact = exact_topk(idx.images, torch.from_numpy(q), 10)
     keys = np.arange(len(x), dtype=np.int64)
     ivf = ApproxIndex.build(x, keys, kind="ivf-flat")
@@ -124,7 +126,7 @@ def text_encode_ms(tmp: Path, threads: int) -> dict:
     """Median ms to encode one caption with beit3-mini + MWA: mwa's PyTorch model and its `mwa export` graphs."""
     from mwa_cli.export.onnx import export_onnx
     from mwa_cli.export.runtime import ExportedModel
-    from mwa_cli.search.index import load_search_model
+    from mwa_cli.search.model import load_search_model
 
     run = save_run(tmp / "mini_t", "beit3-mini", "frozen")
     sm = load_search_model(run, device="cpu")

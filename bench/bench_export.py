@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mwa_cli.export.onnx import export_onnx
     from mwa_cli.export.runtime import ExportedModel
-    from mwa_cli.search.index import load_search_model
+    from mwa_cli.search.model import load_search_model
 
     with tempfile.TemporaryDirectory() as tmp:
         run = save_run(Path(tmp) / "run", args.backbone, args.method, perturb=0.02)

@@ -27,7 +27,7 @@ from benchlib import cpu_name, save_run
 
 
 def bench_query(run_dir: Path, n: int, dim: int, queries: int, chunk: int) -> dict:
-    from mwa_cli.search.index import load_search_model
+    from mwa_cli.search.model import load_search_model
     from mwa_cli.search.query import exact_topk
 
     sm = load_search_model(run_dir, device="cpu")
@@ -60,7 +60,7 @@ def bench_query(run_dir: Path, n: int, dim: int, queries: int, chunk: int) -> di
 def bench_build(run_dir: Path, photos: int, width: int, height: int, workers: int | None) -> dict:
     from PIL import Image
 
-    from mwa_cli.search.index import build_index
+    from mwa_cli.search.build import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "photos"

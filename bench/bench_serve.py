@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(REPO))
-    from mwa_cli.search.index import build_index
+    from mwa_cli.search.build import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         run = save_run(Path(tmp) / "run", "beit3-mini", "mwa", perturb=0.02)

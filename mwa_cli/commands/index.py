@@ -1,4 +1,4 @@
-"""`mwa index`: thin Typer wrapper around mwa_cli.search.index.build_index."""
+"""`mwa index`: thin Typer wrapper around mwa_cli.search.build.build_index."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
                                             "\\[default: about 2·√photos]; with --approx."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.search.index import build_index
+        from mwa_cli.search.build import build_index
 
         summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
                               device=device, batch_size=batch_size, workers=workers, progress=not json_out,
@@ -96,7 +96,7 @@ def _one_model(adapter: Optional[Path], model: Optional[Path]) -> Path:
         raise ConfigError("give exactly one of --adapter RUN_DIR and --model EXPORT_DIR",
                           hint="e.g. mwa index ./photos --adapter runs/my-run --out photos_index")
     if model is not None:
-        from mwa_cli.export.runtime import read_manifest
+        from mwa_cli.export.manifest import read_manifest
 
         read_manifest(model)  # a clear error for a folder that is not an export
         return model

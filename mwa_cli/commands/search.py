@@ -54,8 +54,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.search.index import SearchIndex, model_for_index, read_index_meta
+        from mwa_cli.search.model import model_for_index
         from mwa_cli.search.query import check_query, search
+        from mwa_cli.search.store import SearchIndex, read_index_meta
 
         check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
         meta = read_index_meta(index)

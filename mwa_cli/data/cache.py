@@ -195,6 +195,7 @@ def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Calla
             tmp.unlink()
     atomic_write_json(cache_index_path(data_dir, size), {"size": int(size), "count": len(ids), "ids": list(ids),
                                                          integrity.FILES_KEY: {arr_path.name: fh.hexdigest()}})
+    integrity.stamp(cdir, {arr_path.name: fh.hexdigest()})  # hashed while written: the next command need not read it
     return ImageCache(data_dir, size)
 
 

@@ -15,13 +15,12 @@ from torch import nn
 
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError, MwaError
+from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE
 
-MANIFEST_FILE = "export.json"
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
 SPM_FILE = "tokenizer.spm"
 HF_TOKENIZER_DIR = "tokenizer"
-FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
 EXIT_EXPORT = 4  # the exporter or the check after it failed
 
@@ -81,7 +80,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
     import onnx
 
     from mwa_cli.adapters.io import read_adapter_config
-    from mwa_cli.search.index import load_search_model
+    from mwa_cli.search.model import load_search_model
 
     if opset < 14:
         raise ConfigError(f"--opset must be at least 14 (got {opset})",

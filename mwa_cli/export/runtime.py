@@ -1,9 +1,8 @@
-"""Run an export directory with onnxruntime on the CPU: the same interface as `mwa_cli.search.index.SearchModel`
+"""Run an export directory with onnxruntime on the CPU: the same interface as `mwa_cli.search.model.SearchModel`
 (encode texts, photos and cached rows; identity), without building any of mwa's PyTorch models."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,34 +11,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mwa_cli.errors import CheckpointError, ConfigError
-from mwa_cli.export.onnx import FORMAT_VERSION, MANIFEST_FILE
+from mwa_cli.export.manifest import MANIFEST_FILE, read_manifest
 
 EXIT_DATA = 3
-
-
-def is_export_dir(path: str | Path) -> bool:
-    """Whether `path` is a folder written by `mwa export`."""
-    return (Path(path).expanduser() / MANIFEST_FILE).is_file()
-
-
-def read_manifest(export_dir: str | Path) -> dict[str, Any]:
-    folder = Path(export_dir).expanduser()
-    path = folder / MANIFEST_FILE
-    if not folder.is_dir():
-        raise ConfigError(f"no exported model at {folder} (the folder does not exist)",
-                          hint="give the folder written by `mwa export RUN_DIR --format onnx`")
-    if not path.is_file():
-        raise ConfigError(f"{folder} is not an exported model ({MANIFEST_FILE} is missing)",
-                          hint="give the folder written by `mwa export RUN_DIR --format onnx`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}", hint="export the run again") from None
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("format") != "onnx":
-        raise CheckpointError(f"{path} is an export format this mwa does not read "
-                              f"(format {meta.get('format')}, version {meta.get('format_version')})",
-                              hint="export the run again with this version of mwa")
-    return meta
 
 
 def _session(path: Path, threads: int | None):

@@ -12,17 +12,19 @@ import torch
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.similarity import similarity
-from mwa_cli.search.index import EXIT_DATA, SearchIndex, SearchModel
+from mwa_cli.search.model import SearchModel
+from mwa_cli.search.store import EXIT_DATA, SearchIndex
 
-DEFAULT_CHUNK = 65536
+BLOCK_BYTES = 192 << 20  # embeddings scored at a time by default: 65,536 rows of 768-d float32
 
 
-def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
-               chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(matrix: torch.Tensor | np.ndarray, queries: torch.Tensor, k: int,
+               chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-`k` inner products of each query against the rows of `matrix`: (scores [Q,k], rows [Q,k]).
 
-    Rows are scored `chunk` at a time, so memory stays at Q×chunk scores whatever the index size; each chunk's
-    top-k is merged into the running top-k. Ties keep the lower row first (as a stable sort of -score would).
+    Rows are scored `chunk` at a time (default: BLOCK_BYTES of them), so memory stays at Q×chunk scores whatever
+    the index size; a memory-mapped `matrix` (an index's embeddings) is read block by block, never copied. Each
+    chunk's top-k is merged into the running top-k. Ties keep the lower row first (as a stable sort of -score would).
     Embeddings are L2-normalised, so the inner product is the cosine similarity. Multi-vector rows or queries
     ([N, Q, d], BLIP-2 images) score their best vector (`mwa_cli.similarity`).
     """
@@ -30,15 +32,17 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
         queries = queries[None]
     n = matrix.shape[0]
     k = max(0, min(int(k), n))
-    q = queries.to(matrix.dtype)
+    q = queries.to(matrix.dtype if isinstance(matrix, torch.Tensor) else torch.float32)
     if k == 0:
         return torch.zeros((q.shape[0], 0)), torch.zeros((q.shape[0], 0), dtype=torch.long)
     best_s: torch.Tensor | None = None
     best_i: torch.Tensor | None = None
-    if matrix.ndim == 3:  # Q scores per row: keep the block's size
+    if chunk is None:
+        chunk = max(1, BLOCK_BYTES // (4 * int(np.prod(matrix.shape[1:]))))
+    elif matrix.ndim == 3:  # Q scores per row: keep the block's size
         chunk = max(1, chunk // matrix.shape[1])
     for c0 in range(0, n, chunk):
-        block = matrix[c0:c0 + chunk]
+        block = _rows_tensor(matrix[c0:c0 + chunk])
         s = similarity(q, block).float()
         kk = min(k, s.shape[1])
         vs, ix = torch.topk(s, kk, dim=1)
@@ -48,7 +52,7 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
         else:
             cat_s = torch.cat([best_s, vs], 1)
             cat_i = torch.cat([best_i, ix], 1)
-            vs2, pos = torch.topk(cat_s, k, dim=1)
+            vs2, pos = torch.topk(cat_s, min(k, cat_s.shape[1]), dim=1)  # k may exceed the rows seen so far
             best_s, best_i = vs2, torch.gather(cat_i, 1, pos)
     assert best_s is not None and best_i is not None
     # deterministic order among equal scores: lower row first
@@ -56,6 +60,14 @@ def exact_topk(matrix: torch.Tensor, queries: torch.Tensor, k: int,
     best_s, best_i = torch.gather(best_s, 1, order), torch.gather(best_i, 1, order)
     order = torch.argsort(-best_s, dim=1, stable=True)
     return torch.gather(best_s, 1, order), torch.gather(best_i, 1, order)
+
+
+def _rows_tensor(rows: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A tensor view of a block of rows, without a copy. A read-only memory map becomes a tensor through DLPack
+    (torch.from_numpy would warn); the tensor is only read here: writing into it would crash the process."""
+    if isinstance(rows, torch.Tensor):
+        return rows
+    return torch.from_dlpack(np.ascontiguousarray(rows, dtype=np.float32))
 
 
 # ------------------------------------------------------------------------------------------------ queries
@@ -173,7 +185,7 @@ def _photo_topk(index: SearchIndex, q: torch.Tensor, top: int, nprobe: int | Non
         s, r = exact_topk(index.images, q, top)
         return s, r, {"method": "exact"}
     ivf = index.ivf()
-    s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(), vectors=index.images.numpy())
+    s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(), vectors=index.images)
     keep = r_np[0] >= 0
     how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
     return torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep]), how
@@ -189,7 +201,7 @@ def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | N
                         hint="take the id from a search result (it changes when the photo's content does)",
                         exit_code=EXIT_DATA)
     t0 = time.perf_counter()
-    q = index.images[row:row + 1]
+    q = torch.from_numpy(np.array(index.images[row:row + 1]))
     s, r, how = _photo_topk(index, q, top, nprobe)
     paths = index.row_paths[row]
     result: dict[str, Any] = {"query": {"kind": "photo", "image_id": image_id, "path": paths[0] if paths else None},

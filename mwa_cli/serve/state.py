@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import MwaError
-from mwa_cli.search.index import INDEX_FILE, SearchIndex, model_for_index, read_index_meta
+from mwa_cli.search.model import model_for_index
+from mwa_cli.search.store import INDEX_FILE, SearchIndex, read_index_meta
 
 RECHECK_S = 1.0      # how often index.json is looked at (one stat per request at most once a second)
 THUMB_CACHE = 2048   # thumbnails kept (data URIs of about 5 KB each)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 import mwa_cli.data.prepare  # noqa: F401 - imported here, not in every forked process (see the docstring)
 import mwa_cli.eval.evaluate  # noqa: F401
-import mwa_cli.search.index  # noqa: F401
+import mwa_cli.search.build  # noqa: F401
 import mwa_cli.train.loop  # noqa: F401
 from mwa_cli.train.checkpoint import find_checkpoint
 from tests.helpers.photos import make_photos

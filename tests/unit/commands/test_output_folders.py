@@ -130,8 +130,9 @@ def test_index_after_a_killed_first_run_just_works(photos, adapter, tmp_path):
     (out / ".embeddings.safetensors.1234.tmp").write_bytes(b"x")
     res = _index(photos, adapter, out)
     assert res.exit_code == 0, flat(res)
-    assert sorted(p.name for p in out.iterdir()) == [".lock", ".mwa-index", "embeddings.safetensors", "index.json",
-                                                     "manifest.csv", "rejected.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".mwa-index", ".mwa-verified.json",
+                                                     "embeddings.safetensors", "index.json", "manifest.csv",
+                                                     "rejected.csv"]
 
 
 def test_a_second_index_is_refused_while_one_writes(photos, adapter, tmp_path):

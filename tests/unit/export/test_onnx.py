@@ -22,8 +22,10 @@ from mwa_cli.errors import CheckpointError, ConfigError, IntegrityError
 from mwa_cli.export.onnx import IMAGE_FILE, MANIFEST_FILE, export_onnx
 from mwa_cli.export.runtime import ExportedModel
 from mwa_cli.models.presets import build_backbone
-from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+from mwa_cli.search.build import build_index
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import search
+from mwa_cli.search.store import SearchIndex
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -129,8 +131,9 @@ def test_index_and_search_with_an_export_use_no_pytorch_model_code(tmp_path):
     pics = photos(tmp_path / "photos")
     script = (
         "import json, sys\n"
-        "from mwa_cli.search.index import SearchIndex, build_index\n"
-        "from mwa_cli.search.index import load_search_model\n"
+        "from mwa_cli.search.build import build_index\n"
+        "from mwa_cli.search.model import load_search_model\n"
+        "from mwa_cli.search.store import SearchIndex\n"
         "from mwa_cli.search.query import search\n"
         f"s = build_index({str(pics)!r}, {str(tmp_path / 'exp')!r}, {str(tmp_path / 'idx')!r}, progress=False)\n"
         f"idx = SearchIndex.load({str(tmp_path / 'idx')!r})\n"
@@ -153,7 +156,7 @@ def test_export_and_run_indexes_agree_and_are_interchangeable(tmp_path):
     build_index(pics, run, tmp_path / "idx_torch", progress=False, device="cpu")
     build_index(pics, tmp_path / "exp", tmp_path / "idx_onnx", progress=False)
     a, b = SearchIndex.load(tmp_path / "idx_torch"), SearchIndex.load(tmp_path / "idx_onnx")
-    assert a.row_ids == b.row_ids and _cos(a.images, b.images) >= 0.9999
+    assert a.row_ids == b.row_ids and _cos(np.array(a.images), np.array(b.images)) >= 0.9999
     assert b.meta["model"] == str((tmp_path / "exp").resolve())
     # same adapter identity: the export answers on the PyTorch-built index, with the same ranking
     em = ExportedModel.load(tmp_path / "exp")

@@ -309,8 +309,10 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
 
     from mwa_cli.cli import app
     from mwa_cli.eval.evaluate import evaluate_path
-    from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+    from mwa_cli.search.build import build_index
+    from mwa_cli.search.model import load_search_model
     from mwa_cli.search.query import search
+    from mwa_cli.search.store import SearchIndex
     from mwa_cli.train.config import TrainConfig
     from mwa_cli.train.loop import train
 
@@ -343,7 +345,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
     assert index.images.shape == (5, 4, 16) and index.meta["dim"] == 16
     hits = search(index, sm, text="a red scratch on a steel plate", top=3)
     q = sm.encode_texts(["a red scratch on a steel plate"])
-    brute = similarity(index.images, q)[:, 0]  # best query token of each photo
+    brute = similarity(torch.from_numpy(np.array(index.images)), q)[:, 0]  # best query token of each photo
     for hit in hits["images"]:
         assert hit["score"] == pytest.approx(float(brute[index.row_ids.index(hit["image_id"])]), abs=1e-5)
     assert [h["score"] for h in hits["images"]] == pytest.approx(brute.topk(3).values.tolist(), abs=1e-5)

@@ -142,7 +142,7 @@ def test_round_trip_is_bit_exact_with_the_token_table(tmp_path):
 
 
 def test_search_and_eval_tokenizers_apply_the_extension(tmp_path):
-    from mwa_cli.search.index import load_search_model
+    from mwa_cli.search.model import load_search_model
 
     model, applied, info, table, _ = _extended()
     save_adapter(tmp_path, model, applied, info)

@@ -17,14 +17,6 @@ from tests.helpers.paths import REPO
 
 PACKAGE = REPO / "mwa_cli"
 
-# Cycles that existed before this test and are not fixed yet, each as the set of modules that import each
-# other. The test fails on any other cycle, and on an entry here that is no longer a cycle (remove it then).
-KNOWN_CYCLES = [
-    # an export is built from a search model and indexed like a run; the index detects export folders
-    {"mwa_cli.export.onnx", "mwa_cli.export.runtime", "mwa_cli.search.index"},
-]
-
-
 def module_name(path: Path) -> tuple[str, bool]:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     is_package = parts[-1] == "__init__"
@@ -123,14 +115,11 @@ def a_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
     raise AssertionError(f"{component} is not a cycle")
 
 
-def test_no_new_import_cycles():
+def test_no_import_cycles():
     graph = import_graph()
-    cycles = strongly_connected(graph)
-    new = [f"{' -> '.join(a_cycle(graph, c))}  (modules in the cycle: {', '.join(sorted(c))})"
-           for c in cycles if c not in KNOWN_CYCLES]
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in cycles]
-    assert not new, "import cycles among mwa_cli modules:\n" + "\n".join(new)
-    assert not gone, f"no longer cycles, remove them from KNOWN_CYCLES: {gone}"
+    cycles = [f"{' -> '.join(a_cycle(graph, c))}  (modules in the cycle: {', '.join(sorted(c))})"
+              for c in strongly_connected(graph)]
+    assert not cycles, "import cycles among mwa_cli modules:\n" + "\n".join(cycles)
 
 
 def test_the_checker_finds_a_cycle_and_names_it():

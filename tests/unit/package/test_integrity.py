@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +22,14 @@ from mwa_cli.data.cache import ImageCache, ensure_cache
 from mwa_cli.data.manifest import load_manifest
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import EXIT_CORRUPT, IntegrityError
+from mwa_cli import integrity
+from mwa_cli.fileio import sha256_file
 from mwa_cli.integrity import HashingWriter, sha256_of
-from mwa_cli.search.index import SearchIndex, build_index
+from mwa_cli.search.build import build_index
+from mwa_cli.search.store import SearchIndex
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
+from tests.helpers.paths import REPO
 from tests.helpers.photos import make_photos
 
 runner = CliRunner()
@@ -178,3 +185,122 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ------------------------------------------------------------------------------------------------ verified stamps
+_COUNT_READS = """
+import json, sys
+from mwa_cli import integrity
+reads = []
+real = integrity.sha256_file
+integrity.sha256_file = lambda path, *a, **k: (reads.append(str(path)), real(path, *a, **k))[1]
+side = json.loads(sys.argv[2])
+integrity.verify(sys.argv[1], side, list(side["files"]), side_name="side.json", remedy="rewrite it")
+print(json.dumps(reads))
+"""
+
+
+def _verify_in_a_new_process(folder: Path, side: dict) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", _COUNT_READS, str(folder), json.dumps(side)], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _aged_file(folder: Path, size: int = 4 << 20) -> tuple[Path, dict]:
+    """A file and its side record, older than integrity.RACY_NS (so a check may stamp it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "big.bin"
+    path.write_bytes(np.random.default_rng(0).bytes(size))
+    time.sleep(2 * integrity.RACY_NS / 1e9)
+    return path, {"files": {path.name: sha256_file(path)}}
+
+
+def _reads(monkeypatch) -> list[str]:
+    """Paths the integrity module hashes from now on (its per-process memo emptied: as a new process)."""
+    monkeypatch.setattr(integrity, "_memo", {})
+    reads: list[str] = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p, *a, **k: (reads.append(str(p)), real(p, *a, **k))[1])
+    return reads
+
+
+def test_a_verified_file_is_not_read_again_by_the_next_process(tmp_path):
+    path, side = _aged_file(tmp_path / "f")
+    assert _verify_in_a_new_process(path.parent, side) == [str(path)]
+    stamp = json.loads((path.parent / integrity.STAMP_FILE).read_text(encoding="utf-8"))
+    st = path.stat()
+    assert stamp["files"]["big.bin"] == {"sha256": side["files"]["big.bin"], "inode": st.st_ino,
+                                         "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+    assert _verify_in_a_new_process(path.parent, side) == []  # trusted from the stamp: not read
+
+
+def test_files_mwa_writes_are_stamped_so_search_never_rehashes_them(finished_run, prepared, tmp_path, monkeypatch):
+    photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
+    idx = tmp_path / "idx"
+    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    reads = _reads(monkeypatch)
+    SearchIndex.load(idx)
+    ImageCache(prepared, 32)  # written by prepare through the hashing writer
+    assert reads == []
+
+
+def test_a_changed_byte_with_the_mtime_set_back_is_still_caught(finished_run, prepared, tmp_path, monkeypatch):
+    photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
+    idx = tmp_path / "idx"
+    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    emb = idx / "embeddings.safetensors"
+    st = emb.stat()
+    time.sleep(0.05)  # past the clock tick the kernel stamped the write with
+    with open(emb, "r+b") as fh:  # in place: same inode, same size
+        fh.seek(safetensors_data_start(emb) + 5)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    os.utime(emb, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (emb.stat().st_ino, emb.stat().st_size, emb.stat().st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    reads = _reads(monkeypatch)
+    res = runner.invoke(app, ["search", "a red mark", "--index", str(idx)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == EXIT_CORRUPT and "embeddings.safetensors is damaged" in out, out
+    assert str(emb) in reads
+
+
+@pytest.mark.parametrize("stamp", ["not json {", '{"version": 1, "files": {"big.bin": "x"}}', "[1, 2]", "stale"])
+def test_a_garbage_or_stale_stamp_is_ignored(tmp_path, monkeypatch, stamp):
+    path, side = _aged_file(tmp_path / "f", size=1 << 16)
+    if stamp == "stale":  # what the file looked like before it was damaged (the stamp matches the record)
+        integrity.verify(path.parent, side, ["big.bin"], side_name="side.json", remedy="rewrite it")
+        assert "big.bin" in integrity.read_stamps(path.parent)
+        flip_bytes(path, 1)
+    else:
+        (path.parent / integrity.STAMP_FILE).write_text(stamp, encoding="utf-8")
+    reads = _reads(monkeypatch)
+    if stamp == "stale":
+        with pytest.raises(IntegrityError, match="big.bin is damaged"):
+            integrity.verify(path.parent, side, ["big.bin"], side_name="side.json", remedy="rewrite it")
+        assert "big.bin" in integrity.read_stamps(path.parent)  # kept, and never matching the damaged file
+        return
+    integrity.verify(path.parent, side, ["big.bin"], side_name="side.json", remedy="rewrite it")
+    assert reads == [str(path)]
+    assert integrity.read_stamps(path.parent)["big.bin"]["sha256"] == side["files"]["big.bin"]  # replaced
+
+
+def test_a_stamp_that_cannot_be_written_does_not_fail_the_command(finished_run, prepared, tmp_path, monkeypatch):
+    photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
+    idx = tmp_path / "idx"
+    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    (idx / integrity.STAMP_FILE).unlink()
+    time.sleep(2 * integrity.RACY_NS / 1e9)
+
+    def read_only(path, obj):  # what a read-only folder does to a user (root writes anyway)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(integrity, "atomic_write_json", read_only)
+    idx.chmod(0o555)
+    try:
+        res = runner.invoke(app, ["search", "a red mark", "--index", str(idx), "--json"])
+    finally:
+        idx.chmod(0o755)
+    assert res.exit_code == 0, res.output
+    assert not (idx / integrity.STAMP_FILE).exists()

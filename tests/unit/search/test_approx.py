@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 from mwa_cli.cli import app
 from mwa_cli.errors import CheckpointError, ConfigError, DataError, IntegrityError
 from mwa_cli.search.approx import ApproxIndex, KeyRows, choose_kind, image_key, recall_at_k
-from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+from mwa_cli.search.build import build_index
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import exact_topk, search
+from mwa_cli.search.store import SearchIndex
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()

@@ -18,9 +18,11 @@ from mwa_cli.adapters.registry import apply_method
 from mwa_cli.cli import app
 from mwa_cli.data.images import square_resize
 from mwa_cli.models.presets import build_backbone
+from mwa_cli.search.build import build_index
 from mwa_cli.search.heatmap import add_heatmaps, cell_grid, occlusion_map
-from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import search
+from mwa_cli.search.store import SearchIndex
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 from tests.helpers.paths import REPO

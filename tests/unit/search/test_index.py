@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from mwa_cli.cli import app
 from mwa_cli.errors import CheckpointError, ConfigError, DataError
+from mwa_cli.search.build import build_index
 from mwa_cli.search.html import PhotoThumbs, render_search_html
-from mwa_cli.search.index import SearchIndex, build_index, load_search_model
+from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import exact_topk, search
+from mwa_cli.search.store import SearchIndex
 from tests.helpers.adapter_runs import perturbed_adapter_run
 
 runner = CliRunner()
@@ -103,15 +105,15 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
     old_row = dict(zip(idx1.manifest["path"], idx1.manifest["row"]))
     new_row = dict(zip(idx.manifest["path"], idx.manifest["row"]))
     for p in ("p0.png", "p2.png", "sub/p1.png"):
-        assert torch.equal(idx.images[new_row[p]], idx1.images[old_row[p]])
-    assert not torch.equal(idx.images[new_row["sub/p3.png"]], idx1.images[old_row["sub/p3.png"]])
+        assert np.array_equal(idx.images[new_row[p]], idx1.images[old_row[p]])
+    assert not np.array_equal(idx.images[new_row["sub/p3.png"]], idx1.images[old_row["sub/p3.png"]])
     # embeddings are those of a fresh build
     fresh = build_index(photos, run_dir, tmp_path / "fresh", progress=False, search_model=model)
     assert fresh["counts"]["embedded"] == 9  # p0_copy shares p0's embedding
     idx_f = SearchIndex.load(tmp_path / "fresh")
     fr = dict(zip(idx_f.manifest["path"], idx_f.manifest["row"]))
     for p in paths:
-        assert torch.allclose(idx.images[new_row[p]], idx_f.images[fr[p]], atol=1e-5)
+        assert np.allclose(idx.images[new_row[p]], idx_f.images[fr[p]], atol=1e-5)
 
 
 def test_index_from_other_adapter_refused(tmp_path, run_dir, model):
@@ -194,7 +196,7 @@ def test_search_matches_brute_force_and_json_shape(tmp_path, run_dir, model):
     idx = SearchIndex.load(out)
     res = search(idx, model, text="a long scratch on the upper left", top=5)
     q = model.encode_texts(["a long scratch on the upper left"])[0]
-    ref = (idx.images @ q).numpy()
+    ref = idx.images @ q.numpy()
     order = np.argsort(-ref, kind="stable")[:5]
     assert [h["image_id"] for h in res["images"]] == [idx.row_ids[r] for r in order]
     assert np.allclose([h["score"] for h in res["images"]], ref[order], atol=1e-5)

@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
-from mwa_cli.search.index import build_index
+from mwa_cli.search.build import build_index
 from tests.e2e.test_report_browser import CHROMIUM
 from tests.helpers.paths import REPO
 from tests.unit.search.test_index import _make_run, _photo

@@ -1,0 +1,38 @@
+"""An export directory's manifest (`export.json`): its name and format version, and how to recognise and read it.
+Both the exporter and everything that loads an export (onnxruntime, `mwa index` / `mwa search`) import this."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mwa_cli.errors import CheckpointError, ConfigError
+
+MANIFEST_FILE = "export.json"
+FORMAT_VERSION = 1
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """Whether `path` is a folder written by `mwa export`."""
+    return (Path(path).expanduser() / MANIFEST_FILE).is_file()
+
+
+def read_manifest(export_dir: str | Path) -> dict[str, Any]:
+    folder = Path(export_dir).expanduser()
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise ConfigError(f"no exported model at {folder} (the folder does not exist)",
+                          hint="give the folder written by `mwa export RUN_DIR --format onnx`")
+    if not path.is_file():
+        raise ConfigError(f"{folder} is not an exported model ({MANIFEST_FILE} is missing)",
+                          hint="give the folder written by `mwa export RUN_DIR --format onnx`")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}", hint="export the run again") from None
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("format") != "onnx":
+        raise CheckpointError(f"{path} is an export format this mwa does not read "
+                              f"(format {meta.get('format')}, version {meta.get('format_version')})",
+                              hint="export the run again with this version of mwa")
+    return meta
