@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,15 +12,16 @@ import torch
 from torch import nn
 
 from mwa_cli import __version__
-from mwa_cli.errors import ConfigError, MwaError
+from mwa_cli.errors import EXIT_EXPORT, ConfigError, MwaError
 from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE
+from mwa_cli.fileio import atomic_write
+from mwa_cli.runs import read_run_config
 
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
 SPM_FILE = "tokenizer.spm"
 HF_TOKENIZER_DIR = "tokenizer"
 DEFAULT_OPSET = 17
-EXIT_EXPORT = 4  # the exporter or the check after it failed
 
 
 class _ImageEncoder(nn.Module):
@@ -45,30 +44,19 @@ class _TextEncoder(nn.Module):
 
 def _export_graph(module: nn.Module, args: tuple, path: Path, input_names: list[str], opset: int) -> None:
     """One graph, dynamic batch, written to a temporary name then renamed."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     module.eval()  # the exporter restores the wrapper's mode afterwards: a wrapper in train mode would re-enable dropout
     axes = {name: {0: "batch"} for name in [*input_names, "embedding"]}
-    try:
+
+    def write(tmp: str) -> None:
         with warnings.catch_warnings():
             # the TorchScript exporter is deprecated in favour of torch.export's (needs onnxscript; see
             # docs/decisions.md) and warns about shape checks that are constants for a fixed input size
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=input_names,
+            torch.onnx.export(module, args, tmp, dynamo=False, input_names=input_names,
                               output_names=["embedding"], dynamic_axes=axes, opset_version=opset,
                               do_constant_folding=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
+    atomic_write(path, write)
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weights: str | None = None,
@@ -95,7 +83,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
         raise ConfigError(f"--out {out} exists and is not an mwa export", hint="choose an empty or new folder")
     if (out / MANIFEST_FILE).is_file() and not overwrite:
         raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
-    run_cfg = _read_run_config(folder)
+    run_cfg = read_run_config(folder)
     sm = load_search_model(folder, weights=weights, tokenizer=tokenizer, device="cpu")
     model = sm.model.float().eval()
     cfg = model.config
@@ -177,7 +165,7 @@ def _check(out: Path, model: nn.Module, tok: Any, size: int) -> dict[str, Any]:
     files = {"image": {"file": IMAGE_FILE}, "text": {"file": TEXT_FILE}, "identity": {}}
     em = ExportedModel.load(out, manifest=files)
     with torch.no_grad():
-        from mwa_cli.train.data import to_pixels
+        from mwa_cli.models.preprocess import to_pixels
 
         ref_i = model.encode_image(to_pixels(u8, size))
         ids, mask = tok.encode_batch(texts)

@@ -13,8 +13,6 @@ import numpy as np
 from mwa_cli.errors import CheckpointError, ConfigError
 from mwa_cli.export.manifest import MANIFEST_FILE, read_manifest
 
-EXIT_DATA = 3
-
 
 def _session(path: Path, threads: int | None):
     import onnxruntime as ort

@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from mwa_cli import __version__
+from mwa_cli.fileio import atomic_write_text
 from mwa_cli.report.gallery import DataDir
 from mwa_cli.report.html import template_dir
 
@@ -56,8 +57,5 @@ def render_search_html(result: dict[str, Any], *, thumbs: PhotoThumbs | None = N
 def write_search_html(result: dict[str, Any], path: str | Path, *, thumbs: PhotoThumbs | None = None) -> Path:
     path = Path(path)
     html = render_search_html(result, thumbs=thumbs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, html)
     return path

@@ -4,7 +4,6 @@ ties an index to it, and the check that refuses an index made with another adapt
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,34 +91,12 @@ def load_search_model(run_dir: str | Path, *, weights: str | None = None, tokeni
         if weights or tokenizer:
             raise ConfigError("--weights and --tokenizer do not apply to an exported model (it holds both)")
         return ExportedModel.load(run_dir, need_tokenizer=need_tokenizer)
-    from mwa_cli.adapters.io import load_adapter, read_adapter_config
-    from mwa_cli.eval.evaluate import load_tokenizer
-    from mwa_cli.train.config import resolve_device
+    from mwa_cli.runs import load_run
 
-    folder, cfg = read_adapter_config(run_dir)
-    run_cfg: dict[str, Any] = {}
-    if (folder / "config.json").is_file():
-        try:
-            run_cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except ValueError:
-            run_cfg = {}
-    identity = adapter_identity(folder)
-    weights = weights or run_cfg.get("weights")
-    tokenizer = tokenizer or run_cfg.get("tokenizer")
-    # Same seed as training before building: a randomly initialised backbone (test presets) comes out identical.
-    torch.manual_seed(int(run_cfg.get("seed", 0) or 0))
-    model, applied, info = load_adapter(folder, weights=weights, tokenizer=tokenizer)
-    dev = resolve_device(device)
-    model.to(dev)
-    model.eval()
-    tok = None
-    tok_path = tokenizer or getattr(info, "tokenizer_path", None)
-    if need_tokenizer:
-        text_len = int(run_cfg.get("text_len") or model.config.text_len)
-        tok = load_tokenizer(tok_path, text_len, model=model)  # applies the adapter's vocabulary extension
-    return SearchModel(model=model, tokenizer=tok, info=info, method=applied.name, run_dir=folder,
-                       identity=identity, device=dev, weights=getattr(info, "weights", None) or weights,
-                       tokenizer_path=tok_path)
+    run = load_run(run_dir, weights=weights, tokenizer=tokenizer, device=device, need_tokenizer=need_tokenizer)
+    return SearchModel(model=run.model, tokenizer=run.tokenizer, info=run.info, method=run.method,
+                       run_dir=run.folder, identity=adapter_identity(run.folder), device=run.device,
+                       weights=run.weights, tokenizer_path=run.tokenizer_path)
 
 
 def check_identity(index_identity: dict[str, Any], identity: dict[str, Any], index_dir: Path,

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
 from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.similarity import similarity
 from mwa_cli.search.model import SearchModel
-from mwa_cli.search.store import EXIT_DATA, SearchIndex
+from mwa_cli.search.store import SearchIndex
 
 BLOCK_BYTES = 192 << 20  # embeddings scored at a time by default: 65,536 rows of 768-d float32
 

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from mwa_cli import integrity
-from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
 from mwa_cli.outdir import read_marker
 
 SCHEMA_VERSION = 1
@@ -26,7 +26,6 @@ CAPTIONS_FILE = "captions.csv"
 REJECTED_FILE = "rejected.csv"
 MANIFEST_COLUMNS = ["path", "image_id", "row", "size", "mtime_ns", "width", "height"]
 CAPTION_COLUMNS = ["caption", "label", "image_id", "path", "n_images"]
-EXIT_DATA = 3  # unusable input (as prepare)
 _MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import ConfigError
-# resolve_device is re-exported for mwa_cli/search/index.py only, until it imports mwa_cli.runtime
-from mwa_cli.runtime import resolve_device  # noqa: F401
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")

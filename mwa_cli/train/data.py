@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import DataError
-# to_pixels is re-exported for mwa_cli/export/onnx.py only, until it imports mwa_cli.models.preprocess
-from mwa_cli.models.preprocess import MEAN, STD, to_pixels  # noqa: F401
+from mwa_cli.models.preprocess import MEAN, STD
 
 LOADER_TIMEOUT_S = 120  # a worker that delivers no batch for this long is reported, not waited on forever
 

@@ -13,9 +13,6 @@ from tests.helpers.paths import REPO
 
 PACKAGE = REPO / "mwa_cli"
 
-# Modules that still define their own EXIT_* codes, owned elsewhere and switched to mwa_cli.errors when merged.
-# Empty this list then; the test fails on any other module, and on an entry that no longer defines one.
-NOT_YET_SWITCHED = {"mwa_cli/search/index.py", "mwa_cli/export/runtime.py", "mwa_cli/export/onnx.py"}
 
 
 def exit_codes() -> dict[str, int]:
@@ -75,8 +72,7 @@ def test_no_module_but_errors_defines_an_exit_code():
         names = own_exit_codes(ast.parse(path.read_text(encoding="utf-8")))
         if names:
             defining[rel] = names
-    assert set(defining) - NOT_YET_SWITCHED == set(), f"import these from mwa_cli.errors instead: {defining}"
-    assert NOT_YET_SWITCHED - set(defining) == set(), "switched: remove it from NOT_YET_SWITCHED"
+    assert not defining, f"import these from mwa_cli.errors instead: {defining}"
 
 
 def test_the_scan_finds_a_module_level_exit_code():
