@@ -10,16 +10,16 @@ EXIT_CHECK_FAILED = 1  # mwa doctor: at least one check failed (its row says wha
 EXIT_USAGE = 2  # bad input: an invalid option, a path that cannot be used, a folder another mwa process is writing
 EXIT_DATA = 3  # unusable data: no photos or captions, an unreadable table, photo or search index
 EXIT_STRICT = 4  # mwa prepare --strict: a file or row was rejected (rejected.csv is written, no dataset is)
-EXIT_EXPORT = 4  # mwa export: the exported graphs do not reproduce the model (the exporter or its check failed)
-EXIT_OOM = 4  # mwa train: out of GPU memory even with a micro-batch of 1 (or a batch of 8 for --batch-size auto)
 EXIT_PEER_LOST = 5  # a training process whose peer (another process of the same run) went away first
 EXIT_CORRUPT = 6  # a file mwa published differs from the sha256 recorded beside it (mwa_cli/integrity.py)
 EXIT_NONFINITE = 7  # mwa train: the loss became NaN or infinite; the last good checkpoint is kept
+EXIT_OOM = 8  # mwa train: out of GPU memory even with a micro-batch of 1 (or a batch of 8 for --batch-size auto)
+EXIT_EXPORT = 9  # mwa export: the exported graphs do not reproduce the model (the exporter or its check failed)
 EXIT_SIGINT = 130  # interrupted by Ctrl-C (SIGINT); mwa train saved a checkpoint to resume from
 EXIT_SIGTERM = 143  # stopped by SIGTERM; mwa train saved a checkpoint to resume from
 
 # Names sharing another's number (a script reads the code of the command it ran, so the command disambiguates).
-EXIT_ALIASES = {"EXIT_CHECK_FAILED": "EXIT_INTERNAL", "EXIT_EXPORT": "EXIT_STRICT", "EXIT_OOM": "EXIT_STRICT"}
+EXIT_ALIASES = {"EXIT_CHECK_FAILED": "EXIT_INTERNAL"}
 
 
 class MwaError(Exception):
