@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from mwa_cli.errors import EXIT_PEER_LOST, ConfigError, MwaError
+from mwa_cli.train.dist.peer_loss import is_peer_loss
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
@@ -90,18 +91,6 @@ def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
     timer = threading.Timer(delay_s, force)
     timer.daemon = True
     timer.start()
-
-
-_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
-              "connection refused")
-
-
-def is_peer_loss(exc: BaseException) -> bool:
-    """True for the error a training process sees when another process of the same run has gone away."""
-    name = type(exc).__name__
-    text = str(exc).lower()
-    return name in ("DistBackendError", "DistNetworkError") or (
-        name in ("RuntimeError", "DistError") and any(p in text for p in _PEER_LOSS))
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -190,9 +190,10 @@ def register(app: typer.Typer) -> None:
                                   f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
             cli = {"resume": resume, "out": out}
             config = None
-        from mwa_cli.train import distributed as dist_mod
+        from mwa_cli.train.dist.env import launched_by_mwa, under_torchrun
+        from mwa_cli.train.dist.handoff import write_result
 
-        if devices is not None and not dist_mod.under_torchrun():
+        if devices is not None and not under_torchrun():
             if feature_cache not in (None, "off"):  # before any process starts (each rank would refuse it too)
                 from mwa_cli.train.feature_cache import several_devices_error
 
@@ -200,8 +201,8 @@ def register(app: typer.Typer) -> None:
             code = _launch_devices(devices, device, cli, config, resume, out)
             if code is not None:
                 raise typer.Exit(code)
-        rank_other = dist_mod.under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
-        launched = dist_mod.launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
+        rank_other = under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
+        launched = launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
         progress = TrainProgress(quiet or json_out or rank_other)
         try:
             cfg = resolve_config(cli, config)
@@ -220,7 +221,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         if rank_other:
             raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
-        dist_mod.write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
+        write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
         if json_out:
             emit_json(result.to_dict())
         if result.status == "completed":

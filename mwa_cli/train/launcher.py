@@ -1,7 +1,7 @@
 """`mwa train --devices N`: start N training processes on this machine and end them together.
 
 One process per device, each started as `python -m mwa_cli ...` with the variables torchrun sets (RANK, WORLD_SIZE,
-LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so `distributed.init_from_env` cannot tell the two
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so `dist.context.init_from_env` cannot tell the two
 launchers apart. This launcher exists for one guarantee the elastic agent does not give: **when one process
 fails, the whole command ends within seconds**. The agent asks the survivors to stop with SIGTERM, which a rank
 blocked in a collective never sees, then waits its shutdown timeout; here every rank runs in its own process group
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from mwa_cli.errors import EXIT_PEER_LOST, ConfigError
-from mwa_cli.train import distributed as dist_mod
+from mwa_cli.train.dist.env import ENV_COMMAND, ENV_RESULT, ENV_T0, RESULT_DIR_PREFIX
 
 FAIL_GRACE_S = 5.0
 EXIT_GRACE_S = 60.0
@@ -234,13 +234,13 @@ def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool
         except AttributeError:  # pragma: no cover
             cores = os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc) if cpu else max(1, min(8, cores // nproc)))
-    work = Path(tempfile.mkdtemp(prefix=dist_mod.RESULT_DIR_PREFIX))
+    work = Path(tempfile.mkdtemp(prefix=RESULT_DIR_PREFIX))
     result_path = work / "result.json"
-    env.update({dist_mod.ENV_RESULT: str(result_path), dist_mod.ENV_T0: repr(t0_wall or time.time()),
+    env.update({ENV_RESULT: str(result_path), ENV_T0: repr(t0_wall or time.time()),
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
                 "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": "0", "ROLE_WORLD_SIZE": str(nproc)})
     if command:
-        env[dist_mod.ENV_COMMAND] = command
+        env[ENV_COMMAND] = command
     ranks: list[_Rank] = []
     try:
         for r in range(nproc):
