@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
 from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
+
+if TYPE_CHECKING:
+    from mwa_cli.train.launcher import FailureReport
 
 HELP = (
     'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
@@ -272,5 +275,13 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
     if n <= 1:
         return None
     t0 = time.time() - process_age_s()
-    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), visible=visible,
+    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), report=_print_failure, visible=visible,
                            cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line())
+
+
+def _print_failure(failure: FailureReport) -> None:
+    """The launcher's `FailureReport`: error, the failing process's last output, hint."""
+    err_console.print(f"[bold red]error:[/] {failure.error}", highlight=False)
+    if failure.output:
+        err_console.print(f"  its last output:\n{failure.output}", highlight=False)
+    err_console.print(f"[yellow]hint:[/] {failure.hint}", highlight=False)

@@ -625,7 +625,9 @@ def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], 
     new_emb: dict[str, torch.Tensor] = {}
     embed_s = 0.0
     n_embedded = 0
-    bar = _cache.make_progress(progress and bool(todo))
+    from mwa_cli.commands.progress import photo_bar  # until build_index takes the command's progress callback
+
+    bar = photo_bar(progress and bool(todo))
     task = bar.add_task("indexing photos", total=len(todo)) if bar is not None else None
     if bar is not None:
         bar.start()

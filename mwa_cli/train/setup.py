@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mwa_cli.data.cache import ProgressCallback
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
@@ -124,7 +125,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     tok = load_tokenizer(binfo.tokenizer_path, text_len)
     if dctx.enabled and not dctx.is_main:
         dctx.barrier()  # rank 0 builds a missing image cache first
-    cache = ensure_cache(data_dir, image_size, progress=progress is not None and not getattr(progress, "quiet", False))
+    cache = ensure_cache(data_dir, image_size, progress=images_progress(progress, f"caching {image_size}px images"))
     if dctx.enabled and dctx.is_main:
         dctx.barrier()
 
@@ -308,6 +309,13 @@ def emit(progress: ProgressFn | None, event: str, data: dict) -> None:
     """A progress event (nothing without a progress function)."""
     if progress is not None:
         progress(event, data)
+
+
+def images_progress(progress: ProgressFn | None, description: str) -> ProgressCallback | None:
+    """The data layer's `progress(done, total)` of a photo decoding pass, as "images" progress events."""
+    if progress is None:
+        return None
+    return lambda done, total: progress("images", {"description": description, "done": done, "total": total})
 
 
 def resolve_run_path(resume: str, out: str) -> Path:
