@@ -10,7 +10,8 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from enum import StrEnum
+from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar
 
 import click
 import typer
@@ -96,6 +97,21 @@ def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
 def is_disk_full(exc: BaseException) -> bool:
     """True for a write that failed because the disk is full (OSError ENOSPC, or a library's own error)."""
     return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
+
+
+# Options several commands declare with the same name, type and help, declared once (default in the signature)
+DeviceOption = Annotated[str, typer.Option("--device", help="auto | cuda | cpu.")]
+TokenizerOption = Annotated[Optional[str], typer.Option("--tokenizer", help="Sentencepiece model (beit3.spm).")]
+RunWeightsOption = Annotated[Optional[str], typer.Option("--weights", help="Backbone weights \\[default: the run's].")]
+RunTokenizerOption = Annotated[Optional[str], typer.Option("--tokenizer",
+                                                           help="Sentencepiece model \\[default: the run's].")]
+SummaryJsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout only.")]
+
+
+def choices(name: str, values: Sequence[str]) -> type[StrEnum]:
+    """An option type accepting exactly `values`: click refuses anything else (exit 2, listing them) and the help
+    shows them. Members are str, equal to their spelling."""
+    return StrEnum(name, {v: v for v in values})
 
 
 EXTRA_ARGS = {"allow_extra_args": True}  # context_settings of commands that explain stray words themselves

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
@@ -136,7 +136,7 @@ class TrainProgress:
     def _task(self) -> Task:
         return self._task_of(self.task)
 
-    def _task_of(self, task_id) -> Task:
+    def _task_of(self, task_id: TaskID) -> Task:
         return next(t for t in self.progress.tasks if t.id == task_id)
 
     def __call__(self, event: str, data: dict) -> None:
