@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 
 from mwa_cli.errors import EXIT_PEER_LOST, ConfigError, MwaError
-from mwa_cli.train.dist.peer_loss import is_peer_loss
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
@@ -52,6 +51,8 @@ def guarded(fn: F) -> F:
                 err_console.print("[yellow]hint:[/] free some space and run the command again; an interrupted "
                                   "training run continues with `mwa train --resume RUN`", highlight=False)
                 raise typer.Exit(1) from None
+            from mwa_cli.train.dist.peer_loss import is_peer_loss  # here: importing commands loads no training code
+
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
