@@ -67,7 +67,7 @@ def bench_real(tmp: Path) -> dict:
     from mwa_cli.search.store import SearchIndex
 
     run = save_run(tmp / "mini", "beit3-mini", "frozen")
-    build_index(REPO / "sample_data" / "images", run, tmp / "idx", device="cpu", progress=False)
+    build_index(REPO / "sample_data" / "images", run, tmp / "idx", device="cpu")
     idx = SearchIndex.load(tmp / "idx")
     sm = load_search_model(run, device="cpu")
     import pandas as pd

@@ -33,7 +33,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mwa_cli.train import distributed as dist_mod  # noqa: E402
+from mwa_cli.train.dist.context import get as dist_context, init_from_env, teardown  # noqa: E402
+from mwa_cli.train.dist.sharding import shard_batch  # noqa: E402
 from mwa_cli.train.trainer import build_trainer  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def _sync(device: torch.device) -> None:
 
 def work(args) -> dict:
     """Both measurements on this process's world (1 process, or this rank of a torchrun job)."""
-    ctx = dist_mod.get()
+    ctx = dist_context()
     world, rank = ctx.world_size, ctx.rank
     device = "cpu" if args.smoke else "cuda"
     precision = "fp32" if args.smoke else "bf16"
@@ -62,7 +63,7 @@ def work(args) -> dict:
                       drop_path=0.0, seed=args.seed, total_steps=max(10, args.loss_steps), distributed=world > 1)
     losses = []
     for s in range(args.loss_steps):
-        batch = dist_mod.shard_batch(t.random_batch(args.loss_batch, seed=1000 + s), rank, world)
+        batch = shard_batch(t.random_batch(args.loss_batch, seed=1000 + s), rank, world)
         losses.append(float(ctx.mean(t.step(batch)).item()))
     out["losses"] = losses
     _free(t)
@@ -74,7 +75,7 @@ def work(args) -> dict:
         t = build_trainer(args.backbone, method, device=device, precision=precision, seed=args.seed,
                           total_steps=1000, distributed=world > 1, compile=flag == "c")
         g = args.batch_per_gpu * world
-        batch = dist_mod.shard_batch(t.random_batch(g, seed=1), rank, world)
+        batch = shard_batch(t.random_batch(g, seed=1), rank, world)
         times = t.time_steps(batch, n=args.steps, warmup=args.warmup + (3 if flag == "c" else 0), window=args.window)
         med = statistics.median(times)
         mem = torch.cuda.max_memory_allocated(t.device) / 2**30 if t.device.type == "cuda" else 0.0
@@ -89,12 +90,12 @@ def work(args) -> dict:
 
 
 def worker(args) -> None:
-    ctx = dist_mod.init_from_env(torch.device("cpu" if args.smoke else "cuda"))
+    ctx = init_from_env(torch.device("cpu" if args.smoke else "cuda"))
     res = work(args)
     if ctx.is_main:
         Path(args.worker_out).write_text(json.dumps(res))
     ctx.barrier()
-    dist_mod.teardown()
+    teardown()
 
 
 def main() -> None:

@@ -71,9 +71,9 @@ def bench_build(run_dir: Path, photos: int, width: int, height: int, workers: in
             arr = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))
             Image.fromarray(arr).save(root / f"photo_{i:05d}.jpg", quality=90)
         t0 = time.perf_counter()
-        first = build_index(root, run_dir, Path(tmp) / "idx", device="cpu", progress=False, workers=workers)
+        first = build_index(root, run_dir, Path(tmp) / "idx", device="cpu", workers=workers)
         t1 = time.perf_counter()
-        again = build_index(root, run_dir, Path(tmp) / "idx", device="cpu", progress=False, workers=workers)
+        again = build_index(root, run_dir, Path(tmp) / "idx", device="cpu", workers=workers)
         t2 = time.perf_counter()
     return {"photos": photos, "photo_px": f"{width}x{height} JPEG", "workers": workers,
             "images_per_s": first["images_per_s"], "wall_s": round(t1 - t0, 2),

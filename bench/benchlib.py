@@ -1,9 +1,11 @@
-"""Helpers the benches share: the machine's CPU name, a seeded adapter run folder to measure on, the JSON
-result written and shown."""
+"""Helpers the benches (and the end-to-end tests) share: the machine's CPU name, a seeded adapter run folder to
+measure on, the JSON result written and shown, the processes a run left behind. Standard library at import time:
+`python bench/x.py` needs only the repository."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -45,3 +47,21 @@ def publish(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def leftover_processes(marker: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process but this one whose command line mentions `marker` (Linux /proc;
+    zombies, already dead, are not counted). A run's DataLoader workers are forked, so they carry their trainer's
+    command line: a run folder as `marker` finds its trainer, ranks and workers."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append((int(pid), cmd))
+    return found

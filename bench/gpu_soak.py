@@ -37,6 +37,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchlib import leftover_processes
+
 REPO = Path(__file__).resolve().parents[1]
 EVAL_KEYS = ("rsum", "mean_recall", "i2t", "t2i", "per_label", "n_images", "n_captions")
 
@@ -66,21 +68,6 @@ def run(argv: list[str], *, limit: float, gpu: str | None = None, signal_plan=No
         hang = True
     return {"argv": " ".join(argv), "rc": proc.returncode, "hang": hang, "seconds": round(time.monotonic() - t0, 2),
             "signal": sent, "stderr_tail": err[-1500:], "stdout": out}
-
-
-def leftovers(marker: str) -> int:
-    n = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            n += 1
-    return n
 
 
 def eval_pair(run_dir: Path, gpu: str | None, limit: float) -> dict:
@@ -190,7 +177,7 @@ def part_cycles(args, data: Path, work: Path, gpu: str | None, devices: int) -> 
         first = run(["train", str(data), *common, "--name", name], limit=args.limit, gpu=gpu, signal_plan=plan)
         first.pop("stdout", None)
         time.sleep(1.0)
-        left_after_signal = leftovers(str(run_dir))
+        left_after_signal = len(leftover_processes(str(run_dir)))
         resumed = run(["train", "--resume", str(run_dir), "--quiet"] + (["--devices", str(devices)] if devices > 1
                                                                        else []), limit=args.limit, gpu=gpu)
         resumed.pop("stdout", None)
@@ -294,7 +281,7 @@ def main() -> None:
             sys.exit(f"unknown part {part!r}")
         rec.put(part, done[part])
         rec.put(part + "_seconds", round(time.monotonic() - t0, 1))
-    rec.put("leftover_processes", leftovers(str(work / "runs")))  # any trainer, rank or worker of the soak
+    rec.put("leftover_processes", len(leftover_processes(str(work / "runs"))))  # any trainer, rank or worker of the soak
     table = summary({k: v for k, v in done.items() if not (isinstance(v, dict) and "skipped" in v)})
     rec.put("table", table)
     print("\n".join(table))

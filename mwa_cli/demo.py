@@ -17,6 +17,7 @@ from mwa_cli.train.checkpoint import find_checkpoint
 from mwa_cli.report.i18n import fmt_duration
 from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import ProgressFn, train
+from mwa_cli.train.setup import images_progress
 
 METHODS = ("mwa", "nke", "full-ft")
 
@@ -74,7 +75,8 @@ def run_demo(
     parse_budget(budget_per_method)  # a bad budget is refused before anything runs
     _, cfg = resolve_config(MINI)
     say(f"1/3 preparing {photos} ({lang} captions, {cfg.img_size} px) -> {data_dir}")
-    prepare_dataset(photos, data_dir, lang=lang, image_size=cfg.img_size, progress=progress is not None)
+    prepare_dataset(photos, data_dir, lang=lang, image_size=cfg.img_size,
+                    progress=images_progress(progress, "decoding photos"))
     result = DemoResult(data_dir, runs_dir, out / "report.html", {})
     plan = [("frozen", None, 0), *[(m, budget_per_method, s) for s in range(seeds) for m in methods]]
     names = []

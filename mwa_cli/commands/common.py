@@ -10,7 +10,8 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from enum import StrEnum
+from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar
 
 import click
 import typer
@@ -50,6 +51,8 @@ def guarded(fn: F) -> F:
                 err_console.print("[yellow]hint:[/] free some space and run the command again; an interrupted "
                                   "training run continues with `mwa train --resume RUN`", highlight=False)
                 raise typer.Exit(EXIT_INTERNAL) from None
+            from mwa_cli.train.dist.peer_loss import is_peer_loss  # here: importing commands loads no training code
+
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
@@ -92,21 +95,24 @@ def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
     timer.start()
 
 
-_PEER_LOSS = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
-              "connection refused")
-
-
-def is_peer_loss(exc: BaseException) -> bool:
-    """True for the error a training process sees when another process of the same run has gone away."""
-    name = type(exc).__name__
-    text = str(exc).lower()
-    return name in ("DistBackendError", "DistNetworkError") or (
-        name in ("RuntimeError", "DistError") and any(p in text for p in _PEER_LOSS))
-
-
 def is_disk_full(exc: BaseException) -> bool:
     """True for a write that failed because the disk is full (OSError ENOSPC, or a library's own error)."""
     return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
+
+
+# Options several commands declare with the same name, type and help, declared once (default in the signature)
+DeviceOption = Annotated[str, typer.Option("--device", help="auto | cuda | cpu.")]
+TokenizerOption = Annotated[Optional[str], typer.Option("--tokenizer", help="Sentencepiece model (beit3.spm).")]
+RunWeightsOption = Annotated[Optional[str], typer.Option("--weights", help="Backbone weights \\[default: the run's].")]
+RunTokenizerOption = Annotated[Optional[str], typer.Option("--tokenizer",
+                                                           help="Sentencepiece model \\[default: the run's].")]
+SummaryJsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout only.")]
+
+
+def choices(name: str, values: Sequence[str]) -> type[StrEnum]:
+    """An option type accepting exactly `values`: click refuses anything else (exit 2, listing them) and the help
+    shows them. Members are str, equal to their spelling."""
+    return StrEnum(name, {v: v for v in values})
 
 
 EXTRA_ARGS = {"allow_extra_args": True}  # context_settings of commands that explain stray words themselves

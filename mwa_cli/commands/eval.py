@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.commands.common import DeviceOption, TokenizerOption, console, emit_json, guarded
 
 HELP = (
     'Retrieval metrics of a trained run, an adapter, or the zero-shot backbone, on one split.\n'
@@ -43,8 +43,8 @@ def register(app: typer.Typer) -> None:
         method: Optional[str] = typer.Option(None, "--method", help="'frozen': evaluate --backbone zero-shot."),
         backbone: Optional[str] = typer.Option(None, "--backbone", help="Backbone for --method frozen."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights (path or URL)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
-        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        tokenizer: TokenizerOption = None,
+        device: DeviceOption = "auto",
         precision: Optional[str] = typer.Option(None, "--precision",
                                                 help="auto | bf16 | fp16 | fp32 \\[default: the run's own on the "
                                                      "same kind of device, else auto]."),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.commands.common import RunTokenizerOption, RunWeightsOption, SummaryJsonOption, console, emit_json, guarded
 
 HELP = """Export a trained run as ONNX files for PCs without PyTorch (onnxruntime on the CPU).
 
@@ -33,11 +33,11 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Argument(..., help="Run folder (or adapter folder) of `mwa train`."),
         fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Export folder \\[default: RUN_DIR/export_onnx]."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the run's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the run's]."),
+        weights: RunWeightsOption = None,
+        tokenizer: RunTokenizerOption = None,
         opset: int = typer.Option(17, "--opset", help="ONNX opset (14 or later)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export already in --out."),
-        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
+        json_out: SummaryJsonOption = False,
     ) -> None:
         from mwa_cli.errors import ConfigError
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.commands.common import (DeviceOption, RunTokenizerOption, RunWeightsOption, SummaryJsonOption, console,
+                                     emit_json, guarded)
 
 HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`.
 
@@ -42,9 +43,9 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Index folder \\[default: RUN_DIR/index_<photos>]."),
         captions: Optional[Path] = typer.Option(None, "--captions", help="Data dir of `mwa prepare` whose "
                                                 "captions are embedded too (for photo → caption search)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the run's]."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the run's]."),
-        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        weights: RunWeightsOption = None,
+        tokenizer: RunTokenizerOption = None,
+        device: DeviceOption = "auto",
         batch_size: int = typer.Option(64, "--batch-size", help="Embedding batch size."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Decode processes \\[default: CPU cores]."),
         rebuild: bool = typer.Option(False, "--rebuild", help="Discard an existing index in --out and start over."),
@@ -55,14 +56,16 @@ def register(app: typer.Typer) -> None:
                                                   "IVF-FastScan]; with --approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
                                             "\\[default: about 2·√photos]; with --approx."),
-        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout only."),
+        json_out: SummaryJsonOption = False,
     ) -> None:
+        from mwa_cli.commands.progress import count_bar
         from mwa_cli.search.build import build_index
 
-        summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights, tokenizer=tokenizer,
-                              device=device, batch_size=batch_size, workers=workers, progress=not json_out,
-                              rebuild=rebuild, approx=approx, nlist=nlist,
-                              approx_kind=approx_kind)
+        with count_bar("indexing photos", not json_out) as progress:
+            summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights,
+                                  tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers,
+                                  progress=progress, rebuild=rebuild, approx=approx, nlist=nlist,
+                                  approx_kind=approx_kind)
         if json_out:
             emit_json(summary)
             return

@@ -132,16 +132,18 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Replace the data directory in --out even though it was "
                                    "prepared from another photos folder."),
     ) -> None:
+        from mwa_cli.commands.progress import count_bar
         from mwa_cli.data.label_text import load_label_map, merge_label_texts, parse_label_text_items
         from mwa_cli.data.prepare import prepare_dataset
 
         label_texts = merge_label_texts(load_label_map(label_map) if label_map else None,
                                         parse_label_text_items(label_text))
-        res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
-                              image_size=image_size, max_pixels=max_pixels, strict=strict,
-                              progress=err_console.is_terminal, templates=templates, tokenizer=tokenizer,
-                              label_texts=label_texts or None,
-                              workers=workers or None, force=force)
+        with count_bar("decoding photos", err_console.is_terminal) as progress:
+            res = prepare_dataset(photos_dir, out, fmt=format, lang=lang, split=split, seed=seed,
+                                  image_size=image_size, max_pixels=max_pixels, strict=strict,
+                                  progress=progress, templates=templates, tokenizer=tokenizer,
+                                  label_texts=label_texts or None,
+                                  workers=workers or None, force=force)
         if json_out:
             emit_json(res.summary())
         else:

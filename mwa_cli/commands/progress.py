@@ -1,18 +1,24 @@
-"""The Rich progress display of `mwa train` (and of each training stage of `mwa demo`): one bar per run with an ETA
-from the first timed steps, or from the budget's remaining time under --budget; and the words for a run stopped
-by a second Ctrl-C."""
+"""The Rich progress displays of the commands: `mwa train`'s (and each training stage of `mwa demo`'s) with one
+bar per run and an ETA from the first timed steps, or from the budget's remaining time under --budget; the bar of
+a photo decoding pass (`count_bar`, fed by the data layer's `progress(done, total)` callbacks); and the words for
+a run stopped by a second Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
 from mwa_cli.commands.common import err_console
+
+if TYPE_CHECKING:
+    from mwa_cli.data.cache import ProgressCallback
 
 
 def fmt_clock(seconds: float) -> str:
@@ -47,6 +53,39 @@ class EtaColumn(ProgressColumn):
                     style="progress.remaining")
 
 
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} img/s" if task.speed else "", style="cyan")
+
+
+def photo_bar(enabled: bool) -> Progress | None:
+    """A Rich progress bar with rate and ETA on stderr (stdout stays clean for --json), or None."""
+    if not enabled:
+        return None
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+
+
+@contextlib.contextmanager
+def count_bar(description: str, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A `progress(done, total)` callback for the data layer, drawn as one `photo_bar` (None when not `enabled`).
+    The bar appears at the first call, so a pass with nothing to decode shows none, and ends with the block."""
+    bar = photo_bar(enabled)
+    if bar is None:
+        yield None
+        return
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.start()  # a no-op once started
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()  # a no-op when it never started
+
+
 def budget_text(seconds: float) -> str:
     """'2 h 00 min', '1 min 15 s': the budget as parsed, echoed so '2 hours' or '2hours' can be checked."""
     from mwa_cli.report.i18n import fmt_duration
@@ -56,9 +95,9 @@ def budget_text(seconds: float) -> str:
 
 class TrainProgress:
     """Maps trainer events onto Rich progress bars (stderr): one bar per run (the demo adds one per stage), with
-    ETA, loss, lr, samples/s and memory. The live display starts at the first run's setup, so a progress bar
-    before it (`mwa prepare` in the demo) has the terminal to itself. Remembers the run folder for the words
-    after a second Ctrl-C."""
+    ETA, loss, lr, samples/s and memory, and one per photo decoding pass ("images" events: the demo's prepare
+    step, a missing image cache). The live display starts at the first bar. Remembers the run folder for the
+    words after a second Ctrl-C."""
 
     def __init__(self, quiet: bool, name_bars: bool = False):
         self.quiet = quiet
@@ -67,6 +106,7 @@ class TrainProgress:
         self.live = False
         self.task = None
         self.cache_task = None
+        self.images_task = None
         self.run_dir: Path | None = None
         if not quiet:
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -94,7 +134,10 @@ class TrainProgress:
             self.live = True
 
     def _task(self) -> Task:
-        return next(t for t in self.progress.tasks if t.id == self.task)
+        return self._task_of(self.task)
+
+    def _task_of(self, task_id: TaskID) -> Task:
+        return next(t for t in self.progress.tasks if t.id == task_id)
 
     def __call__(self, event: str, data: dict) -> None:
         if event == "setup":
@@ -121,6 +164,16 @@ class TrainProgress:
                 Path(data["run_dir"]).name if self.name_bars else "train",
                 total=data.get("total_steps"), info="warming up",
                 deadline=None if left is None else time.monotonic() + left, first=None, done=False)
+        elif event == "images":  # {"description", "done", "total"}: done 0 starts a pass
+            if self.images_task is None or data["done"] == 0:
+                self._start()
+                self.images_task = self.progress.add_task(data["description"], total=data["total"], info="",
+                                                          deadline=None, first=(time.monotonic(), 0), done=False)
+            t = self._task_of(self.images_task)
+            rate = data["done"] / max(1e-9, time.monotonic() - t.fields["first"][0])
+            self.progress.update(self.images_task, completed=data["done"], total=data["total"],
+                                 info=f"{rate:,.0f} img/s" if data["done"] else "",
+                                 done=data["done"] >= data["total"])
         elif event == "cache":
             if self.cache_task is None:
                 self.cache_task = self.progress.add_task("feature cache", total=data["total"], info="",

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.commands.common import DeviceOption, console, emit_json, err_console, guarded
 
 HELP = """Find the photos closest to a description, or to a photo, in an index made by `mwa index`.
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
                                              "index, if an export did]."),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights \\[default: the index's]."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model \\[default: the index's]."),
-        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        device: DeviceOption = "auto",
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
         from mwa_cli.search.model import model_for_index

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
 from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
-from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
+from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console, guarded,
+                                     refuse_extra_args)
+from mwa_cli.train.config import (DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
+                                  PRECISIONS, SCHEDULES, TrainConfig)
+
+if TYPE_CHECKING:
+    from mwa_cli.train.launcher import FailureReport
 
 HELP = (
     'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
@@ -78,6 +85,45 @@ def _parse_options(items: list[str] | None) -> dict | None:
     return out
 
 
+_DEFAULTS = TrainConfig()
+# Parameters of `mwa train` that are not TrainConfig fields: the command acts on them itself.
+COMMAND_ONLY = ("config", "devices", "quiet", "json_out")
+# Parameters whose TrainConfig field has another name or form: parameter -> (field, conversion).
+RENAMED = {"option": ("method_options", _parse_options)}
+
+Precision = choices("Precision", PRECISIONS)
+Device = choices("Device", DEVICES)
+Flip = choices("Flip", FLIP_MODES)
+FeatureCache = choices("FeatureCache", FEATURE_CACHE_MODES)
+ExtendVocab = choices("ExtendVocab", EXTEND_VOCAB_MODES)
+Positives = choices("Positives", POSITIVE_MODES)
+Schedule = choices("Schedule", SCHEDULES)
+
+
+def _default(field: str) -> str:
+    """The help's '[default: X]', X read from TrainConfig, where the default is declared."""
+    value = getattr(_DEFAULTS, field)
+    text = ("%g" % value).replace("e-0", "e-") if isinstance(value, float) else str(value)
+    return f"\\[default: {text}]"
+
+
+def config_values(params: dict[str, Any]) -> dict[str, Any]:
+    """TrainConfig's values from the command's parsed parameters (`ctx.params`); None where not given."""
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in COMMAND_ONLY:
+            continue
+        field, convert = RENAMED.get(name, (name, None))
+        if convert is not None:
+            value = convert(value)
+        elif isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, Path):
+            value = str(value)
+        values[field] = value
+    return values
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train", help=HELP, context_settings=EXTRA_ARGS)
     @guarded
@@ -85,17 +131,16 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
         method: Optional[str] = typer.Option(None, "--method", "-m", help=f"{' | '.join(method_names())}. "
-                                                                          "\\[default: mwa]"),
+                                                                          f"{_default('method')}"),
         backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
                                                help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
                                                     "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
-                                                    "blip2-itm-vit-g. "
-                                                    "\\[default: beit3-base]"),
+                                                    f"blip2-itm-vit-g. {_default('backbone')}"),
         weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL "
                                                                    "(blip2-itm-vit-g: the model directory); required "
                                                                    "for BEiT-3 Base/Large; `none`: random weights on "
                                                                    "purpose (testing only)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Sentencepiece model (beit3.spm)."),
+        tokenizer: TokenizerOption = None,
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, "
                                              "1h30m, 3600s (\"2 hours\" and 2hours read as 2h; the parsed budget is "
                                              "printed)."),
@@ -106,57 +151,60 @@ def register(app: typer.Typer) -> None:
                                                  ". \\[default: 128 on GPU, 32 on CPU]"),
         micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Micro-batch for gradient accumulation."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. \\[default: the backbone's recommended rate for the method: docs/decisions.md]"),
-        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Final learning rate. \\[default: 1e-6]"),
-        warmup_frac: Optional[float] = typer.Option(None, "--warmup", help="Warm-up share of the steps. \\[default: 0.1]"),
-        layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay. \\[default: 0.65]"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay. \\[default: 0.05]"),
-        drop_path: Optional[float] = typer.Option(None, "--drop-path", help="Stochastic depth rate. \\[default: 0.1]"),
-        precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp16 | fp32 (auto: bf16 on GPU, "
-                                                "fp32 on CPU)."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto | cuda | cpu."),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", help=f"Final learning rate. {_default('min_lr')}"),
+        warmup_frac: Optional[float] = typer.Option(None, "--warmup",
+                                                    help=f"Warm-up share of the steps. {_default('warmup_frac')}"),
+        layer_decay: Optional[float] = typer.Option(None, "--layer-decay",
+                                                    help=f"Layer-wise lr decay. {_default('layer_decay')}"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay",
+                                                     help=f"AdamW weight decay. {_default('weight_decay')}"),
+        drop_path: Optional[float] = typer.Option(None, "--drop-path",
+                                                  help=f"Stochastic depth rate. {_default('drop_path')}"),
+        precision: Optional[Precision] = typer.Option(None, "--precision", help="auto | bf16 | fp16 | fp32 (auto: "
+                                                      "bf16 on GPU, fp32 on CPU)."),
+        device: Optional[Device] = typer.Option(None, "--device", help="auto | cuda | cpu."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader workers (auto: 0 on CPU, ≤8 on GPU)."),
-        flip: Optional[str] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
-                                           "left/right, 左/右) | on | off."),
-        feature_cache: Optional[str] = typer.Option(None, "--feature-cache",
-                                                    help="off | auto | gpu | ram | disk: with adapters in the top "
-                                                         "layers only (--option layers=top-K), compute the frozen "
-                                                         "layers' output once per image and caption and train from "
-                                                         "it (faster epochs; turns random crop and flip off). "
-                                                         "\\[default: off]"),
-        extend_vocab: Optional[str] = typer.Option(None, "--extend-vocab",
-                                                   help="auto | on | off: give characters the tokenizer maps to "
-                                                        "<unk> (e.g. Japanese kanji) new token ids, trained with the "
-                                                        "adapter and saved with it (auto: on when > 2 % of the "
-                                                        "training captions' tokens are <unk>). \\[default: auto]"),
-        positives: Optional[str] = typer.Option(None, "--positives",
-                                                help="auto | caption | label | off: which pairs count as positives "
-                                                     "of each other in the contrastive loss (caption: identical "
-                                                     "caption text; label: same label). auto: caption when captions "
-                                                     "repeat in the train split (class folders), else off. "
-                                                     "\\[default: auto]"),
+        flip: Optional[Flip] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
+                                            "left/right, 左/右) | on | off."),
+        feature_cache: Optional[FeatureCache] = typer.Option(
+            None, "--feature-cache", help="off | auto | gpu | ram | disk: with adapters in the top layers only "
+                                          "(--option layers=top-K), compute the frozen layers' output once per image "
+                                          "and caption and train from it (faster epochs; turns random crop and flip "
+                                          f"off). {_default('feature_cache')}"),
+        extend_vocab: Optional[ExtendVocab] = typer.Option(
+            None, "--extend-vocab", help="auto | on | off: give characters the tokenizer maps to <unk> (e.g. Japanese "
+                                         "kanji) new token ids, trained with the adapter and saved with it (auto: on "
+                                         "when > 2 % of the training captions' tokens are <unk>). "
+                                         f"{_default('extend_vocab')}"),
+        positives: Optional[Positives] = typer.Option(
+            None, "--positives", help="auto | caption | label | off: which pairs count as positives of each other in "
+                                      "the contrastive loss (caption: identical caption text; label: same label). "
+                                      "auto: caption when captions repeat in the train split (class folders), else "
+                                      f"off. {_default('positives')}"),
         option: Optional[List[str]] = typer.Option(None, "--option",
                                                    help="Method option KEY=VALUE (repeatable), e.g. rank=16; a "
                                                         "key the method does not have is refused with its list."),
-        out: Optional[str] = typer.Option(None, "--out", help="Folder of runs. \\[default: runs]"),
+        out: Optional[str] = typer.Option(None, "--out", help=f"Folder of runs. {_default('out')}"),
         name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
         val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Exactly this many evenly spaced val checks "
                                                 "during training (0: none). \\[default: cost-aware, see --val-share]"),
         val_share: Optional[float] = typer.Option(None, "--val-share", help="Most of the wall time the cost-aware val "
-                                                  "checks may take. \\[default: 0.05]"),
+                                                  f"checks may take. {_default('val_share')}"),
         patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many val checks in a row "
                                                "without a better val RSUM (0: never). \\[default: 4 with --budget, "
                                                "else 0]"),
-        schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: auto | wsd "
-                                               "(warm-up, stable, decay over the last 20 %) | cosine. \\[default: "
-                                               "auto = wsd with --budget, cosine otherwise]"),
-        log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric rows. \\[default: 10]"),
+        schedule: Optional[Schedule] = typer.Option(None, "--schedule", help="Learning-rate schedule: auto | wsd "
+                                                    "(warm-up, stable, decay over the last 20 %) | cosine. \\[default: "
+                                                    "auto = wsd with --budget, cosine otherwise]"),
+        log_every: Optional[int] = typer.Option(None, "--log-every",
+                                                help=f"Steps between metric rows. {_default('log_every')}"),
         checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
                                                        help="Steps between checkpoints (0: every --checkpoint-minutes)."),
         checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes",
                                                             help="Minutes between checkpoints (a Ctrl-C or SIGTERM "
-                                                                 "also writes one). \\[default: 10]"),
+                                                                 f"also writes one). {_default('checkpoint_minutes')}"),
         compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
         devices: Optional[str] = typer.Option(None, "--devices",
                                               help="Train on several GPUs of this machine: a count (2), GPU ids "
@@ -174,15 +222,7 @@ def register(app: typer.Typer) -> None:
         from mwa_cli.train.config import resolve_config
         from mwa_cli.train.loop import train
 
-        cli = dict(data_dir=str(data_dir) if data_dir else None, method=method, backbone=backbone, weights=weights,
-                   tokenizer=tokenizer, budget=budget, epochs=epochs, steps=steps, batch_size=batch_size,
-                   micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_frac=warmup_frac, layer_decay=layer_decay,
-                   weight_decay=weight_decay, drop_path=drop_path, precision=precision, device=device,
-                   workers=workers, flip=flip, feature_cache=feature_cache, extend_vocab=extend_vocab,
-                   positives=positives, method_options=_parse_options(option), out=out, name=name,
-                   resume=resume, seed=seed, val_evals=val_evals, val_share=val_share, patience=patience,
-                   schedule=schedule, log_every=log_every,
-                   checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, compile=compile)
+        cli = config_values(ctx.params)
         if resume:
             ignored = sorted(k for k, v in cli.items() if v is not None and k not in ("resume", "out"))
             if (ignored or config) and not quiet:
@@ -190,9 +230,10 @@ def register(app: typer.Typer) -> None:
                                   f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
             cli = {"resume": resume, "out": out}
             config = None
-        from mwa_cli.train import distributed as dist_mod
+        from mwa_cli.train.dist.env import launched_by_mwa, under_torchrun
+        from mwa_cli.train.dist.handoff import write_result
 
-        if devices is not None and not dist_mod.under_torchrun():
+        if devices is not None and not under_torchrun():
             if feature_cache not in (None, "off"):  # before any process starts (each rank would refuse it too)
                 from mwa_cli.train.feature_cache import several_devices_error
 
@@ -200,8 +241,8 @@ def register(app: typer.Typer) -> None:
             code = _launch_devices(devices, device, cli, config, resume, out)
             if code is not None:
                 raise typer.Exit(code)
-        rank_other = dist_mod.under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
-        launched = dist_mod.launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
+        rank_other = under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
+        launched = launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
         progress = TrainProgress(quiet or json_out or rank_other)
         try:
             cfg = resolve_config(cli, config)
@@ -220,7 +261,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         if rank_other:
             raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
-        dist_mod.write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
+        write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
         if json_out:
             emit_json(result.to_dict())
         if result.status == "completed":
@@ -271,5 +312,13 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
     if n <= 1:
         return None
     t0 = time.time() - process_age_s()
-    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), visible=visible,
+    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), report=_print_failure, visible=visible,
                            cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line())
+
+
+def _print_failure(failure: FailureReport) -> None:
+    """The launcher's `FailureReport`: error, the failing process's last output, hint."""
+    err_console.print(f"[bold red]error:[/] {failure.error}", highlight=False)
+    if failure.output:
+        err_console.print(f"  its last output:\n{failure.output}", highlight=False)
+    err_console.print(f"[yellow]hint:[/] {failure.hint}", highlight=False)

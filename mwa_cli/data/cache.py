@@ -29,6 +29,8 @@ from mwa_cli.outdir import remove_temp
 _POOL_MIN_FILES = 24
 # written only under `cache_lock`: a cache build's staging file, write_cache's temporary array and index
 TEMP_PATTERNS = (".caching_*", ".images_*.tmp")
+# progress(done, total): once with done 0 before the first photo, then after each; the command layer draws it
+ProgressCallback = Callable[[int, int], None]
 
 
 class ImageCache:
@@ -110,24 +112,6 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_progress(enabled: bool):
-    """A Rich progress bar with rate and ETA on stderr (stdout stays clean for --json), or None."""
-    if not enabled:
-        return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    from mwa_cli.commands.common import err_console
-
-    class _Rate(ProgressColumn):
-        def render(self, task):  # noqa: ANN001
-            return Text(f"{task.speed:,.0f} img/s" if task.speed else "", style="cyan")
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
-
-
 def decode_files(
     files: Sequence[tuple[str, str, str | None]],
     size: int,
@@ -135,10 +119,10 @@ def decode_files(
     *,
     max_pixels: int = _img.DEFAULT_MAX_PIXELS,
     workers: int | None = None,
-    progress: bool = False,
-    description: str = "decoding photos",
+    progress: ProgressCallback | None = None,
 ) -> list[dict]:
-    """Decode `files` [(abs_path, rel_path, expected_image_id or None)] into row i of a staging memmap.
+    """Decode `files` [(abs_path, rel_path, expected_image_id or None)] into row i of a staging memmap, calling
+    `progress(done, len(files))` as photos finish.
 
     Returns one result dict per file (see images.process_file), in input order.
     """
@@ -150,28 +134,22 @@ def decode_files(
     tasks = [(i, a, r, size, int(max_pixels), str(staging_path), max(n, 1), e) for i, (a, r, e) in enumerate(files)]
     workers = workers or default_workers()
     results: list[dict | None] = [None] * n
-    bar = make_progress(progress and n > 0)
-    task_id = None
-    if bar is not None:
-        bar.start()
-        task_id = bar.add_task(description, total=n)
-    try:
-        if workers <= 1 or n < _POOL_MIN_FILES:
-            for t in tasks:
-                results[t[0]] = _img.process_file(t)
-                if bar is not None:
-                    bar.advance(task_id)
-            _img._MEMMAPS.clear()
-        else:
-            chunk = max(1, min(32, n // (workers * 8)))
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for res in pool.map(_img.process_file, tasks, chunksize=chunk):
-                    results[res["row"]] = res
-                    if bar is not None:
-                        bar.advance(task_id)
-    finally:
-        if bar is not None:
-            bar.stop()
+    report = progress if progress and n > 0 else None
+    if report:
+        report(0, n)
+    if workers <= 1 or n < _POOL_MIN_FILES:
+        for done, t in enumerate(tasks, start=1):
+            results[t[0]] = _img.process_file(t)
+            if report:
+                report(done, n)
+        _img._MEMMAPS.clear()
+    else:
+        chunk = max(1, min(32, n // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done, res in enumerate(pool.map(_img.process_file, tasks, chunksize=chunk), start=1):
+                results[res["row"]] = res
+                if report:
+                    report(done, n)
     return results  # type: ignore[return-value]
 
 
@@ -227,9 +205,11 @@ def cache_lock(data_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_cache(data_dir: Path, size: int, *, progress: bool = True, workers: int | None = None) -> ImageCache:
+def ensure_cache(data_dir: Path, size: int, *, progress: ProgressCallback | None = None,
+                 workers: int | None = None) -> ImageCache:
     """The S×S cache for this data dir; builds it (reusing rows of any older cache) from the photos in
-    dataset.json's `source` when missing or out of date. Safe to call from several processes at once."""
+    dataset.json's `source` when missing or out of date, calling `progress(done, total)` while it decodes.
+    Safe to call from several processes at once."""
     data_dir = Path(data_dir)
     size = int(size)
     if size < 8 or size > 4096:
@@ -244,7 +224,7 @@ def ensure_cache(data_dir: Path, size: int, *, progress: bool = True, workers: i
         return _build_cache(data_dir, size, wanted, progress=progress, workers=workers)
 
 
-def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, progress: bool,
+def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, progress: ProgressCallback | None,
                  workers: int | None) -> ImageCache:
     ids = [i for i, _ in wanted]
     existing = try_open(data_dir, size)  # again, under the lock: another process may have built it
@@ -261,8 +241,8 @@ def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, pr
     remove_temp(cache_dir(data_dir), TEMP_PATTERNS)  # a killed build's files: under the cache lock, nobody's
     staging = cache_dir(data_dir) / f".caching_{size}_{uuid.uuid4().hex[:8]}.u8"
     try:
-        results = decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers, progress=progress,
-                               description=f"caching {size}px images") if todo else []
+        results = decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers,
+                               progress=progress) if todo else []
         bad = [r for r in results if "reject" in r]
         if bad:
             listing = "; ".join(f"{r['rel']}: {r['reject']}" for r in bad[:5])

@@ -97,7 +97,7 @@ def prepare_dataset(
     image_size: int = 224,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     strict: bool = False,
-    progress: bool = True,
+    progress: _cache.ProgressCallback | None = None,
     templates: Path | None = None,
     label_texts: dict[str, dict[str, str]] | None = None,
     tokenizer: Path | None = None,
@@ -105,7 +105,7 @@ def prepare_dataset(
     force: bool = False,
 ) -> PrepareResult:
     """Prepare `photos_dir` into the data directory `out_dir` (`force`: replace a data dir prepared from another
-    photos folder)."""
+    photos folder); `progress(done, total)` is called while the photos are decoded."""
     t0 = time.perf_counter()
     # ---------------------------------------------------------------- options
     if fmt not in ("auto",) + ingest.FORMATS:
@@ -185,7 +185,7 @@ def claim_data_dir(out: Path, root: Path, *, force: bool = False) -> Iterator[No
 
 
 def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, ratios: tuple, seed: int, size: int,
-                  max_pixels: int, strict: bool, progress: bool, templates: Path | None,
+                  max_pixels: int, strict: bool, progress: _cache.ProgressCallback | None, templates: Path | None,
                   label_texts: dict[str, dict[str, str]] | None, tokenizer: Path | None,
                   workers: int | None) -> PrepareResult:
     """The body of `prepare_dataset`, run while the data dir is claimed."""

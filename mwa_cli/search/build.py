@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from mwa_cli import __version__
+from mwa_cli.data.cache import ProgressCallback
 from mwa_cli.errors import EXIT_DATA, CheckpointError, ConfigError, DataError, IntegrityError
 from mwa_cli.outdir import FolderLock, is_empty, remove_temp, write_marker
 from mwa_cli.search.model import SearchModel, check_identity, load_search_model, model_identity
@@ -104,8 +105,8 @@ def _caption_set(data_dir: Path) -> tuple[pd.DataFrame, str | None]:
 
 def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path | None = None, *,
                 captions_dir: str | Path | None = None, weights: str | None = None, tokenizer: str | None = None,
-                device: str = "auto", batch_size: int = 64, workers: int | None = None, progress: bool = True,
-                rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
+                device: str = "auto", batch_size: int = 64, workers: int | None = None,
+                progress: ProgressCallback | None = None, rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
                 search_model: SearchModel | None = None, approx: bool = False,
                 nlist: int | None = None, approx_kind: str | None = None) -> dict[str, Any]:
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
@@ -114,7 +115,7 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
     `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto or one of
     mwa_cli.search.approx.KINDS, `nlist` lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
     taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
-    `approx` is given again."""
+    `approx` is given again. `progress(done, total)` is called as the new photos are decoded and embedded."""
     from mwa_cli.data.images import DEFAULT_MAX_PIXELS
     from mwa_cli.search.approx import KINDS as APPROX_KINDS
 
@@ -175,7 +176,8 @@ def claim_index_dir(out: Path) -> Iterator[None]:
 
 def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], t0: float, *,
                 captions_dir: str | Path | None, weights: str | None, tokenizer: str | None, device: str,
-                batch_size: int, workers: int | None, progress: bool, rebuild: bool, max_pixels: int, chunk: int,
+                batch_size: int, workers: int | None, progress: ProgressCallback | None, rebuild: bool, max_pixels: int,
+                chunk: int,
                 search_model: SearchModel | None, approx: bool, nlist: int | None,
                 approx_kind: str | None) -> dict[str, Any]:
     """The body of `build_index`, run while the index folder is claimed."""
@@ -317,7 +319,7 @@ def _plan(root: Path, out: Path, old: SearchIndex | None) -> _Plan:
 
 
 def _embed_new(plan: _Plan, sm: Any, out: Path, *, max_pixels: int, workers: int | None, batch_size: int,
-               chunk: int, progress: bool) -> tuple[dict[str, torch.Tensor], float]:
+               chunk: int, progress: ProgressCallback | None) -> tuple[dict[str, torch.Tensor], float]:
     """Decode and embed `plan.todo`, `chunk` files at a time (a photo whose content is already embedded is only
     recorded). Returns the new embeddings by photo id and the seconds spent in the model."""
     from mwa_cli.data import cache as _cache
@@ -325,16 +327,21 @@ def _embed_new(plan: _Plan, sm: Any, out: Path, *, max_pixels: int, workers: int
     size = sm.image_size
     new_emb: dict[str, torch.Tensor] = {}
     embed_s = 0.0
-    bar = _cache.make_progress(progress and bool(plan.todo))
-    task = bar.add_task("indexing photos", total=len(plan.todo)) if bar is not None else None
-    if bar is not None:
-        bar.start()
+    total = len(plan.todo)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
     staging = out / f".staging_{uuid.uuid4().hex[:8]}.u8"
     try:
         for c0 in range(0, len(plan.todo), chunk):
             part = plan.todo[c0:c0 + chunk]
             results = _cache.decode_files(part, size, staging, max_pixels=max_pixels, workers=workers,
-                                          progress=False)
+                                          progress=None)
             mm = np.memmap(staging, dtype=np.uint8, mode="r", shape=(max(len(part), 1), size, size, 3))
             rows, ids = [], []
             done_now = 0
@@ -352,20 +359,16 @@ def _embed_new(plan: _Plan, sm: Any, out: Path, *, max_pixels: int, workers: int
                     continue
                 rows.append(r["row"])
                 ids.append(r["image_id"])
-            if bar is not None and done_now:
-                bar.advance(task, done_now)
+            if done_now:
+                advance(done_now)
             if rows:
                 t1 = time.perf_counter()
-                emb = torch.as_tensor(sm.embed_rows(mm, rows, batch_size=batch_size,
-                                                    progress=(lambda n: bar.advance(task, n)) if bar is not None
-                                                    else None))
+                emb = torch.as_tensor(sm.embed_rows(mm, rows, batch_size=batch_size, progress=advance))
                 embed_s += time.perf_counter() - t1
                 for i, e in zip(ids, emb):
                     new_emb[i] = e.clone()
             del mm
     finally:
-        if bar is not None:
-            bar.stop()
         staging.unlink(missing_ok=True)
     return new_emb, embed_s
 

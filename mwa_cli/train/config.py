@@ -19,6 +19,8 @@ DEVICES = ("auto", "cuda", "cpu")
 FLIP_MODES = ("auto", "on", "off")
 FEATURE_CACHE_MODES = ("off", "auto", "gpu", "ram", "disk")
 POSITIVE_MODES = ("auto", "caption", "label", "off")
+EXTEND_VOCAB_MODES = ("auto", "on", "off")
+SCHEDULES = ("auto", "cosine", "wsd")
 DEFAULT_EPOCHS = 10  # the length of a run given no --budget, --epochs or --steps
 # Captions that are mostly repeats (class-folder templates) leave one short text per label, and every method was
 # still learning at 10 epochs on such data; 40 brought MWA level with full fine-tuning (docs/decisions.md).
@@ -108,7 +110,7 @@ class TrainConfig:
                               hint="drop --flip on (the cache uses whole, unflipped images) or --feature-cache")
         if self.positives not in POSITIVE_MODES:
             raise ConfigError(f"unknown --positives mode {self.positives!r}", hint=f"choose {', '.join(POSITIVE_MODES)}")
-        if self.extend_vocab not in ("auto", "on", "off"):
+        if self.extend_vocab not in EXTEND_VOCAB_MODES:
             raise ConfigError(f"unknown --extend-vocab mode {self.extend_vocab!r}", hint="choose auto, on or off")
         if self.final_split not in ("test", "val"):
             raise ConfigError(f"final split must be test or val, not {self.final_split!r}")
@@ -147,7 +149,7 @@ class TrainConfig:
                               hint="e.g. --val-share 0.05: validation takes at most 5 % of the wall time")
         if self.patience is not None and self.patience < 0:
             raise ConfigError("--patience must be 0 (never stop early) or more")
-        if self.schedule not in ("auto", "cosine", "wsd"):
+        if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}", hint="choose auto, cosine or wsd")
         return self
 

@@ -125,7 +125,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     text_len = int(cfg.text_len or model.config.text_len)
     tok = load_tokenizer(tokenizer_path, text_len)
     df = load_manifest(data_dir)
-    cache = ensure_cache(data_dir, image_size, progress=False)
+    cache = ensure_cache(data_dir, image_size)
     train_df = df[df["split"] == "train"]
     if len(train_df) == 0:
         raise DataError(f"the train split of {data_dir} is empty: nothing to measure full fine-tuning on")

@@ -1,7 +1,7 @@
 """`mwa train --devices N`: start N training processes on this machine and end them together.
 
 One process per device, each started as `python -m mwa_cli ...` with the variables torchrun sets (RANK, WORLD_SIZE,
-LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so `distributed.init_from_env` cannot tell the two
+LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so `dist.context.init_from_env` cannot tell the two
 launchers apart. This launcher exists for one guarantee the elastic agent does not give: **when one process
 fails, the whole command ends within seconds**. The agent asks the survivors to stop with SIGTERM, which a rank
 blocked in a collective never sees, then waits its shutdown timeout; here every rank runs in its own process group
@@ -13,7 +13,8 @@ blocked in a collective never sees, then waits its shutdown timeout; here every 
   (a gloo peer sees the closed connection at once), then their process groups are killed.
 * Once any rank has exited, the others have `EXIT_GRACE_S` to follow (every rank leaves `train()` through the
   same final collective, so they exit within moments of each other); a rank still running then is stuck and killed.
-* Ranks > 0 write their output to a log file; when one of them fails first, the launcher prints its last lines.
+* Ranks > 0 write their output to a log file; when one of them fails first, the failure report holds its last
+  lines. The launcher prints nothing itself: the command hands in `report`, which words a `FailureReport`.
 * Linux: every rank dies with the launcher (PR_SET_PDEATHSIG), also when the launcher is killed with SIGKILL.
 """
 
@@ -30,11 +31,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from mwa_cli.errors import EXIT_PEER_LOST, ConfigError
-from mwa_cli.train import distributed as dist_mod
+from mwa_cli.train.dist.env import ENV_COMMAND, ENV_RESULT, ENV_T0, RESULT_DIR_PREFIX
 
 FAIL_GRACE_S = 5.0
 EXIT_GRACE_S = 60.0
@@ -127,6 +129,16 @@ class _Rank:
                 pass
 
 
+@dataclass(frozen=True)
+class FailureReport:
+    """What the user is told when a rank failed: which one and how (`error`), the last lines of its output when it
+    was not rank 0 (`output`, indented), and how to go on (`hint`: the `--resume` command, or to start again)."""
+
+    error: str
+    output: str
+    hint: str
+
+
 @dataclass
 class _Outcome:
     first_failure: _Rank | None = None
@@ -215,16 +227,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool = False,
-           module: str = "mwa_cli", t0_wall: float | None = None, command: str | None = None,
+def launch(nproc: int, argv: list[str], *, report: Callable[[FailureReport], None], visible: str | None = None,
+           cpu: bool = False, module: str = "mwa_cli", t0_wall: float | None = None, command: str | None = None,
            fail_grace_s: float = FAIL_GRACE_S, exit_grace_s: float = EXIT_GRACE_S) -> int:
     """Run `python -m <module> <argv>` as `nproc` ranks on this machine; return the command's exit code.
 
     The code is rank 0's result (0, 130, 143, ...) when every rank ended normally; when a rank failed, the
-    failing rank's code (1 at least), after a message naming it, its last output when it was not rank 0, and the
-    `--resume` command when the run has a checkpoint."""
-    from mwa_cli.commands.common import err_console
-
+    failing rank's code (1 at least), after `report` was given a `FailureReport` naming it (unless rank 0 failed
+    alone: it printed its own message)."""
     env = dict(os.environ)
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
@@ -234,13 +244,13 @@ def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool
         except AttributeError:  # pragma: no cover
             cores = os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc) if cpu else max(1, min(8, cores // nproc)))
-    work = Path(tempfile.mkdtemp(prefix=dist_mod.RESULT_DIR_PREFIX))
+    work = Path(tempfile.mkdtemp(prefix=RESULT_DIR_PREFIX))
     result_path = work / "result.json"
-    env.update({dist_mod.ENV_RESULT: str(result_path), dist_mod.ENV_T0: repr(t0_wall or time.time()),
+    env.update({ENV_RESULT: str(result_path), ENV_T0: repr(t0_wall or time.time()),
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
                 "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "ROLE_RANK": "0", "ROLE_WORLD_SIZE": str(nproc)})
     if command:
-        env[dist_mod.ENV_COMMAND] = command
+        env[ENV_COMMAND] = command
     ranks: list[_Rank] = []
     try:
         for r in range(nproc):
@@ -263,7 +273,9 @@ def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool
             if outcome.interrupted is not None:
                 return 143 if outcome.interrupted == signal.SIGTERM else 130
             return _exit_status(ranks[0].code or 0)
-        _report_failure(err_console, ranks, outcome, result, nproc, argv)
+        failure = failure_report(ranks, outcome, result, nproc)
+        if failure is not None:
+            report(failure)
         bad = outcome.first_failure
         return max(1, _exit_status(bad.code or 1)) if bad is not None else 1
     finally:
@@ -277,13 +289,13 @@ def launch(nproc: int, argv: list[str], *, visible: str | None = None, cpu: bool
         work.rmdir()
 
 
-def _report_failure(console, ranks: list[_Rank], outcome: _Outcome, result: dict, nproc: int,
-                    argv: list[str]) -> None:
-    """One paragraph: which process failed, how, what happened to the others, and how to resume."""
+def failure_report(ranks: list[_Rank], outcome: _Outcome, result: dict, nproc: int) -> FailureReport | None:
+    """Which process failed, how, what happened to the others, and how to resume; None when rank 0 failed and
+    the others ended with it (rank 0 printed its own message and hint)."""
     bad = outcome.first_failure
     others = [r.rank for r in ranks if r is not bad and r.killed]
     if bad is not None and bad.rank == 0 and not others:
-        return  # rank 0 printed its own message (and hint) and the others ended with it
+        return None
     if bad is not None:
         code = bad.code or 0
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
@@ -292,18 +304,13 @@ def _report_failure(console, ranks: list[_Rank], outcome: _Outcome, result: dict
         text = f"training process(es) {', '.join(map(str, outcome.stuck_killed))} of {nproc} stopped responding"
     if others:
         text += f"; process(es) {', '.join(map(str, others))} were stopped"
-    console.print(f"[bold red]error:[/] {text}.", highlight=False)
-    if bad is not None and bad.rank != 0:
-        tail = _log_tail(bad.log)
-        if tail:
-            console.print(f"  its last output:\n{tail}", highlight=False)
+    tail = _log_tail(bad.log) if bad is not None and bad.rank != 0 else ""
     run_dir = result.get("run_dir")
     if run_dir:
         from mwa_cli.train.checkpoint import find_checkpoint
 
         if find_checkpoint(Path(run_dir)) is not None:
-            console.print(f"[yellow]hint:[/] a checkpoint was kept; resume with: mwa train --resume "
-                          f"{shlex.quote(str(run_dir))} --devices {nproc}", highlight=False)
-            return
-    console.print("[yellow]hint:[/] no checkpoint had been written; fix the cause above and start the run again",
-                  highlight=False)
+            return FailureReport(f"{text}.", tail, f"a checkpoint was kept; resume with: mwa train --resume "
+                                                   f"{shlex.quote(str(run_dir))} --devices {nproc}")
+    return FailureReport(f"{text}.", tail, "no checkpoint had been written; fix the cause above and start the run "
+                                           "again")

@@ -23,9 +23,11 @@ from mwa_cli.eval.label_level import primary_rsum
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
-from mwa_cli.train import distributed as dist_mod
 from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.config import TrainConfig
+from mwa_cli.train.dist.context import reseed_rank
+from mwa_cli.train.dist.env import start_time_monotonic
+from mwa_cli.train.dist.rank0 import on_main
 from mwa_cli.train.data import PairTable, close_loader, make_loader, open_cache_array
 from mwa_cli.train.measure import device_name, peak_mem_gib, process_age_s
 from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setup_run
@@ -73,8 +75,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
 def _train(config: TrainConfig, progress: ProgressFn | None, *, count_from_process_start: bool) -> RunResult:
     t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
-    if count_from_process_start and dist_mod.start_time_monotonic() is not None:
-        t_start = dist_mod.start_time_monotonic()  # started by `mwa train --devices N`: count from the launcher
+    if count_from_process_start and start_time_monotonic() is not None:
+        t_start = start_time_monotonic()  # started by `mwa train --devices N`: count from the launcher
     return TrainingRun(setup_run(config, progress, t_start)).run()
 
 
@@ -227,7 +229,7 @@ class TrainingRun:
         if self.fcache is not None:
             batch = self.fcache.inputs(batch, s.device)
         self.acc["data_wait_s"] += time.monotonic() - t_wait
-        dist_mod.reseed_rank(s.cfg.seed, self.step)  # ranks > 0: this step's own dropout / drop-path draws
+        reseed_rank(s.cfg.seed, self.step)  # ranks > 0: this step's own dropout / drop-path draws
         loss = s.trainer.step(batch)
         self.step = s.trainer.step_count
         self.interval_loss += loss
@@ -255,7 +257,7 @@ class TrainingRun:
         if s.val_data is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
             self._validate(step)  # the step-0 check was the process's first (cold): measure a warm one
         measure = self.measure
-        self.total_steps, why = dist_mod.on_main(lambda: planner.plan(
+        self.total_steps, why = on_main(lambda: planner.plan(
             step, measure.step_time, s.limit, time.monotonic(),
             checks_s=float(self.acc.get("val_check_s", 0.0)), elapsed_s=self._elapsed()))
         trainer.schedule.fit(max(1, self.total_steps))
@@ -285,7 +287,7 @@ class TrainingRun:
             # refit the plan to the step time measured over the recent window (CPU: host clock is exact,
             # every step; CUDA/DDP: at logging steps, which sync anyway)
             self._flush_train_time()
-            new_total = dist_mod.on_main(lambda: self._refit(step))
+            new_total = on_main(lambda: self._refit(step))
             if new_total is not None:
                 self.total_steps = new_total
                 s.trainer.schedule.fit(max(1, self.total_steps), at_step=step)
@@ -371,7 +373,7 @@ class TrainingRun:
                                       dtype=amp_dtype(s.precision), batch_size=s.cfg.eval_batch_size, cache=s.cache,
                                       split_data=split_data, topk=topk, identity=s.identity)
 
-        result, top = dist_mod.on_main(evaluate)  # rank 0 evaluates, the others wait
+        result, top = on_main(evaluate)  # rank 0 evaluates, the others wait
         seconds = time.monotonic() - t0
         self.acc["eval_s"] += seconds
         return result, top, seconds
@@ -579,7 +581,7 @@ def final_evaluation(run_path: Path, split: str, device: torch.device, precision
                                                 batch_size=batch_size)
         return result, top, ranks
 
-    result, top, ranks = dist_mod.on_main(run)
+    result, top, ranks = on_main(run)
     acc["eval_s"] += time.monotonic() - t0
     return result, top, ranks
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from mwa_cli.data.cache import ProgressCallback
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
@@ -48,7 +49,7 @@ class RunSetup:
     progress: ProgressFn | None
     message: Callable[[str], None]  # says a line to the user (progress "message" events)
     t_start: float  # time.monotonic() when the budget clock started
-    dctx: Any  # distributed.DistContext: world size 1 in a single process
+    dctx: Any  # dist.context.DistContext: world size 1 in a single process
     device: torch.device
     precision: str
     data_dir: Path
@@ -82,11 +83,13 @@ class RunSetup:
 
 def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) -> RunSetup:
     """Build what the run of `config` needs (see the module docstring); `t_start` starts the budget clock."""
-    from mwa_cli.train import distributed as dist_mod  # torchrun ranks (a no-op context in a single process)
+    from mwa_cli.train.dist.context import init_from_env  # torchrun ranks (a no-op context in a single process)
+    from mwa_cli.train.dist.handoff import write_result
+    from mwa_cli.train.dist.rank0 import NullRunDir, on_main
 
     cfg, run, resume_state, used, saved, command = _resolve_config(config, progress)
     device = resolve_device(cfg.device)
-    dctx = dist_mod.init_from_env(device)  # world size 1 unless started by torchrun
+    dctx = init_from_env(device)  # world size 1 unless started by torchrun
     device = dctx.device
     if resume_state is not None and dctx.is_main:
         run.lock()  # before anything is written: a second `mwa train --resume` of the same run is refused
@@ -94,7 +97,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     if not dctx.is_main:
         progress = None  # rank 0 alone shows progress and writes files
         if resume_state is not None:
-            run = dist_mod.NullRunDir(run.path)
+            run = NullRunDir(run.path)
     precision = resolve_precision(cfg.precision, device)
     cuda_setup(device)
     seed_everything(cfg.seed)
@@ -124,7 +127,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     tok = load_tokenizer(binfo.tokenizer_path, text_len)
     if dctx.enabled and not dctx.is_main:
         dctx.barrier()  # rank 0 builds a missing image cache first
-    cache = ensure_cache(data_dir, image_size, progress=progress is not None and not getattr(progress, "quiet", False))
+    cache = ensure_cache(data_dir, image_size, progress=images_progress(progress, f"caching {image_size}px images"))
     if dctx.enabled and dctx.is_main:
         dctx.barrier()
 
@@ -201,11 +204,11 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
 
     # ------------------------------------------------------------------ run dir + config.json
     if resume_state is None:
-        name = dist_mod.on_main(lambda: cfg.name or default_run_name(cfg.method, cfg.backbone))
+        name = on_main(lambda: cfg.name or default_run_name(cfg.method, cfg.backbone))
         cfg.name = name
-        run = dist_mod.on_main(lambda: RunDir.create(cfg.out, name))
+        run = on_main(lambda: RunDir.create(cfg.out, name))
         if not dctx.is_main:
-            run = dist_mod.NullRunDir(run.path)
+            run = NullRunDir(run.path)
         record = cfg.to_dict()
         record.update(batch_size=batch_size, precision=precision, device=device.type, text_len=text_len,
                       method_options=applied.options, auto_resolved=auto_fields, positives=positives.mode,
@@ -224,7 +227,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
         cfg_record = run.read_config()
     resume_cmd = f"mwa train --resume {shlex.quote(str(run.path))}" + (
         f" --devices {dctx.world_size}" if dctx.enabled else "")
-    dist_mod.write_result({"run_dir": str(run.path), "status": "running"})  # for the launcher's failure message
+    write_result({"run_dir": str(run.path), "status": "running"})  # for the launcher's failure message
 
     # ------------------------------------------------------------------ state
     acc = {"train_s": 0.0, "eval_s": 0.0, "checkpoint_s": 0.0, "data_wait_s": 0.0, "wall_prev_s": 0.0,
@@ -313,6 +316,13 @@ def emit(progress: ProgressFn | None, event: str, data: dict) -> None:
         progress(event, data)
 
 
+def images_progress(progress: ProgressFn | None, description: str) -> ProgressCallback | None:
+    """The data layer's `progress(done, total)` of a photo decoding pass, as "images" progress events."""
+    if progress is None:
+        return None
+    return lambda done, total: progress("images", {"description": description, "done": done, "total": total})
+
+
 def resolve_run_path(resume: str, out: str) -> Path:
     """`--resume` accepts a run folder path or a run name under --out."""
     p = Path(resume)
@@ -336,7 +346,7 @@ def _resolve_config(config: TrainConfig, progress: ProgressFn | None
                     ) -> tuple[TrainConfig, RunDir | None, dict | None, Path | None, dict, str]:
     """A new run's validated config, or a resumed run's own: (cfg, run folder, checkpoint state, the checkpoint
     folder it came from, its config.json, command line); folder, state and checkpoint are None for a new run."""
-    from mwa_cli.train import distributed as dist_mod
+    from mwa_cli.train.dist.env import user_command
 
     run = None
     used: Path | None = None
@@ -363,7 +373,7 @@ def _resolve_config(config: TrainConfig, progress: ProgressFn | None
         cfg = config.validate()
         if not cfg.data_dir:
             raise ConfigError("no data directory given", hint="mwa train DATA_DIR --method mwa --budget 2h")
-        command = cfg.command or dist_mod.user_command() or command_line()
+        command = cfg.command or user_command() or command_line()
     return cfg, run, resume_state, used, saved, command
 
 
@@ -371,7 +381,7 @@ def _resolve_batch_size(cfg: TrainConfig, trainer: Trainer, device: torch.device
                        message: Callable[[str], None], auto_fields: list[str]) -> int:
     """The global batch size (`--batch-size`, its default, or `auto`), capped by the training pairs and split
     over the ranks; sets the trainer's micro-batch to match."""
-    from mwa_cli.train import distributed as dist_mod
+    from mwa_cli.train.dist.sharding import check_batch_split
 
     batch_size = cfg.batch_size
     micro = cfg.micro_batch
@@ -397,7 +407,7 @@ def _resolve_batch_size(cfg: TrainConfig, trainer: Trainer, device: torch.device
     if dctx.enabled:  # --batch-size and --micro-batch are global: each rank runs 1/W of every (micro-)batch
         if n_pairs and batch_size == n_pairs:
             batch_size -= batch_size % dctx.world_size
-        dist_mod.check_batch_split(batch_size, dctx.world_size)
+        check_batch_split(batch_size, dctx.world_size)
         if trainer.micro_batch is not None:
             trainer.micro_batch = max(1, trainer.micro_batch // dctx.world_size)
     return batch_size

@@ -65,12 +65,13 @@ class Trainer:
         self._cuda_graphs = False
         self.enable_compile(compile)
         self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
-        self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/distributed.py)
+        self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/dist/)
         if distributed and self.optimizer is not None:
-            from mwa_cli.train import distributed as dist_mod
+            from mwa_cli.train.dist.context import get as dist_context
+            from mwa_cli.train.dist.ddp import wrap_ddp
 
-            if dist_mod.get().enabled:
-                self._ddp = dist_mod.wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+            if dist_context().enabled:
+                self._ddp = wrap_ddp(model, self._encode_image, self._encode_text, self.device)
         if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
             model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
 
@@ -148,7 +149,7 @@ class Trainer:
 
     def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
-            from mwa_cli.train.distributed import global_model_loss
+            from mwa_cli.train.dist.global_loss import global_model_loss
 
             return global_model_loss(self.model, img, txt, groups)
         return model_loss(self.model, img, txt, groups)
@@ -276,16 +277,16 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
                   total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
     """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
 
-    `distributed`: under torchrun (after `distributed.init_from_env`), use this rank's device and wrap in DDP."""
+    `distributed`: under torchrun (after `dist.context.init_from_env`), use this rank's device and wrap in DDP."""
     from mwa_cli.adapters.registry import apply_method
     from mwa_cli.models.presets import build_backbone
 
     dev = resolve_device(device)
     if distributed:
-        from mwa_cli.train import distributed as dist_mod
+        from mwa_cli.train.dist.context import get as dist_context
 
-        if dist_mod.get().enabled:
-            dev = dist_mod.get().device
+        if dist_context().enabled:
+            dev = dist_context().device
     prec = resolve_precision(precision, dev)
     seed_everything(seed)
     model, _info = build_backbone(backbone, weights, drop_path=drop_path, device=dev)

@@ -175,7 +175,7 @@ def test_a_signal_that_lands_during_the_agreement_is_kept_for_the_next_step():
 
 def test_devices_parsing_and_batch_split():
     from mwa_cli.errors import ConfigError
-    from mwa_cli.train import distributed as d
+    from mwa_cli.train.dist.sharding import check_batch_split, shard_slice
     from mwa_cli.train import launcher
 
     assert launcher.parse_devices("2", "cpu") == (2, None)
@@ -185,9 +185,9 @@ def test_devices_parsing_and_batch_split():
         launcher.parse_devices("two", "cpu")
     assert launcher.strip_devices(["train", "x", "--devices", "2", "--devices=3", "--quiet"]) == ["train", "x", "--quiet"]
     with pytest.raises(ConfigError, match="cannot be split evenly"):
-        d.check_batch_split(30, 4)
+        check_batch_split(30, 4)
     idx = torch.arange(8)
-    parts = [idx[d.shard_slice(r, 2)] for r in range(2)]
+    parts = [idx[shard_slice(r, 2)] for r in range(2)]
     assert sorted(torch.cat(parts).tolist()) == list(range(8)) and parts[0].tolist() == [0, 2, 4, 6]
 
 

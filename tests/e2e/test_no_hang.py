@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bench.benchlib import leftover_processes
 from tests.helpers.paths import HELPERS, REPO
 
 LIMIT_S = 60.0  # from the fault to the command's exit
@@ -42,28 +43,28 @@ def _run(args: list[str], spec: dict, stamp: Path, timeout: float = 240) -> tupl
     return proc, (end - min(fired)) if fired else float("nan")
 
 
-def _leftovers(marker: str) -> list[str]:
-    """Live processes whose command line mentions `marker` (DataLoader workers share their parent's)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            found.append(f"{pid}: {cmd[:200]}")
-    return found
-
-
 def _assert_clean_failure(proc, seconds: float, marker: str) -> None:
     assert proc.returncode not in (0, None), proc.stderr[-3000:]
     assert seconds < LIMIT_S, f"{seconds:.1f} s from the fault to the exit"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     time.sleep(0.5)
-    assert not _leftovers(marker), _leftovers(marker)
+    left = leftover_processes(marker)
+    assert not left, [f"{pid}: {cmd[:200]}" for pid, cmd in left]
+
+
+def test_the_leftover_scan_sees_a_live_process_and_not_a_dead_one(tmp_path):
+    marker = str(tmp_path / "runs")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    try:
+        assert [pid for pid, _ in leftover_processes(marker)] == [proc.pid]
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while leftover_processes(marker) and time.monotonic() < deadline:  # a zombie until reaped: not counted
+            time.sleep(0.05)
+        assert leftover_processes(marker) == []
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_worker_failure_ends_the_run_with_a_resume_hint(tmp_path, train_data_dir, train_tokenizer):

@@ -13,7 +13,8 @@ import sys
 
 import torch
 
-from mwa_cli.train import distributed as dist_mod
+from mwa_cli.train.dist.context import init_from_env, teardown
+from mwa_cli.train.dist.sharding import shard_batch
 from mwa_cli.train.trainer import build_trainer
 
 CASES = [("mwa", None), ("mwa", 4), ("full-ft", None), ("lora", None)]
@@ -22,7 +23,7 @@ BATCH = 8
 
 def main(out: str) -> None:
     torch.set_num_threads(1)
-    ctx = dist_mod.init_from_env(torch.device("cpu"))
+    ctx = init_from_env(torch.device("cpu"))
     assert ctx.world_size == 2, ctx
     results = {}
     for method, micro in CASES:
@@ -30,7 +31,7 @@ def main(out: str) -> None:
                                 seed=0, total_steps=10, distributed=True,
                                 micro_batch=None if micro is None else micro // ctx.world_size)
         assert trainer._ddp is not None
-        batch = dist_mod.shard_batch(trainer.random_batch(BATCH, seed=1), ctx.rank, ctx.world_size)
+        batch = shard_batch(trainer.random_batch(BATCH, seed=1), ctx.rank, ctx.world_size)
         px = trainer.pixels(batch)
         loss = trainer._forward_backward(px, batch["input_ids"], batch["padding_mask"])
         grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
@@ -38,14 +39,14 @@ def main(out: str) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
         losses = []
         for s in range(2):
-            b = dist_mod.shard_batch(trainer.random_batch(BATCH, seed=10 + s), ctx.rank, ctx.world_size)
+            b = shard_batch(trainer.random_batch(BATCH, seed=10 + s), ctx.rank, ctx.world_size)
             losses.append(float(ctx.mean(trainer.step(b)).item()))
         params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
         results[f"{method}-{micro}"] = {"loss": float(ctx.mean(loss).item()), "grads": grads, "params": params,
                                         "step_losses": losses}
     if ctx.is_main:
         torch.save(results, out)
-    dist_mod.teardown()
+    teardown()
 
 
 if __name__ == "__main__":

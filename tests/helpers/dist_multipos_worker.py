@@ -14,7 +14,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mwa_cli.train import distributed as dist_mod
+from mwa_cli.train.dist.context import init_from_env, teardown
+from mwa_cli.train.dist.global_loss import global_contrastive_loss, global_sigmoid_loss
+from mwa_cli.train.dist.sharding import shard_batch
 from mwa_cli.train.trainer import build_trainer
 
 BATCH = 8
@@ -37,7 +39,7 @@ def _gather_rows(t: torch.Tensor, ctx) -> torch.Tensor:
 
 def main(out: str) -> None:
     torch.set_num_threads(1)
-    ctx = dist_mod.init_from_env(torch.device("cpu"))
+    ctx = init_from_env(torch.device("cpu"))
     assert ctx.world_size == 2, ctx
     sl = ctx.shard_slice()
     img_all, txt_all = embeddings()
@@ -47,9 +49,9 @@ def main(out: str) -> None:
         txt = txt_all[sl].clone().requires_grad_(True)
         scale = torch.tensor(2.0)
         if kind == "softmax":
-            loss = dist_mod.global_contrastive_loss(img, txt, scale, GROUPS[sl])
+            loss = global_contrastive_loss(img, txt, scale, GROUPS[sl])
         else:
-            loss = dist_mod.global_sigmoid_loss(img, txt, scale, torch.tensor(-1.0), GROUPS[sl])
+            loss = global_sigmoid_loss(img, txt, scale, torch.tensor(-1.0), GROUPS[sl])
         loss.backward()
         res[kind] = {"loss": float(ctx.mean(loss.detach())),
                      "img_grad": _gather_rows(img.grad / ctx.world_size, ctx),
@@ -58,14 +60,14 @@ def main(out: str) -> None:
                             precision="fp32", drop_path=0.0, seed=0, total_steps=10, distributed=True)
     batch = trainer.random_batch(BATCH, seed=1)
     batch["group"] = GROUPS.clone()
-    batch = dist_mod.shard_batch(batch, ctx.rank, ctx.world_size)
+    batch = shard_batch(batch, ctx.rank, ctx.world_size)
     loss = trainer._forward_backward(trainer.pixels(batch), batch["input_ids"], batch["padding_mask"], batch["group"])
     res["trainer"] = {"loss": float(ctx.mean(loss.detach())),
                       "grads": {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
                                 if p.requires_grad and p.grad is not None}}
     if ctx.is_main:
         torch.save(res, out)
-    dist_mod.teardown()
+    teardown()
 
 
 if __name__ == "__main__":

@@ -147,6 +147,22 @@ def test_budget_written_in_words_is_read_as_such_and_echoed(tmp_path, capsys):
     assert "budget 2 h 00 min for the whole run" in capsys.readouterr().err
 
 
+def test_a_photo_decoding_pass_before_the_run_gets_its_own_bar(tmp_path, capsys):
+    """setup.images_progress turns the data layer's (done, total) into "images" events; TrainProgress draws them."""
+    from mwa_cli.train.setup import images_progress
+
+    with TrainProgress(quiet=False) as progress:
+        report = images_progress(progress, "caching 32px images")
+        for done in range(4):
+            report(done, 3)
+    err = capsys.readouterr().err
+    assert "caching 32px images" in err and "3/3" in err and "done" in err
+    assert images_progress(None, "caching 32px images") is None
+    with TrainProgress(quiet=True) as quiet:
+        images_progress(quiet, "caching 32px images")(0, 3)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("args", [["data", "--budget", "2", "hours"], ["--budget", "2", "hours", "data"]])
 def test_unquoted_budget_says_write_2h_or_quote_it(tmp_path, args):
     res = runner.invoke(app, ["train", *args])

@@ -143,10 +143,26 @@ def test_unexpected_error_no_traceback(tmp_path, monkeypatch):
     assert "Traceback" not in res.output
 
 
-def test_progress_bar_runs(tmp_path):
+def test_progress_bar_runs(tmp_path, capsys):
+    """The data layer's progress callback drawn by the command layer's Rich bar, on stderr."""
+    from mwa_cli.commands.progress import count_bar
     from mwa_cli.data.cache import decode_files
 
     p = small_set(tmp_path / "p")
     files = [(str(f), f.name, None) for f in sorted(p.glob("*.png"))]
-    res = decode_files(files, 8, tmp_path / "stage.u8", progress=True, workers=1)
+    with count_bar("decoding photos", True) as progress:
+        res = decode_files(files, 8, tmp_path / "stage.u8", progress=progress, workers=1)
     assert [r["rel"] for r in res] == [f[1] for f in files] and all("image_id" in r for r in res)
+    captured = capsys.readouterr()
+    assert "decoding photos" in captured.err and "4/4" in captured.err and captured.out == ""
+    with count_bar("decoding photos", False) as progress:
+        assert progress is None
+
+
+def test_a_pass_with_nothing_to_decode_draws_no_bar(tmp_path, capsys):
+    from mwa_cli.commands.progress import count_bar
+    from mwa_cli.data.cache import decode_files
+
+    with count_bar("decoding photos", True) as progress:
+        assert decode_files([], 8, tmp_path / "stage.u8", progress=progress, workers=1) == []
+    assert "decoding photos" not in capsys.readouterr().err

@@ -159,3 +159,18 @@ def test_draft_mode_keeps_full_size_info():
     im, info = open_checked(data, "x.jpg", 10**9, draft_size=64)
     assert (info.width, info.height) == (1000, 800)
     assert im.size[0] >= 64 and im.size[1] >= 64 and im.size[0] < 1000
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decoding_reports_its_progress_through_the_callback(tmp_path, workers):
+    """(0, n) before the first photo, then (k, n) after each: serially and through the process pool."""
+    from mwa_cli.data.cache import _POOL_MIN_FILES, decode_files
+
+    n = _POOL_MIN_FILES if workers > 1 else 3
+    for k in range(n):
+        Image.new("RGB", (10, 10), (k, 0, 0)).save(tmp_path / f"{k}.png")
+    files = [(str(tmp_path / f"{k}.png"), f"{k}.png", None) for k in range(n)]
+    calls: list[tuple[int, int]] = []
+    decode_files(files, 8, tmp_path / "stage.u8", progress=lambda done, total: calls.append((done, total)),
+                 workers=workers)
+    assert calls == [(k, n) for k in range(n + 1)]

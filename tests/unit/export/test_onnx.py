@@ -135,7 +135,7 @@ def test_index_and_search_with_an_export_use_no_pytorch_model_code(tmp_path):
         "from mwa_cli.search.model import load_search_model\n"
         "from mwa_cli.search.store import SearchIndex\n"
         "from mwa_cli.search.query import search\n"
-        f"s = build_index({str(pics)!r}, {str(tmp_path / 'exp')!r}, {str(tmp_path / 'idx')!r}, progress=False)\n"
+        f"s = build_index({str(pics)!r}, {str(tmp_path / 'exp')!r}, {str(tmp_path / 'idx')!r})\n"
         f"idx = SearchIndex.load({str(tmp_path / 'idx')!r})\n"
         f"sm = load_search_model({str(tmp_path / 'exp')!r})\n"
         "r = search(idx, sm, text='a scratch', top=3)\n"
@@ -153,8 +153,8 @@ def test_export_and_run_indexes_agree_and_are_interchangeable(tmp_path):
     run = make_run(tmp_path / "run", "beit3-tiny-test", "lora")
     export_onnx(run, tmp_path / "exp")
     pics = photos(tmp_path / "photos")
-    build_index(pics, run, tmp_path / "idx_torch", progress=False, device="cpu")
-    build_index(pics, tmp_path / "exp", tmp_path / "idx_onnx", progress=False)
+    build_index(pics, run, tmp_path / "idx_torch", device="cpu")
+    build_index(pics, tmp_path / "exp", tmp_path / "idx_onnx")
     a, b = SearchIndex.load(tmp_path / "idx_torch"), SearchIndex.load(tmp_path / "idx_onnx")
     assert a.row_ids == b.row_ids and _cos(np.array(a.images), np.array(b.images)) >= 0.9999
     assert b.meta["model"] == str((tmp_path / "exp").resolve())
@@ -216,7 +216,7 @@ def test_bad_input_is_refused_clearly(tmp_path):
     # an index built by another adapter is refused with the export too
     other = make_run(tmp_path / "other", "beit3-tiny-test", "mwa", seed=7)
     export_onnx(other, tmp_path / "other_exp")
-    build_index(pics, run, tmp_path / "idx", progress=False, device="cpu")
+    build_index(pics, run, tmp_path / "idx", device="cpu")
     res = runner.invoke(app, ["search", "a scratch", "--index", str(tmp_path / "idx"), "--model",
                               str(tmp_path / "other_exp")])
     assert res.exit_code == 2 and "another adapter" in " ".join(res.output.split())

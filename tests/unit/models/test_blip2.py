@@ -339,7 +339,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
         Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
     run_dir = results["mwa"].run_dir
     sm = load_search_model(run_dir, device="cpu")
-    summary = build_index(photos, run_dir, tmp_path / "index", captions_dir=data, progress=False, search_model=sm)
+    summary = build_index(photos, run_dir, tmp_path / "index", captions_dir=data, search_model=sm)
     assert summary["counts"]["images"] == 5
     index = SearchIndex.load(tmp_path / "index")
     assert index.images.shape == (5, 4, 16) and index.meta["dim"] == 16
@@ -355,7 +355,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
 
     # the IVF index cannot hold multi-vector images: refused before anything is written
     with pytest.raises(ConfigError, match="--approx is not available"):
-        build_index(photos, run_dir, tmp_path / "approx", progress=False, search_model=sm, approx=True)
+        build_index(photos, run_dir, tmp_path / "approx", search_model=sm, approx=True)
     assert not (tmp_path / "approx").exists()
 
     res = CliRunner().invoke(app, ["report", "--runs", str(runs), "--compare", "full-ft", "--json"],

@@ -1,4 +1,5 @@
-"""No import cycles among mwa_cli's modules, and the command line starts without torch.
+"""No import cycles among mwa_cli's modules, the layers below the command line never reach up to it (nor to the
+terminal), and the command line starts without torch.
 
 Every ``import`` / ``from ... import`` in a module counts, at module level or inside a function (a deferred
 import still ties the two modules together); imports under ``if TYPE_CHECKING:`` do not run and do not count.
@@ -16,6 +17,17 @@ from pathlib import Path
 from tests.helpers.paths import REPO
 
 PACKAGE = REPO / "mwa_cli"
+
+# The packages below the command line: they report through callbacks and return data; mwa_cli/commands/ draws.
+LIBRARY_PACKAGES = ("mwa_cli.data", "mwa_cli.models", "mwa_cli.adapters", "mwa_cli.train", "mwa_cli.eval",
+                    "mwa_cli.search", "mwa_cli.report", "mwa_cli.export")
+# Library modules that may import rich or mwa_cli.commands, each with its reason. The test fails on any other,
+# and on an entry here that no longer does (remove it then).
+TERMINAL_ALLOWED = {
+    # its job is the terminal rendering of the report (Rich tables and panels), which `mwa report` prints
+    "mwa_cli.report.console": {"rich"},
+}
+
 
 def module_name(path: Path) -> tuple[str, bool]:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
@@ -113,6 +125,77 @@ def a_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
                 paths[child] = paths[node] + [child]
                 frontier.append(child)
     raise AssertionError(f"{component} is not a cycle")
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module name an import statement in `path` names (mwa_cli's and others', relative ones resolved),
+    imports under ``if TYPE_CHECKING:`` left out."""
+    module, is_package = module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _type_checking_nodes(tree)
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            out.update({base, *(f"{base}.{alias.name}" for alias in node.names)})
+    return out
+
+
+def reaches(names: set[str], target: str) -> bool:
+    return any(n == target or n.startswith(target + ".") for n in names)
+
+
+def terminal_imports() -> dict[str, set[str]]:
+    """Library modules that import rich or mwa_cli.commands: {module: {"rich", "mwa_cli.commands"} ∩ what}."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name, _ = module_name(path)
+        if not name.startswith(LIBRARY_PACKAGES):
+            continue
+        names = all_imports(path)
+        hits = {t for t in ("rich", "mwa_cli.commands") if reaches(names, t)}
+        if hits:
+            found[name] = hits
+    return found
+
+
+def test_the_library_never_imports_the_command_line_or_rich():
+    found = terminal_imports()
+    new = {m: sorted(h) for m, h in found.items() if not h <= TERMINAL_ALLOWED.get(m, set())}
+    gone = sorted(m for m, h in TERMINAL_ALLOWED.items() if found.get(m, set()) != h)
+    assert not new, f"library modules that import the command line or rich (report through a callback): {new}"
+    assert not gone, f"no longer import what TERMINAL_ALLOWED lists, remove them: {gone}"
+
+
+def test_data_never_imports_train_even_through_another_module():
+    graph = import_graph()
+    for module in sorted(m for m in graph if m == "mwa_cli.data" or m.startswith("mwa_cli.data.")):
+        seen, todo = set(), [module]
+        while todo:
+            for child in graph[todo.pop()] - seen:
+                seen.add(child)
+                todo.append(child)
+        train = sorted(m for m in seen if reaches({m}, "mwa_cli.train"))
+        assert not train, f"{module} imports {train} (directly or through another module)"
+
+
+def test_the_scan_sees_deferred_relative_and_from_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "mwa_cli" / "data"
+    pkg.mkdir(parents=True)
+    mod = pkg / "bar.py"
+    mod.write_text("from typing import TYPE_CHECKING\n"
+                   "if TYPE_CHECKING:\n    import rich\n"
+                   "def f():\n    from ..commands import common\n    from rich.progress import Progress\n")
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    names = all_imports(mod)
+    assert reaches(names, "mwa_cli.commands") and reaches(names, "rich") and "rich" not in names
 
 
 def test_no_import_cycles():

@@ -161,7 +161,7 @@ def test_damaged_image_cache_is_refused_and_rebuilt_from_the_photos(prepared, tm
 def test_damaged_index_embeddings_are_detected(finished_run, prepared, tmp_path):
     photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
     idx = tmp_path / "idx"
-    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    build_index(photos, finished_run, idx, device="cpu")
     meta = json.loads((idx / "index.json").read_text(encoding="utf-8"))
     assert {"embeddings.safetensors", "manifest.csv", "rejected.csv"} <= set(meta["files"])
     emb = idx / "embeddings.safetensors"
@@ -173,7 +173,7 @@ def test_damaged_index_embeddings_are_detected(finished_run, prepared, tmp_path)
     out = " ".join(res.output.split())
     assert res.exit_code == EXIT_CORRUPT and "embeddings.safetensors is damaged" in out and "--rebuild" in out
     # a truncated manifest is caught the same way
-    build_index(photos, finished_run, idx, progress=False, device="cpu")  # a re-run rebuilds what is damaged
+    build_index(photos, finished_run, idx, device="cpu")  # a re-run rebuilds what is damaged
     SearchIndex.load(idx)
     man = idx / "manifest.csv"
     man.write_bytes(man.read_bytes()[: man.stat().st_size // 2])
@@ -238,7 +238,7 @@ def test_a_verified_file_is_not_read_again_by_the_next_process(tmp_path):
 def test_files_mwa_writes_are_stamped_so_search_never_rehashes_them(finished_run, prepared, tmp_path, monkeypatch):
     photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
     idx = tmp_path / "idx"
-    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    build_index(photos, finished_run, idx, device="cpu")
     reads = _reads(monkeypatch)
     SearchIndex.load(idx)
     ImageCache(prepared, 32)  # written by prepare through the hashing writer
@@ -248,7 +248,7 @@ def test_files_mwa_writes_are_stamped_so_search_never_rehashes_them(finished_run
 def test_a_changed_byte_with_the_mtime_set_back_is_still_caught(finished_run, prepared, tmp_path, monkeypatch):
     photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
     idx = tmp_path / "idx"
-    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    build_index(photos, finished_run, idx, device="cpu")
     emb = idx / "embeddings.safetensors"
     st = emb.stat()
     time.sleep(0.05)  # past the clock tick the kernel stamped the write with
@@ -289,7 +289,7 @@ def test_a_garbage_or_stale_stamp_is_ignored(tmp_path, monkeypatch, stamp):
 def test_a_stamp_that_cannot_be_written_does_not_fail_the_command(finished_run, prepared, tmp_path, monkeypatch):
     photos = Path(json.loads((prepared / "dataset.json").read_text())["source"])
     idx = tmp_path / "idx"
-    build_index(photos, finished_run, idx, progress=False, device="cpu")
+    build_index(photos, finished_run, idx, device="cpu")
     (idx / integrity.STAMP_FILE).unlink()
     time.sleep(2 * integrity.RACY_NS / 1e9)
 

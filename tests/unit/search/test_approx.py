@@ -127,7 +127,7 @@ def test_key_rows_maps_keys_and_misses():
 def test_built_by_mwa_index_full_probe_equals_exact_and_cli(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=12)
     out = tmp_path / "idx"
-    s = build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=4)
+    s = build_index(photos, run_dir, out, search_model=model, approx=True, nlist=4)
     assert s["approx"]["kind"] == "ivf-flat" and s["approx"]["nlist"] == 4 and s["approx"]["how"] == "built"
     meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
     rec = meta["approx"]
@@ -159,10 +159,10 @@ def test_built_by_mwa_index_full_probe_equals_exact_and_cli(tmp_path, run_dir, m
 def test_incremental_updates_without_retraining(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=8)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=2)
+    build_index(photos, run_dir, out, search_model=model, approx=True, nlist=2)
     first = json.loads((out / "index.json").read_text(encoding="utf-8"))["approx"]
     # nothing changed: the same file, hard-linked under the new generation's name (no rewrite)
-    again = build_index(photos, run_dir, out, progress=False, search_model=model)
+    again = build_index(photos, run_dir, out, search_model=model)
     assert again["approx"]["how"] == "unchanged"
     rec = json.loads((out / "index.json").read_text(encoding="utf-8"))["approx"]
     assert rec["file"] != first["file"] and not (out / first["file"]).exists()
@@ -170,7 +170,7 @@ def test_incremental_updates_without_retraining(tmp_path, run_dir, model):
     # a new photo and a removed one: added / taken out in place, lists not retrained
     _photo(photos / "new.png", 77)
     (photos / "p0.png").unlink()
-    third = build_index(photos, run_dir, out, progress=False, search_model=model)
+    third = build_index(photos, run_dir, out, search_model=model)
     assert third["counts"]["embedded"] == 1 and third["approx"]["how"] == "updated"
     rec = json.loads((out / "index.json").read_text(encoding="utf-8"))["approx"]
     assert rec["trained_rows"] == 9 and rec["rows"] == 9
@@ -184,14 +184,14 @@ def test_incremental_updates_without_retraining(tmp_path, run_dir, model):
     # the archive grows past 4× what the lists were trained on: retrained
     for i in range(30):
         _photo(photos / "more" / f"m{i}.png", 200 + i)
-    grown = build_index(photos, run_dir, out, progress=False, search_model=model)
+    grown = build_index(photos, run_dir, out, search_model=model)
     assert grown["approx"]["how"] == "rebuilt"
     assert json.loads((out / "index.json").read_text(encoding="utf-8"))["approx"]["trained_rows"] == 39
     # other options asked for: rebuilt with them
-    other = build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=1)
+    other = build_index(photos, run_dir, out, search_model=model, approx=True, nlist=1)
     assert other["approx"]["how"] == "rebuilt" and other["approx"]["nlist"] == 1
     # --rebuild without --approx drops it
-    last = build_index(photos, run_dir, out, progress=False, search_model=model, rebuild=True)
+    last = build_index(photos, run_dir, out, search_model=model, rebuild=True)
     assert last["approx"] is None and not list(out.glob("approx-*"))
     assert json.loads((out / "index.json").read_text(encoding="utf-8"))["approx"] is None
 
@@ -199,7 +199,7 @@ def test_incremental_updates_without_retraining(tmp_path, run_dir, model):
 def test_stale_damaged_or_old_format_files_are_refused_then_rebuilt(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=6)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=2)
+    build_index(photos, run_dir, out, search_model=model, approx=True, nlist=2)
     meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
     path = out / meta["approx"]["file"]
     # a file with another number of vectors than the index (e.g. copied from elsewhere): its sha256 differs
@@ -220,7 +220,7 @@ def test_stale_damaged_or_old_format_files_are_refused_then_rebuilt(tmp_path, ru
     assert res.exit_code == 3 and "not a faiss index" in " ".join(res.output.split())
     assert "Traceback" not in res.output
     # the next `mwa index` rebuilds it (the exact search never depended on it)
-    fixed = build_index(photos, run_dir, out, progress=False, search_model=model)
+    fixed = build_index(photos, run_dir, out, search_model=model)
     assert fixed["approx"]["how"] == "rebuilt"
     assert search(SearchIndex.load(out), model, text="crack", nprobe=2)["images"]
     # an index from before faiss (hand-written IVF in ivf.safetensors): refused with what to do, then replaced
@@ -230,18 +230,18 @@ def test_stale_damaged_or_old_format_files_are_refused_then_rebuilt(tmp_path, ru
     (out / "ivf.safetensors").write_bytes(b"old")
     with pytest.raises(DataError, match="older mwa"):
         SearchIndex.load(out).ivf()
-    again = build_index(photos, run_dir, out, progress=False, search_model=model)
+    again = build_index(photos, run_dir, out, search_model=model)
     assert again["approx"]["how"] == "rebuilt" and not (out / "ivf.safetensors").exists()
 
 
 def test_index_of_another_adapter_is_refused_and_left_alone(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=4)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model, approx=True, nlist=2)
+    build_index(photos, run_dir, out, search_model=model, approx=True, nlist=2)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     other = _make_run(tmp_path / "other", seed=5)
     with pytest.raises(CheckpointError, match="another adapter"):
-        build_index(photos, other, out, progress=False, approx=True)
+        build_index(photos, other, out, approx=True)
     res = runner.invoke(app, ["search", "crack", "--index", str(out), "--adapter", str(other), "--nprobe", "2"])
     assert res.exit_code == 2 and "another adapter" in " ".join(res.output.split())
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

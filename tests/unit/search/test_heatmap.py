@@ -92,7 +92,7 @@ def test_heat_maps_in_results_json_and_html(tmp_path, mini):
     for i in range(4):
         data, *_ = gen.make_one(i, LABELS[i], 778)
         (photos / f"{i}_{LABELS[i]}.jpg").write_bytes(data)
-    build_index(photos, run, tmp_path / "idx", progress=False, search_model=sm)
+    build_index(photos, run, tmp_path / "idx", search_model=sm)
     idx = SearchIndex.load(tmp_path / "idx")
     result = search(idx, sm, text="a large scratch on the upper left of a brushed metal plate", top=4)
     add_heatmaps(result, idx, sm, limit=2)

@@ -80,7 +80,7 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
     (photos / ".hidden.png").write_bytes(b"x")
     shutil.copy(photos / "p0.png", photos / "p0_copy.png")
     out = tmp_path / "idx"
-    first = build_index(photos, run_dir, out, progress=False, search_model=model)
+    first = build_index(photos, run_dir, out, search_model=model)
     c = first["counts"]
     assert c["embedded"] == 9 and c["files_indexed"] == 10 and c["images"] == 9 and c["duplicates_merged"] == 1
     rej = (out / "rejected.csv").read_text(encoding="utf-8").splitlines()
@@ -88,14 +88,14 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
     assert any(r.startswith("broken.jpg,,") for r in rej) and any(r.startswith("notes.doc,,") for r in rej)
 
     idx1 = SearchIndex.load(out)
-    again = build_index(photos, run_dir, out, progress=False, search_model=model)
+    again = build_index(photos, run_dir, out, search_model=model)
     assert again["counts"]["embedded"] == 0 and again["counts"]["reused"] == 10
 
     _photo(photos / "sub" / "p3.png", 999)                # changed content
     os.utime(photos / "p2.png", ns=(1, 1))                 # touched, same content: decoded, not embedded
     (photos / "p4.png").unlink()                           # removed
     _photo(photos / "新しい.png", 500)                      # new
-    third = build_index(photos, run_dir, out, progress=False, search_model=model)
+    third = build_index(photos, run_dir, out, search_model=model)
     c = third["counts"]
     assert c["embedded"] == 2 and c["removed"] == 1 and c["files_indexed"] == 10
     idx = SearchIndex.load(out)
@@ -108,7 +108,7 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
         assert np.array_equal(idx.images[new_row[p]], idx1.images[old_row[p]])
     assert not np.array_equal(idx.images[new_row["sub/p3.png"]], idx1.images[old_row["sub/p3.png"]])
     # embeddings are those of a fresh build
-    fresh = build_index(photos, run_dir, tmp_path / "fresh", progress=False, search_model=model)
+    fresh = build_index(photos, run_dir, tmp_path / "fresh", search_model=model)
     assert fresh["counts"]["embedded"] == 9  # p0_copy shares p0's embedding
     idx_f = SearchIndex.load(tmp_path / "fresh")
     fr = dict(zip(idx_f.manifest["path"], idx_f.manifest["row"]))
@@ -119,10 +119,10 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
 def test_index_from_other_adapter_refused(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=3)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model)
+    build_index(photos, run_dir, out, search_model=model)
     other = _make_run(tmp_path / "other", seed=7)
     with pytest.raises(CheckpointError, match="another adapter"):
-        build_index(photos, other, out, progress=False)
+        build_index(photos, other, out)
     res = runner.invoke(app, ["search", "scratch", "--index", str(out), "--adapter", str(other)])
     assert res.exit_code != 0 and "another adapter" in _flat(res)
     # another backbone weights: the recorded backbone identity differs
@@ -132,20 +132,20 @@ def test_index_from_other_adapter_refused(tmp_path, run_dir, model):
     res = runner.invoke(app, ["search", "scratch", "--index", str(out)])
     assert res.exit_code != 0 and "backbone" in _flat(res)
     # --rebuild starts over with the new adapter
-    summary = build_index(photos, other, out, progress=False, rebuild=True)
+    summary = build_index(photos, other, out, rebuild=True)
     assert summary["counts"]["embedded"] == 4
 
 
 def test_bad_inputs(tmp_path, run_dir, model):
     with pytest.raises(DataError, match="not found"):
-        build_index(tmp_path / "missing", run_dir, tmp_path / "idx", progress=False, search_model=model)
+        build_index(tmp_path / "missing", run_dir, tmp_path / "idx", search_model=model)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no photos"):
-        build_index(empty, run_dir, tmp_path / "idx", progress=False, search_model=model)
+        build_index(empty, run_dir, tmp_path / "idx", search_model=model)
     photos = _photos(tmp_path / "photos", n=2)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model)
+    build_index(photos, run_dir, out, search_model=model)
     idx = SearchIndex.load(out)
     with pytest.raises(ConfigError, match="empty"):
         search(idx, model, text="   ")
@@ -192,7 +192,7 @@ def test_exact_topk_equals_brute_force():
 def test_search_matches_brute_force_and_json_shape(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=12)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model, chunk=5)  # several decode chunks
+    build_index(photos, run_dir, out, search_model=model, chunk=5)  # several decode chunks
     idx = SearchIndex.load(out)
     res = search(idx, model, text="a long scratch on the upper left", top=5)
     q = model.encode_texts(["a long scratch on the upper left"])[0]
@@ -224,9 +224,9 @@ def test_captions_and_html_escaping(tmp_path, run_dir, model):
     _photo(photos / "ok.png", 2)
     data = _caption_data_dir(tmp_path / "data")
     out = tmp_path / "idx"
-    s = build_index(photos, run_dir, out, captions_dir=data, progress=False, search_model=model)
+    s = build_index(photos, run_dir, out, captions_dir=data, search_model=model)
     assert s["counts"]["captions"] == 2 and s["counts"]["captions_embedded"] == 2
-    again = build_index(photos, run_dir, out, progress=False, search_model=model)  # caption set kept, not redone
+    again = build_index(photos, run_dir, out, search_model=model)  # caption set kept, not redone
     assert again["counts"]["captions"] == 2 and again["counts"]["captions_embedded"] == 0
     idx = SearchIndex.load(out)
     res = search(idx, model, image=photos / "ok.png", top=5)
@@ -263,7 +263,7 @@ def test_thumbnails_never_leave_the_photos_folder(tmp_path):
 def test_nprobe_without_ivf_and_bad_options(tmp_path, run_dir, model):
     photos = _photos(tmp_path / "photos", n=2)
     out = tmp_path / "idx"
-    build_index(photos, run_dir, out, progress=False, search_model=model)
+    build_index(photos, run_dir, out, search_model=model)
     idx = SearchIndex.load(out)
     with pytest.raises(ConfigError, match="no approximate index") as ei:
         search(idx, model, text="crack", nprobe=4)
@@ -283,6 +283,6 @@ def test_nprobe_without_ivf_and_bad_options(tmp_path, run_dir, model):
     for kw, msg in (({"batch_size": 0}, "--batch-size"), ({"workers": 0}, "--workers"),
                     ({"approx": True, "nlist": 0}, "--nlist"), ({"nlist": 8}, "go with --approx")):
         with pytest.raises(ConfigError, match=msg):
-            build_index(photos, run_dir, out, progress=False, search_model=model, **kw)
+            build_index(photos, run_dir, out, search_model=model, **kw)
     res = runner.invoke(app, ["index", str(photos), "--adapter", str(run_dir), "--out", str(out), "--nlist", "8"])
     assert res.exit_code == 2 and "go with --approx" in _flat(res)

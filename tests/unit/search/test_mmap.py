@@ -38,7 +38,7 @@ def built(tmp_path_factory) -> tuple[Path, Path, object]:
     root = tmp_path_factory.mktemp("mmap")
     run = perturbed_adapter_run(root / "run")
     sm = load_search_model(run, device="cpu")
-    build_index(_photos(root / "photos", 24), run, root / "idx", progress=False, search_model=sm)
+    build_index(_photos(root / "photos", 24), run, root / "idx", search_model=sm)
     return root, run, sm
 
 
@@ -75,11 +75,11 @@ def test_a_reader_keeps_its_generation_while_mwa_index_renames_a_new_one(built, 
     root, run, sm = built
     photos = _photos(tmp_path / "photos", 6, seed=1)
     out = tmp_path / "idx"
-    build_index(photos, run, out, progress=False, search_model=sm)
+    build_index(photos, run, out, search_model=sm)
     old = SearchIndex.load(out)
     before = np.array(old.images)
     _photos(photos, 9, seed=2)  # every photo changed or new: the next generation's rows all differ
-    summary = build_index(photos, run, out, progress=False, search_model=sm)
+    summary = build_index(photos, run, out, search_model=sm)
     assert summary["counts"]["embedded"] == 9
     new = SearchIndex.load(out)
     assert new.n_images == 9 and not np.array_equal(np.array(new.images[:6]), before)
@@ -91,7 +91,7 @@ def test_a_reader_keeps_its_generation_while_mwa_index_renames_a_new_one(built, 
 def test_a_cut_short_embeddings_file_is_refused_with_a_hint(built, tmp_path):
     root, run, sm = built
     out = tmp_path / "idx"
-    build_index(_photos(tmp_path / "photos", 4), run, out, progress=False, search_model=sm)
+    build_index(_photos(tmp_path / "photos", 4), run, out, search_model=sm)
     emb = out / EMB_FILE
     emb.write_bytes(emb.read_bytes()[:-64])
     res = runner.invoke(app, ["search", "a scratch", "--index", str(out)])

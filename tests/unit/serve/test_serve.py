@@ -64,7 +64,7 @@ def make_index(root: Path) -> tuple[Path, Path, Path]:
                   "width": 40, "height": 30}).to_csv(data / "manifest.csv", index=False)
     (data / "dataset.json").write_text(json.dumps({"schema_version": 1, "source": str(photos),
                                                    "dataset_hash": "h"}))
-    build_index(photos, run, root / "idx", captions_dir=data, progress=False, device="cpu")
+    build_index(photos, run, root / "idx", captions_dir=data, device="cpu")
     return run, photos, root / "idx"
 
 
@@ -211,7 +211,7 @@ def test_index_updated_while_serving_is_picked_up(tmp_path):
         t.start()
         _photo(photos / "new" / "added.png", 99)
         (photos / "p5.png").unlink()
-        build_index(photos, run, index, progress=False, device="cpu")  # what `mwa index` does
+        build_index(photos, run, index, device="cpu")  # what `mwa index` does
         deadline = time.monotonic() + 30
         while json.loads(get(server.base + "/api/status")[2])["reloads"] < 1 and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -163,12 +163,13 @@ def test_a_full_disk_is_a_message_not_an_internal_error(capsys):
 
 
 def test_launcher_variables_change_nothing_outside_the_launcher(tmp_path, monkeypatch):
-    from mwa_cli.train import distributed as dist_mod
+    from mwa_cli.train.dist.env import ENV_COMMAND, ENV_RESULT, user_command
+    from mwa_cli.train.dist.handoff import write_result
 
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
-    monkeypatch.setenv(dist_mod.ENV_RESULT, str(target))
-    monkeypatch.setenv(dist_mod.ENV_COMMAND, "rm -rf ~/important")
-    dist_mod.write_result({"exit_code": 0})
+    monkeypatch.setenv(ENV_RESULT, str(target))
+    monkeypatch.setenv(ENV_COMMAND, "rm -rf ~/important")
+    write_result({"exit_code": 0})
     assert target.read_text() == "keep me"
-    assert dist_mod.user_command() is None
+    assert user_command() is None
