@@ -13,8 +13,9 @@ import typer
 from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
 from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console, guarded,
                                      refuse_extra_args)
-from mwa_cli.train.config import (DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
-                                  PRECISIONS, SCHEDULES, TrainConfig)
+from mwa_cli.errors import EXIT_SIGINT
+from mwa_cli.train.config import (DEFAULT_EPOCHS, DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
+                                  PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS, TrainConfig)
 
 if TYPE_CHECKING:
     from mwa_cli.train.launcher import FailureReport
@@ -48,7 +49,7 @@ HELP = (
     '\n'
     '  mwa train data --method mwa --backbone blip2-itm-vit-g --weights models/blip2-itm-vit-g --budget 4h\n'
     '\n'
-    '  mwa train data --method mwa --positives label --epochs 5   (class folders: same label = positive)\n'
+    '  mwa train data --method mwa --positives label   (class folders: same label = positive)\n'
     '\n'
     '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
     '\n'
@@ -60,11 +61,11 @@ HELP = (
     'On several machines start `torchrun --nnodes ... -m mwa_cli train ...` on each (see the README).\n'
     '\n'
     'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
-    '130 / 143. Exit codes: 0 done; 2 invalid option or data; 3 the loss became non-finite (last good '
-    'checkpoint kept); 4 out of memory even at micro-batch 1; 5 (--devices) a training process stopped '
-    'because another one failed; 6 a damaged checkpoint, adapter or manifest (its sha256 differs from the '
-    'recorded one: the message names the file); 1 a failure while loading data, a full disk, or an unexpected '
-    'internal error.'
+    '130 / 143. Exit codes: 0 done; 2 invalid option; 3 unusable data; 5 (--devices) a training process '
+    'stopped because another one failed; 6 a damaged checkpoint, adapter or manifest (its sha256 differs from '
+    'the recorded one: the message names the file); 7 the loss became non-finite (last good checkpoint kept); '
+    '8 out of GPU memory even at micro-batch 1; 1 a failure while loading data, a full disk, or an unexpected '
+    'internal error (docs/formats.md, "Exit codes").'
 )
 
 
@@ -144,7 +145,9 @@ def register(app: typer.Typer) -> None:
         budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, "
                                              "1h30m, 3600s (\"2 hours\" and 2hours read as 2h; the parsed budget is "
                                              "printed)."),
-        epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first)."),
+        epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first). \\[default without "
+                                               f"--budget or --steps: {DEFAULT_EPOCHS}; {TEMPLATED_DEFAULT_EPOCHS} when "
+                                               "the captions are mostly repeats, as class folders' are]"),
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
         batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
                                                  "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"
@@ -254,11 +257,11 @@ def register(app: typer.Typer) -> None:
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped at once, without a new checkpoint
             if rank_other:
-                raise typer.Exit(130) from None
+                raise typer.Exit(EXIT_SIGINT) from None
             message, hint = second_interrupt_message(progress.run_dir)
             err_console.print(f"[yellow]{message}[/]", highlight=False)
             err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_SIGINT) from None
         if rank_other:
             raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
         write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})

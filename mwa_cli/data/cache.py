@@ -21,7 +21,7 @@ import numpy as np
 from mwa_cli import integrity
 from mwa_cli.data import images as _img
 from mwa_cli.data.manifest import load_dataset_info, load_manifest
-from mwa_cli.fileio import atomic_write_json
+from mwa_cli.fileio import atomic_write, atomic_write_json
 from mwa_cli.errors import DataError, IntegrityError
 from mwa_cli.outdir import remove_temp
 
@@ -158,8 +158,9 @@ def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Calla
     cdir = cache_dir(data_dir)
     cdir.mkdir(parents=True, exist_ok=True)
     arr_path = cache_array_path(data_dir, size)
-    tmp = cdir / f".{arr_path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    digest: dict[str, str] = {}
+
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as raw:
             fh = integrity.HashingWriter(raw)
             for image_id in ids:
@@ -167,13 +168,12 @@ def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Calla
                 if row.shape != (size, size, 3):
                     raise ValueError(f"cache row for {image_id} has shape {row.shape}")
                 fh.write(row.tobytes())
-        os.replace(tmp, arr_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        digest[arr_path.name] = fh.hexdigest()
+
+    atomic_write(arr_path, write)  # the array first, the index that names it last
     atomic_write_json(cache_index_path(data_dir, size), {"size": int(size), "count": len(ids), "ids": list(ids),
-                                                         integrity.FILES_KEY: {arr_path.name: fh.hexdigest()}})
-    integrity.stamp(cdir, {arr_path.name: fh.hexdigest()})  # hashed while written: the next command need not read it
+                                                         integrity.FILES_KEY: digest})
+    integrity.stamp(cdir, digest)  # hashed while written: the next command need not read it
     return ImageCache(data_dir, size)
 
 

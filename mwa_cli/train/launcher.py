@@ -35,7 +35,7 @@ from typing import Callable
 
 import torch
 
-from mwa_cli.errors import EXIT_PEER_LOST, ConfigError
+from mwa_cli.errors import EXIT_PEER_LOST, EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 from mwa_cli.train.dist.env import ENV_COMMAND, ENV_RESULT, ENV_T0, RESULT_DIR_PREFIX
 
 FAIL_GRACE_S = 5.0
@@ -191,7 +191,7 @@ def _supervise(ranks: list[_Rank], *, fail_grace_s: float, exit_grace_s: float) 
                     running.append(r)
                 elif r.exited_at is None:
                     r.exited_at = now
-                    if r.code != 0 and not (out.interrupted and r.code in (130, 143, -signal.SIGTERM,
+                    if r.code != 0 and not (out.interrupted and r.code in (EXIT_SIGINT, EXIT_SIGTERM, -signal.SIGTERM,
                                                                             -signal.SIGINT)):
                         failures.append(r)
             # the cause, not its echo: a rank that only lost contact with a failed peer is reported last
@@ -271,7 +271,7 @@ def launch(nproc: int, argv: list[str], *, report: Callable[[FailureReport], Non
             if "exit_code" in result:
                 return int(result["exit_code"])
             if outcome.interrupted is not None:
-                return 143 if outcome.interrupted == signal.SIGTERM else 130
+                return EXIT_SIGTERM if outcome.interrupted == signal.SIGTERM else EXIT_SIGINT
             return _exit_status(ranks[0].code or 0)
         failure = failure_report(ranks, outcome, result, nproc)
         if failure is not None:
