@@ -46,14 +46,16 @@ def cpu_name() -> str:
 
 
 def run_one(data: Path, runs: Path, spec: str, seed: int, epochs: float | None, threads: int, *,
-            device: str = "cpu", val_probe: Path | None = None) -> dict:
+            device: str = "cpu", val_probe: Path | None = None, batch_size: str = "32") -> dict:
     method, positives, lr, *extra = spec.split(":", 3)
     extra_args = shlex.split(extra[0]) if extra else []
     slug = re.sub(r"[^A-Za-z0-9.=]+", "_", extra[0]).strip("_") if extra else ""
     name = f"{method}-{positives}-{lr}{'-' + slug if slug else ''}-s{seed}"
     cmd = [sys.executable, "-m", "mwa_cli", "train", str(data), "--backbone", "beit3-mini", "--method", method,
-           "--positives", positives, "--device", device, "--seed", str(seed), "--batch-size", "32",
+           "--positives", positives, "--device", device, "--seed", str(seed),
            "--out", str(runs), "--name", name, "--quiet", "--json", "--workers", "0", *extra_args]
+    if batch_size != "default":
+        cmd += ["--batch-size", batch_size]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     if lr != "default":
@@ -92,6 +94,8 @@ def main() -> None:
                     help="METHOD:POSITIVES:LR[:EXTRA TRAIN ARGS] (LR 'default' = preset), e.g. "
                          "'mwa:auto:default:--option scale=0.5'")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (probes only: the goal is measured on the CPU)")
+    ap.add_argument("--batch-size", default="32", help="32 (the CPU default, as every table so far) or 'default' "
+                    "(the product's: 128 on a GPU)")
     ap.add_argument("--val-probe", action="store_true",
                     help="judge on val (final split val, no val checks during training): for choosing settings "
                          "without touching the test split")
@@ -119,7 +123,7 @@ def main() -> None:
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_one, work / "data", work / "runs", spec, seed, args.epochs, args.threads,
-                               device=args.device, val_probe=val_probe)
+                               device=args.device, val_probe=val_probe, batch_size=args.batch_size)
                    for spec, seed in jobs]
         for f in futures:
             row = f.result()

@@ -15,7 +15,8 @@ from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, conso
                                      refuse_extra_args)
 from mwa_cli.errors import EXIT_SIGINT
 from mwa_cli.train.config import (DEFAULT_EPOCHS, DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
-                                  PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS, TrainConfig)
+                                  PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS,
+                                  TEMPLATED_REFERENCE_BATCH, TrainConfig)
 
 if TYPE_CHECKING:
     from mwa_cli.train.launcher import FailureReport
@@ -147,7 +148,9 @@ def register(app: typer.Typer) -> None:
                                              "printed)."),
         epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first). \\[default without "
                                                f"--budget or --steps: {DEFAULT_EPOCHS}; {TEMPLATED_DEFAULT_EPOCHS} when "
-                                               "the captions are mostly repeats, as class folders' are]"),
+                                               "the captions are mostly repeats, as class folders' are, and at "
+                                               f"least the steps of {TEMPLATED_DEFAULT_EPOCHS} epochs at batch "
+                                               f"{TEMPLATED_REFERENCE_BATCH}]"),
         steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
         batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
                                                  "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"

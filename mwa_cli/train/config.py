@@ -23,13 +23,23 @@ EXTEND_VOCAB_MODES = ("auto", "on", "off")
 SCHEDULES = ("auto", "cosine", "wsd")
 DEFAULT_EPOCHS = 10  # the length of a run given no --budget, --epochs or --steps
 # Captions that are mostly repeats (class-folder templates) leave one short text per label, and every method was
-# still learning at 10 epochs on such data; 40 brought MWA level with full fine-tuning (docs/decisions.md).
+# still learning at 10 epochs on such data; 40 epochs at batch 32 brought MWA level with full fine-tuning, and a
+# larger batch needs as many steps, not as many epochs (docs/decisions.md).
 TEMPLATED_DEFAULT_EPOCHS = 40
+TEMPLATED_REFERENCE_BATCH = 32
 
 
-def default_epochs(templated: bool) -> int:
-    """Epochs of a run given no length: longer when the train captions are mostly repeats."""
-    return TEMPLATED_DEFAULT_EPOCHS if templated else DEFAULT_EPOCHS
+def default_steps(templated: bool, pairs: int, steps_per_epoch: int) -> tuple[int, str]:
+    """Optimizer steps of a run given no length, and how they were chosen: DEFAULT_EPOCHS epochs; when the train
+    captions are mostly repeats, TEMPLATED_DEFAULT_EPOCHS epochs but no fewer steps than those epochs take at
+    batch TEMPLATED_REFERENCE_BATCH."""
+    if not templated:
+        return DEFAULT_EPOCHS * steps_per_epoch, f"{DEFAULT_EPOCHS} epochs"
+    floor = TEMPLATED_DEFAULT_EPOCHS * max(1, pairs // TEMPLATED_REFERENCE_BATCH)
+    steps = max(TEMPLATED_DEFAULT_EPOCHS * steps_per_epoch, floor)
+    return steps, (f"{steps / steps_per_epoch:g} epochs: captions that are mostly repeats train "
+                   f"{TEMPLATED_DEFAULT_EPOCHS} epochs, at least the steps of {TEMPLATED_DEFAULT_EPOCHS} epochs at "
+                   f"batch {TEMPLATED_REFERENCE_BATCH}; {DEFAULT_EPOCHS} epochs on varied captions")
 
 
 @dataclass

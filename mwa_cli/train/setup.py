@@ -27,7 +27,7 @@ from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
-from mwa_cli.train.config import DEFAULT_EPOCHS, TrainConfig, config_from_run, default_epochs
+from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
 from mwa_cli.train.measure import device_name
@@ -257,11 +257,8 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
         e_steps = max(1, int(round(cfg.epochs * spe)))
         limit = e_steps if limit is None else min(limit, e_steps)
     if limit is None and budget_s is None:
-        epochs = default_epochs(positives.templated)
-        limit = epochs * spe
-        why = (f" (captions that are mostly repeats learn slower; {DEFAULT_EPOCHS} epochs on varied captions)"
-               if epochs != DEFAULT_EPOCHS else "")
-        message(f"no --budget, --epochs or --steps: training {epochs} epochs ({limit} steps){why}")
+        limit, how = default_steps(positives.templated, n_pairs, spe)
+        message(f"no --budget, --epochs or --steps: training {limit} steps ({how})")
     if not trainer.trains:
         limit = 0
         message(f"method {cfg.method} trains nothing: evaluating the backbone as it is")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mwa_cli.errors import ConfigError
 from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from mwa_cli.train.config import TrainConfig, load_config_file, parse_budget, resolve_config
+from mwa_cli.train.config import TrainConfig, default_steps, load_config_file, parse_budget, resolve_config
 from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.train.data import augment_batch, crop_boxes, epoch_order, flip_allowed_mask, mentions_left_right
 from mwa_cli.train.loss import contrastive_loss
@@ -49,6 +49,16 @@ def test_config_file_then_cli(tmp_path):
         resolve_config({"method": "bogus"})
     assert TrainConfig(batch_size="auto").validate().batch_size == "auto"
     assert TrainConfig(batch_size="64").validate().batch_size == 64
+
+
+def test_default_length_is_longer_and_batch_independent_for_templated_captions():
+    assert default_steps(False, 792, 24)[0] == 240  # 10 epochs
+    assert default_steps(True, 792, 24)[0] == 960  # 40 epochs at batch 32
+    # batch 128: 6 steps per epoch, but the same 960 steps (160 epochs): a larger batch does not make up for steps
+    steps, how = default_steps(True, 792, 6)
+    assert steps == 960 and how.startswith("160 epochs")
+    assert default_steps(True, 792, 99)[0] == 40 * 99  # a smaller batch: 40 of its own epochs
+    assert default_steps(True, 10, 1)[0] == 40  # fewer pairs than one reference batch
 
 
 def test_schedule_warmup_then_cosine():
