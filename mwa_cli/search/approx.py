@@ -14,7 +14,6 @@ order candidates more coarsely), which gives IVF-Flat's recall at the same nprob
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.fileio import atomic_write
 
 KINDS = ("ivf-flat", "ivf-fastscan", "ivf-sq8", "ivf-pq")
 COMPRESSED_FROM = 100_000     # auto: IVF-FastScan from this many photos (below, exact search is fast anyway)
@@ -153,19 +153,18 @@ class ApproxIndex:
         """Write to a temporary name then rename (a reader never sees half a file); an index unchanged since it
         was loaded is hard-linked instead of rewritten (a no-op re-run of a million photos writes nothing)."""
         faiss = _faiss()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
+
+        def write(tmp: str) -> None:
             if self.source is not None and self.source.is_file():
                 try:
+                    os.unlink(tmp)  # the link takes the temporary name
                     os.link(self.source, tmp)
+                    return
                 except OSError:  # a file system without hard links
-                    faiss.write_index(self.index, str(tmp))
-            else:
-                faiss.write_index(self.index, str(tmp))
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+                    pass
+            faiss.write_index(self.index, tmp)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | Path, *, kind: str, trained_rows: int) -> "ApproxIndex":
