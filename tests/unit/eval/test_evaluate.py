@@ -12,21 +12,7 @@ from mwa_cli.cli import app
 from mwa_cli.data.cache import ensure_cache
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.evaluate import evaluate_path, load_split
-from mwa_cli.train.config import TrainConfig
-from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
-
-
-@pytest.fixture(scope="module")
-def train_small_run(train_data_dir, train_tokenizer, tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("eval_runs")
-    res = train(TrainConfig(data_dir=str(train_data_dir), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
-                            method="nke", steps=3, batch_size=8, val_evals=0, out=str(out), name="small"))
-    torch.set_num_threads(before)
-    assert res.status == "completed"
-    return res
 
 
 def test_load_split_groups_captions_by_image(train_data_dir):
@@ -54,8 +40,8 @@ def test_embeddings_do_not_depend_on_batch_size(train_data_dir):
     assert torch.allclose(ta, tb, atol=1e-5)
 
 
-def test_eval_run_reproduces_training_eval(train_small_run):
-    run = train_small_run.run_dir
+def test_eval_run_reproduces_training_eval(small_nke_run):
+    run = small_nke_run.run_dir
     trained = json.loads((run / "eval.json").read_text())
     result = evaluate_path(run, device="cpu")
     assert result["rsum"] == pytest.approx(trained["rsum"])
@@ -68,8 +54,8 @@ def test_eval_run_reproduces_training_eval(train_small_run):
     assert set(written["per_label"]) <= {"scratch", "dent", "stain", "crack"}
 
 
-def test_eval_cli_json_val_split(train_small_run):
-    res = CliRunner().invoke(app, ["eval", str(train_small_run.run_dir), "--split", "val", "--json",
+def test_eval_cli_json_val_split(small_nke_run):
+    res = CliRunner().invoke(app, ["eval", str(small_nke_run.run_dir), "--split", "val", "--json",
                                    "--device", "cpu"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

@@ -11,20 +11,11 @@ from safetensors.torch import load_file
 
 from mwa_cli.errors import EXIT_CORRUPT, ConfigError, IntegrityError
 from mwa_cli.runs import is_run_dir, load_run, read_run_config
-from mwa_cli.train.config import TrainConfig
-from mwa_cli.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def run_dir(train_data_dir, train_tokenizer, tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("load_run")
-    res = train(TrainConfig(data_dir=str(train_data_dir), backbone="beit3-tiny-test", tokenizer=str(train_tokenizer),
-                            method="nke", steps=3, batch_size=8, val_evals=0, out=str(out), name="r"))
-    torch.set_num_threads(before)
-    assert res.status == "completed"
-    return res.run_dir
+def run_dir(small_nke_run):
+    return small_nke_run.run_dir
 
 
 def test_load_run_rebuilds_the_published_adapter(run_dir, train_tokenizer):
