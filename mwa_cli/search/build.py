@@ -336,6 +336,8 @@ def _embed_new(plan: _Plan, sm: Any, out: Path, *, max_pixels: int, workers: int
         if progress:
             progress(done, total)
 
+    if total:
+        advance(0)  # the bar appears before the first chunk is decoded
     staging = out / f".staging_{uuid.uuid4().hex[:8]}.u8"
     try:
         for c0 in range(0, len(plan.todo), chunk):
