@@ -80,9 +80,12 @@ def test_incremental_rerun_embeds_only_changed(tmp_path, run_dir, model):
     (photos / ".hidden.png").write_bytes(b"x")
     shutil.copy(photos / "p0.png", photos / "p0_copy.png")
     out = tmp_path / "idx"
-    first = build_index(photos, run_dir, out, search_model=model)
+    calls: list[tuple[int, int]] = []
+    first = build_index(photos, run_dir, out, search_model=model, progress=lambda done, total: calls.append((done, total)))
     c = first["counts"]
     assert c["embedded"] == 9 and c["files_indexed"] == 10 and c["images"] == 9 and c["duplicates_merged"] == 1
+    # every file to decode is counted once (rejected, duplicate or embedded): (0, n) first, (n, n) last
+    assert calls[0] == (0, 11) and calls[-1] == (11, 11) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     rej = (out / "rejected.csv").read_text(encoding="utf-8").splitlines()
     assert rej[0] == "path,row,reason" and len(rej) == 3
     assert any(r.startswith("broken.jpg,,") for r in rej) and any(r.startswith("notes.doc,,") for r in rej)
