@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,7 @@ import torch
 from mwa_cli import integrity
 from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
 from mwa_cli.outdir import read_marker
+from mwa_cli.search.rows import group_rows
 
 SCHEMA_VERSION = 1
 _DAMAGED_HINT = "rebuild the index: run the same `mwa index PHOTOS_DIR ... --out INDEX_DIR --rebuild` again"
@@ -40,7 +41,7 @@ class SearchIndex:
     manifest: pd.DataFrame                 # one row per file
     captions: pd.DataFrame | None = None   # one row per caption
     caption_emb: torch.Tensor | None = None
-    row_paths: list[list[str]] = field(default_factory=list)   # row -> file paths (sorted; first = canonical)
+    row_paths: Sequence[list[str]] = field(default_factory=list)  # row -> file paths (sorted; first = canonical)
     row_ids: list[str] = field(default_factory=list)
     _ivf: Any = field(default=None, repr=False)
     _key_rows: Any = field(default=None, repr=False)
@@ -144,13 +145,10 @@ class SearchIndex:
             raise mismatch from None
         if len(rows) and (rows.max() >= images.shape[0] or rows.min() < 0):
             raise mismatch
-        if set(rows.tolist()) != set(range(images.shape[0])) or (manifest["path"] == "").any():
+        paths = manifest["path"].to_numpy(dtype=object)
+        if (np.bincount(rows, minlength=images.shape[0]) == 0).any() or (paths == "").any():
             raise mismatch  # every embedding row belongs to at least one photo
-        row_paths: list[list[str]] = [[] for _ in range(images.shape[0])]
-        row_ids = [""] * images.shape[0]
-        for p, i, r in zip(manifest["path"], manifest["image_id"], rows):
-            row_paths[r].append(p)
-            row_ids[r] = i
+        row_paths, row_ids = group_rows(rows, paths, manifest["image_id"].to_numpy(dtype=object), images.shape[0])
         if captions is not None and len(captions) != caption_emb.shape[0]:
             raise DataError(f"{index_dir / CAPTIONS_FILE} does not match the embeddings",
                             hint="run the same `mwa index` again", exit_code=EXIT_DATA)
