@@ -56,6 +56,9 @@ def test_the_leftover_scan_sees_a_live_process_and_not_a_dead_one(tmp_path):
     marker = str(tmp_path / "runs")
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
+        deadline = time.monotonic() + 10
+        while not leftover_processes(marker) and time.monotonic() < deadline:  # until the child has exec'd
+            time.sleep(0.05)
         assert [pid for pid, _ in leftover_processes(marker)] == [proc.pid]
         proc.kill()
         deadline = time.monotonic() + 10
