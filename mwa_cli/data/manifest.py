@@ -5,6 +5,7 @@ See docs/formats.md "Data directory" for the contract.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -42,10 +43,15 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     tab, CR; and ' itself, so the rule can be undone) gets a leading apostrophe, which Excel and LibreOffice show as
     plain text; `read_csv` removes it again."""
     out = df.copy()
+    has_cr = False
     for col in out.columns:
         if _is_text(out[col]):
             out[col] = out[col].map(_escape)
-    atomic_write_text(path, out.to_csv(index=False, lineterminator="\n"))
+            has_cr = has_cr or bool(out[col].str.contains("\r", regex=False).any())
+    # pandas quotes a cell holding "\n" but not one holding a bare "\r", which a reader takes for a line end:
+    # such a table quotes every text cell (rare; the usual files keep their minimal quoting)
+    quoting = csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL
+    atomic_write_text(path, out.to_csv(index=False, lineterminator="\n", quoting=quoting))
 
 
 def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:

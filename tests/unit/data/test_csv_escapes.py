@@ -13,8 +13,8 @@ import pytest
 from mwa_cli.data import manifest as manifest_mod
 from mwa_cli.data.manifest import _unescape, read_csv, write_csv
 
-# the characters write_csv escapes, and ' already doubled (a bare CR is left out: to_csv does not quote it)
-STARTS = ["=", "+", "-", "@", "\t", "'", "''"]
+# the characters write_csv escapes, and ' already doubled
+STARTS = ["=", "+", "-", "@", "\t", "\r", "'", "''"]
 
 
 def _table(n: int, seed: int = 0) -> pd.DataFrame:
@@ -86,3 +86,14 @@ def test_a_table_replaced_while_it_is_parsed_still_gets_every_cell_unescaped(tmp
 
     monkeypatch.setattr(manifest_mod.pd, "read_csv", parse_then_replace)
     assert read_csv(tmp_path / "t.csv", dtype=str)["caption"].tolist() == ["=1+1", "plain"]
+
+
+def test_a_carriage_return_inside_a_cell_does_not_split_its_row(tmp_path):
+    df = pd.DataFrame({"path": ["a.jpg", "b\rc.jpg", "d.jpg"], "caption": ["one\rtwo", "plain", "\rlead"],
+                       "row": [0, 1, 2]})
+    write_csv(tmp_path / "t.csv", df)
+    back = read_csv(tmp_path / "t.csv", dtype={"path": str, "caption": str})
+    assert back["path"].tolist() == df["path"].tolist() and back["caption"].tolist() == df["caption"].tolist()
+    assert back["row"].tolist() == [0, 1, 2]
+    write_csv(tmp_path / "plain.csv", df.assign(path=["a", "b", "c"], caption=["x", "y", "=z"]))
+    assert (tmp_path / "plain.csv").read_text().splitlines()[1] == "a,x,0"  # no CR: the usual minimal quoting
