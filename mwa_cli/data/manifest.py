@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -56,10 +57,9 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
 
 def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     """A table written by `write_csv`, with its text cells as they were before escaping."""
-    path = Path(path)
-    before = integrity.file_identity(path.stat())
-    df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, **kwargs)
-    if not _may_hold_escapes(path, before):
+    data = Path(path).read_bytes()  # one read: the cells parsed are the bytes looked at for escapes
+    df = pd.read_csv(io.BytesIO(data), encoding="utf-8", keep_default_na=False, **kwargs)
+    if not _may_hold_escapes(data):
         return df
     for col in df.columns:
         if _is_text(df[col]):
@@ -70,13 +70,9 @@ def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     return df
 
 
-def _may_hold_escapes(path: Path, parsed: dict[str, int]) -> bool:
-    """Whether a cell of the CSV file may start with an apostrophe (one follows a delimiter, a line end, an
-    opening quote or the file's start), so `read_csv` skips scanning the columns of a file without any. True
-    when the file is no longer the one parsed (`parsed`: its identity then), as the bytes read may differ."""
-    data = path.read_bytes()
-    if integrity.file_identity(path.stat()) != parsed:
-        return True
+def _may_hold_escapes(data: bytes) -> bool:
+    """Whether a cell of the CSV bytes may start with an apostrophe (one follows a delimiter, a line end, an
+    opening quote or the start), so `read_csv` skips scanning the columns of a file without any."""
     if b"'" not in data:
         return False
     raw = np.frombuffer(data, dtype=np.uint8)

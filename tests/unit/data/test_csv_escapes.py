@@ -73,8 +73,8 @@ def test_the_one_escaped_cell_of_a_file_is_found_wherever_it_is(tmp_path, text, 
 
 
 def test_a_table_replaced_while_it_is_parsed_still_gets_every_cell_unescaped(tmp_path, monkeypatch):
-    """The quick look for escapes reads the file again: when a newer table was renamed over it in between, the
-    look says nothing about the cells parsed, which are then all checked."""
+    """The quick look for escapes must look at the bytes that were parsed, not at a newer table renamed over the
+    file in between."""
     write_csv(tmp_path / "t.csv", pd.DataFrame({"caption": ["=1+1", "plain"]}))
     (tmp_path / "new.csv").write_text("caption\nplain\nplain\n", encoding="utf-8")
     parse = pd.read_csv
