@@ -38,7 +38,20 @@ def write_marker(path: Path, kind: str, **fields: Any) -> None:
 
 
 def is_empty(path: Path) -> bool:
-    return not Path(path).is_dir() or not any(Path(path).iterdir())
+    """No folder, or one holding nothing but mwa's own lock file: a process killed between taking the lock and
+    marking the folder leaves only that, and the same command run again must find the folder free."""
+    path = Path(path)
+    if not path.is_dir():
+        return True
+    return all(entry.name == LOCK and _is_mwa_lock(entry) for entry in path.iterdir())
+
+
+def _is_mwa_lock(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text == "" or (text.startswith("mwa process ") and text[len("mwa process "):].isdigit())
 
 
 class FolderLock:

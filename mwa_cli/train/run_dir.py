@@ -10,7 +10,7 @@ from pathlib import Path
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
-from mwa_cli.outdir import MARKERS, FolderLock, remove_temp, write_marker
+from mwa_cli.outdir import MARKERS, FolderLock, is_empty, remove_temp, write_marker
 
 TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples", "samples_per_s", "device_hours",
                "device_type", "device_name", "n_devices", "peak_mem_gib", "data_wait_fraction", "budget_s", "torch",
@@ -95,7 +95,7 @@ class RunDir:
         path = Path(out) / check_run_name(name)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path} exists and is not a folder", hint="pick another --name or --out")
-        if path.is_dir() and any(path.iterdir()) and not is_run_folder(path):
+        if not is_empty(path) and not is_run_folder(path):
             raise ConfigError(f"{path} exists and is not an mwa run folder: nothing in it is changed",
                               hint="pick another --name or --out")
         path.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,15 @@ def test_index_never_writes_into_a_folder_it_did_not_make(photos, adapter, tmp_p
     assert [p.name for p in docs.iterdir()] == ["manifest.csv"]
 
 
+def test_prepare_and_index_after_a_kill_before_the_marker_just_work(photos, adapter, tmp_path):
+    for out in (tmp_path / "data", tmp_path / "idx"):
+        out.mkdir()
+        (out / ".lock").write_text("mwa process 4242")  # all a kill between lock and marker leaves
+    assert _prepare(photos, tmp_path / "data").exit_code == 0
+    res = _index(photos, adapter, tmp_path / "idx")
+    assert res.exit_code == 0, flat(res)
+
+
 def test_index_after_a_killed_first_run_just_works(photos, adapter, tmp_path):
     out = tmp_path / "idx"
     out.mkdir()

@@ -49,6 +49,26 @@ def test_a_foreign_folder_is_never_replaced(tmp_path):
     assert all((victim / f).read_text() == f"user's {f}" for f in ("config.json", "eval.json", "timing.json"))
 
 
+@pytest.mark.parametrize("lock_text", ["", "mwa process 4242"])
+def test_a_start_killed_before_its_marker_is_reused(tmp_path, lock_text):
+    # a kill between taking the lock and writing the marker leaves only the lock file (empty if the kill came
+    # between its truncation and the pid)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".lock").write_text(lock_text)
+    run = RunDir.create(tmp_path, "r")
+    assert (run.path / ".mwa-run").is_file()
+    run.unlock()
+
+
+def test_a_foreign_lock_file_is_not_taken_for_mwa_s(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".lock").write_text("held by the user's backup tool")
+    with pytest.raises(ConfigError, match="not an mwa run folder"):
+        RunDir.create(tmp_path, "r")
+    assert [p.name for p in (tmp_path / "r").iterdir()] == [".lock"]
+    assert (tmp_path / "r" / ".lock").read_text() == "held by the user's backup tool"
+
+
 def test_an_aborted_start_of_mwa_is_reused_and_marked(tmp_path):
     run = RunDir.create(tmp_path, "r")
     run.write_config({"mwa_version": "x"})
