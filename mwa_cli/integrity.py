@@ -16,7 +16,6 @@ against accidents and casual edits, not against someone who rewrites it too (doc
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import time
@@ -25,6 +24,7 @@ from typing import Any, BinaryIO, Iterable
 
 from mwa_cli.errors import IntegrityError
 from mwa_cli.fileio import atomic_write_json, sha256_file
+from mwa_cli.safe_open import InputFileError, load_json
 
 FILES_KEY = "files"
 STAMP_FILE = ".mwa-verified.json"  # per folder: the files whose sha256 was checked, and what they looked like then
@@ -52,8 +52,8 @@ def sha256_of(path: str | Path) -> str:
 def read_stamps(folder: str | Path) -> dict[str, dict[str, Any]]:
     """The folder's stamps ({} when there are none, or the file is unreadable or not what mwa writes)."""
     try:
-        data = json.loads((Path(folder) / STAMP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(Path(folder) / STAMP_FILE)
+    except InputFileError:
         return {}
     files = data.get(FILES_KEY) if isinstance(data, dict) and data.get("version") == STAMP_VERSION else None
     return {str(k): v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}

@@ -1,4 +1,4 @@
-"""The folders mwa writes (run folders, data directories, search indexes), one set of rules for all of them.
+"""The folders mwa writes (run folders, data directories, search indexes, exports), one set of rules for all of them.
 
 A folder is created by mwa and marked as its own (a small JSON marker file); it is locked (``flock`` on its
 ``.lock``) by the one process writing it, so a second writer is refused with a clear message; a folder that is
@@ -9,7 +9,6 @@ the lock. docs/formats.md, "Rules", lists them.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,17 +17,18 @@ from typing import Any, Iterable, Iterator, TextIO
 from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json
+from mwa_cli.safe_open import InputFileError, load_json, read_text
 
-MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index"}
+MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "export": ".mwa-export"}
 LOCK = ".lock"
-WHAT = {"run": "run folder", "data": "data directory", "index": "search index"}
+WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "export": "export folder"}
 
 
 def read_marker(path: Path, kind: str) -> dict[str, Any] | None:
     """The marker of an mwa folder of this kind (a dict), or None when the folder has none."""
     try:
-        data = json.loads((Path(path) / MARKERS[kind]).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(Path(path) / MARKERS[kind])
+    except InputFileError:
         return None
     return data if isinstance(data, dict) else {}
 
@@ -48,8 +48,8 @@ def is_empty(path: Path) -> bool:
 
 def _is_mwa_lock(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(path, limit=256)
+    except InputFileError:
         return False
     return text == "" or (text.startswith("mwa process ") and text[len("mwa process "):].isdigit())
 

@@ -9,12 +9,13 @@ extension (`load_tokenizer`), on the requested device, with the precision the ru
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.ranges import SEED, Range
+from mwa_cli.safe_open import InputFileError, load_json
 
 if TYPE_CHECKING:
     import torch
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from mwa_cli.models.base import BackboneInfo
 
 RUN_CONFIG = "config.json"
+TEXT_LEN = Range(1, 8192, whole=True)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -36,8 +38,8 @@ def read_run_config(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        cfg = load_json(path)
+    except InputFileError:
         return {}
     return cfg if isinstance(cfg, dict) else {}
 
@@ -99,7 +101,11 @@ def load_run(target: str | Path, *, weights: str | None = None, tokenizer: str |
                           hint="give a finished run folder (runs/<name>) or an adapter folder")
     weights = weights or run_cfg.get("weights")
     tokenizer = tokenizer or run_cfg.get("tokenizer")
-    torch.manual_seed(int(run_cfg.get("seed", 0) or 0))  # as training did before building the backbone
+    seed = run_cfg.get("seed", 0) or 0
+    if not SEED.contains(seed):
+        raise ConfigError(f"{folder / RUN_CONFIG}: seed {seed!r} is not {SEED.describe()}",
+                          hint="the file was changed by hand or by another program: restore it")
+    torch.manual_seed(int(seed))  # as training did before building the backbone
     model, applied, info = load_adapter(path, weights=weights, tokenizer=tokenizer)
     if precision is None and run_cfg.get("device") == dev.type:
         precision = run_cfg.get("precision")
@@ -109,7 +115,11 @@ def load_run(target: str | Path, *, weights: str | None = None, tokenizer: str |
     tok_path = tokenizer or getattr(info, "tokenizer_path", None)
     tok = None
     if need_tokenizer:
-        text_len = int(run_cfg.get("text_len") or model.config.text_len)
+        text_len = run_cfg.get("text_len") or model.config.text_len
+        if not TEXT_LEN.contains(text_len):
+            raise ConfigError(f"{folder / RUN_CONFIG}: text_len {text_len!r} is not {TEXT_LEN.describe()}",
+                              hint="the file was changed by hand or by another program: restore it")
+        text_len = int(text_len)
         tok = load_tokenizer(tok_path, text_len, model=model)  # applies the adapter's vocabulary extension
     return LoadedRun(folder=folder, model=model, tokenizer=tok, config=run_cfg, method=applied.name, info=info,
                      device=dev, precision=prec, weights=getattr(info, "weights", None) or weights,

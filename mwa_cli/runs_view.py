@@ -4,12 +4,13 @@ written, so looking at a run never disturbs the process training it."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.run_files import BadRunFile, read_run_file
+from mwa_cli.safe_open import InputFileError, read_bytes, read_text
 from mwa_cli.train.checkpoint import find_checkpoint
 from mwa_cli.outdir import LOCK
 from mwa_cli.train.run_dir import RunDir, is_run_folder
@@ -19,24 +20,21 @@ CONFIG_KEYS = ("method", "backbone", "data_dir", "budget", "epochs", "steps", "b
 
 
 def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """A run file's JSON object, {} when the run has none; `BadRunFile` when it is not what mwa writes."""
+    return read_run_file(path.parent, path.name, missing={})
 
 
 def writer_pid(run: Path) -> int | None:
     """The pid of the live process writing the run (the one its lock file names, if it is still an mwa
     process), else None. The lock itself is not touched: probing it could refuse a run that is starting."""
     try:
-        text = (run / LOCK).read_text(encoding="utf-8").strip()
+        text = read_text(run / LOCK, limit=256).strip()
         pid = int(text.rsplit(" ", 1)[-1])
-    except (OSError, ValueError):
+    except (InputFileError, ValueError):
         return None
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
+        cmdline = read_bytes(f"/proc/{pid}/cmdline", limit=1 << 16).replace(b"\0", b" ").decode("utf-8", "replace")
+    except InputFileError:
         return None
     return pid if "mwa" in cmdline else None
 
@@ -66,8 +64,8 @@ def progress(run: Path, cfg: dict[str, Any], now: float | None = None) -> dict[s
     train_rows = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval" and r.get("split") == "val"]
     last = train_rows[-1] if train_rows else {}
-    plan = cfg.get("plan") or {}
-    total = plan.get("total_steps")
+    plan = cfg.get("plan") if isinstance(cfg.get("plan"), dict) else {}
+    total = plan.get("total_steps") if isinstance(plan.get("total_steps"), int) else None
     out: dict[str, Any] = {"step": last.get("step"), "planned_steps": total, "loss": last.get("loss"),
                            "elapsed_s": last.get("time_s"), "val_checks": len(evals),
                            "best_val_rsum": max((e["rsum"] for e in evals if isinstance(e.get("rsum"), (int, float))),
@@ -112,7 +110,16 @@ def list_runs(folder: Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         raise ConfigError(f"no such folder: {folder}", hint="give the folder your runs are in, e.g. mwa runs runs")
     runs = [folder] if is_run_folder(folder) else sorted(p for p in folder.iterdir() if p.is_dir() and is_run_folder(p))
-    return [summary(p) for p in runs]
+    return [_listed(p) for p in runs]
+
+
+def _listed(run: Path) -> dict[str, Any]:
+    """`summary(run)`, or for a run with a damaged file a row saying so: one bad run never hides the others."""
+    try:
+        return summary(run)
+    except BadRunFile as exc:
+        return {"name": run.name, "path": str(run), "method": None, "backbone": None, "status": "damaged",
+                "metric": None, "wall_s": None, "problem": exc.message}
 
 
 def resolve_run(run: str, out: Path = Path("runs")) -> Path:

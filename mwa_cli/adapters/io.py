@@ -13,6 +13,8 @@ from safetensors.torch import load_file, save_file
 from mwa_cli import __version__, integrity
 from mwa_cli.adapters.registry import AppliedMethod, apply_method
 from mwa_cli.errors import CheckpointError
+from mwa_cli.finite import NonFinite, nonfinite_names
+from mwa_cli.safe_open import InputFileError, load_json
 from mwa_cli.fileio import atomic_write
 from mwa_cli.models.beit3 import BEiT3Retrieval
 from mwa_cli.models.base import BackboneInfo
@@ -21,6 +23,7 @@ from mwa_cli.models.presets import build_backbone
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
 FORMAT_VERSION = 1
+NONFINITE_HINT = "train the run again (a lower --lr or --precision fp32 usually keeps the weights finite)"
 
 
 def adapter_config(applied: AppliedMethod, info: BackboneInfo,
@@ -50,6 +53,10 @@ def save_adapter(run_dir: str | Path, model: BEiT3Retrieval, applied: AppliedMet
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().to("cpu").contiguous() for n, p in applied.trainable_named_parameters()}
+    bad = nonfinite_names(tensors.items())
+    if bad:  # training checks before it gets here; this is the last line of defence
+        raise NonFinite(f"the adapter's weights hold NaN or infinity ({', '.join(bad[:3])}): not published",
+                        hint=NONFINITE_HINT)
     atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"method": applied.name}))
     cfg = adapter_config(applied, info, token_additions)
     cfg[integrity.FILES_KEY] = integrity.record(run_dir, [WEIGHTS_FILE])  # written after the weights it hashes
@@ -69,9 +76,9 @@ def read_adapter_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"no {CONFIG_FILE} in {folder}",
                               hint="pass a run folder written by `mwa train` or the folder of an adapter")
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+        cfg = load_json(cfg_path)
+    except InputFileError as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc.reason}") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{cfg_path} holds {type(cfg).__name__}, not the object mwa writes",
                               hint="it was changed by hand or by another program: restore it or train again")
@@ -136,6 +143,11 @@ def load_adapter(
     wrong = [n for n, p in params.items() if tuple(p.shape) != tuple(state[n].shape)]
     if wrong:
         raise CheckpointError(f"{folder / WEIGHTS_FILE} has tensors of the wrong shape: {wrong[:3]}")
+    bad = nonfinite_names(state.items())  # NaN weights would "score" a perfect recall: never used
+    if bad:
+        raise NonFinite(f"{folder / WEIGHTS_FILE} holds NaN or infinity in {len(bad)} of {len(state)} tensors "
+                        f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): it cannot be evaluated or used",
+                        hint=NONFINITE_HINT)
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(state[n].to(p.dtype))

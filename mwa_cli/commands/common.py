@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -16,11 +15,25 @@ from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.segment import Segment
 
 from mwa_cli.errors import EXIT_INTERNAL, EXIT_PEER_LOST, EXIT_SIGINT, ConfigError, MwaError
+from mwa_cli.printable import UNSAFE_CHARS, printable
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
+
+class PrintableConsole(Console):
+    """A Rich console whose printed text passes through `printable` (line breaks kept): whatever a command
+    prints, an escape sequence from a file name or a run file reaches the terminal as visible text. Rich's own
+    styles and cursor moves (control segments) are kept."""
+
+    def _render_buffer(self, buffer) -> str:  # noqa: ANN001 - Rich's Iterable[Segment]
+        return super()._render_buffer(
+            seg if seg.control else Segment(printable(seg.text, newlines=True), seg.style) for seg in buffer)
+
+
+console = PrintableConsole()
+err_console = PrintableConsole(stderr=True, soft_wrap=True)  # messages hold paths and commands to copy: never wrapped
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,9 +47,7 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MwaError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-            if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            print_error(exc)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -44,20 +55,22 @@ def guarded(fn: F) -> F:
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - no traceback for the user
-            if os.environ.get("MWA_DEBUG"):
+            if debug_enabled():
                 raise
-            if is_disk_full(exc):
-                err_console.print(f"[bold red]error:[/] no space left on the disk ({exc})", highlight=False)
-                err_console.print("[yellow]hint:[/] free some space and run the command again; an interrupted "
-                                  "training run continues with `mwa train --resume RUN`", highlight=False)
-                raise typer.Exit(EXIT_INTERNAL) from None
+            from mwa_cli.env_errors import explain
+
+            known = explain(exc)  # a full disk, a read-only folder, the host out of memory: not a bug
+            if known is not None:
+                print_error(known)
+                raise typer.Exit(known.exit_code) from None
             from mwa_cli.train.dist.peer_loss import is_peer_loss  # here: importing commands loads no training code
 
             if is_peer_loss(exc):
                 err_console.print("[bold red]error:[/] lost contact with another training process: it stopped or "
                                   "failed (its own message says why)", highlight=False)
                 raise typer.Exit(EXIT_PEER_LOST) from None
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print(f"[bold red]internal error:[/] {shown(type(exc).__name__)}: {shown(exc)}",
+                              highlight=False)
             err_console.print("[yellow]hint:[/] please report this with the command line; set MWA_DEBUG=1 "
                               "to see the traceback", highlight=False)
             raise typer.Exit(EXIT_INTERNAL) from None
@@ -95,9 +108,26 @@ def exit_soon(code: int, delay_s: float = EXIT_DEADLINE_S) -> None:
     timer.start()
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True for a write that failed because the disk is full (OSError ENOSPC, or a library's own error)."""
-    return getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in str(exc).lower()
+def debug_enabled() -> bool:
+    """MWA_DEBUG set to anything but empty, 0, false, no or off: show the traceback of an internal error."""
+    return os.environ.get("MWA_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def shown(value: Any) -> str:
+    """`value` as text for Rich markup: made printable (`mwa_cli.printable`), then its brackets escaped."""
+    return escape(printable(value))
+
+
+def print_error(exc: MwaError) -> None:
+    """An MwaError as the user reads it: "error: message", then "hint: what to do"."""
+    err_console.print(f"[bold red]error:[/] {shown_lines(exc.message)}", highlight=False)
+    if exc.hint:
+        err_console.print(f"[yellow]hint:[/] {shown_lines(exc.hint)}", highlight=False)
+
+
+def shown_lines(text: str) -> str:
+    """`shown` for a message of several lines (its line breaks kept)."""
+    return escape(printable(text, newlines=True))
 
 
 # Options several commands declare with the same name, type and help, declared once (default in the signature)
@@ -133,7 +163,12 @@ def refuse_extra_args(args: list[str], option: str, value: str | None, positiona
                           hint="quote a value that contains spaces; `--help` lists the options")
 
 
+_JSON_UNSAFE = re.compile(f"[{UNSAFE_CHARS}]")  # json.dumps escapes C0 itself; DEL, C1, bidi and lone surrogates not
+
+
 def emit_json(obj: Any) -> None:
-    """Write `obj` as JSON on stdout (for --json), nothing else on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    """Write `obj` as JSON on stdout (for --json), nothing else on stdout. Characters a terminal acts on are written
+    as JSON escapes (\\u009b ...): the same text for a program, nothing a terminal would run."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
     sys.stdout.flush()

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mwa_cli.commands.common import console, emit_json, err_console, guarded
+from mwa_cli.commands.common import console, emit_json, err_console, guarded, shown
 from mwa_cli.data.images import DEFAULT_MAX_PIXELS
 
 HELP = """Ingest a folder of photos and captions into a data directory for `mwa train`.
@@ -22,7 +22,8 @@ data_report.json and an image cache at --image-size. Re-running on an unchanged 
 
 Exit codes: 0 done (rejections, if any, are listed in rejected.csv); 2 invalid option; 3 unusable input (no
 photos, no usable image-caption pair, unreadable captions table); 4 --strict and some file or row was
-rejected (no dataset written); 1 unexpected internal error; 130 interrupted.
+rejected (no dataset written); 10 a full disk; 11 an --out that cannot be written; 12 out of memory; 1 unexpected
+internal error; 130 interrupted.
 
 Examples:
 
@@ -52,7 +53,7 @@ def rejected_examples(rejected, reason: str, k: int = 3) -> str:  # noqa: ANN001
 def _print_summary(res) -> None:  # noqa: ANN001
     c, rep = res.counts, res.report
     f, r = c["files"], c["rows"]
-    console.print(f"[bold green]prepared[/] {res.out_dir}  ([dim]{res.format} format, {res.seconds:.1f} s, "
+    console.print(f"[bold green]prepared[/] {shown(res.out_dir)}  ([dim]{res.format} format, {res.seconds:.1f} s, "
                   f"{res.decoded} decoded, {res.reused} from cache[/])", highlight=False)
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     t.add_column("split")
@@ -62,7 +63,7 @@ def _print_summary(res) -> None:  # noqa: ANN001
     for s in ("train", "val", "test"):
         labs = ", ".join(f"{k} {v}" for k, v in rep["labels_per_split"][s].items())
         t.add_row(s, str(c["by_split"][s]["images"]), str(c["by_split"][s]["captions"]),
-                  labs if len(labs) < 70 else labs[:67] + "...")
+                  shown(labs if len(labs) < 70 else labs[:67] + "..."))
     t.add_row("[bold]total", f"[bold]{c['images']}", f"[bold]{c['captions']}", "")
     console.print(t)
     cpi, cl = rep["captions_per_image"], rep["caption_length_chars"]
@@ -78,15 +79,16 @@ def _print_summary(res) -> None:  # noqa: ANN001
     console.print(files_line, highlight=False)
     if c["rejected"]:
         console.print(f"[yellow]{c['rejected']} rejected[/] (every one with its reason in "
-                      f"{res.out_dir / 'rejected.csv'}):", highlight=False)
+                      f"{shown(res.out_dir / 'rejected.csv')}):", highlight=False)
         for reason, n in list(rep["rejected_by_reason"].items())[:6]:
-            console.print(f"  {n:>5} × {reason}: {rejected_examples(res.rejected, reason)}", highlight=False)
+            console.print(f"  {n:>5} × {shown(reason)}: {shown(rejected_examples(res.rejected, reason))}",
+                          highlight=False)
     tok = rep["tokenizer_coverage"]
     if tok["status"] == "ok":
         frac = tok["unknown_fraction"] * 100
         style = "red" if frac >= 1 else ("yellow" if tok["unknown_tokens"] else "green")
-        chars = " ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12])
-        console.print(f"tokenizer coverage ({Path(tok['tokenizer']).name}): [{style}]{tok['unknown_tokens']} of "
+        chars = shown(" ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12]))
+        console.print(f"tokenizer coverage ({shown(Path(tok['tokenizer']).name)}): [{style}]{tok['unknown_tokens']} of "
                       f"{tok['tokens']} tokens unknown ({frac:.1f} %), in {tok['texts_with_unknown']} of "
                       f"{tok['texts']} captions[/]" + (f"; most frequent unknown: {chars}" if chars else ""),
                       highlight=False)
@@ -97,9 +99,9 @@ def _print_summary(res) -> None:  # noqa: ANN001
         console.print(f"tokenizer coverage: skipped ({tok['reason']})", highlight=False)
     for note in res.notes:
         if note.startswith("warning:"):
-            err_console.print(f"[yellow]{note}[/]", highlight=False)
+            err_console.print(f"[yellow]{shown(note)}[/]", highlight=False)
         else:
-            console.print(f"[dim]note:[/] {note}", highlight=False)
+            console.print(f"[dim]note:[/] {shown(note)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from mwa_cli.commands.common import err_console
+from mwa_cli.commands.common import err_console, shown
 
 if TYPE_CHECKING:
     from mwa_cli.data.cache import ProgressCallback
@@ -44,7 +43,8 @@ class EtaColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         f = task.fields
         if f.get("done"):
-            return Text("done", style="green")
+            ended = f.get("ended") or "done"  # "interrupted": the bar keeps the step it stopped at
+            return Text(ended, style="green" if ended == "done" else "yellow")
         eta = eta_seconds(time.monotonic(), int(task.completed), int(task.total) if task.total else None,
                           f.get("first"), f.get("deadline"))
         if eta is None:
@@ -144,24 +144,24 @@ class TrainProgress:
             self.run_dir = Path(data["run_dir"])
         if event == "message" and str(data.get("text", "")).startswith("warning:"):  # shown even with --quiet
             (self.progress.console if self.live and self.progress is not None else err_console).print(
-                f"[yellow]{escape(data['text'])}[/]", highlight=False)
+                f"[yellow]{shown(data['text'])}[/]", highlight=False)
             return
         if self.quiet or self.progress is None:
             return
         if event == "setup":
-            self.print(f"[bold]{data['method']}[/] on {data['backbone']} · {data['device']} · {data['precision']} · "
-                        f"batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
+            self.print(f"[bold]{shown(data['method'])}[/] on {shown(data['backbone'])} · {data['device']} · "
+                        f"{data['precision']} · batch {data['batch_size']} (micro {data['micro_batch']}) · {data['train_pairs']} pairs · "
                         f"trainable {data['trainable_params']:,} / {data['total_params']:,} "
                         f"({100 * data['trainable_params'] / max(1, data['total_params']):.2f} %)"
                         + (f", of which vocabulary extension {data['vocab_extension_params']:,}"
                            if data.get("vocab_extension_params") else ""))
             if data.get("budget_s"):
                 self.print(f"budget {budget_text(data['budget_s'])} for the whole run, evaluation included")
-            self.print(f"run folder: {data['run_dir']}")
+            self.print(f"run folder: {shown(data['run_dir'])}")
             self._start()
             left = data.get("budget_left_s")
             self.task = self.progress.add_task(
-                Path(data["run_dir"]).name if self.name_bars else "train",
+                shown(Path(data["run_dir"]).name) if self.name_bars else "train",
                 total=data.get("total_steps"), info="warming up",
                 deadline=None if left is None else time.monotonic() + left, first=None, done=False)
         elif event == "images":  # {"description", "done", "total"}: done 0 starts a pass
@@ -193,11 +193,13 @@ class TrainProgress:
         elif event == "best":
             self.print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
         elif event == "message":
-            self.print(f"[cyan]·[/] {data['text']}")
+            self.print(f"[cyan]·[/] {shown(data['text'])}")
         elif event == "done" and self.task is not None:
             t = self._task()
-            self.progress.update(self.task, total=t.completed or 1, completed=t.completed or 1, done=True,
-                                 info=str(data.get("status", "")))
+            step = int(data["step"]) if data.get("step") is not None else int(t.completed)
+            status = str(data.get("status", ""))
+            self.progress.update(self.task, completed=step, total=data.get("total_steps") or t.total or step or 1,
+                                 done=True, ended="done" if status == "completed" else status, info="")
 
 
 def second_interrupt_message(run_dir: Path | None) -> tuple[str, str]:

@@ -7,15 +7,14 @@ from typing import Optional
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.commands.common import console, emit_json, guarded, shown
 from mwa_cli.report.i18n import fmt_duration, fmt_num
 
-STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "damaged": "red"}
 
-RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed),
+RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed, damaged),
 test RSUM and wall time.
 
 Examples:
@@ -64,17 +63,20 @@ def register(app: typer.Typer) -> None:
             emit_json(rows)
             return
         if not rows:
-            console.print(f"no run folders in {escape(str(folder))}", highlight=False)
+            console.print(f"no run folders in {shown(str(folder))}", highlight=False)
             return
         tb = Table(box=box.SIMPLE_HEAD)
         for head in ("run", "method", "backbone", "status", "test RSUM", "wall time"):
             tb.add_column(head, justify="right" if head in ("test RSUM", "wall time") else "left")
         for r in rows:
             metric = r["metric"]
-            tb.add_row(escape(r["name"]), escape(str(r["method"] or "?")), escape(str(r["backbone"] or "?")),
+            tb.add_row(shown(r["name"]), shown(str(r["method"] or "?")), shown(str(r["backbone"] or "?")),
                        _status(r["status"]), fmt_num(metric["value"], 2) if metric else "—",
                        fmt_duration(r["wall_s"]))
         console.print(tb)
+        for r in rows:
+            if r.get("problem"):  # a run with a damaged file: listed, with what is wrong, and the others unharmed
+                console.print(f"[red]damaged[/] {shown(r['name'])}: {shown(r['problem'])}", highlight=False)
 
     @app.command("show", help=SHOW_HELP)
     @guarded
@@ -95,9 +97,9 @@ def register(app: typer.Typer) -> None:
 
 def show_lines(d: dict) -> list[str]:
     """The terminal text of `mwa show` (Rich markup)."""
-    lines = [f"[bold]{escape(d['name'])}[/]  {_status(d['status'])}  {escape(d['path'])}"]
+    lines = [f"[bold]{shown(d['name'])}[/]  {_status(d['status'])}  {shown(d['path'])}"]
     for k, v in d["config"].items():
-        lines.append(f"  {k}: {escape(str(v))}")
+        lines.append(f"  {k}: {shown(str(v))}")
     p = d["progress"]
     if p["step"] is not None:
         total = f" of {p['planned_steps']}" if p["planned_steps"] else ""
@@ -109,7 +111,7 @@ def show_lines(d: dict) -> list[str]:
         lines.append(f"ETA: about {fmt_duration(p['eta_s'])} left ({basis})")
     ev = d["eval"]
     if ev and ev.get("i2t"):
-        lines.append(f"{ev.get('split', 'test')} ({ev.get('n_images')} images): i2t R@1/5/10 "
+        lines.append(f"{shown(ev.get('split', 'test'))} ({ev.get('n_images')} images): i2t R@1/5/10 "
                      f"{ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/{ev['i2t']['r10']:.1f} · t2i R@1/5/10 "
                      f"{ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}")
     if d["metric"] and d["metric"]["protocol"] == "label_level":
@@ -117,8 +119,8 @@ def show_lines(d: dict) -> list[str]:
     tm = d["timing"]
     if tm:
         lines.append(f"timing: wall {fmt_duration(tm.get('wall_s'))}, {tm.get('steps')} steps, "
-                     f"{fmt_num(tm.get('samples_per_s'))} samples/s on {escape(str(tm.get('device_name')))}"
-                     + (f"; {escape(str(tm['stop_reason']))}" if tm.get("stop_reason") else ""))
+                     f"{fmt_num(tm.get('samples_per_s'))} samples/s on {shown(str(tm.get('device_name')))}"
+                     + (f"; {shown(str(tm['stop_reason']))}" if tm.get("stop_reason") else ""))
     if d["resume_command"]:
-        lines.append(f"[yellow]resume with:[/] {escape(d['resume_command'])}")
+        lines.append(f"[yellow]resume with:[/] {shown(d['resume_command'])}")
     return lines

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from mwa_cli.commands.common import DeviceOption, console, emit_json, err_console, guarded
+from mwa_cli.printable import printable
 
 HELP = """Find the photos closest to a description, or to a photo, in an index made by `mwa index`.
 
@@ -91,9 +92,9 @@ def _print(result: dict) -> None:
     from rich.text import Text
 
     q = result["query"]
-    title = f'"{_short(q["text"])}"' if q["kind"] == "text" else q["path"]
+    title = f'"{_short(q["text"])}"' if q["kind"] == "text" else printable(q["path"])
     for w in result.get("warnings") or []:
-        err_console.print(Text("warning: " + w, style="yellow"))
+        err_console.print(Text("warning: " + printable(w), style="yellow"))
     table = Table(title=Text(f"{title} · top {len(result['images'])} of {result['n_images']} photos"),
                   title_justify="left")
     table.add_column("#", justify="right")
@@ -101,7 +102,7 @@ def _print(result: dict) -> None:
     table.add_column("photo", overflow="fold")
     for hit in result["images"]:
         name = hit["path"] + (f"  (+{len(hit['duplicates'])} copies)" if hit["duplicates"] else "")
-        table.add_row(str(hit["rank"]), f"{hit['score']:.3f}", Text(name))
+        table.add_row(str(hit["rank"]), f"{hit['score']:.3f}", Text(printable(name)))
     console.print(table)
     if result.get("captions"):
         ct = Table(title=Text("nearest captions"), title_justify="left")
@@ -110,17 +111,17 @@ def _print(result: dict) -> None:
         ct.add_column("caption", overflow="fold")
         ct.add_column("label")
         for c in result["captions"]:
-            ct.add_row(str(c["rank"]), f"{c['score']:.3f}", Text(c["caption"]), Text(c["label"]))
+            ct.add_row(str(c["rank"]), f"{c['score']:.3f}", Text(printable(c["caption"])), Text(printable(c["label"])))
         console.print(ct)
     t = result["timing_ms"]
     how = result.get("search") or {"method": "exact"}
     kind = "exact" if how["method"] == "exact" else \
         f"approximate {how['method']}, nprobe {how['nprobe']} of {how['nlist']} lists"
     console.print(Text(f"encode {t['encode']:.1f} ms · search {t['search']:.1f} ms ({kind})"
-                       + (f" · written to {result['html']}" if result.get("html") else ""), style="dim"))
+                       + (f" · written to {printable(result['html'])}" if result.get("html") else ""), style="dim"))
 
 
 def _short(text: str, limit: int = 60) -> str:
     """A query as echoed on the terminal: one line, long ones shortened (the JSON keeps the whole text)."""
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= limit else f"{flat[:limit - 1]}… ({len(text):,} characters)"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from mwa_cli.commands.common import console, guarded
+from mwa_cli.commands.common import console, err_console, guarded, shown
 
 HELP = """Serve an index as a local web app: a search box (English or Japanese), results as a photo grid with
 caption, score and why-this-match heat map; click a photo to see similar photos and the closest captions.
@@ -22,6 +22,8 @@ Examples:
   mwa serve --index photos_index --model line3_model        (an `mwa export` folder: no PyTorch model)
 
   mwa serve --index photos_index --host 0.0.0.0 --port 8080  (other PCs on the network may connect)
+
+  mwa serve --index photos_index --host 0.0.0.0 --allow-host inspect-pc.factory.local
 """
 
 
@@ -39,8 +41,13 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu (PyTorch models)."),
         heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Why-this-match heat maps on the "
                                       "results page (about one extra forward pass per shown photo)."),
+        allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="With --host other than "
+                                                       "127.0.0.1: also answer requests addressed to this name "
+                                                       "(repeatable; this machine's own names are answered)."),
     ) -> None:
         from mwa_cli.serve.run import serve
 
         serve(index, host=host, port=port, adapter=adapter, model=model, device=device, heatmaps=heatmaps,
+              allow_hosts=allow_host,
+              warn=lambda text: err_console.print(f"[bold yellow]warning:[/] {shown(text)}", highlight=False),
               announce=lambda url: console.print(f"[bold]mwa serve[/]: {url}  (Ctrl-C stops)", highlight=False))

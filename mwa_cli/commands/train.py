@@ -64,9 +64,10 @@ HELP = (
     'Ctrl-C or SIGTERM: saves a resumable checkpoint at the next step, prints the resume command, exits '
     '130 / 143. Exit codes: 0 done; 2 invalid option; 3 unusable data; 5 (--devices) a training process '
     'stopped because another one failed; 6 a damaged checkpoint, adapter or manifest (its sha256 differs from '
-    'the recorded one: the message names the file); 7 the loss became non-finite (last good checkpoint kept); '
-    '8 out of GPU memory even at micro-batch 1; 1 a failure while loading data, a full disk, or an unexpected '
-    'internal error (docs/formats.md, "Exit codes").'
+    'the recorded one: the message names the file); 7 the loss or the weights became non-finite (last good '
+    'checkpoint kept); 8 out of GPU memory even at micro-batch 1; 10 a full disk; 11 a folder that cannot be '
+    'written; 12 out of memory (RAM); 1 a failure while loading data, or an unexpected internal error '
+    '(docs/formats.md, "Exit codes").'
 )
 
 

@@ -9,12 +9,14 @@ moved into place with os.replace (the .u8 first, the index last), so a reader ne
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
+import signal
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from mwa_cli.data.manifest import load_dataset_info, load_manifest
 from mwa_cli.fileio import atomic_write, atomic_write_json
 from mwa_cli.errors import DataError, IntegrityError
 from mwa_cli.outdir import remove_temp
+from mwa_cli.safe_open import InputFileError, load_json
 
 # Below this many files the pool's start-up costs more than it saves.
 _POOL_MIN_FILES = 24
@@ -42,9 +45,9 @@ class ImageCache:
         self.index_path = cache_index_path(self.data_dir, self.size)
         self.array_path = cache_array_path(self.data_dir, self.size)
         try:
-            index = json.loads(self.index_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"image cache index {self.index_path} is unreadable ({exc})",
+            index = load_json(self.index_path)
+        except InputFileError as exc:
+            raise DataError(f"image cache index {self.index_path} is unreadable ({exc.reason})",
                             hint="delete the cache folder and re-run `mwa prepare`") from None
         if not isinstance(index, dict) or not isinstance(index.get("ids"), list):
             raise DataError(f"image cache index {self.index_path} is not what mwa writes",
@@ -129,10 +132,9 @@ def decode_files(
     n = len(files)
     staging_path = Path(staging_path)
     staging_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(staging_path, "wb") as fh:
-        fh.truncate(max(n, 1) * size * size * 3)
+    reserve_file(staging_path, max(n, 1) * size * size * 3)
     tasks = [(i, a, r, size, int(max_pixels), str(staging_path), max(n, 1), e) for i, (a, r, e) in enumerate(files)]
-    workers = workers or default_workers()
+    workers = min(workers or default_workers(), default_workers())  # more processes than cores only thrash
     results: list[dict | None] = [None] * n
     report = progress if progress and n > 0 else None
     if report:
@@ -145,12 +147,52 @@ def decode_files(
         _img._MEMMAPS.clear()
     else:
         chunk = max(1, min(32, n // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done, res in enumerate(pool.map(_img.process_file, tasks, chunksize=chunk), start=1):
-                results[res["row"]] = res
-                if report:
-                    report(done, n)
+        for done, res in enumerate(pool_map(_img.process_file, tasks, workers=workers, chunksize=chunk), start=1):
+            results[res["row"]] = res
+            if report:
+                report(done, n)
     return results  # type: ignore[return-value]
+
+
+def reserve_file(path: Path, nbytes: int) -> None:
+    """Create `path` with `nbytes` allocated on the disk: a memory-mapped file written later can then never hit a
+    full disk (which kills the writer with SIGBUS); a full disk is an OSError (ENOSPC) here instead."""
+    with open(path, "wb") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, nbytes)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            fh.truncate(nbytes)  # a filesystem that cannot reserve space: a sparse file, as before
+        except AttributeError:  # pragma: no cover - no posix_fallocate (not Linux)
+            fh.truncate(nbytes)
+
+
+def _ignore_sigint() -> None:
+    """Pool worker start: Ctrl-C is the parent's to handle (it stops the pool); a worker prints no traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def pool_map(fn: Callable, tasks: Sequence, *, workers: int, chunksize: int) -> Iterator:
+    """`fn` over `tasks` in a pool of worker processes, results in order. When the caller stops (Ctrl-C, an error)
+    the pool stops at once: pending tasks are cancelled and the workers ended, never waited for. A pool broken by a
+    worker's death raises BrokenProcessPool with `exit_codes` (the workers' exit codes: a signal is negative)."""
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    procs: dict = {}
+    try:
+        results = pool.map(fn, tasks, chunksize=chunksize)
+        procs.update(getattr(pool, "_processes", None) or {})
+        yield from results
+    except BaseException as exc:
+        procs.update(getattr(pool, "_processes", None) or {})
+        if isinstance(exc, BrokenProcessPool):
+            exc.exit_codes = [p.exitcode for p in procs.values() if p.exitcode is not None]  # type: ignore[attr-defined]
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs.values():
+            if p.is_alive():
+                p.terminate()
+        raise
+    pool.shutdown()
 
 
 def write_cache(data_dir: Path, size: int, ids: Sequence[str], row_source: Callable[[str], np.ndarray]) -> ImageCache:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.safe_open import InputFileError, read_text
 
 LANGS = ("en", "ja", "both")
 
@@ -55,9 +56,9 @@ def load_templates(lang: str = "both", template_file: Path | None = None) -> lis
     if template_file is not None:
         path = Path(template_file)
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the template file {path}: {exc}",
+            text = read_text(path, what="template file")
+        except InputFileError as exc:
+            raise ConfigError(exc.message,
                               hint="a UTF-8 text file with one caption template per line, using {label}") from None
         tpls = _parse(text, "en" if lang == "both" else lang)
         if lang != "both":

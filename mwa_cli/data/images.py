@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mwa_cli.safe_open import PHOTO_LIMIT, InputFileError, read_bytes
+
 # Pillow's own decompression-bomb threshold (it warns above it and refuses above twice it).
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -186,9 +188,9 @@ def process_file(task: tuple) -> dict:
     row, abs_path, rel, size, max_pixels, staging_path, staging_count, expect_id = task
     out: dict = {"rel": rel, "row": row}
     try:
-        data = Path(abs_path).read_bytes()
-    except OSError as exc:
-        out["reject"] = f"cannot read the file ({exc.strerror or exc})"
+        data = read_bytes(abs_path, limit=PHOTO_LIMIT, what="photo")
+    except InputFileError as exc:
+        out["reject"] = exc.reason
         return out
     if expect_id is not None and content_id(data) != expect_id:
         out["reject"] = "photo changed since `mwa prepare` (content hash differs)"

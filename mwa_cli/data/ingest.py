@@ -24,6 +24,8 @@ import pandas as pd
 
 from mwa_cli.data.images import is_image_name
 from mwa_cli.errors import EXIT_DATA, DataError
+from mwa_cli.printable import printable
+from mwa_cli.safe_open import TABLE_LIMIT, TEXT_LIMIT, InputFileError, not_regular, read_bytes
 
 FORMATS = ("table", "sidecar", "folders")
 TABLE_NAMES = ("captions.csv", "captions.tsv", "captions.jsonl")
@@ -71,6 +73,7 @@ class Scan:
     ignored: int = 0                                            # hidden/system files
     walked: int = 0                                             # every non-hidden file or folder link seen
     data_dirs: list[str] = field(default_factory=list)          # prepared data dirs inside the folder (skipped)
+    bad_tables: list[tuple[str, str]] = field(default_factory=list)  # captions tables refused: (name, reason)
 
 
 @dataclass
@@ -96,69 +99,118 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+MAX_DEPTH = 64  # folder levels below the photos folder that are read; deeper ones are listed as refused
+
+
+def _has_bad_bytes(name: str) -> bool:
+    """A name that is not valid UTF-8 on disk (os.fsdecode keeps such bytes as lone surrogates)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in name)
+
+
 def scan_folder(root: Path, exclude: list[Path] | None = None) -> Scan:
-    """Walk `root` (not following folder links), sorting names for a deterministic order."""
+    """Walk `root` (not following folder links), sorting names for a deterministic order. No recursion: a folder
+    nested thousands of levels deep is refused below MAX_DEPTH, never a crash."""
     root = Path(root).resolve()
     excl = [Path(e).resolve() for e in (exclude or [])]
     scan = Scan(root=root)
-
-    def onerror(exc: OSError) -> None:
-        scan.walked += 1
-        rel = Path(exc.filename).relative_to(root).as_posix() if exc.filename and _inside(Path(exc.filename), root) else str(exc.filename)
-        scan.rejected.append(Rejection(rel, None, f"folder cannot be read ({exc.strerror})"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-        d = Path(dirpath)
-        keep = []
-        for name in sorted(dirnames):
-            full = d / name
-            if name.startswith(".") or any(full == e for e in excl) or name == "__MACOSX":
-                scan.ignored += 0 if any(full == e for e in excl) else 1
-                continue
-            if (full / "dataset.json").is_file() and (full / "manifest.csv").is_file():
-                scan.data_dirs.append(full.relative_to(root).as_posix())  # an earlier `mwa prepare` output
-                continue
-            if full.is_symlink():
-                scan.walked += 1
-                rel = full.relative_to(root).as_posix()
-                target = full.resolve()
-                why = ("symbolic link to a folder outside the photos folder; refused" if not _inside(target, root)
-                       else "symbolic link to a folder; not followed (link the files, or copy the folder)")
-                scan.rejected.append(Rejection(rel, None, why))
-                scan.rejected_paths[nfc(rel)] = why
-                continue
-            keep.append(name)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            full = d / name
-            rel = full.relative_to(root).as_posix()
-            if name.startswith(".") or name.lower() in IGNORED_NAMES:
-                scan.ignored += 1
-                continue
-            scan.walked += 1
-            if full.is_symlink():
-                try:
-                    target = full.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    why = "broken symbolic link (its target does not exist)"
-                    scan.rejected.append(Rejection(rel, None, why))
-                    scan.rejected_paths[nfc(rel)] = why
-                    continue
-                if not _inside(target, root):
-                    why = "symbolic link pointing outside the photos folder; refused"
-                    scan.rejected.append(Rejection(rel, None, why))
-                    scan.rejected_paths[nfc(rel)] = why
-                    continue
-            if d == root and name.lower() in TABLE_NAMES:
-                scan.tables.append(rel)
-            elif is_image_name(name):
-                scan.files[nfc(rel)] = rel
-            elif name.lower().endswith(".txt"):
-                scan.texts[nfc(rel)] = rel
+    pending: list[tuple[Path, int]] = [(root, 0)]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            _refuse(scan, folder.relative_to(root).as_posix(), f"folder cannot be read ({exc.strerror or exc})")
+            continue
+        subfolders = []
+        for entry in entries:
+            full = folder / entry.name
+            if _is_folder(entry):
+                if _scan_subfolder(scan, root, full, excl, depth):
+                    subfolders.append(full)
             else:
-                scan.other.append(rel)
+                _scan_file(scan, root, full, folder == root)
+        pending.extend((sub, depth + 1) for sub in reversed(subfolders))  # popped in name order
     scan.tables.sort(key=lambda n: TABLE_NAMES.index(n.lower()))
     return scan
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link: a link to a folder is a folder here (and refused below)
+    except OSError:
+        return False
+
+
+def _refuse(scan: Scan, rel: str, why: str) -> None:
+    """Count `rel` as seen and list it, with the reason, among the refused (its name made printable)."""
+    scan.walked += 1
+    shown = printable(rel)
+    scan.rejected.append(Rejection(shown, None, why))
+    scan.rejected_paths[nfc(rel)] = why
+    if "/" not in rel and rel.lower() in TABLE_NAMES:
+        scan.bad_tables.append((shown, why))
+
+
+def _scan_subfolder(scan: Scan, root: Path, full: Path, excl: list[Path], depth: int) -> bool:
+    """Whether to descend into the folder `full` (hidden, excluded, earlier outputs and links are not)."""
+    name = full.name
+    if name.startswith(".") or any(full == e for e in excl) or name == "__MACOSX":
+        scan.ignored += 0 if any(full == e for e in excl) else 1
+        return False
+    rel = full.relative_to(root).as_posix()
+    if os.path.isfile(full / "dataset.json") and os.path.isfile(full / "manifest.csv"):
+        scan.data_dirs.append(printable(rel))  # an earlier `mwa prepare` output
+        return False
+    if full.is_symlink():
+        inside = _inside(full.resolve(), root)
+        _refuse(scan, rel, "symbolic link to a folder outside the photos folder; refused" if not inside
+                else "symbolic link to a folder; not followed (link the files, or copy the folder)")
+        return False
+    if _has_bad_bytes(rel):
+        _refuse(scan, rel, "folder name is not valid UTF-8 text; not read (rename it)")
+        return False
+    if depth + 1 > MAX_DEPTH:
+        _refuse(scan, rel, f"folder nested more than {MAX_DEPTH} levels deep; not read")
+        return False
+    return True
+
+
+def _scan_file(scan: Scan, root: Path, full: Path, at_root: bool) -> None:
+    """Sort one file into images, caption texts, tables or other files; or refuse it, with the reason."""
+    name = full.name
+    rel = full.relative_to(root).as_posix()
+    if name.startswith(".") or name.lower() in IGNORED_NAMES:
+        scan.ignored += 1
+        return
+    if full.is_symlink():
+        try:
+            target = full.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return _refuse(scan, rel, "broken symbolic link (its target does not exist)")
+        if not _inside(target, root):
+            return _refuse(scan, rel, "symbolic link pointing outside the photos folder; refused")
+    why = not_regular(full)  # a FIFO would block the reader forever, a device never end
+    if why is not None:
+        return _refuse(scan, rel, why)
+    if _has_bad_bytes(rel):
+        return _refuse(scan, rel, "file name is not valid UTF-8 text; refused (rename it)")
+    key = nfc(rel)
+    if at_root and name.lower() in TABLE_NAMES:
+        scan.walked += 1
+        scan.tables.append(rel)
+        return
+    kind = scan.files if is_image_name(name) else scan.texts if name.lower().endswith(".txt") else None
+    if kind is not None and key in kind:  # NFC and NFD twins: one is kept (the NFC one), the other refused
+        keep, drop = (rel, kind[key]) if rel == key else (kind[key], rel)
+        kind[key] = keep
+        return _refuse(scan, drop, f"same name as {keep!r} once Unicode-normalised (the two differ only in how "
+                                   "accented letters are encoded); rename one of them")
+    scan.walked += 1
+    if kind is None:
+        scan.other.append(rel)
+    else:
+        kind[key] = rel
 
 
 def detect_format(scan: Scan) -> str:
@@ -284,7 +336,7 @@ def _read_table_frame(path: Path, rel: str) -> tuple[pd.DataFrame, list[int], li
     """DataFrame of strings, the row number of each DataFrame row, rows rejected while parsing, encoding."""
     import io
 
-    data = path.read_bytes()
+    data = read_bytes(path, limit=TABLE_LIMIT, what="captions table")
     if not data.strip():
         raise DataError(f"{rel} is empty", hint="add a header line (image,caption) and one row per caption",
                         exit_code=EXIT_DATA)
@@ -400,8 +452,8 @@ def read_sidecars(scan: Scan) -> Captions:
         used_txt.add(txt)
         rel_txt = scan.texts[txt]
         try:
-            text, enc = decode_text((scan.root / rel_txt).read_bytes(), rel_txt)
-        except DataError as exc:
+            text, enc = decode_text(read_bytes(scan.root / rel_txt, limit=TEXT_LIMIT, what="caption file"), rel_txt)
+        except (DataError, InputFileError) as exc:
             rows_found += 1
             rejected.append(Rejection(rel_txt, None, exc.message, "row"))
             continue

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.safe_open import InputFileError, parse_json, read_text
 
 LabelTexts = dict[str, dict[str, str]]  # label -> {"en": phrase, "ja": phrase}
 
@@ -51,13 +51,13 @@ def load_label_map(path: str | Path) -> LabelTexts:
     hint = ('JSON {"ng": {"en": "a part with a crack", "ja": "ひび割れのある部品"}} or a CSV with columns '
             "label,en,ja")
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the label map {p}: {exc}", hint=hint) from None
+        text = read_text(p, what="label map")
+    except InputFileError as exc:
+        raise ConfigError(exc.message, hint=hint) from None
     out: LabelTexts = {}
     if p.suffix.lower() == ".json":
         try:
-            raw = json.loads(text)
+            raw = parse_json(text)
         except ValueError as exc:
             raise ConfigError(f"the label map {p} is not valid JSON: {exc}", hint=hint) from None
         if not isinstance(raw, dict):

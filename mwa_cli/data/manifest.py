@@ -18,6 +18,7 @@ import pandas as pd
 from mwa_cli import integrity
 from mwa_cli.errors import DataError
 from mwa_cli.fileio import atomic_write_text
+from mwa_cli.safe_open import TABLE_LIMIT, load_json, read_bytes
 
 SCHEMA_VERSION = 1
 MANIFEST_COLUMNS = ["image_id", "path", "caption", "label", "split", "width", "height"]
@@ -57,7 +58,7 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
 
 def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     """A table written by `write_csv`, with its text cells as they were before escaping."""
-    data = Path(path).read_bytes()  # one read: the cells parsed are the bytes looked at for escapes
+    data = read_bytes(path, limit=TABLE_LIMIT, what="table")  # one read: the bytes parsed are those looked at
     df = pd.read_csv(io.BytesIO(data), encoding="utf-8", keep_default_na=False, **kwargs)
     if not _may_hold_escapes(data):
         return df
@@ -130,7 +131,7 @@ def load_manifest(data_dir: Path) -> pd.DataFrame:
 def load_dataset_info(data_dir: Path) -> dict:
     """dataset.json as a dict."""
     path = Path(data_dir) / "dataset.json"
-    info = _read_data_file(data_dir, "dataset.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    info = _read_data_file(data_dir, "dataset.json", lambda p: load_json(p))
     if not isinstance(info, dict):
         raise DataError(f"{path} holds {type(info).__name__}, not the object `mwa prepare` writes",
                         hint="re-run `mwa prepare`")

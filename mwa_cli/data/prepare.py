@@ -11,7 +11,6 @@ rejected.csv, and every caption row found is used, merged as a duplicate, exclud
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,8 +34,11 @@ from mwa_cli.data.stats import build_report, tokenizer_coverage
 from mwa_cli.errors import EXIT_DATA, EXIT_STRICT, ConfigError, DataError
 from mwa_cli.fileio import atomic_write_json
 from mwa_cli.integrity import FILES_KEY
+from mwa_cli.ranges import SEED, Range
 from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
+from mwa_cli.safe_open import PHOTO_LIMIT, InputFileError, load_json, read_bytes
 
+WORKERS = Range(0, 1024, whole=True)  # decoding processes (0: one per core); more than the cores are capped
 STAGING = "staging_"  # decoded photos of one prepare, before they become the cache (cache/.staging_*)
 FILE_INDEX = "files.json"
 
@@ -66,10 +68,12 @@ def _load_file_index(out_dir: Path, root: Path, max_pixels: int) -> tuple[dict, 
     """(path -> record for this photos folder, image_id -> record for any folder) from cache/files.json."""
     path = _cache.cache_dir(out_dir) / FILE_INDEX
     try:
-        idx = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        idx = load_json(path)
+    except InputFileError:
         return {}, {}
-    entries = idx.get("entries", {})
+    entries = idx.get("entries") if isinstance(idx, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        return {}, {}  # not what mwa writes: decode everything again
     by_id = {v["image_id"]: v for v in entries.values() if v.get("image_id") and not v.get("reject")}
     if idx.get("source") != str(root):
         return {}, by_id
@@ -117,6 +121,11 @@ def prepare_dataset(
         raise ConfigError(f"--image-size {image_size} is out of range (8–4096)", hint="e.g. 224 for BEiT-3")
     if int(max_pixels) < 1:
         raise ConfigError("--max-pixels must be positive")
+    if not SEED.contains(seed):
+        raise ConfigError(f"--seed must be {SEED.describe()}, not {seed!r}", hint="e.g. --seed 0")
+    if workers is not None and not WORKERS.contains(workers):
+        raise ConfigError(f"--workers must be {WORKERS.describe()}, not {workers!r}", hint="e.g. --workers 4 "
+                          "(or 0: one per CPU core)")
     size, max_pixels = int(image_size), int(max_pixels)
     photos = Path(photos_dir).expanduser()
     if not photos.exists():
@@ -143,8 +152,8 @@ def is_data_dir(path: Path) -> bool:
     if read_marker(path, "data") is not None:
         return True
     try:
-        info = json.loads((Path(path) / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = load_json(Path(path) / "dataset.json")
+    except InputFileError:
         return False
     return isinstance(info, dict) and "dataset_hash" in info and "mwa_version" in info
 
@@ -155,8 +164,8 @@ def _prepared_from(path: Path) -> str | None:
     if marker.get("source"):
         return str(marker["source"])
     try:
-        info = json.loads((Path(path) / "dataset.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        info = load_json(Path(path) / "dataset.json")
+    except InputFileError:
         return None
     return str(info["source"]) if isinstance(info, dict) and info.get("source") else None
 
@@ -177,10 +186,11 @@ def claim_data_dir(out: Path, root: Path, *, force: bool = False) -> Iterator[No
             raise ConfigError(f"--out {out} holds the dataset prepared from {source}; this would replace it with "
                               f"one from {root}",
                               hint="choose another --out, or add --force to replace it")
-        write_marker(out, "data", source=str(root))
+        # a killed prepare's leftovers first: on a full disk they hold the space the marker needs
         remove_temp(out, (".*.tmp",))
         with _cache.cache_lock(out):  # the cache's own temporary files are written under its lock
             remove_temp(_cache.cache_dir(out), _cache.TEMP_PATTERNS + (f".{STAGING}*", ".*.tmp"))
+        write_marker(out, "data", source=str(root))
         yield
 
 
@@ -191,6 +201,12 @@ def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, rati
     """The body of `prepare_dataset`, run while the data dir is claimed."""
     # ---------------------------------------------------------------- scan + captions
     scan = ingest.scan_folder(root, exclude=[out])
+    if scan.bad_tables and fmt in ("auto", "table"):  # never a silent switch to another shape
+        name, why = scan.bad_tables[0]
+        raise DataError(f"the captions table {name} in {root} cannot be used: {why}",
+                        hint="replace it with an ordinary file inside the photos folder, or remove it (or give "
+                             "--format sidecar or --format folders to read the photos another way)",
+                        exit_code=EXIT_DATA)
     chosen = ingest.detect_format(scan) if fmt == "auto" else fmt
     if chosen == "table":
         if not scan.tables:
@@ -202,6 +218,9 @@ def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, rati
     else:
         caps = ingest.read_folders(scan, load_templates(lang, templates), label_texts)
     notes = list(caps.notes)
+    if workers is not None and workers > _cache.default_workers():
+        notes.append(f"--workers {workers}: this machine has {_cache.default_workers()} CPU cores, so that many "
+                     "decoding processes were used")
     if scan.data_dirs:
         notes.append(f"skipped {len(scan.data_dirs)} folder(s) holding an earlier `mwa prepare` output: "
                      + ", ".join(scan.data_dirs[:3]))
@@ -242,8 +261,8 @@ def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, rati
         if in_cache and known_ids and st:
             # touched, copied or moved but maybe not changed: the content hash decides (cache keyed by content)
             try:
-                image_id = content_id((root / rel).read_bytes())
-            except OSError:
+                image_id = content_id(read_bytes(root / rel, limit=PHOTO_LIMIT))
+            except InputFileError:
                 image_id = None
             if image_id in in_cache and image_id in known_ids:
                 info[key] = {k: v for k, v in known_ids[image_id].items() if k != "stat"} | {"stat": st}

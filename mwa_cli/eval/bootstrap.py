@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mwa_cli.safe_open import InputFileError, load_json
+
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 0
 LEVEL = 0.95
@@ -56,6 +58,8 @@ class QueryRanks:
         if qr.t2i.shape != qr.text_to_image.shape or (qr.text_to_image.size and
                                                       (qr.text_to_image.min() < 0 or qr.text_to_image.max() >= qr.n_images)):
             raise ValueError("ranks file: text_to_image must give one image index in [0, N_img) per caption")
+        if min((r.min() for r in (qr.i2t, qr.t2i) if r.size), default=1) < 1:
+            raise ValueError("ranks file: ranks are 1-based; a rank below 1 is no rank mwa writes")
         return qr
 
 
@@ -164,7 +168,7 @@ def load_ranks(folder: str | Path) -> tuple[str, QueryRanks] | None:
     if not path.is_file():
         return None
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = load_json(path)
         return str(d.get("split")), QueryRanks.from_dict(d)
-    except (ValueError, KeyError, TypeError):
+    except (InputFileError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None

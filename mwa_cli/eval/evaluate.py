@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.finite import require_finite
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
@@ -91,6 +92,10 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
     img = embed_images(model, cache.array, split_data.image_rows, image_size=size, device=device,
                        batch_size=batch_size, dtype=dtype)
     txt = embed_texts(model, ids, mask, device=device, batch_size=max(batch_size, 256), dtype=dtype)
+    for emb, what in ((img, "image"), (txt, "text")):  # a NaN similarity would rank first: recall 100 %
+        require_finite(emb, f"the model's {what} embeddings of the {split_data.split} split",
+                       "the adapter's weights or the precision overflowed: evaluate with --precision fp32, or "
+                       "train the run again with a lower --lr")
     has_labels = any(split_data.labels)
     ranks: dict = {}
     metrics = retrieval_metrics(img, txt, split_data.text_to_image,

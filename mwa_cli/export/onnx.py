@@ -13,6 +13,7 @@ from torch import nn
 
 from mwa_cli import __version__
 from mwa_cli.errors import EXIT_EXPORT, ConfigError, MwaError
+from mwa_cli.export.folder import claim_export_dir
 from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE
 from mwa_cli.fileio import atomic_write
 from mwa_cli.runs import read_run_config
@@ -65,10 +66,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
     """Export the run's image and text encoders (backbone + adapter + heads, one graph each) to `out_dir`
     (default RUN_DIR/export_onnx). With `check`, onnxruntime runs both graphs on a small batch and the cosine to
     the PyTorch embeddings is recorded in the manifest (export fails below 0.9999). Returns the `--json` summary."""
-    import onnx
-
     from mwa_cli.adapters.io import read_adapter_config
-    from mwa_cli.search.model import load_search_model
 
     if opset < 14:
         raise ConfigError(f"--opset must be at least 14 (got {opset})",
@@ -77,12 +75,18 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
     folder, adapter_cfg = read_adapter_config(run_dir)
     out = Path(out_dir).expanduser() if out_dir else folder / "export_onnx"
     out = out.resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
-        raise ConfigError(f"--out {out} exists and is not an mwa export", hint="choose an empty or new folder")
-    if (out / MANIFEST_FILE).is_file() and not overwrite:
-        raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
+    with claim_export_dir(out, overwrite=overwrite):
+        return _export_into(folder, adapter_cfg, out, t0, weights=weights, tokenizer=tokenizer, opset=opset,
+                            check=check)
+
+
+def _export_into(folder: Path, adapter_cfg: dict[str, Any], out: Path, t0: float, *, weights: str | None,
+                 tokenizer: str | None, opset: int, check: bool) -> dict[str, Any]:
+    """The body of `export_onnx`, run while the export folder is claimed."""
+    import onnx
+
+    from mwa_cli.search.model import load_search_model
+
     run_cfg = read_run_config(folder)
     sm = load_search_model(folder, weights=weights, tokenizer=tokenizer, device="cpu")
     model = sm.model.float().eval()
@@ -91,7 +95,6 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
     torch.manual_seed(0)
     px = torch.randn(2, 3, size, size)
     ids, mask = sm.tokenizer.encode_batch(["a scratch on the upper left", "右上に傷"])
-    out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # written last: a half-replaced export is never taken as whole
     with torch.inference_mode(False), torch.no_grad():
         _export_graph(_ImageEncoder(model), (px,), out / IMAGE_FILE, ["pixel_values"], opset)

@@ -15,9 +15,10 @@ from mwa_cli.export.manifest import MANIFEST_FILE, read_manifest
 
 
 def _session(path: Path, threads: int | None):
-    import onnxruntime as ort
+    from mwa_cli.export.ort import onnxruntime
 
-    if not path.is_file():
+    ort = onnxruntime()
+    if not path.is_file():  # (a FIFO or device is no file either: never handed to onnxruntime)
         raise CheckpointError(f"{path} is missing", hint="export the run again")
     opts = ort.SessionOptions()
     if threads:

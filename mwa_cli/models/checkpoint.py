@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mwa_cli.errors import CheckpointError
+from mwa_cli.safe_open import not_regular
 from mwa_cli.fileio import atomic_write, sha256_file
 
 POS_KEY = "beit3.encoder.embed_positions.A.weight"
@@ -54,8 +55,9 @@ def download(url: str, cache_dir: Path = DEFAULT_CACHE, progress=None) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a .pth/.pt/.bin (official layout: under ``model`` or ``module``) or .safetensors file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}",
+    why = not_regular(path)  # a FIFO or device would block or never end
+    if why is not None:
+        raise CheckpointError(f"weights file not found: {path}" if not path.exists() else f"weights file {path}: {why}",
                               hint="check the path; BEiT-3's official weights and tokenizer: see `mwa doctor` "
                                    "or the README (On your own photos)")
     if path.stat().st_size == 0:

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from mwa_cli.errors import ConfigError
+from mwa_cli.errors import EXIT_USAGE, ConfigError
+from mwa_cli.safe_open import InputFileError, load_json
 from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
@@ -93,7 +94,14 @@ def resolve_config(name_or_config: str | dict[str, Any]) -> tuple[str, BEiT3Conf
     if name in PRESETS:
         return name, BEiT3Config.from_dict(PRESETS[name])
     if name.endswith(".json") and Path(name).is_file():
-        return f"config:{Path(name).name}", BEiT3Config.from_dict(json.loads(Path(name).read_text()))
+        try:
+            data = load_json(name, what="backbone config", exit_code=EXIT_USAGE)
+        except InputFileError as exc:
+            raise ConfigError(exc.message,
+                              hint='a JSON object of BEiT-3 config keys, e.g. {"embed_dim": 768}') from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"backbone config {name} holds {type(data).__name__}, not an object of config keys")
+        return f"config:{Path(name).name}", BEiT3Config.from_dict(data)
     raise ConfigError(f"unknown backbone {name!r}",
                       hint=f"use one of {', '.join(preset_names())}, or a path to a config .json")
 

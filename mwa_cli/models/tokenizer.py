@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.safe_open import not_regular
 from mwa_cli.fileio import sha256_file
 from mwa_cli.models.text_cut import note_cut
 
@@ -44,8 +45,10 @@ class Beit3Tokenizer:
                   added_tokens: dict[str, int] | None = None) -> "Beit3Tokenizer":
         """Load a sentencepiece model file (e.g. beit3.spm)."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"tokenizer model not found: {path}",
+        why = not_regular(path)  # sentencepiece would block on a FIFO
+        if why is not None:
+            raise ConfigError(f"tokenizer model not found: {path}" if not path.exists() else
+                              f"tokenizer model {path}: {why}",
                               hint="pass --tokenizer PATH to a sentencepiece .spm file (BEiT-3 uses beit3.spm)")
         proc = spm.SentencePieceProcessor()
         try:

@@ -8,13 +8,13 @@ down too). Runs missing ``eval.json`` or ``timing.json`` cannot be compared: the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import MwaError
 from mwa_cli.eval.bootstrap import load_ranks
+from mwa_cli.run_files import read_metrics_rows, read_run_file
 from mwa_cli.runs import RUN_CONFIG, is_run_dir
 
 ARTEFACT = "adapter_model.safetensors"
@@ -65,35 +65,14 @@ class Run:
         return self.eval.get("split")
 
 
-def _read_json(path: Path, *, obj: bool = True) -> Any:
-    """A run file's JSON; `obj`: it must be a JSON object (anything else is not a file mwa wrote)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MwaError(f"{path.name} is not valid JSON ({exc})",
-                       hint=f"the run may have been interrupted while writing it; re-run `mwa eval {path.parent}`"
-                       ) from None
-    if obj and not isinstance(data, dict):
-        raise MwaError(f"{path.name} holds {type(data).__name__}, not the object mwa writes",
-                       hint=f"it was changed by hand or by another program; re-run `mwa eval {path.parent}`")
-    return data
+def _read_json(path: Path) -> Any:
+    """A run file's JSON object, checked for its limits (`mwa_cli.run_files`); a MwaError naming it otherwise."""
+    return read_run_file(path.parent, path.name)
 
 
 def _read_train_rows(path: Path, kind: str = "train") -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a half-written last line after a kill: ignore it
-        if isinstance(row, dict) and row.get("kind") == kind and (kind != "train" or row.get("loss") is not None):
-            rows.append(row)
-    return rows
+    return [row for row in read_metrics_rows(path)
+            if row.get("kind") == kind and (kind != "train" or row.get("loss") is not None)]
 
 
 def find_run_dirs(run_dirs: list[Path], runs_root: Path | None) -> list[Path]:

@@ -22,6 +22,7 @@ import torch
 from mwa_cli import __version__
 from mwa_cli.data.cache import ProgressCallback
 from mwa_cli.errors import EXIT_DATA, CheckpointError, ConfigError, DataError, IntegrityError
+from mwa_cli.finite import require_finite
 from mwa_cli.outdir import FolderLock, is_empty, remove_temp, write_marker
 from mwa_cli.search.model import SearchModel, check_identity, load_search_model, model_identity
 from mwa_cli.search.store import (CAPTION_COLUMNS, INDEX_FILE, MANIFEST_COLUMNS, REJECTED_FILE,
@@ -121,8 +122,9 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1 (got {batch_size})")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if workers is not None and not 1 <= workers <= 1024:
+        raise ConfigError(f"--workers must be a whole number from 1 to 1024 (got {workers}); more than the CPU "
+                          "cores are capped to them")
     if nlist is not None and nlist < 1:
         raise ConfigError(f"--nlist must be at least 1 (got {nlist})")
     if approx_kind is not None and approx_kind not in ("auto", *APPROX_KINDS):
@@ -165,8 +167,8 @@ def claim_index_dir(out: Path) -> Iterator[None]:
     created = not out.exists()
     try:
         with FolderLock(out, "index"):
+            remove_temp(out, TEMP_PATTERNS)  # first: on a full disk a killed run's leftovers hold the space
             write_marker(out, "index")
-            remove_temp(out, TEMP_PATTERNS)
             yield
     except BaseException:
         if created:  # a first run that failed or was stopped leaves no folder behind
@@ -367,6 +369,8 @@ def _embed_new(plan: _Plan, sm: Any, out: Path, *, max_pixels: int, workers: int
                 t1 = time.perf_counter()
                 emb = torch.as_tensor(sm.embed_rows(mm, rows, batch_size=batch_size, progress=advance))
                 embed_s += time.perf_counter() - t1
+                require_finite(emb, "the model's embeddings of the photos", "the adapter or exported model is "
+                               "damaged: train or export it again; nothing was written to the index")
                 for i, e in zip(ids, emb):
                     new_emb[i] = e.clone()
             del mm
@@ -421,5 +425,7 @@ def _caption_embeddings(captions_dir: str | Path | None, old: SearchIndex | None
         if sm.tokenizer is None:  # pragma: no cover - need_tokenizer was set above
             raise ConfigError("no tokenizer to embed captions")
         caption_emb = torch.as_tensor(sm.encode_texts(list(captions["caption"])))
+        require_finite(caption_emb, "the model's embeddings of the captions", "the adapter or exported model is "
+                       "damaged: train or export it again; nothing was written to the index")
         embedded = len(captions)
     return captions, caption_emb, {"data_dir": str(cdir), "dataset_hash": ds_hash, "count": len(captions)}, embedded

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
+from mwa_cli.finite import require_finite
+from mwa_cli.printable import printable
+from mwa_cli.safe_open import PHOTO_LIMIT, read_bytes
 from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.similarity import similarity
 from mwa_cli.search.model import SearchModel
@@ -77,20 +80,14 @@ def load_query_image(path: str | Path, size: int, max_pixels: int | None = None)
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"query image not found: {path}", hint="give the path of a photo file", exit_code=EXIT_DATA)
-    if path.is_dir():
-        raise DataError(f"query image {path} is a folder", hint="give the path of one photo file",
+        raise DataError(f"query image not found: {printable(path)}", hint="give the path of a photo file",
                         exit_code=EXIT_DATA)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read the query image {path} ({exc.strerror or exc})",
-                        hint="check the file's permissions", exit_code=EXIT_DATA) from None
+    data = read_bytes(path, limit=PHOTO_LIMIT, what="query image")  # never a FIFO, a device or a huge file
     try:
         im, _ = open_checked(data, path.name, int(max_pixels or DEFAULT_MAX_PIXELS), draft_size=size)
         arr = square_resize(im, size)
     except ImageReject as rej:
-        raise DataError(f"the query image {path} cannot be used: {rej.reason}",
+        raise DataError(f"the query image {printable(path)} cannot be used: {rej.reason}",
                         hint="give a JPEG, PNG, TIFF, BMP or WebP photo", exit_code=EXIT_DATA) from None
     return arr[None]
 
@@ -161,6 +158,7 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
         q = torch.as_tensor(sm.encode_pixels(px))
         query = {"kind": "image", "path": str(image)}
     t1 = time.perf_counter()
+    require_finite(q, "the query's embedding", "the adapter or exported model is damaged: train or export it again")
     if q.shape[-1] != index.images.shape[-1]:
         raise DataError(f"the model's embeddings have {q.shape[-1]} dimensions, the index's {index.images.shape[-1]}",
                         hint="rebuild the index with this adapter", exit_code=EXIT_DATA)
@@ -169,6 +167,7 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
                               "top": top, "search": how, "images": _image_hits(index, s[0], r[0])}
     if query["kind"] == "image" and index.caption_emb is not None:
         cs, cr = exact_topk(index.caption_emb, q, top)
+        _require_finite_scores(cs, index)
         result["captions"] = _caption_hits(index, cs[0], cr[0])
     t2 = time.perf_counter()
     result["timing_ms"] = {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)}
@@ -183,12 +182,22 @@ def _photo_topk(index: SearchIndex, q: torch.Tensor, top: int, nprobe: int | Non
     index with `nprobe` lists (then possibly fewer rows, when the visited lists hold fewer photos)."""
     if nprobe is None:
         s, r = exact_topk(index.images, q, top)
-        return s, r, {"method": "exact"}
-    ivf = index.ivf()
-    s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(), vectors=index.images)
-    keep = r_np[0] >= 0
-    how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
-    return torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep]), how
+        how: dict[str, Any] = {"method": "exact"}
+    else:
+        ivf = index.ivf()
+        s_np, r_np = ivf.search(q.numpy(), top, nprobe=nprobe, key_rows=index.key_rows(), vectors=index.images)
+        keep = r_np[0] >= 0
+        how = {"method": ivf.kind, "nprobe": min(nprobe, ivf.nlist), "nlist": ivf.nlist}
+        s, r = torch.from_numpy(s_np[:, keep]), torch.from_numpy(r_np[:, keep])
+    _require_finite_scores(s, index)
+    return s, r, how
+
+
+def _require_finite_scores(scores: torch.Tensor, index: SearchIndex) -> None:
+    """A NaN or infinite embedding in the index ranks first (topk puts NaN above every number): the scores of the
+    top results show it, and the search is refused rather than answered with `nan`."""
+    require_finite(scores, f"the search index {printable(index.path)} (its embeddings)",
+                   "rebuild it: `mwa index PHOTOS_DIR --adapter RUN_DIR --out INDEX_DIR --rebuild`")
 
 
 def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | None = None) -> dict[str, Any]:
@@ -209,6 +218,7 @@ def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | N
                               "images": _image_hits(index, s[0], r[0])}
     if index.caption_emb is not None:
         cs, cr = exact_topk(index.caption_emb, q, top)
+        _require_finite_scores(cs, index)
         result["captions"] = _caption_hits(index, cs[0], cr[0])
     result["timing_ms"] = {"encode": 0.0, "search": round((time.perf_counter() - t0) * 1000, 2)}
     result["warnings"] = []

@@ -3,7 +3,6 @@ embeddings memory-mapped), its metadata, and writing a generation (`write_index`
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from mwa_cli import integrity
 from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
+from mwa_cli.safe_open import InputFileError, load_json, not_regular, parse_json
 from mwa_cli.outdir import read_marker
 from mwa_cli.search.rows import group_rows
 
@@ -161,12 +161,15 @@ def map_safetensors(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and float32 tensors of a safetensors file, each a read-only memory map of the file: nothing is
     read until used, and the mapping stays valid when a newer file is renamed over this one (same open inode).
     ValueError when the file is not a safetensors file of float32 tensors."""
+    why = not_regular(path)
+    if why is not None:
+        raise ValueError(why)
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         n = int.from_bytes(fh.read(8), "little")
         if size < 8 or not 2 <= n <= min(size - 8, _MAX_HEADER):
             raise ValueError("not a safetensors file (bad header length)")
-        header = json.loads(fh.read(n))
+        header = parse_json(fh.read(n).decode("utf-8"), max_depth=4)
         if not isinstance(header, dict):
             raise ValueError("not a safetensors file (bad header)")
         metadata = header.pop("__metadata__", None) or {}
@@ -203,9 +206,9 @@ def read_index_meta(index_dir: Path) -> dict[str, Any]:
                         hint="build one with `mwa index PHOTOS_DIR --adapter RUN_DIR --out INDEX_DIR`",
                         exit_code=EXIT_DATA)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", hint="run the same `mwa index` again",
+        meta = load_json(path)
+    except InputFileError as exc:
+        raise DataError(f"cannot read {path}: {exc.reason}", hint="run the same `mwa index` again",
                         exit_code=EXIT_DATA) from None
     if not isinstance(meta, dict):
         raise DataError(f"{path} holds {type(meta).__name__}, not the object `mwa index` writes",
@@ -222,8 +225,8 @@ def is_index_dir(path: Path) -> bool:
     if read_marker(path, "index") is not None:
         return True
     try:
-        meta = json.loads((Path(path) / INDEX_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = load_json(Path(path) / INDEX_FILE)
+    except InputFileError:
         return False
     return isinstance(meta, dict) and "schema_version" in meta and "generation" in meta
 

@@ -1,7 +1,8 @@
 """The FastAPI app of `mwa serve`: HTML pages rendered on the server (no script at all), a JSON API beside them,
 GET only. Every response carries the report's rules: a CSP that forbids scripts and external requests (images are
-inline data: URIs), no framing, no referrer, no MIME sniffing; only loopback host names are answered unless the
-server was bound elsewhere (so a web page cannot reach it through DNS rebinding)."""
+inline data: URIs), no framing, no referrer, no MIME sniffing; only the Host names of
+`mwa_cli.serve.hosts.allowed_hosts` are answered, whatever the bind (a web page cannot reach it through DNS
+rebinding)."""
 
 from typing import Any
 
@@ -10,6 +11,7 @@ import jinja2
 from mwa_cli import __version__
 from mwa_cli.errors import MwaError
 from mwa_cli.report.html import template_dir
+from mwa_cli.serve.hosts import allowed_hosts
 from mwa_cli.serve.labels import LABELS, pick_language
 from mwa_cli.serve.state import LiveIndex
 
@@ -20,7 +22,6 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 MAX_TOP = 100
 MAX_QUERY_CHARS = 500
-LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 HEAT_LIMIT = 4   # heat maps for the first results of a text query: each costs 1 + cells² forward passes
 
 
@@ -29,7 +30,8 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True):
+def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True,
+               allow_hosts: list[str] | None = None):
     """The ASGI app serving `live` (see the module docstring for the rules every response follows)."""
     from fastapi import FastAPI, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse
@@ -38,8 +40,7 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
     from mwa_cli.search.query import search, similar
 
     app = FastAPI(title="mwa serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
-    allowed = LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else [])
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["*"] if host in ("0.0.0.0", "::") else allowed)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, allow_hosts))  # every bind
     template = _env().get_template(TEMPLATE)
 
     @app.middleware("http")

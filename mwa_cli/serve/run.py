@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.serve.hosts import allowed_hosts, bind_warning
 
 
 def check_address(host: str, port: int) -> None:
@@ -35,7 +36,10 @@ def check_address(host: str, port: int) -> None:
 
 def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, adapter: str | Path | None = None,
           model: str | Path | None = None, device: str = "auto", heatmaps: bool = True,
-          announce: Callable[[str], None] | None = None) -> None:
+          announce: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+          allow_hosts: list[str] | None = None) -> None:
+    """Serve the index until Ctrl-C. `warn` receives the warning of a bind other PCs can reach (before anything
+    loads); `allow_hosts` are Host names answered besides this machine's own (`mwa_cli.serve.hosts`)."""
     try:
         import uvicorn
 
@@ -46,8 +50,11 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, a
     from mwa_cli.serve.state import LiveIndex
 
     check_address(host, port)
+    note = bind_warning(host, port, allowed_hosts(host, allow_hosts))
+    if note is not None and warn is not None:
+        warn(note)
     live = LiveIndex(index_dir, adapter=adapter, model=model, device=device)
-    app = create_app(live, host=host, heatmaps=heatmaps)
+    app = create_app(live, host=host, heatmaps=heatmaps, allow_hosts=allow_hosts)
     shown = f"[{host}]" if ":" in host else host
     if announce is not None:
         announce(f"http://{shown}:{port}/  ({live.index.n_images} photos)")

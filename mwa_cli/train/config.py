@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
-import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mwa_cli.errors import ConfigError
+from mwa_cli.errors import EXIT_USAGE, ConfigError
+from mwa_cli.ranges import COUNT, SEED, Range, out_of_range
+from mwa_cli.safe_open import MAX_JSON_DEPTH, nesting_depth, parse_json, read_text
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
@@ -40,6 +40,24 @@ def default_steps(templated: bool, pairs: int, steps_per_epoch: int) -> tuple[in
     return steps, (f"{steps / steps_per_epoch:g} epochs: captions that are mostly repeats train "
                    f"{TEMPLATED_DEFAULT_EPOCHS} epochs, at least the steps of {TEMPLATED_DEFAULT_EPOCHS} epochs at "
                    f"batch {TEMPLATED_REFERENCE_BATCH}; {DEFAULT_EPOCHS} epochs on varied captions")
+
+
+_SIZE = Range(1, 2**20, whole=True)  # a batch of samples
+# Every numeric option's range (the one table: command line, --config files and a run's config.json all pass
+# through TrainConfig.validate). Values outside are refused by name; NaN and infinity are outside every range.
+RANGES: dict[str, Range] = {
+    "epochs": Range(0, 1e6, lo_open=True), "steps": COUNT, "batch_size": _SIZE, "micro_batch": _SIZE,
+    "lr": Range(0, 10, lo_open=True), "min_lr": Range(0, 10), "warmup_frac": Range(0, 1),
+    "layer_decay": Range(0, 1, lo_open=True), "weight_decay": Range(0, 10), "drop_path": Range(0, 1, hi_open=True),
+    "workers": Range(0, 1024, whole=True), "crop_scale_min": Range(0, 1, lo_open=True),
+    "extend_vocab_lr": Range(0, 10, lo_open=True), "seed": SEED, "log_every": COUNT,
+    "val_evals": Range(0, 10**6, whole=True), "val_share": Range(0, 1, hi_open=True),
+    "patience": Range(0, 10**6, whole=True), "checkpoint_every": Range(0, 2**31 - 1, whole=True),
+    "checkpoint_minutes": Range(0, 10**6, lo_open=True), "eval_batch_size": _SIZE,
+    "text_len": Range(1, 8192, whole=True),
+}
+_OPTION_NAMES = {"warmup_frac": "--warmup", "crop_scale_min": "crop_scale_min", "extend_vocab_lr": "extend_vocab_lr"}
+MAX_BUDGET_S = 366 * 86400.0  # a year: a longer budget is a typing error (and an overflow for the planner)
 
 
 @dataclass
@@ -132,33 +150,17 @@ class TrainConfig:
                     self.batch_size = int(self.batch_size)
                 except ValueError:
                     raise ConfigError(f"--batch-size must be a number or 'auto', not {self.batch_size!r}") from None
-        if isinstance(self.batch_size, int) and self.batch_size < 1:
-            raise ConfigError("--batch-size must be at least 1")
-        if self.micro_batch is not None and self.micro_batch < 1:
-            raise ConfigError("--micro-batch must be at least 1")
+        bad = out_of_range(vars(self), RANGES)
+        if bad is not None:
+            name, value, rng = bad
+            raise ConfigError(f"{_OPTION_NAMES.get(name, '--' + name.replace('_', '-'))} must be {rng.describe()}, "
+                              f"not {value!r}"[:300], hint=f"e.g. {_example(name)}")
         if self.budget not in (None, ""):
             parse_budget(self.budget)
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError("--epochs must be positive")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError("--steps must be at least 1")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number, not {self.lr!r}", hint="e.g. --lr 2e-4")
         if self.name is not None:
             from mwa_cli.train.run_dir import check_run_name
 
             check_run_name(self.name)
-        if not 0 < self.crop_scale_min <= 1:
-            raise ConfigError("crop_scale_min must be in (0, 1]")
-        if self.log_every < 1:
-            raise ConfigError("log_every must be at least 1")
-        if self.val_evals is not None and self.val_evals < 0:
-            raise ConfigError("--val-evals must be 0 or more (leave it out for cost-aware checks)")
-        if not 0 <= self.val_share < 1:
-            raise ConfigError(f"--val-share must be in [0, 1), not {self.val_share}",
-                              hint="e.g. --val-share 0.05: validation takes at most 5 % of the wall time")
-        if self.patience is not None and self.patience < 0:
-            raise ConfigError("--patience must be 0 (never stop early) or more")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}", hint="choose auto, cosine or wsd")
         return self
@@ -189,6 +191,18 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _TYPES = {f.name: {t.strip() for t in str(f.type).split("|")} for f in dataclasses.fields(TrainConfig)}
 _TYPES["budget"] |= {"float"}  # parse_budget also takes seconds as a number
 _MAX_INT = 2**53  # larger "whole numbers" (1e308) are not counts anyone means
+
+
+# examples for the options whose default is "not given" (None)
+_EXAMPLES = {"lr": "2e-4", "epochs": "10", "steps": "1000", "batch_size": "32", "micro_batch": "16", "workers": "4",
+             "val_evals": "5", "patience": "4", "text_len": "64"}
+
+
+def _example(name: str) -> str:
+    """An accepted value of option `name` as the user would type it: its default, else a typical value."""
+    value = getattr(TrainConfig(), name, None)
+    text = _EXAMPLES.get(name, "") if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
+    return f"{_OPTION_NAMES.get(name, '--' + name.replace('_', '-'))} {text}"
 
 
 def check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -238,23 +252,29 @@ def parse_budget(text: str | int | float) -> float:
             unit = (m.group(2) or "s")[0].lower()
             seconds += float(m.group(1)) * _UNIT_S[unit]
             pos = m.end()
-    if seconds <= 0:
-        raise ConfigError(f"the budget must be positive, got {text!r}")
+    if not 0 < seconds <= MAX_BUDGET_S:  # NaN fails both comparisons
+        raise ConfigError(f"the budget must be positive and at most a year, got {text!r}",
+                          hint="write e.g. 2h, 90m or 3600s")
     return seconds
 
 
 def load_config_file(path: str | Path) -> dict:
     """Read a JSON or TOML config file into a dict of TrainConfig fields (dashes → underscores)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, what="config file", exit_code=EXIT_USAGE)  # a regular file, at most 16 MiB
     try:
         if p.suffix.lower() == ".toml":
             raw = tomllib.loads(text)
+            if nesting_depth(raw) > MAX_JSON_DEPTH:
+                raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
         else:
-            raw = json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raw = parse_json(text)
+    except RecursionError:
+        raise ConfigError(f"cannot parse config file {p}: it nests deeper than {MAX_JSON_DEPTH} levels",
+                          hint="use JSON (.json) or TOML (.toml)") from None
+    except ValueError as exc:  # json's and tomllib's syntax errors are ValueErrors
         raise ConfigError(f"cannot parse config file {p}: {exc}", hint="use JSON (.json) or TOML (.toml)") from None
     if isinstance(raw, dict) and isinstance(raw.get("train"), dict):  # allow a [train] table
         raw = raw["train"]

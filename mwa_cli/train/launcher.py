@@ -38,6 +38,7 @@ import torch
 from mwa_cli.errors import EXIT_PEER_LOST, EXIT_SIGINT, EXIT_SIGTERM, ConfigError
 from mwa_cli.train.dist.env import ENV_COMMAND, ENV_RESULT, ENV_T0, RESULT_DIR_PREFIX
 
+CPU_MAX_PROCESSES = 8  # --device cpu: each process trains a whole copy of the model; more only thrash the cores
 FAIL_GRACE_S = 5.0
 EXIT_GRACE_S = 60.0
 POLL_S = 0.1
@@ -63,6 +64,11 @@ def parse_devices(spec: str, device: str | None) -> tuple[int, str | None]:
             raise ConfigError("--devices with GPU ids needs GPUs", hint="on the CPU give a number: --devices 2")
         if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
             raise ConfigError(f"--devices {spec!r}: GPU ids must be distinct and non-negative")
+        visible = torch.cuda.device_count()
+        if any(i >= visible for i in ids):
+            raise ConfigError(f"--devices {spec!r}: this machine has {visible} GPU(s) (ids 0 to {visible - 1})"
+                              if visible else f"--devices {spec!r}: no CUDA GPU is visible",
+                              hint="`nvidia-smi` lists them; CUDA_VISIBLE_DEVICES may hide some")
         return len(ids), ",".join(str(i) for i in ids)
     try:
         n = int(spec)
@@ -70,6 +76,10 @@ def parse_devices(spec: str, device: str | None) -> tuple[int, str | None]:
         raise ConfigError(f"--devices {spec!r}: write a count (2), GPU ids (0,1) or all") from None
     if n < 1:
         raise ConfigError("--devices must be at least 1")
+    if cpu and n > CPU_MAX_PROCESSES:
+        raise ConfigError(f"--devices {n} with --device cpu: at most {CPU_MAX_PROCESSES} CPU processes",
+                          hint=f"each process trains a whole copy of the model; give --devices 2 to "
+                               f"{CPU_MAX_PROCESSES} (or train on GPUs)")
     if not cpu and torch.cuda.is_available() and n > torch.cuda.device_count():
         raise ConfigError(f"--devices {n}: only {torch.cuda.device_count()} GPU(s) are visible")
     if not cpu and not torch.cuda.is_available() and n > 1:
@@ -157,15 +167,27 @@ def _log_tail(path: Path | None, lines: int = 12) -> str:
     return "\n".join("    " + x for x in text[-lines:])
 
 
-def _supervise(ranks: list[_Rank], *, fail_grace_s: float, exit_grace_s: float) -> _Outcome:
+class _Signals:
+    """Ctrl-C and SIGTERM caught as data from the first rank's start to the last one's end: the launcher is never
+    interrupted half-way (no traceback, no rank left unsupervised); `_supervise` acts on them."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_Signals":
+        self._previous = {s: signal.signal(s, lambda signum, _frame: self.received.append(signum))
+                          for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+
+
+def _supervise(ranks: list[_Rank], signals: list[int], *, fail_grace_s: float, exit_grace_s: float) -> _Outcome:
     """Wait for every rank; forward the first signal, kill everything on the second; kill stuck survivors."""
     out = _Outcome()
-    signals: list[int] = []
-
-    def on_signal(signum, _frame) -> None:
-        signals.append(signum)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     forwarded = 0
     failures: list[_Rank] = []
     try:
@@ -209,8 +231,6 @@ def _supervise(ranks: list[_Rank], *, fail_grace_s: float, exit_grace_s: float) 
                         r.kill_group()
             time.sleep(POLL_S)
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         for r in ranks:  # never leave a process behind
             r.kill_group()
             try:
@@ -252,41 +272,63 @@ def launch(nproc: int, argv: list[str], *, report: Callable[[FailureReport], Non
     if command:
         env[ENV_COMMAND] = command
     ranks: list[_Rank] = []
+    with _Signals() as signals:  # until every process is gone, also during the clean-up
+        try:
+            for r in range(nproc):
+                if signals.received:  # Ctrl-C while starting: start no more, stop those started
+                    return _stopped_while_starting(ranks, signals.received[0], nproc, report)
+                ranks.append(_start_rank(r, module, argv, env, work))
+            outcome = _supervise(ranks, signals.received, fail_grace_s=fail_grace_s, exit_grace_s=exit_grace_s)
+            result = _read_json(result_path)
+            if outcome.first_failure is None and not outcome.stuck_killed:
+                if "exit_code" in result:
+                    return int(result["exit_code"])
+                if outcome.interrupted is not None:
+                    return EXIT_SIGTERM if outcome.interrupted == signal.SIGTERM else EXIT_SIGINT
+                return _exit_status(ranks[0].code or 0)
+            failure = failure_report(ranks, outcome, result, nproc)
+            if failure is not None:
+                report(failure)
+            bad = outcome.first_failure
+            return max(1, _exit_status(bad.code or 1)) if bad is not None else 1
+        finally:
+            for r in ranks:  # the whole group, leader gone or not: no worker left behind
+                try:
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for f in work.iterdir():
+                f.unlink(missing_ok=True)
+            work.rmdir()
+
+
+def _start_rank(rank: int, module: str, argv: list[str], env: dict[str, str], work: Path) -> _Rank:
+    """Start rank `rank` (`python -m <module> <argv>`); ranks > 0 write their output to a log in `work`."""
+    renv = dict(env, RANK=str(rank), LOCAL_RANK=str(rank))
+    log = None if rank == 0 else work / f"rank{rank}.log"
+    out = None if log is None else open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed below
     try:
-        for r in range(nproc):
-            renv = dict(env, RANK=str(r), LOCAL_RANK=str(r))
-            log = None if r == 0 else work / f"rank{r}.log"
-            out = None if log is None else open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-            try:
-                proc = subprocess.Popen([sys.executable, "-m", module, *argv], env=renv, stdout=out,
-                                        stderr=subprocess.STDOUT if out is not None else None,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_rank_preexec)
-            finally:
-                if out is not None:
-                    out.close()
-            ranks.append(_Rank(r, proc, log))
-        outcome = _supervise(ranks, fail_grace_s=fail_grace_s, exit_grace_s=exit_grace_s)
-        result = _read_json(result_path)
-        if outcome.first_failure is None and not outcome.stuck_killed:
-            if "exit_code" in result:
-                return int(result["exit_code"])
-            if outcome.interrupted is not None:
-                return EXIT_SIGTERM if outcome.interrupted == signal.SIGTERM else EXIT_SIGINT
-            return _exit_status(ranks[0].code or 0)
-        failure = failure_report(ranks, outcome, result, nproc)
-        if failure is not None:
-            report(failure)
-        bad = outcome.first_failure
-        return max(1, _exit_status(bad.code or 1)) if bad is not None else 1
+        proc = subprocess.Popen([sys.executable, "-m", module, *argv], env=renv, stdout=out,
+                                stderr=subprocess.STDOUT if out is not None else None,
+                                stdin=subprocess.DEVNULL, preexec_fn=_rank_preexec)
     finally:
-        for r in ranks:  # the whole group, leader gone or not: no worker left behind
-            try:
-                os.killpg(r.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for f in work.iterdir():
-            f.unlink(missing_ok=True)
-        work.rmdir()
+        if out is not None:
+            out.close()
+    return _Rank(rank, proc, log)
+
+
+def _stopped_while_starting(ranks: list[_Rank], signum: int, nproc: int,
+                            report: Callable[[FailureReport], None]) -> int:
+    """A signal came before every rank had started: nothing trained yet, so every started rank is ended at once
+    (the caller's `finally` kills their process groups) and the command ends with the signal's code."""
+    for r in ranks:
+        r.kill_group()
+        r.proc.wait()
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    report(FailureReport(f"stopped by {name} while the {nproc} training processes were starting "
+                         f"({len(ranks)} had started; all of them were ended)", "",
+                         "nothing was trained; run the same command again to start the run"))
+    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 
 def failure_report(ranks: list[_Rank], outcome: _Outcome, result: dict, nproc: int) -> FailureReport | None:

@@ -315,6 +315,7 @@ class TrainingRun:
         """A signal stopped the run: a resumable checkpoint, timing.json, and how to resume."""
         s = self.setup
         step, run = self.step, s.run
+        self._check_weights(step)  # a resumable checkpoint of NaN weights would resume nothing
         self._checkpoint(step)
         s.dctx.barrier()  # no rank leaves before rank 0 has written the checkpoint
         code = EXIT_SIGTERM if self.flag.signum == signal.SIGTERM else EXIT_SIGINT
@@ -324,7 +325,8 @@ class TrainingRun:
                  f"stopped during warm-up (step {step}), before the step plan was made")
         msg = (f"{name}: {where}; a resumable checkpoint is in {run.checkpoint_root / 'last'}. "
                f"Resume with: {s.resume_cmd}")
-        emit(self.progress, "done", {"status": "interrupted", "message": msg})
+        emit(self.progress, "done", {"status": "interrupted", "message": msg, "step": step,
+                                     "total_steps": int(self.total_steps) if self.planned else None})
         return RunResult(run.path, "interrupted", code, step, int(self.total_steps), message=msg,
                          resume_command=s.resume_cmd, timing=timing, last_loss=self.last_loss)
 
@@ -357,7 +359,8 @@ class TrainingRun:
             msg += f" ({self.stop_reason})"
         if keeper.step is not None and keeper.step != step:
             msg += f"; the published adapter is the best one, from step {keeper.step} (val RSUM {keeper.rsum:.2f})"
-        emit(self.progress, "done", {"status": self.status, "message": msg, "eval": result, "timing": timing})
+        emit(self.progress, "done", {"status": self.status, "message": msg, "eval": result, "timing": timing,
+                                     "step": step, "total_steps": step})
         return RunResult(run.path, self.status, EXIT_OK, step, int(self.total_steps), message=msg, eval=result,
                          timing=timing, last_loss=self.last_loss)
 
@@ -446,22 +449,36 @@ class TrainingRun:
         """Sync point: read the interval's mean loss; stop on a non-finite value (consume: start a new one)."""
         s = self.setup
         if self.interval_steps == 0:
+            self._check_weights(step_now)
             return None
         # global batch's loss, same on all ranks
         value = float(s.dctx.mean(self.interval_loss).item()) / self.interval_steps
         if not math.isfinite(value):
-            keep = (f"the last good checkpoint (step {self.last_good_ckpt_step}) is kept in "
-                    f"{s.run.checkpoint_root / 'last'}" if self.last_good_ckpt_step is not None
-                    else "no checkpoint had been written yet")
             raise NonFiniteLoss(
                 f"the loss became {value} between steps {step_now - self.interval_steps + 1} and {step_now}: "
-                f"training stopped; {keep}",
-                hint=f"lower --lr (it was {s.cfg.lr:g}) or use --precision bf16/fp32, and start a new run")
+                f"training stopped; {self._kept()}", hint=nonfinite_hint(s.cfg, "the loss"))
+        self._check_weights(step_now)
         if not consume:
             return value
         self.interval_loss = torch.zeros((), device=s.device)
         self.interval_steps = 0
         return value
+
+    def _check_weights(self, step_now: int) -> None:
+        """Stop when a trainable weight is NaN or infinite, although the loss was finite (an optimizer setting
+        that overflows the update): they are never checkpointed, evaluated or published. One device sync."""
+        params = [p for _, p in self.setup.applied.trainable_named_parameters()]
+        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            return
+        raise NonFiniteLoss(f"the weights became NaN or infinite by step {step_now}, while the loss was still "
+                            f"finite: training stopped; {self._kept()}",
+                            hint=nonfinite_hint(self.setup.cfg, "the optimizer's update"))
+
+    def _kept(self) -> str:
+        s = self.setup
+        return (f"the last good checkpoint (step {self.last_good_ckpt_step}) is kept in "
+                f"{s.run.checkpoint_root / 'last'}" if self.last_good_ckpt_step is not None
+                else "no checkpoint had been written yet")
 
     def _log_train(self, step_now: int) -> None:
         """A metrics.jsonl train row (a sync point: reads the interval's mean loss)."""
@@ -586,10 +603,26 @@ def final_evaluation(run_path: Path, split: str, device: torch.device, precision
     return result, top, ranks
 
 
+def nonfinite_hint(cfg: TrainConfig, what: str) -> str:
+    """What to change after `what` became non-finite: an option that is itself not a finite number, when one is;
+    else the settings that make an update overflow."""
+    odd = [f"--{k.replace('_', '-')} {v}" for k, v in vars(cfg).items()
+           if isinstance(v, float) and not math.isfinite(v)]
+    if odd:
+        return f"{', '.join(odd)} is not a finite number: start a new run with a finite value"
+    return (f"{what} overflowed: start a new run with a lower --lr (it was {cfg.lr:g}) or --weight-decay (it was "
+            f"{cfg.weight_decay:g}), or with --precision fp32")
+
+
 def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> MwaError:
     """A clear error for a data-loader failure at `step`: what failed, and how to go on."""
     if isinstance(exc, MwaError) and exc.hint:  # already says what failed and what to do (a loader without workers)
         return exc
+    from mwa_cli.env_errors import explain
+
+    known = explain(exc)  # out of memory, a full or read-only disk: said as such, not as a loader failure
+    if known is not None:
+        return known
     text = str(exc).strip()
     if "Original Traceback" in text:  # a worker's exception: keep its first and last lines, not the traceback
         lines = [x for x in text.splitlines() if x.strip()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -11,6 +10,9 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json, atomic_write_text, json_line
 from mwa_cli.outdir import MARKERS, FolderLock, is_empty, remove_temp, write_marker
+from mwa_cli.printable import printable
+from mwa_cli.run_files import read_metrics_rows
+from mwa_cli.safe_open import InputFileError, load_json
 
 TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples", "samples_per_s", "device_hours",
                "device_type", "device_name", "n_devices", "peak_mem_gib", "data_wait_fraction", "budget_s", "torch",
@@ -41,8 +43,8 @@ def is_run_folder(path: Path) -> bool:
     if (path / MARKER).is_file():
         return True
     try:
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = load_json(path / "config.json")
+    except InputFileError:
         return False
     return isinstance(cfg, dict) and "mwa_version" in cfg
 
@@ -133,9 +135,9 @@ class RunDir:
 
     def read_config(self) -> dict:
         try:
-            cfg = json.loads(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {self.config_path}: {exc}",
+            cfg = load_json(self.config_path)
+        except InputFileError as exc:
+            raise ConfigError(f"cannot read {printable(self.config_path)}: {exc.message}",
                               hint="is this a run folder made by `mwa train`?") from None
         if not isinstance(cfg, dict):
             raise ConfigError(f"{self.config_path} holds {type(cfg).__name__}, not the object mwa writes",
@@ -147,18 +149,8 @@ class RunDir:
             f.write(json_line(row))
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.is_file():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line cut by a kill
-                continue
-        return rows
+        """metrics.jsonl's rows; a line that is not a row mwa writes (cut by a kill, edited) is left out."""
+        return read_metrics_rows(self.metrics_path)
 
     def truncate_metrics(self, after_step: int) -> None:
         """On resume: drop rows logged after the checkpoint's step (they will be logged again)."""

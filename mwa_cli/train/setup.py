@@ -11,7 +11,6 @@ step measurement of `train/estimate.py`.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mwa_cli.data.cache import ProgressCallback
+from mwa_cli.data.cache import ProgressCallback, default_workers
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
@@ -164,6 +163,9 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
 
     for note in vocab_notes:
         message(note)
+    if cfg.workers is not None and cfg.workers > (cores := default_workers()):
+        message(f"--workers {cfg.workers}: this machine has {cores} CPU cores, so {cores} data loader workers are "
+                "used (more only slow every step down)")
     if random_on_purpose(cfg.weights) and not config.resume:
         message(f"warning: --weights {NO_WEIGHTS}: {binfo.name} starts from random weights; its recall says nothing "
                 "about the pretrained model")
@@ -423,13 +425,10 @@ def train_pairs(cache, train_df, ids: np.ndarray, mask: np.ndarray, captions: li
 
 
 def loader_workers(cfg: TrainConfig, device: torch.device) -> int:
-    """Data-loader worker processes: --workers, else none on the CPU and up to 8 (half the cores) with CUDA."""
+    """Data-loader worker processes: --workers (at most the cores), else none on the CPU and up to 8 (half the
+    cores) with CUDA."""
     if cfg.workers is not None:
-        return max(0, int(cfg.workers))
+        return min(max(0, int(cfg.workers)), default_workers())  # more workers than cores only slow each step down
     if device.type != "cuda":
         return 0
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        n = os.cpu_count() or 2
-    return max(1, min(8, n // 2))
+    return max(1, min(8, default_workers() // 2))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, ClassVar, Literal, Protocol
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.ranges import Range, out_of_range
 
 if typing.TYPE_CHECKING:
     from mwa_cli.adapters.applied import AppliedMethod
@@ -38,7 +40,10 @@ class Family(Protocol):
 @dataclasses.dataclass
 class MethodConfig:
     """A method's options: the field names are the option names, the defaults the method's defaults, the type
-    hints what a value may be (checked by ``validate``)."""
+    hints what a value may be and ``ranges`` (`mwa_cli.ranges.Range` per option) what a number may be, both checked
+    by ``validate``."""
+
+    ranges: ClassVar[dict[str, Range]] = {}
 
     def check(self) -> None:
         """Checks beyond the types (ranges, names); raise ``ConfigError``."""
@@ -51,6 +56,12 @@ class MethodConfig:
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 raise ConfigError(f"option {f.name} of method {method} must be {_describe(hints[f.name])}, "
                                   f"not {value!r}", hint=f"e.g. {_option_example(f.name, default)}")
+        bad = out_of_range(vars(self), self.ranges)
+        if bad is not None:
+            name, value, rng = bad
+            default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+            raise ConfigError(f"option {name} of method {method} must be {rng.describe()}, not {value!r}"[:300],
+                              hint=f"e.g. {_option_example(name, default)}")
         self.check()
 
 
@@ -150,8 +161,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # NaN and infinity are no option value
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is type(None):
         return value is None
     return isinstance(value, hint)
@@ -175,4 +186,4 @@ def _describe(hint: Any) -> str:
         return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
     if origin is dict:
         return "an object"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}.get(hint, str(hint))
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a text"}.get(hint, str(hint))

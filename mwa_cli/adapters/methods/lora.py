@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mwa_cli.adapters.layers import check_layer_spec
 from mwa_cli.adapters.methods.base import AdapterMethod, LayerSpec, MethodConfig
 from mwa_cli.errors import ConfigError
+from mwa_cli.ranges import Range
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")  # attention projections of BEiT-3 and the HF towers
 QKV_SLICES = {"q_proj": 0, "k_proj": 1, "v_proj": 2}  # BLIP-2: LoRA target -> slice of the ViT's fused qkv
@@ -28,13 +30,11 @@ class LoRAConfig(MethodConfig):
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     train_heads: bool = False
     train_logit_scale: bool = True
+    ranges: ClassVar[dict[str, Range]] = {"rank": Range(1, 65536, whole=True), "alpha": Range(0, 1e4, lo_open=True),
+                                          "dropout": Range(0, 1, hi_open=True)}
 
     def check(self) -> None:
         check_layer_spec(self.layers)
-        if self.rank < 1:
-            raise ConfigError(f"option rank must be at least 1, not {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"option dropout must be in [0, 1), not {self.dropout}")
         unknown = sorted(set(self.targets) - set(TARGETS))
         if unknown or not self.targets:
             raise ConfigError(f"unknown LoRA targets {unknown or self.targets}",

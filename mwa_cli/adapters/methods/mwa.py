@@ -17,11 +17,14 @@ from typing import ClassVar, Literal
 
 from mwa_cli.adapters.layers import check_layer_spec
 from mwa_cli.adapters.methods.base import AdapterMethod, LayerSpec, MethodConfig
-from mwa_cli.errors import ConfigError
+from mwa_cli.ranges import Range
 
 PARAM_BUDGET = 0.03  # NKE + AE of the default MWA stay within 3 % of the backbone
 WIDTH_STEP = 16
 AE_CONTAINER = "mwa_ae"  # two towers: the shared AEs live in model.mwa_ae.<pair>
+WIDTH = Range(1, 65536, whole=True)  # a bottleneck or AE width
+# the numeric options NKE shares with MWA
+ADAPTER_RANGES = {"rank": WIDTH, "scale": Range(0, 100), "dropout": Range(0, 1, hi_open=True)}
 
 
 @dataclass
@@ -34,21 +37,15 @@ class MWAConfig(MethodConfig):
     ae_zero_init: bool = True
     train_heads: bool = False
     train_logit_scale: bool = True
+    ranges: ClassVar[dict[str, Range]] = {**ADAPTER_RANGES, "ae_width": WIDTH}
 
     def check(self) -> None:
         check_adapter_options(self)
-        if isinstance(self.ae_width, int) and self.ae_width < 1:
-            raise ConfigError(f"option ae_width must be at least 1, not {self.ae_width}",
-                              hint="e.g. --option ae_width=auto (or ffn)")
 
 
 def check_adapter_options(config) -> None:
-    """Ranges of the options NKE shares with MWA."""
+    """What the ranges cannot say about the options NKE shares with MWA: the layer selection."""
     check_layer_spec(config.layers)
-    if isinstance(config.rank, int) and config.rank < 1:
-        raise ConfigError(f"option rank must be at least 1, not {config.rank}", hint="e.g. --option rank=auto")
-    if not 0 <= config.dropout < 1:
-        raise ConfigError(f"option dropout must be in [0, 1), not {config.dropout}")
 
 
 def auto_rank(dim: int) -> int:

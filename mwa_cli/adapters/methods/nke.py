@@ -4,10 +4,11 @@ every backbone family (``methods.mwa``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from mwa_cli.adapters.methods.base import LayerSpec, MethodConfig
-from mwa_cli.adapters.methods.mwa import MWAMethod, check_adapter_options
+from mwa_cli.adapters.methods.mwa import ADAPTER_RANGES, MWAMethod, check_adapter_options
+from mwa_cli.ranges import Range
 
 
 @dataclass
@@ -18,6 +19,7 @@ class NKEConfig(MethodConfig):
     dropout: float = 0.1
     train_heads: bool = False
     train_logit_scale: bool = True
+    ranges: ClassVar[dict[str, Range]] = ADAPTER_RANGES
 
     def check(self) -> None:
         check_adapter_options(self)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from mwa_cli import fileio
 from mwa_cli.cli import app
+from mwa_cli.errors import EXIT_NO_SPACE
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 from tests.helpers.paths import REPO
@@ -72,8 +73,8 @@ def _write(name: str, text: str):
 REPORT_CASES = [
     ("eval-null", _write("eval.json", "null"), "eval.json holds NoneType"),
     ("config-list", _write("config.json", "[1,2,3]"), "config.json holds list"),
-    ("timing-1e308", _json_edit("timing.json:wall_s", 1e308), None),
-    ("eval-1e308", _json_edit("eval.json:rsum", 1e308), None),
+    ("timing-1e308", _json_edit("timing.json:wall_s", 1e308), "timing.json is not what mwa writes: wall_s is 1e+308"),
+    ("eval-1e308", _json_edit("eval.json:rsum", 1e308), "eval.json is not what mwa writes: rsum is 1e+308"),
     ("topk-garbage", _write("eval_topk.json", "garbage{{"), "eval_topk.json is not valid JSON"),
     ("ranks-garbage", _write("eval_ranks.json", "[[["), None),
     ("steps-abc", _json_edit("config.json:steps", "abc"), None),
@@ -190,7 +191,7 @@ def test_a_full_disk_during_a_checkpoint(train_data_dir, train_tokenizer, tmp_pa
                         raising=False)
     res = runner.invoke(app, _args(train_data_dir, train_tokenizer, tmp_path / "runs", "full", "--steps", "4",
                                    "--checkpoint-every", "2"))
-    assert_clear(res, 1, "no space left on the disk", "--resume")
+    assert_clear(res, EXIT_NO_SPACE, "no space left on the disk", "--resume")
     monkeypatch.undo()
     assert not list((tmp_path / "runs" / "full" / "checkpoint").glob(".tmp-*"))  # the half-written one is removed
     # the same command starts it again (stopped before its first checkpoint); in another process, as after a real
@@ -214,4 +215,4 @@ def test_a_full_disk_at_the_start(command, train_data_dir, train_tokenizer, tmp_
     else:
         args = ["prepare", str(make_photos(tmp_path / "photos", n=3)), "--out", str(tmp_path / "data")]
     res = runner.invoke(app, args)
-    assert_clear(res, 1, "no space left on the disk")
+    assert_clear(res, EXIT_NO_SPACE, "no space left on the disk")

@@ -197,7 +197,7 @@ def test_bad_input_is_refused_clearly(tmp_path):
     export_onnx(run, overwrite=True)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="not an mwa export"):
+    with pytest.raises(ConfigError, match="holds files mwa did not write"):
         export_onnx(run, tmp_path / "junk")
     assert (tmp_path / "junk" / "notes.txt").read_text() == "keep me"
     pics = photos(tmp_path / "photos")

@@ -34,7 +34,7 @@ def test_a_name_cannot_leave_out(name, tmp_path):
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-1", "0"])
 def test_learning_rate_must_be_a_positive_number(bad):
-    with pytest.raises(ConfigError, match="--lr must be a positive number"):
+    with pytest.raises(ConfigError, match=r"--lr must be a number in \(0, 10\]"):
         TrainConfig(data_dir="d", lr=float(bad)).validate()
 
 
@@ -170,6 +170,7 @@ def test_a_full_disk_is_a_message_not_an_internal_error(capsys):
     import typer
 
     from mwa_cli.commands.common import guarded
+    from mwa_cli.errors import EXIT_NO_SPACE
 
     @guarded
     def writes():
@@ -177,7 +178,7 @@ def test_a_full_disk_is_a_message_not_an_internal_error(capsys):
 
     with pytest.raises(typer.Exit) as exc:
         writes()
-    assert exc.value.exit_code == 1
+    assert exc.value.exit_code == EXIT_NO_SPACE
     err = capsys.readouterr().err
     assert "no space left on the disk" in err and "internal error" not in err and "--resume" in err
 
