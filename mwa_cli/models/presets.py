@@ -14,9 +14,10 @@ from mwa_cli.errors import ConfigError
 from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
+from mwa_cli.resources import MINI_MODEL, package_path
 from mwa_cli.models.sources import NO_WEIGHTS, TOKENIZER_URL, WEIGHTS_URLS, random_on_purpose
 
-MINI_DIR = Path(__file__).parent / "mini"
+MINI_DIR = package_path(MINI_MODEL)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "beit3-base": dict(embed_dim=768, depth=12, num_heads=12, ffn_dim=3072),
