@@ -126,6 +126,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
         "hf": is_hf,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if getattr(sm.info, "random_weights", False):  # `--weights none`: every load of the export says so
+        manifest["random_weights"] = True
     if check:
         manifest["check"] = _check(out, model, sm.tokenizer, size)
     from mwa_cli.fileio import atomic_write_json
