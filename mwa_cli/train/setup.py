@@ -31,6 +31,7 @@ from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
 from mwa_cli.train.measure import device_name
+from mwa_cli.train.metric_sinks import attach_sinks
 from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
 from mwa_cli.train.trainer import Trainer, cuda_setup, find_max_batch, seed_everything
@@ -290,6 +291,8 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
                              "vocab_extension_params": extension_params(model),
                              "budget_s": budget_s, "total_steps": total_steps if planned else None,
                              "budget_left_s": None if deadline is None else deadline - time.monotonic()})
+    attach_sinks(run, cfg.log, batch_size=batch_size,
+                 resumed_at=trainer.step_count if resume_state is not None else None)  # --log tensorboard
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return RunSetup(cfg=cfg, progress=progress, message=message, t_start=t_start, dctx=dctx, device=device,
