@@ -5,7 +5,7 @@
 Writes a BEiT-3 Large weights file of random values in the project's own format (safetensors with the official
 names, as `mwa_cli.models.checkpoint.load_backbone_weights` reads it), prepares the sample photos at the
 backbone's size, then runs each case through the real CLI (`python -m mwa_cli train ... --budget B`, so the
-budget counts from the process start; `--patience 0`: no early stop, the run uses its whole budget) and measures the wall time from launching the process to its exit.
+budget counts from the process start; `--patience 0`: no early stop, the whole budget is used) and measures the wall time from launching the process to its exit.
 Cases (``--cases``):
 
 * ``full-ft``: `--method full-ft` with the weights file: the end writes a checkpoint of the weights and both
@@ -92,7 +92,8 @@ def run_case(name: str, args, data: Path, weights: Path, tokenizer: str) -> dict
     run_name = f"{name}-{int(time.time())}"
     cmd = [sys.executable, "-m", "mwa_cli", "train", str(data), "--method", method, "--backbone", args.backbone,
            "--weights", "none" if source == "none" else str(weights), "--tokenizer", tokenizer,
-           "--budget", args.budget, "--patience", "0", "--device", args.device, "--out", str(runs), "--name", run_name, "--quiet"]
+           "--budget", args.budget, "--patience", "0", "--device", args.device, "--out", str(runs),
+           "--name", run_name, "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=parse_budget(args.budget) * 4 + 600)
