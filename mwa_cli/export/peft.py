@@ -50,13 +50,14 @@ def export_peft(run_dir: str | Path, out_dir: str | Path | None = None, *, overw
     from safetensors.torch import load_file, save_file
 
     from mwa_cli.adapters.io import WEIGHTS_FILE, read_adapter_config, verify_adapter_weights
+    from mwa_cli.export.manifest import export_out_dir
     from mwa_cli.fileio import atomic_write, atomic_write_json
     from mwa_cli.integrity import FILES_KEY
 
     t0 = time.perf_counter()
     folder, cfg = read_adapter_config(run_dir)
     _check_expressible(cfg)
-    out = _out_dir(folder, out_dir, overwrite)
+    out = export_out_dir(folder, out_dir, "export_peft", MANIFEST, overwrite)
     verify_adapter_weights(folder, cfg)
     state = load_file(str(folder / WEIGHTS_FILE))
     tensors, targets, heads = _peft_tensors(state, is_hf=str(cfg["backbone"]["name"]).startswith("hf:"))
@@ -98,17 +99,6 @@ def _check_expressible(cfg: dict[str, Any]) -> None:
     if cfg.get("token_additions"):
         raise ConfigError("--format peft cannot express the run's vocabulary extension (new token rows beside the "
                           "tokenizer)", hint="export it with --format onnx, or train with --extend-vocab off")
-
-
-def _out_dir(folder: Path, out_dir: str | Path | None, overwrite: bool) -> Path:
-    out = (Path(out_dir).expanduser() if out_dir else folder / "export_peft").resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise ConfigError(f"--out {out} exists and is not an mwa PEFT export", hint="choose an empty or new folder")
-    if (out / MANIFEST).is_file() and not overwrite:
-        raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
-    return out
 
 
 def _peft_tensors(state: dict[str, Any], *, is_hf: bool) -> tuple[dict[str, Any], list[str], list[str]]:
