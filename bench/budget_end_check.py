@@ -5,7 +5,8 @@
 Writes a BEiT-3 Large weights file of random values in the project's own format (safetensors with the official
 names, as `mwa_cli.models.checkpoint.load_backbone_weights` reads it), prepares the sample photos at the
 backbone's size, then runs each case through the real CLI (`python -m mwa_cli train ... --budget B`, so the
-budget counts from the process start; `--patience 0`: no early stop, the whole budget is used) and measures the wall time from launching the process to its exit.
+budget counts from the process start; `--patience 0`: no early stop, the whole budget is used) and measures
+the wall time from launching the process to its exit.
 Cases (``--cases``):
 
 * ``full-ft``: `--method full-ft` with the weights file: the end writes a checkpoint of the weights and both
