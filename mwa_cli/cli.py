@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "serve",
     "demo",
     "doctor",
+    "settings",
 ]
 
 

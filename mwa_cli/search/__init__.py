@@ -1,4 +1,6 @@
 """`mwa index` / `mwa search`: embed a photos folder with an adapted model and query it by text or by photo.
+The package is also the API's ``mwa_cli.search(index, text, ...) -> dict``: calling it runs
+`mwa_cli.search.run.search_index` (docs/api.md).
 
 Index directory (written by `mwa index`, read by `mwa search`):
 
@@ -15,3 +17,7 @@ Index directory (written by `mwa index`, read by `mwa search`):
 A re-run embeds only files whose size or mtime changed and whose content hash is new; removed files are dropped.
 An index that has an approximate index keeps it on re-runs, updated in place (docs/formats.md has the rules).
 """
+
+from mwa_cli.callable_package import make_callable
+
+make_callable(__name__, "mwa_cli.search.run:search_index")

@@ -5,13 +5,11 @@ server was bound elsewhere (so a web page cannot reach it through DNS rebinding)
 
 from typing import Any
 
-import jinja2
-
 from mwa_cli import __version__
 from mwa_cli.errors import MwaError
-from mwa_cli.report.html import template_dir
 from mwa_cli.serve.labels import LABELS, pick_language
 from mwa_cli.serve.state import LiveIndex
+from mwa_cli.templating import get_template
 
 TEMPLATE = "serve.html.j2"
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
@@ -22,11 +20,6 @@ MAX_TOP = 100
 MAX_QUERY_CHARS = 500
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 HEAT_LIMIT = 4   # heat maps for the first results of a text query: each costs 1 + cells² forward passes
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir(TEMPLATE))), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True):
@@ -40,7 +33,7 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
     app = FastAPI(title="mwa serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     allowed = LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else [])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=["*"] if host in ("0.0.0.0", "::") else allowed)
-    template = _env().get_template(TEMPLATE)
+    template = get_template(TEMPLATE)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
