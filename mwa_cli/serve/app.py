@@ -3,7 +3,7 @@ GET only. Every response carries the report's rules: a CSP that forbids scripts 
 inline data: URIs), no framing, no referrer, no MIME sniffing; only loopback host names are answered unless the
 server was bound elsewhere (so a web page cannot reach it through DNS rebinding)."""
 
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 
@@ -29,8 +29,10 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True):
-    """The ASGI app serving `live` (see the module docstring for the rules every response follows)."""
+def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True,
+               page_context: Callable[[], dict[str, Any]] | None = None):
+    """The ASGI app serving `live` (see the module docstring for the rules every response follows).
+    `page_context` adds variables to every page (the line server's line chooser: serve/lines_app.py)."""
     from fastapi import FastAPI, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -94,7 +96,7 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
         lang = pick_language(request.headers.get("accept-language"))
         html = template.render(result=result, q=q, error=error, index=index.meta, n_images=index.n_images,
                                index_path=str(index.path), mwa_version=__version__, heatmaps=heatmaps,
-                               lang=lang, t=LABELS[lang])
+                               lang=lang, t=LABELS[lang], **(page_context() if page_context else {}))
         return HTMLResponse(html, status_code=status)
 
     def _error_body(exc: MwaError) -> dict[str, Any]:

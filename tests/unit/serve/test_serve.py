@@ -69,13 +69,14 @@ def make_index(root: Path) -> tuple[Path, Path, Path]:
 
 
 class Server:
-    """`python -m mwa_cli serve` in a subprocess, stopped with SIGINT (Ctrl-C) by its own pid."""
+    """`python -m mwa_cli serve` in a subprocess (`what` = --index or --lines), stopped with SIGINT (Ctrl-C) by its
+    own pid."""
 
-    def __init__(self, index: Path, *extra: str):
+    def __init__(self, index: Path, *extra: str, what: str = "--index"):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mwa_cli", "serve", "--index", str(index), "--port",
+        self.proc = subprocess.Popen([sys.executable, "-m", "mwa_cli", "serve", what, str(index), "--port",
                                       str(self.port), "--device", "cpu", *extra], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -83,7 +84,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"mwa serve exited: {self.proc.communicate()[1][-2000:]}")
             try:
-                if get(self.base + "/api/status")[0] == 200:
+                if get(self.base + ("/api/lines" if what == "--lines" else "/api/status"))[0] == 200:
                     return
             except OSError:
                 time.sleep(0.3)
