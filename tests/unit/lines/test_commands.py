@@ -90,3 +90,10 @@ def test_lines_use_no_training_code_and_no_terminal():
     assert len(modules) > 5 and not any(wrong.values()), wrong
     terminal = [p.name for p in (PACKAGE / "lines").glob("*.py") if reaches(all_imports(p), "rich")]
     assert terminal == []
+
+
+def test_every_line_command_shows_examples_in_its_help():
+    for name in ("add", "publish", "list", "show", "rollback", "report"):
+        res = runner.invoke(app, ["line", name, "--help"], env={"COLUMNS": "120"})
+        assert res.exit_code == 0 and "Examples" in res.output, name
+    assert "Typical flow" in runner.invoke(app, ["line", "--help"]).output
