@@ -33,18 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_name, publish
+from bench_search_memory import _status_kib
+from benchlib import cpu_name, publish, save_run
 
 QUERY = "a long scratch on the upper left of a steel plate"
-
-
-def _status_kib() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":", 1)[0]
-        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-            out[key] = int(line.split()[1])
-    return out
 
 
 def _mib(kib: float) -> float:
@@ -53,23 +45,7 @@ def _mib(kib: float) -> float:
 
 def make_adapters(folder: Path, n: int, backbone: str, method: str) -> list[Path]:
     """`n` adapter folders of `method` on `backbone` (seed 0), each moved off its initial values differently."""
-    import torch
-
-    from mwa_cli.adapters.io import save_adapter
-    from mwa_cli.adapters.registry import apply_method
-    from mwa_cli.models.presets import build_backbone
-
-    out = []
-    for i in range(n):
-        torch.manual_seed(0)
-        model, info = build_backbone(backbone)
-        applied = apply_method(model, method)
-        g = torch.Generator().manual_seed(i + 1)
-        with torch.no_grad():
-            for _, p in applied.trainable_named_parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        out.append(save_adapter(folder / f"line{i:02d}", model, applied, info).parent)
-    return out
+    return [save_run(folder / f"line{i:02d}", backbone, method, perturb=0.02, seed=i + 1) for i in range(n)]
 
 
 def _device_name(device: str) -> str:
@@ -137,7 +113,8 @@ def swap_timing(adapters: list[Path], device: str, repeats: int = 50) -> dict[st
         sync()
         swap.append((t1 - t0) * 1000)
         encode.append((time.perf_counter() - t1) * 1000)
-    return {"swap_ms_median": round(statistics.median(swap), 3), "encode_ms_median": round(statistics.median(encode), 2),
+    return {"swap_ms_median": round(statistics.median(swap), 3),
+            "encode_ms_median": round(statistics.median(encode), 2),
             "adapter_tensors": len(states[0]), "adapter_mib": round(sum(v.numel() * v.element_size()
                                                                         for v in states[0].values()) / 2**20, 2),
             "device": device, "device_name": _device_name(device)}

@@ -61,11 +61,12 @@ def backbone_mismatch(line_backbone: dict[str, Any] | None, run_backbone: dict[s
         return "none" if v is None else str(v)[:12] + "…"
 
     if line_backbone.get("name") != run_backbone.get("name"):
-        return f"the line's backbone is {line_backbone.get('name')}, this adapter was made for {run_backbone.get('name')}"
+        return (f"the line's backbone is {line_backbone.get('name')}, this adapter was made for "
+                f"{run_backbone.get('name')}")
     if line_backbone.get("weights_sha256") != run_backbone.get("weights_sha256"):
         return (f"the line's backbone weights are {short(line_backbone.get('weights_sha256'))}, this adapter was "
                 f"trained on {short(run_backbone.get('weights_sha256'))}")
-    if line_backbone.get("config") != run_backbone.get("config") or line_backbone.get("seed") != run_backbone.get("seed"):
+    if any(line_backbone.get(k) != run_backbone.get(k) for k in ("config", "seed")):
         return f"the line's {line_backbone.get('name')} and this adapter's differ in shape or random seed"
     return None
 

@@ -14,9 +14,8 @@ def _recall(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if not summary:
         return None
     ci = summary.get("ci95") or {}
-    return {"mean_recall": summary.get("mean_recall"), "ci95": ci.get("mean_recall"), "protocol": summary.get("protocol"),
-            "split": summary.get("split"), "dataset_hash": summary.get("dataset_hash"),
-            "n_images": summary.get("n_images")}
+    return {"mean_recall": summary.get("mean_recall"), "ci95": ci.get("mean_recall"),
+            **{k: summary.get(k) for k in ("protocol", "split", "dataset_hash", "n_images")}}
 
 
 def version_row(line: Line, n: int, *, verify: bool = False) -> dict[str, Any]:

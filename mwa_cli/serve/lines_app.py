@@ -152,7 +152,8 @@ def create_lines_app(lines: LiveLines, *, host: str = "127.0.0.1", heatmaps: boo
     from mwa_cli.serve.app import create_app
 
     dispatch = LineDispatch(lines)
-    app = create_app(dispatch, host=host, heatmaps=heatmaps, page_context=dispatch.page_context)  # type: ignore[arg-type]
+    app = create_app(dispatch, host=host, heatmaps=heatmaps,  # type: ignore[arg-type] - LiveIndex's interface
+                     page_context=dispatch.page_context)
     # appended, not add_middleware (which puts it outermost): the host guard and the security headers of
     # create_app wrap its answers too
     app.user_middleware.append(Middleware(SelectLine, lines=lines))

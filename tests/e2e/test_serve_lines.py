@@ -6,7 +6,6 @@ line report rendered in the browser."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -19,7 +18,7 @@ from mwa_cli.lines.publish import publish, rollback
 from mwa_cli.lines.store import LineStore
 from tests.e2e.test_report_browser import CHROMIUM, chromium
 from tests.helpers.line_store import make_sample
-from tests.unit.serve.test_serve import DevTools, Server, free_port, get
+from tests.unit.serve.test_serve import Server, browser_page, get
 
 pytestmark = pytest.mark.slow
 TEXTS = ["a large scratch on the upper right of a brushed metal plate", "a hole in the centre of a wooden board"]
@@ -118,53 +117,31 @@ def test_switch_under_load_fails_no_request_and_never_mixes_versions(served):
                                               "installs it): real-browser check skipped")
 def test_browser_chooses_a_line_and_keeps_it_when_following_a_link(served, tmp_path):
     pytest.importorskip("websockets", reason="websockets drives the browser (installed by .[dev])")
-    from websockets.sync.client import connect
-
     server, _, _ = served
-    port = free_port()
-    browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                                "--disable-dev-shm-usage", f"--remote-debugging-port={port}",
-                                "--remote-allow-origins=*", f"--user-data-dir={tmp_path / 'profile'}",
-                                "--window-size=1200,900", server.base + "/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        pages: list = []
-        while time.monotonic() < deadline and not pages:
-            try:
-                pages = [p for p in json.loads(get(f"http://127.0.0.1:{port}/json/list")[2]) if p["type"] == "page"]
-            except OSError:
-                time.sleep(0.3)
-        assert pages, "chromium's DevTools endpoint did not come up"
-        with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
-            dt = DevTools(ws)
-            dt.wait_for("document.readyState === 'complete' && !!document.querySelector('select[name=line]')")
-            current = _lines(server)["line-4"]["served"]
-            assert dt.js("[...document.querySelectorAll('select[name=line] option')].map(o => o.value).join()") == \
-                "line-3,line-4"
-            # choose line-4 in the list, type a query, press Enter
-            dt.js("document.querySelector('select[name=line]').value = 'line-4'")
-            dt.js("document.querySelector('input[name=q]').focus()")
-            dt.call("Input.insertText", text="a hole")
-            for kind in ("keyDown", "keyUp"):
-                dt.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                        text="\r" if kind == "keyDown" else "")
-            dt.wait_for("location.search.includes('line=line-4') && document.querySelectorAll('#results .card')"
-                        ".length > 0")
-            assert dt.js("document.querySelector('#line-version').innerText") == f"line line-4 · v{current}"
-            assert dt.js("document.querySelector('select[name=line]').value") == "line-4"
-            assert dt.js("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
-            dt.click("#results .card a")
-            dt.wait_for("location.pathname.startsWith('/photo/')")
-            assert "line=line-4" in dt.js("location.search")
-            assert dt.js("document.querySelector('#line-version').innerText").startswith("line line-4")
-    finally:
-        browser.terminate()
-        try:
-            browser.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            browser.kill()
+    with browser_page(server.base + "/", tmp_path / "profile") as dt:
+        dt.wait_for("document.readyState === 'complete' && !!document.querySelector('select[name=line]')")
+        current = _lines(server)["line-4"]["served"]
+        assert dt.js("[...document.querySelectorAll('select[name=line] option')].map(o => o.value).join()") == \
+            "line-3,line-4"
+        # choose line-4 in the list with the keyboard, type a query, press Enter
+        dt.js("document.querySelector('select[name=line]').focus()")
+        for kind in ("keyDown", "keyUp"):
+            dt.call("Input.dispatchKeyEvent", type=kind, key="ArrowDown", code="ArrowDown", windowsVirtualKeyCode=40)
+        assert dt.js("document.querySelector('select[name=line]').value") == "line-4"
+        dt.js("document.querySelector('input[name=q]').focus()")
+        dt.call("Input.insertText", text="a hole")
+        for kind in ("keyDown", "keyUp"):
+            dt.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
+                    text="\r" if kind == "keyDown" else "")
+        dt.wait_for("location.search.includes('line=line-4') && document.querySelectorAll('#results .card')"
+                    ".length > 0")
+        assert dt.js("document.querySelector('#line-version').innerText") == f"line line-4 · v{current}"
+        assert dt.js("document.querySelector('select[name=line]').value") == "line-4"
+        assert dt.js("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+        dt.click("#results .card a")
+        dt.wait_for("location.pathname.startsWith('/photo/')")
+        assert "line=line-4" in dt.js("location.search")
+        assert dt.js("document.querySelector('#line-version').innerText").startswith("line line-4")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed: real-browser check skipped")

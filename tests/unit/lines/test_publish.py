@@ -32,7 +32,8 @@ def test_add_makes_the_layout_and_refuses_bad_names_and_foreign_folders(store, s
     line = LineStore.create(store).add("line-3", data_dir=sample.data)
     assert (store / ".mwa-lines").is_file() and (store / "line-3" / "line.json").is_file()
     assert line.current is None and line.history == []
-    assert line.held_out["split"] == "test" and line.held_out["n_images"] == 32 and line.held_out["set_by"] == "line add"
+    held = line.held_out
+    assert held["split"] == "test" and held["n_images"] == 32 and held["set_by"] == "line add"
     assert LineStore.create(store).add("第3ライン").held_out is None  # any script; held-out set at first publish
     assert LineStore.open(store).names() == ["line-3", "第3ライン"]
     with pytest.raises(MwaError, match="already exists"):
