@@ -52,6 +52,11 @@ def _recall(rec: Optional[dict[str, Any]]) -> str:
     return fmt_num(rec["mean_recall"], 2) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
+def _when(iso: Optional[str]) -> str:
+    """An ISO time as the tables show it: date and minute (the JSON keeps the whole)."""
+    return iso[:16].replace("T", " ") if iso else "—"
+
+
 def register(app: typer.Typer) -> None:
     line_app = typer.Typer(help=HELP, no_args_is_help=True, rich_markup_mode="rich")
     app.add_typer(line_app, name="line")
@@ -138,7 +143,8 @@ def register(app: typer.Typer) -> None:
         for r in res["lines"]:
             table.add_row(escape(r["line"]), f"v{r['current']}" if r.get("current") else "—",
                           str(r.get("versions", "—")), escape(str(r.get("backbone") or "—")),
-                          "yes" if r.get("indexed") else "no", escape(str(r.get("changed") or r.get("error"))))
+                          "yes" if r.get("indexed") else "no",
+                          escape(_when(r["changed"]) if r.get("changed") else str(r.get("error"))))
         console.print(table)
 
     @line_app.command("show", help="One line: its held-out set, every version (held-out recall with its 95 % "
@@ -166,7 +172,7 @@ def register(app: typer.Typer) -> None:
                       highlight=False)
         _versions_table(res["versions"], verify)
         for e in res["history"][-10:]:
-            console.print(f"  {escape(str(e.get('at')))} {e.get('action')} → v{e.get('version')} by "
+            console.print(f"  {escape(_when(e.get('at')))} {e.get('action')} → v{e.get('version')} by "
                           f"{escape(str(e.get('by')))}" + (f": {escape(e['why'])}" if e.get("why") else ""),
                           highlight=False)
 
@@ -227,7 +233,7 @@ def _view(summary: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 def _versions_table(rows: list[dict[str, Any]], verify: bool) -> None:
     table = Table(title_justify="left")
-    for col in ("ver", "held-out mean recall [95 %]", "run", "published", "by"):
+    for col in ("ver", "recall [95 %]", "run", "indexed", "published", "by"):
         table.add_column(col, overflow="fold")
     if verify:
         table.add_column("files", overflow="fold")
@@ -235,11 +241,13 @@ def _versions_table(rows: list[dict[str, Any]], verify: bool) -> None:
         mark = "→ " if r["current"] else "  "
         forced = " [yellow](forced)[/]" if r.get("forced") else ""
         cells = [f"{mark}v{r['version']}", _recall(r.get("held_out")) + forced, escape(str(r.get("run") or "—")),
-                 escape(str(r.get("published") or "—")), escape(str(r.get("by") or "—"))]
+                 "yes" if r["indexed"] else "no", _when(r.get("published")), escape(str(r.get("by") or "—"))]
         if verify:
             cells.append(escape(r.get("integrity", "")))
         table.add_row(*cells)
     console.print(table)
+    console.print("  recall: mean recall on the held-out set at publish time, 95 % interval",
+                  highlight=False)
     sizes = [r.get("adapter_bytes") for r in rows if r.get("adapter_bytes")]
     if sizes:
         console.print(f"  adapters: {fmt_bytes(sizes[-1])} each (the backbone is shared)", highlight=False)
