@@ -19,9 +19,11 @@ from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json
 from mwa_cli.safe_open import InputFileError, load_json, read_text
 
-MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "export": ".mwa-export"}
+MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "lines": ".mwa-lines",
+           "export": ".mwa-export"}
 LOCK = ".lock"
-WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "export": "export folder"}
+WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "lines": "line store",
+        "line": "production line", "export": "export folder"}
 
 
 def read_marker(path: Path, kind: str) -> dict[str, Any] | None:

@@ -36,3 +36,22 @@ def read_manifest(export_dir: str | Path) -> dict[str, Any]:
                               f"(format {meta.get('format')}, version {meta.get('format_version')})",
                               hint="export the run again with this version of mwa")
     return meta
+
+
+def export_out_dir(run_folder: Path, out_dir: str | Path | None, default: str, manifest: str, overwrite: bool,
+                   ) -> Path:
+    """The folder an export is written to (`default` inside the run folder when not given): refuses a file, a
+    folder holding files mwa did not write (an export's marker or its `manifest` says mwa did: what a killed
+    export left is written over), or an earlier export unless `overwrite`."""
+    from mwa_cli.outdir import is_empty, read_marker
+
+    out = (Path(out_dir).expanduser() if out_dir else Path(run_folder) / default).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
+    if not is_empty(out) and read_marker(out, "export") is None and not (out / manifest).is_file():
+        names = sorted(p.name for p in out.iterdir())[:4]
+        raise ConfigError(f"--out {out} holds files mwa did not write ({', '.join(names)}): nothing in it is changed",
+                          hint="choose an empty or new folder")
+    if (out / manifest).is_file() and not overwrite:
+        raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
+    return out

@@ -14,7 +14,7 @@ from torch import nn
 from mwa_cli import __version__
 from mwa_cli.errors import EXIT_EXPORT, ConfigError, MwaError
 from mwa_cli.export.folder import claim_export_dir
-from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE
+from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE, export_out_dir
 from mwa_cli.fileio import atomic_write
 from mwa_cli.runs import read_run_config
 
@@ -73,9 +73,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
                           hint="scaled dot-product attention needs opset 14 or later; the default is 17")
     t0 = time.perf_counter()
     folder, adapter_cfg = read_adapter_config(run_dir)
-    out = Path(out_dir).expanduser() if out_dir else folder / "export_onnx"
-    out = out.resolve()
-    with claim_export_dir(out, overwrite=overwrite):
+    out = export_out_dir(folder, out_dir, "export_onnx", MANIFEST_FILE, overwrite)
+    with claim_export_dir(out):
         return _export_into(folder, adapter_cfg, out, t0, weights=weights, tokenizer=tokenizer, opset=opset,
                             check=check)
 
@@ -129,6 +128,8 @@ def _export_into(folder: Path, adapter_cfg: dict[str, Any], out: Path, t0: float
         "hf": is_hf,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if getattr(sm.info, "random_weights", False):  # `--weights none`: every load of the export says so
+        manifest["random_weights"] = True
     if check:
         manifest["check"] = _check(out, model, sm.tokenizer, size)
     from mwa_cli.fileio import atomic_write_json

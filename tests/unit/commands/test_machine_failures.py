@@ -23,12 +23,13 @@ from mwa_cli.cli import app
 from mwa_cli.data import cache as cache_mod
 from mwa_cli.env_errors import explain
 from mwa_cli.errors import EXIT_NO_MEMORY, EXIT_NO_SPACE, EXIT_NOT_WRITABLE
+from mwa_cli.resources import SAMPLE_DATA, package_path
 from tests.helpers.paths import REPO
 from tests.helpers.photos import make_photos
 from tests.helpers.special_files import mounted_tmpfs
 
 runner = CliRunner()
-SAMPLE = REPO / "sample_data"  # 440 photos: a 224 px cache is 66 MB, a 32 px one 1.4 MB
+SAMPLE = package_path(SAMPLE_DATA)  # 440 photos: a 224 px cache is 66 MB, a 32 px one 1.4 MB
 ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
 
