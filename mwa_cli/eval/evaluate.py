@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.eval.chance import instance_chance
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
@@ -97,6 +98,7 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
                                 labels=split_data.labels if has_labels else None, ranks_out=ranks)
     result = {"split": split_data.split}
     result.update(metrics)
+    result["chance"] = instance_chance(split_data.text_to_image.numpy())  # a random ranking on these queries
     if not has_labels:
         result.setdefault("per_label", {})
     level_ranks: dict = {}
@@ -147,6 +149,18 @@ def evaluation_numerics():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
+def frozen_backbone(backbone: str, weights: str | None, tokenizer: str | None, device: torch.device,
+                    precision: str | None = None):
+    """(model in eval mode on `device`, tokenizer, BackboneInfo, precision) of a backbone as it is (zero-shot)."""
+    from mwa_cli.models.presets import build_backbone, require_weights
+
+    model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
+    model.to(device)
+    model.eval()
+    tok = load_tokenizer(tokenizer or getattr(info, "tokenizer_path", None), int(model.config.text_len), model=model)
+    return model, tok, info, resolve_precision(precision or "auto", device)
+
+
 def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = None, split: str = "test",
                     device: str = "auto", precision: str | None = None, batch_size: int | None = None,
                     tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
@@ -165,17 +179,10 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     run_cfg: dict = {}
     out_dir: Path | None = None
     if method == "frozen" and backbone:
-        from mwa_cli.models.presets import build_backbone, require_weights
-
-        model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
+        model, tok, info, prec = frozen_backbone(backbone, weights, tokenizer, dev, precision)
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target
-        prec = resolve_precision(precision or "auto", dev)
-        model.to(dev)
-        model.eval()
-        tok = load_tokenizer(tokenizer or getattr(info, "tokenizer_path", None), int(model.config.text_len),
-                             model=model)
     else:
         if target is None:
             raise ConfigError("nothing to evaluate", hint="give a run folder or an adapter file")
@@ -191,7 +198,8 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     if batch_size is None:
         batch_size = int(run_cfg.get("eval_batch_size") or 128)
     ds_info = load_dataset_info(Path(data_dir))
-    identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
+    identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash"),
+                "backbone_weights_sha256": getattr(info, "weights_sha256", None)}
     ranks: dict = {}
     with evaluation_numerics():
         result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),
