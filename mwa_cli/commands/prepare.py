@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mwa_cli.commands.common import console, emit_json, err_console, guarded
@@ -83,12 +84,11 @@ def _print_summary(res) -> None:  # noqa: ANN001
             console.print(f"  {n:>5} × {reason}: {rejected_examples(res.rejected, reason)}", highlight=False)
     tok = rep["tokenizer_coverage"]
     if tok["status"] == "ok":
-        frac = tok["unknown_fraction"] * 100
-        style = "red" if frac >= 1 else ("yellow" if tok["unknown_tokens"] else "green")
-        chars = " ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12])
-        console.print(f"tokenizer coverage ({Path(tok['tokenizer']).name}): [{style}]{tok['unknown_tokens']} of "
-                      f"{tok['tokens']} tokens unknown ({frac:.1f} %), in {tok['texts_with_unknown']} of "
-                      f"{tok['texts']} captions[/]" + (f"; most frequent unknown: {chars}" if chars else ""),
+        from mwa_cli.data.stats import coverage_line
+
+        line, severity = coverage_line(tok)
+        style = {"bad": "red", "some": "yellow", "ok": "green"}[severity]
+        console.print(f"tokenizer coverage ({Path(tok['tokenizer']).name}): [{style}]{escape(line)}[/]",
                       highlight=False)
         if tok["unknown_tokens"]:
             console.print("  [yellow]the model cannot read these characters: `mwa train --extend-vocab auto` "
