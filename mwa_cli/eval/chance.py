@@ -5,9 +5,10 @@ K of the n without replacement). Instance level: an image query matches its own 
 image (about K / candidates). Label level: the items carrying the query's caption text or label, so chance follows
 the label frequencies. R@K chance is the mean over the queries, RSUM chance the sum of the six.
 
-The interval is the 95 % range a random ranking would fall in on these queries (each query's hits at K = 1, 5, 10
-are counted together: they are nested, not independent), by the normal approximation: a run inside it cannot be
-told from guessing.
+The interval is the 95 % range a random model (random scores) would fall in on these queries, by the normal
+approximation: a run inside it cannot be told from guessing. Each query's hits at K = 1, 5, 10 are counted
+together (they are nested); queries of one direction are independent; the two directions share the scores, so
+their spreads add as if fully correlated (a slightly wide range rather than a narrow one).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def chance_recalls(i2t_matches: np.ndarray, n_captions: int, t2i_matches: np.nda
     i2t, var_i = _direction(np.asarray(i2t_matches), int(n_captions), ks)
     t2i, var_t = _direction(np.asarray(t2i_matches), int(n_images), ks)
     rsum = sum(i2t.values()) + sum(t2i.values())
-    half = Z95 * float(np.sqrt(var_i + var_t))
+    # within a direction the queries are independent (disjoint rows, or columns, of a random score matrix); across
+    # directions they share scores, so their spreads are added as if fully correlated (an upper bound)
+    half = Z95 * float(np.sqrt(var_i) + np.sqrt(var_t))
     return {"i2t": i2t, "t2i": t2i, "rsum": rsum, "rsum_ci95": [max(0.0, rsum - half), rsum + half]}
 
 

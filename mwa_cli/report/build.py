@@ -58,6 +58,7 @@ from mwa_cli.report.estimate import full_ft_command
 from mwa_cli.report.gallery import DataDir, build_gallery
 from mwa_cli.report.i18n import fmt_money, fmt_pct, is_num, t
 from mwa_cli.report.protocols import PROTOCOLS, choose_primary_protocol, protocol_sentences, recall_under
+from mwa_cli.train.budget import share_text
 
 RECALL_KEYS = [("i2t", "r1"), ("i2t", "r5"), ("i2t", "r10"), ("t2i", "r1"), ("t2i", "r5"), ("t2i", "r10")]
 MAIN_METHOD = "mwa"
@@ -412,8 +413,7 @@ def _curve_protocol_notes(runs: list[Run], protocol: str, lang: str) -> list[str
 
 
 def _schedule_words(sched: dict[str, Any]) -> dict[str, str]:
-    share = sched["share_pct"]
-    return {"steps": f"{sched['steps']:,}", "pct": f"{share:.1f}" if share < 1 else f"{share:.0f}",
+    return {"steps": f"{sched['steps']:,}", "pct": share_text(sched["share_pct"]),
             "default": f"{sched['default_steps']:,}"}
 
 

@@ -173,7 +173,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "tag_did_not_learn": "did not learn",
         "tag_collapsed": "collapsed",
         "col_protocol_of": "{col} ({protocol})",
-        "demo_took": "{name}: {steps} steps in {time}",
         "gallery_hits_label_level": "Correct here means what the verdict counts (label level): a caption with the "
                                     "text of one of the photo's own captions, or a photo that has the query caption "
                                     "(or, with --label key, the same label).",
@@ -392,7 +391,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "tag_did_not_learn": "学習できず",
         "tag_collapsed": "崩壊",
         "col_protocol_of": "{col}（{protocol}）",
-        "demo_took": "{name}：{steps} ステップ、{time}",
         "gallery_hits_label_level": "ここでの正解は結論と同じ数え方（ラベル単位）です：写真自身のキャプションと同じ文の"
                                     "キャプション、またはクエリのキャプションを持つ写真（ラベルをキーにした場合は同じ"
                                     "ラベル）を正解とします。",
