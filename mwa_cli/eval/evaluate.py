@@ -46,6 +46,20 @@ class SplitData:
         return len(self.captions)
 
 
+def image_order(image_ids, labels) -> tuple[list[str], list[str], list[int]]:
+    """(unique image ids in first-appearance order, each one's label, each caption row's image index) of a split's
+    manifest rows: the order of eval.json's image queries and eval_ranks.json."""
+    pos: dict[str, int] = {}
+    image_labels: list[str] = []
+    t2i = []
+    for image_id, label in zip(image_ids, labels):
+        if image_id not in pos:
+            pos[image_id] = len(pos)
+            image_labels.append(str(label or ""))
+        t2i.append(pos[image_id])
+    return list(pos), image_labels, t2i
+
+
 def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
     """Gather split `split` from the manifest; `cache` is an ImageCache (for `.index_of`)."""
     from mwa_cli.data.manifest import load_manifest
@@ -55,15 +69,7 @@ def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
     if len(sub) == 0:
         raise DataError(f"the {split!r} split of {data_dir} is empty",
                         hint="re-run `mwa prepare` with a larger split, or evaluate another split with --split")
-    pos: dict[str, int] = {}
-    labels: list[str] = []
-    t2i = []
-    for image_id, label in zip(sub["image_id"], sub["label"]):
-        if image_id not in pos:
-            pos[image_id] = len(pos)
-            labels.append(label or "")
-        t2i.append(pos[image_id])
-    ids = list(pos)
+    ids, labels, t2i = image_order(sub["image_id"], sub["label"])
     rows = np.array([cache.index_of(i) for i in ids], dtype=np.int64)
     return SplitData(split=split, image_ids=ids, image_rows=rows, labels=labels, captions=list(sub["caption"]),
                      text_to_image=torch.tensor(t2i, dtype=torch.long), caption_indices=list(range(len(sub))))

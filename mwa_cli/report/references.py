@@ -32,19 +32,13 @@ def _from_eval(ev: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
 def _from_manifest(data: DataDir, split: str, key: str) -> dict[str, dict[str, Any]]:
     import torch  # only for runs evaluated by an older mwa (their eval.json has no chance)
 
+    from mwa_cli.eval.evaluate import image_order
     from mwa_cli.eval.label_level import level_chance, protocol_groups
 
     rows = data.split_rows(split)
     if not len(rows):
         return {}
-    pos: dict[str, int] = {}
-    labels: list[str] = []
-    t2i = []
-    for image_id, label in zip(rows["image_id"], rows["label"]):
-        if image_id not in pos:
-            pos[image_id] = len(pos)
-            labels.append(str(label or ""))
-        t2i.append(pos[image_id])
+    _, labels, t2i = image_order(rows["image_id"], rows["label"])
     if key == "label" and not all(labels):
         key = "caption"
     groups = protocol_groups(key, labels, [str(c) for c in rows["caption"]], torch.tensor(t2i))
