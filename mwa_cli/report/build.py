@@ -18,9 +18,12 @@ Shape (``schema_version`` 1)::
                              "level"} | null,   # bootstrap over test images (evidence.py); null without ranks
                "recall_delta_ci": {"value", "ci95", "se", ...} | null,   # paired, vs the baseline
                "protocol_name": "instance|label_level", "seed", "seed_group": name | null,
+               "learning": {"status", "vs_zero_shot", "above_zero_shot", "below_zero_shot", "above_chance",
+                            "chance_rsum", "collapse", "schedule"},   # learning.py; docs/formats.md, "Report"
                "time_to_quality": {"curve": [[minutes, val_rsum]], "best_val_rsum", "checks", "reference",
+                                   "floor", "below_floor",
                                    "to": {"95": {"time_s", "step", "val_rsum", "device_hours"} | null, "99": ...}},
-               "roi_basis": "time_to_quality|not_reached|whole_run",
+               "roi_basis": "time_to_quality|not_reached|whole_run" | null,   # null (and roi null): no verdict
                "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
                         "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
                "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
@@ -31,9 +34,12 @@ Shape (``schema_version`` 1)::
                "provenance": {"device_name", "device_type", "n_devices", "torch", "mwa", "command", "created",
                               "budget_s"},
                "gallery": {...} | null}],
+     "references": {"chance": {protocol: {...}}, "zero_shot": {...} | null, "zero_shot_note"},
+     "decision": {"kind": "compare|no_verdict", "roi_withheld", "runs_not_learned", "seeds": {...} | null,
+                  "single_seed"},
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
      "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
-     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run"},
+     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run", "zero_shot_val_rsum"},
      "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
                       "best_val_rsum", "to_95_s", "to_99_s", "reached": {"95": k, "99": k}}],
      "protocol": "...", "primary_protocol": "instance|label_level",
@@ -428,7 +434,8 @@ def _seed_rows(groups: dict[str, list[Run]], out_runs: list[dict[str, Any]]) -> 
             "best_val_rsum": evidence.spread([x["time_to_quality"]["best_val_rsum"] for x in rows]),
             **{f"to_{p}_s": evidence.spread([(x["time_to_quality"]["to"].get(str(p)) or {}).get("time_s")
                                              for x in rows]) for p in evidence.TARGETS},
-            "reached": {str(p): sum(1 for x in rows if x["time_to_quality"]["to"].get(str(p))) for p in evidence.TARGETS},
+            "reached": {str(p): sum(1 for x in rows if x["time_to_quality"]["to"].get(str(p)))
+                        for p in evidence.TARGETS},
         })
     return seed_rows
 

@@ -184,7 +184,8 @@ def _cost_grid(rep: dict[str, Any], lang: str) -> Grid:
     keys = ("wall", "hours", "sps", "mem", "trainable", "artefact")
     heads = [t(lang, "col_wall"), t(lang, rep["hours_unit"])] + [
         t(lang, k) for k in ("col_sps", "col_mem", "col_trainable", "col_artefact")]
-    return Grid(t(lang, "sec_cost"), heads, [(*_name(r, lang), [r[k] for k in keys]) for r in view.cost_rows(rep, lang)])
+    rows = [(*_name(r, lang), [r[k] for k in keys]) for r in view.cost_rows(rep, lang)]
+    return Grid(t(lang, "sec_cost"), heads, rows)
 
 
 def _roi_grid(rep: dict[str, Any], lang: str) -> Grid:
@@ -235,8 +236,8 @@ def print_report(rep: dict[str, Any], console: Console | None = None, explain: b
     title = t(lang, "sec_recall_primary", protocol=t(lang, f"protocol_{primary}")) if secondary else t(lang, "sec_recall")
     print_grid(con, _recall_grid(rep, lang, title, None), lang)
     if secondary:
-        print_grid(con, _recall_grid(rep, lang, t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}")),
-                                     secondary), lang)
+        title2 = t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}"))
+        print_grid(con, _recall_grid(rep, lang, title2, secondary), lang)
     if any((r.get("time_to_quality") or {}).get("checks") for r in rep["runs"]):
         print_grid(con, _ttq_grid(rep, lang), lang)
     if srows := view.seed_rows(rep, lang):
