@@ -162,6 +162,7 @@ def _saving(x: Any, lang: str, digits: int = 0) -> tuple[str, str]:
 
 def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     rows = []
+    plain = withheld(rep)
     for i, r in enumerate(rep["runs"]):
         c, s = r["cost"], r["savings_pct"]
         ce, se = r["estimated"]["cost"], r["estimated"]["savings"]
@@ -170,6 +171,7 @@ def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
 
         def with_saving(text: str, key: str, digits: int = 0) -> dict[str, Any]:
             sub, cls = _saving(s[key], lang, digits)
+            cls = "" if plain else cls  # runs that learned nothing: a saving is no good news
             return _cell(text, ce, sub=sub, sub_cls=cls, sub_estimated=se and not ce)
 
         rows.append({
