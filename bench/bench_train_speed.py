@@ -42,10 +42,15 @@ VARIANTS = [
     ("mwa", {"preset": "paper-code"}, False, False, 1),
     ("full-ft", None, "reduce-overhead", False, 1),
     ("mwa", {"layers": "top-third"}, "reduce-overhead", True, 1),
+    ("full-ft", None, "graph", False, 1),
+    ("mwa", None, "graph", False, 1),
+    ("nke", None, "graph", False, 1),
+    ("mwa", {"layers": "top-third"}, "graph", True, 1),
+    ("mwa", None, "reduce-overhead", False, 1),
 ]
 FRACTIONS = {"top-half": 2, "top-third": 3, "top-quarter": 4}
-BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-tiny-test": 8}
-DEPTH = {"beit3-base": 12, "beit3-large": 24, "beit3-tiny-test": 2}
+BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-mini": 128, "beit3-tiny-test": 8}
+DEPTH = {"beit3-base": 12, "beit3-large": 24, "beit3-mini": 4, "beit3-tiny-test": 2}
 
 
 def resolve_options(backbone: str, options: dict | None) -> dict | None:
@@ -134,8 +139,10 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
+    graph = compile_ == "graph"  # regional compilation + the whole step as one CUDA graph (train/step_graph.py)
+    compile_ = True if graph else compile_
     trainer = build_trainer(backbone, method, method_options=options, device=args.device, precision="bf16",
-                            compile=compile_ and not cached, drop_path=0.0)
+                            compile=compile_ and not cached, drop_path=0.0, cuda_graph=graph)
     batch_size = BATCH[backbone] * batch_mult
     extra: dict = {}
     if cached:  # as `mwa train --feature-cache`: fill eagerly, then compile the layers that train
@@ -144,13 +151,14 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     else:
         batch = trainer.random_batch(batch_size, text_len=args.text_len)
     warmup = args.warmup + (5 if compile_ else 0)
-    if isinstance(compile_, str):
-        extra["compile_mode"] = compile_
+    if isinstance(compile_, str) or graph:
+        extra["compile_mode"] = "graph" if graph else compile_
     times = trainer.time_steps(batch, n=args.steps, warmup=warmup, window=args.window)
     med = statistics.median(times)
     flops = step_flops(trainer, batch_size, args.text_len, cached)
     row = {
-        "backbone": backbone, "method": method, "options": options or {}, "compile": compile_, "cache": cached,
+        "backbone": backbone, "method": method, "options": options or {},
+        "compile": "graph" if graph else compile_, "cache": cached,
         "batch": batch_size, "median_ms": 1e3 * med, "spread_ms": 1e3 * (max(times) - min(times)),
         "samples_per_s": batch_size / med,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,

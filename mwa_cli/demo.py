@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from mwa_cli.errors import EXIT_USAGE, MwaError
+from mwa_cli.settings import report_settings
 
 if TYPE_CHECKING:
     from mwa_cli.train.loop import ProgressFn
@@ -124,5 +125,6 @@ def run_demo(
             took = (run.timing or {}).get("wall_s")
             say(f"      {name}: {run.steps} steps in {fmt_duration(took)}")
     say("3/3 writing the report")
-    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft", say=say)
+    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft", say=say,
+                                **report_settings())
     return result

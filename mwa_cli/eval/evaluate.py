@@ -186,6 +186,10 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     out_dir: Path | None = None
     if method == "frozen" and backbone:
         model, tok, info, prec = frozen_backbone(backbone, weights, tokenizer, dev, precision)
+        if info.random_weights:
+            from mwa_cli.models.sources import note_random_weights
+
+            note_random_weights(info.name)
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target

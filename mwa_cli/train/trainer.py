@@ -23,7 +23,7 @@ from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train.data import augment_batch
 from mwa_cli.train.loss import model_loss
-from mwa_cli.train.optim import build_optimizer
+from mwa_cli.train.optim import build_optimizer, make_capturable
 from mwa_cli.train.schedule import WarmupCosine
 
 OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -42,7 +42,8 @@ class Trainer:
     def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
                  layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
-                 on_message: Callable[[str], None] | None = None, distributed: bool = False):
+                 on_message: Callable[[str], None] | None = None, distributed: bool = False,
+                 cuda_graph: bool = False):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.model.train()
@@ -54,7 +55,8 @@ class Trainer:
         self.on_message = on_message or (lambda _msg: None)
         groups = applied.param_groups(lr, weight_decay, layer_decay)
         model.set_frozen_prefix(int(applied.lowest_trainable_layer))
-        self.optimizer = build_optimizer(groups, self.device)
+        graphs = cuda_graph and self.device.type == "cuda" and precision != "fp16"  # GradScaler syncs the host
+        self.optimizer = build_optimizer(groups, self.device, capturable=graphs)
         self.schedule = WarmupCosine(lr, min_lr, warmup_frac)
         self.schedule.fit(100_000)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -72,6 +74,11 @@ class Trainer:
 
             if dist_context().enabled:
                 self._ddp = wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+        self._graphs = None  # train/step_graph.py: the whole step as one CUDA graph per batch shape
+        if graphs and self._ddp is None and self.optimizer is not None:
+            from mwa_cli.train.step_graph import StepGraphs
+
+            self._graphs = StepGraphs(self.device, self._clear_grads, on_message=self.on_message)
         if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
             model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
 
@@ -95,7 +102,8 @@ class Trainer:
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        # a graph replays its casts; a weight cast cached outside it would go stale inside
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=self._graphs is None)
 
     def use_feature_cache(self, start: int) -> None:
         """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
@@ -164,6 +172,37 @@ class Trainer:
         ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
         mask = batch["padding_mask"].to(self.device, non_blocking=True)
         groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        lr = self.schedule.apply(self.optimizer, self.step_count)
+        loss = self._graph_step(px, ids, mask, groups) if self._graphs is not None and self._graphs.active else None
+        if loss is None:
+            loss = self._eager_step(px, ids, mask, groups)
+        self.step_count += 1
+        self.last_lr = lr
+        return loss
+
+    def _graph_step(self, px, ids, mask, groups) -> torch.Tensor | None:
+        """The step through StepGraphs; None when it ran out of memory (graphs off, the eager back-off retries)."""
+        try:
+            return self._graphs.run(self._update, px, ids, mask, groups)
+        except OOM_ERRORS:
+            if not self._can_back_off():
+                raise
+            self._clear_grads()
+            self._graphs.disable("out of memory while warming up")
+            return None
+
+    def _update(self, px, ids, mask, groups) -> torch.Tensor:
+        """Forward, backward and optimizer update of one batch (what a step graph captures)."""
+        loss = self._forward_backward(px, ids, mask, groups)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _clear_grads(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _eager_step(self, px, ids, mask, groups) -> torch.Tensor:
+        """Forward and backward with the out-of-memory back-off, then the optimizer update."""
         while True:
             oom = False
             try:
@@ -175,15 +214,12 @@ class Trainer:
             if not oom:
                 break
             self._halve_micro_batch(px.shape[0])
-        lr = self.schedule.apply(self.optimizer, self.step_count)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step_count += 1
-        self.last_lr = lr
         return loss
 
     def _can_back_off(self) -> bool:
@@ -263,6 +299,8 @@ class Trainer:
         ckpt_mod.load_trainable_state(self.model, state["trainables"])
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+            if self._graphs is not None:  # a checkpoint of an eager run restores float rates and host step counts
+                make_capturable(self.optimizer, self.device)
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -274,7 +312,8 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
                   weights: str | None = None, device: str = "auto", precision: str = "auto",
                   micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
                   weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool | str = False,
-                  total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
+                  total_steps: int = 1000, seed: int = 0, distributed: bool = False,
+                  cuda_graph: bool = False) -> Trainer:
     """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
 
     `distributed`: under torchrun (after `dist.context.init_from_env`), use this rank's device and wrap in DDP."""
@@ -293,7 +332,8 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
     applied = apply_method(model, method, method_options)
     cuda_setup(dev)
     trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
-                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed)
+                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed,
+                      cuda_graph=cuda_graph)
     trainer.schedule.fit(total_steps)
     return trainer
 
