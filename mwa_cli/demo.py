@@ -1,26 +1,25 @@
 """`mwa demo`: the whole job on the bundled sample photos with the built-in backbone, on any machine.
 
-prepare sample_data -> zero-shot (frozen) -> mwa, nke, full-ft with equal budgets (× `seeds`) -> report.
+prepare sample_data -> zero-shot (frozen) -> mwa, nke, full-ft for the same fixed number of steps (× `seeds`) ->
+report. A fixed step count, not a wall-clock budget: a busy machine then takes longer but trains the same runs, so
+two demos give the same numbers (docs/decisions.md, "mwa demo: fixed steps").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from mwa_cli.data.ingest import SAMPLE_DATA
-from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import EXIT_USAGE, MwaError
-from mwa_cli.models.presets import MINI, resolve_config
-from mwa_cli.train.checkpoint import find_checkpoint
-from mwa_cli.report.i18n import fmt_duration
 from mwa_cli.settings import report_settings
-from mwa_cli.train.config import TrainConfig, parse_budget
-from mwa_cli.train.loop import ProgressFn, train
-from mwa_cli.train.setup import images_progress
+
+if TYPE_CHECKING:
+    from mwa_cli.train.loop import ProgressFn
 
 METHODS = ("mwa", "nke", "full-ft")
+DEMO_STEPS = 150  # ≈ 6.8 epochs of the demo's 704 train pairs at batch 32: near each method's plateau (decisions.md)
+DEMO_VAL_CHECKS = 4  # evenly spaced, so the best check (the published adapter) never depends on the clock
 
 
 @dataclass
@@ -50,43 +49,54 @@ def _remove_demo_runs(runs_dir: Path, say: Callable[[str], None]) -> None:
 def run_demo(
     out: Path,
     *,
-    budget_per_method: str = "75s",
+    steps_per_method: int = DEMO_STEPS,
     methods: tuple[str, ...] = METHODS,
-    photos: Path = SAMPLE_DATA,
+    photos: Path | None = None,
     lang: str = "en",
     device: str = "auto",
     say: Callable[[str], None] = print,
-    progress: ProgressFn | None = None,
+    progress: "ProgressFn | None" = None,
     seeds: int = 1,
     force: bool = False,
 ) -> DemoResult:
-    """Prepare the photos, evaluate the zero-shot backbone, train each method on an equal budget (seeds 0…N−1; the
-    runs of seed s > 0 are named `<method>-s<s>`), write the report (mean ± spread over seeds when N > 1).
+    """Prepare the photos, evaluate the zero-shot backbone, train each method for `steps_per_method` steps (seeds
+    0…N−1; the runs of seed s > 0 are named `<method>-s<s>`), say how long each took, write the report (with
+    N > 1 its interval holds the seed-to-seed spread).
 
     Re-running it in the same `out` folder keeps the runs that finished and continues an interrupted one from
     its checkpoint; `force` removes the demo's earlier runs first."""
     if seeds < 1:
         raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=EXIT_USAGE)
+    if steps_per_method < 1:
+        raise MwaError(f"--steps-per-method must be at least 1, not {steps_per_method}",
+                       hint=f"e.g. mwa demo --steps-per-method {DEMO_STEPS}", exit_code=EXIT_USAGE)
+    # pandas and torch: the command line starts without them (`mwa --help` lists this command's default steps)
+    from mwa_cli.data.ingest import SAMPLE_DATA
+    from mwa_cli.data.prepare import prepare_dataset
+    from mwa_cli.models.presets import MINI, resolve_config
     from mwa_cli.report.api import make_report
+    from mwa_cli.report.i18n import fmt_duration
+    from mwa_cli.train.config import TrainConfig
+    from mwa_cli.train.checkpoint import find_checkpoint
+    from mwa_cli.train.loop import train
+    from mwa_cli.train.setup import images_progress
 
-    out = Path(out)
+    out, photos = Path(out), Path(photos or SAMPLE_DATA)
     data_dir, runs_dir = out / "data", out / "runs"
     if force:
         _remove_demo_runs(runs_dir, say)
-    parse_budget(budget_per_method)  # a bad budget is refused before anything runs
     _, cfg = resolve_config(MINI)
     say(f"1/3 preparing {photos} ({lang} captions, {cfg.img_size} px) -> {data_dir}")
     prepare_dataset(photos, data_dir, lang=lang, image_size=cfg.img_size,
                     progress=images_progress(progress, "decoding photos"))
     result = DemoResult(data_dir, runs_dir, out / "report.html", {})
-    plan = [("frozen", None, 0), *[(m, budget_per_method, s) for s in range(seeds) for m in methods]]
+    plan = [("frozen", 0), *[(m, s) for s in range(seeds) for m in methods]]
     names = []
-    for i, (method, budget, seed) in enumerate(plan, start=1):
+    for i, (method, seed) in enumerate(plan, start=1):
         name = method if seed == 0 else f"{method}-s{seed}"
         names.append(name)
         say(f"2/3 [{i}/{len(plan)}] " + ("zero-shot evaluation of beit3-mini" if method == "frozen"
-                                         else f"training {method} for at most {fmt_duration(parse_budget(budget))}"
-                                              f" (seed {seed})"))
+                                         else f"training {method} for {steps_per_method} steps (seed {seed})"))
         run_dir = runs_dir / name
         if (run_dir / "adapter_model.safetensors").is_file() and (run_dir / "eval.json").is_file():
             say(f"      {name} finished in an earlier `mwa demo`: kept (--force starts over)")
@@ -95,11 +105,12 @@ def run_demo(
         if find_checkpoint(run_dir) is not None:  # stopped earlier: continue it where it stopped
             cfg = TrainConfig(resume=str(run_dir), out=str(runs_dir))
         else:
-            cfg = TrainConfig(data_dir=str(data_dir), method=method, backbone=MINI, budget=budget,
+            steps = None if method == "frozen" else steps_per_method
+            cfg = TrainConfig(data_dir=str(data_dir), method=method, backbone=MINI, steps=steps,
                               epochs=1 if method == "frozen" else None, device=device, out=str(runs_dir),
-                              name=name, seed=seed, val_evals=0 if method == "frozen" else None,
+                              name=name, seed=seed, val_evals=0 if method == "frozen" else DEMO_VAL_CHECKS,
                               command=f"mwa train {data_dir} --method {method} --backbone {MINI} --seed {seed}"
-                                      + (f" --budget {budget}" if budget else ""))
+                                      + (f" --steps {steps} --val-evals {DEMO_VAL_CHECKS}" if steps else ""))
         run = train(cfg, progress)
         if run.status == "interrupted":
             raise MwaError(f"the demo stopped during its {name} run; that run's checkpoint and the finished runs "
@@ -110,7 +121,10 @@ def run_demo(
                            hint="run the same `mwa demo` command again to continue, or add --force to start over",
                            exit_code=run.exit_code)
         result.runs[name] = run.to_dict()
+        if method != "frozen":
+            took = (run.timing or {}).get("wall_s")
+            say(f"      {name}: {run.steps} steps in {fmt_duration(took)}")
     say("3/3 writing the report")
-    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft",
+    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft", say=say,
                                 **report_settings())
     return result

@@ -51,11 +51,28 @@ def status(run: Path) -> str:
     return "failed"  # ended (non-finite loss, a crash, a kill) with nothing to resume
 
 
+def _primary(ev: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(protocol, figures) of an eval.json dict under its primary protocol (label level when captions repeat)."""
+    if ev.get("primary_protocol") == "label_level" and isinstance(ev.get("label_level"), dict):
+        return "label_level", ev["label_level"]
+    return "instance", ev
+
+
 def headline(ev: dict[str, Any]) -> tuple[float | None, str]:
     """(RSUM, protocol) under the eval's primary protocol (label level when captions repeat), as the report uses."""
-    if ev.get("primary_protocol") == "label_level" and isinstance(ev.get("label_level"), dict):
-        return ev["label_level"].get("rsum"), "label_level"
-    return ev.get("rsum"), "instance"
+    protocol, fig = _primary(ev)
+    return fig.get("rsum"), protocol
+
+
+def eval_summary(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """`mwa show`'s evaluation: the split and the primary protocol's recalls, named, with the instance RSUM."""
+    if not ev:
+        return None
+    protocol, fig = _primary(ev)
+    out = {k: ev.get(k) for k in ("split", "n_images", "n_captions") if k in ev}
+    out.update({k: fig.get(k) for k in ("i2t", "t2i", "rsum") if k in fig}, protocol=protocol,
+               instance_rsum=ev.get("rsum"))
+    return out
 
 
 def progress(run: Path, cfg: dict[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -66,11 +83,12 @@ def progress(run: Path, cfg: dict[str, Any], now: float | None = None) -> dict[s
     last = train_rows[-1] if train_rows else {}
     plan = cfg.get("plan") if isinstance(cfg.get("plan"), dict) else {}
     total = plan.get("total_steps") if isinstance(plan.get("total_steps"), int) else None
+    val_protocol = str(evals[-1].get("protocol", "instance")) if evals else None  # rows of older mwa: instance
     out: dict[str, Any] = {"step": last.get("step"), "planned_steps": total, "loss": last.get("loss"),
                            "elapsed_s": last.get("time_s"), "val_checks": len(evals),
-                           "best_val_rsum": max((e["rsum"] for e in evals if isinstance(e.get("rsum"), (int, float))),
-                                                default=None),
-                           "eta_s": None, "eta_basis": None}
+                           "best_val_rsum": max((e["rsum"] for e in evals if isinstance(e.get("rsum"), (int, float))
+                                                 and e.get("protocol", "instance") == val_protocol), default=None),
+                           "val_protocol": val_protocol, "eta_s": None, "eta_basis": None}
     step, elapsed = last.get("step"), last.get("time_s")
     if not isinstance(step, int) or not isinstance(elapsed, (int, float)):
         return out
@@ -141,8 +159,7 @@ def details(run: Path) -> dict[str, Any]:
         out["progress"].update(eta_s=None, eta_basis=None)
         if isinstance(timing.get("steps"), int):
             out["progress"].update(step=timing["steps"], elapsed_s=timing.get("wall_s"))
-    out["eval"] = {k: ev.get(k) for k in ("split", "n_images", "n_captions", "i2t", "t2i", "rsum",
-                                          "primary_protocol") if k in ev} or None
+    out["eval"] = eval_summary(ev)
     out["timing"] = {k: timing.get(k) for k in ("wall_s", "train_s", "eval_s", "steps", "samples_per_s",
                                                 "device_hours", "device_name", "peak_mem_gib", "stop_reason",
                                                 "best") if k in timing} or None

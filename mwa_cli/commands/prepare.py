@@ -85,12 +85,11 @@ def _print_summary(res) -> None:  # noqa: ANN001
                           highlight=False)
     tok = rep["tokenizer_coverage"]
     if tok["status"] == "ok":
-        frac = tok["unknown_fraction"] * 100
-        style = "red" if frac >= 1 else ("yellow" if tok["unknown_tokens"] else "green")
-        chars = shown(" ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12]))
-        console.print(f"tokenizer coverage ({shown(Path(tok['tokenizer']).name)}): [{style}]{tok['unknown_tokens']} of "
-                      f"{tok['tokens']} tokens unknown ({frac:.1f} %), in {tok['texts_with_unknown']} of "
-                      f"{tok['texts']} captions[/]" + (f"; most frequent unknown: {chars}" if chars else ""),
+        from mwa_cli.data.stats import coverage_line
+
+        line, severity = coverage_line(tok)
+        style = {"bad": "red", "some": "yellow", "ok": "green"}[severity]
+        console.print(f"tokenizer coverage ({shown(Path(tok['tokenizer']).name)}): [{style}]{shown(line)}[/]",
                       highlight=False)
         if tok["unknown_tokens"]:
             console.print("  [yellow]the model cannot read these characters: `mwa train --extend-vocab auto` "

@@ -188,10 +188,14 @@ class TrainProgress:
             self.progress.update(self.task, completed=data["step"], total=data.get("total_steps"), info=info,
                                  first=first)
         elif event == "eval":
-            self.print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} "
-                        f"(i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
+            from mwa_cli.eval.label_level import PROTOCOL_WORDS
+
+            words = PROTOCOL_WORDS.get(str(data.get("protocol")), PROTOCOL_WORDS["instance"])
+            self.print(f"  eval step {data['step']} {data['split']}: RSUM {data['rsum']:.2f} ({words}; "
+                       f"i2t R@1 {data['i2t_r1']:.1f}, t2i R@1 {data['t2i_r1']:.1f})")
         elif event == "best":
-            self.print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}")
+            self.print(f"  [green]best so far[/]: step {data['step']}, val RSUM {data['val_rsum']:.2f}"
+                       + (f" ({data['protocol']})" if data.get("protocol") else ""))
         elif event == "message":
             self.print(f"[cyan]·[/] {shown(data['text'])}")
         elif event == "done" and self.task is not None:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mwa_cli.commands.common import console, emit_json, guarded
+from mwa_cli.commands.common import console, emit_json, err_console, guarded
 from mwa_cli.errors import ConfigError
 
 
@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         estimate_steps: int = typer.Option(10, "--estimate-steps", help="Timed steps for --estimate."),
         data: Optional[Path] = typer.Option(None, "--data", help="Data dir for the gallery (default: the runs' "
                                             "config.json data_dir)."),
+        zero_shot: bool = typer.Option(True, "--zero-shot/--no-zero-shot", help="Evaluate the untrained backbone on "
+                                       "the test split when no frozen run and no cached figures have it (once per "
+                                       "data set: cached in the data dir's cache/zero_shot/)."),
     ) -> None:
         """Compare methods with full fine-tuning: recall, training cost, yearly ROI, plots and examples.
 
@@ -74,7 +77,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--lang must be one of {', '.join(LANGS)}, got {lang!r}")
         a = Assumptions(gpu_cost_per_hour=gpu_cost, currency=currency, lines=lines, retrains_per_year=retrains)
         rep = make_report(list(run_dirs or []), runs, compare=compare, assumptions=a, lang=lang, out=out,
-                          estimate=estimate, estimate_steps=estimate_steps, data_dir=data, target_pct=target)
+                          estimate=estimate, estimate_steps=estimate_steps, data_dir=data, target_pct=target,
+                          zero_shot=zero_shot, say=lambda line: err_console.print(f"[dim]{line}[/]", highlight=False))
         if as_json:
             emit_json(rep)
         else:

@@ -104,18 +104,18 @@ def show_lines(d: dict) -> list[str]:
     if p["step"] is not None:
         total = f" of {p['planned_steps']}" if p["planned_steps"] else ""
         loss = f" · loss {p['loss']:.4f}" if isinstance(p["loss"], (int, float)) else ""
+        level = f" ({p['val_protocol'].replace('_', ' ')})" if p.get("val_protocol") else ""
         lines.append(f"progress: step {p['step']}{total}{loss} · {fmt_duration(p['elapsed_s'])} elapsed · "
-                     f"{p['val_checks']} val check(s), best val RSUM {fmt_num(p['best_val_rsum'], 2)}")
+                     f"{p['val_checks']} val check(s), best val RSUM {fmt_num(p['best_val_rsum'], 2)}{level}")
     if p["eta_s"] is not None:
         basis = "at most, under its budget" if p["eta_basis"] == "budget" else "from its step rate"
         lines.append(f"ETA: about {fmt_duration(p['eta_s'])} left ({basis})")
     ev = d["eval"]
     if ev and ev.get("i2t"):
-        lines.append(f"{shown(ev.get('split', 'test'))} ({ev.get('n_images')} images): i2t R@1/5/10 "
+        level = "label level: captions repeat" if ev["protocol"] == "label_level" else "instance level"
+        lines.append(f"{shown(ev.get('split', 'test'))} ({ev.get('n_images')} images, {level}): i2t R@1/5/10 "
                      f"{ev['i2t']['r1']:.1f}/{ev['i2t']['r5']:.1f}/{ev['i2t']['r10']:.1f} · t2i R@1/5/10 "
                      f"{ev['t2i']['r1']:.1f}/{ev['t2i']['r5']:.1f}/{ev['t2i']['r10']:.1f} · RSUM {ev['rsum']:.2f}")
-    if d["metric"] and d["metric"]["protocol"] == "label_level":
-        lines.append(f"label-level RSUM (captions repeat; the report's figure): {d['metric']['value']:.2f}")
     tm = d["timing"]
     if tm:
         lines.append(f"timing: wall {fmt_duration(tm.get('wall_s'))}, {tm.get('steps')} steps, "

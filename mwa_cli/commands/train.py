@@ -55,6 +55,8 @@ HELP = (
     '\n'
     '  mwa train --resume runs/mwa-beit3-base-20260101-120000\n'
     '\n'
+    '  mwa train data --method mwa --budget 2h --seeds 3 --name mwa-2h     (runs mwa-2h-s0, -s1, -s2)\n'
+    '\n'
     'Writes runs/<name>/: config.json, metrics.jsonl, timing.json, eval.json (test split), '
     'eval_topk.json, adapter_model.safetensors + adapter_config.json, checkpoint/last/.\n'
     '\n'
@@ -91,7 +93,7 @@ def _parse_options(items: list[str] | None) -> dict | None:
 
 _DEFAULTS = TrainConfig()
 # Parameters of `mwa train` that are not TrainConfig fields: the command acts on them itself.
-COMMAND_ONLY = ("config", "devices", "quiet", "json_out")
+COMMAND_ONLY = ("config", "devices", "quiet", "json_out", "seeds")
 # Parameters whose TrainConfig field has another name or form: parameter -> (field, conversion).
 RENAMED = {"option": ("method_options", _parse_options)}
 
@@ -197,6 +199,10 @@ def register(app: typer.Typer) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="Train this many runs, seeds --seed, --seed+1, … "
+                                            "(folders <name>-s<seed>): the report groups them, and its interval then "
+                                            "holds the seed-to-seed spread, so it can tell training noise from a "
+                                            "difference."),
         val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Exactly this many evenly spaced val checks "
                                                 "during training (0: none). \\[default: cost-aware, see --val-share]"),
         val_share: Optional[float] = typer.Option(None, "--val-share", help="Most of the wall time the cost-aware val "
@@ -227,13 +233,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
         json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.commands.progress import TrainProgress, second_interrupt_message
-        from mwa_cli.errors import MwaError
-
         refuse_extra_args(ctx.args, "--budget", budget, data_dir.name if data_dir else None)
-        from mwa_cli.train.config import resolve_config
-        from mwa_cli.train.loop import train
-
         cli = config_values(ctx.params)
         if resume:
             ignored = sorted(k for k, v in cli.items() if v is not None and k not in ("resume", "out"))
@@ -242,6 +242,7 @@ def register(app: typer.Typer) -> None:
                                   f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
             cli = {"resume": resume, "out": out}
             config = None
+        plan = [cli] if seeds is None else seed_runs(cli, seeds, config, resume=resume, devices=devices)
         from mwa_cli.train.dist.env import launched_by_mwa, under_torchrun
         from mwa_cli.train.dist.handoff import write_result
 
@@ -255,50 +256,89 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code)
         rank_other = under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
         launched = launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
-        progress = TrainProgress(quiet or json_out or rank_other)
-        try:
-            cfg = resolve_config(cli, config)
-            with progress:
-                result = train(cfg, progress, count_from_process_start=True)
-        except MwaError as exc:
-            if rank_other:  # rank 0 prints it
-                raise typer.Exit(exc.exit_code) from None
-            raise
-        except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped at once, without a new checkpoint
+        results = []
+        for one in plan:
+            result = _train_one(one, config, quiet or json_out or rank_other, rank_other)
+            results.append(result)
             if rank_other:
-                raise typer.Exit(EXIT_SIGINT) from None
-            message, hint = second_interrupt_message(progress.run_dir)
-            err_console.print(f"[yellow]{message}[/]", highlight=False)
-            err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
-            raise typer.Exit(EXIT_SIGINT) from None
-        if rank_other:
-            raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
-        write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
-        if json_out:
-            emit_json(result.to_dict())
-        if result.status == "completed":
+                raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
+            write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
+            if result.status != "completed":
+                break
             if not json_out:
-                ev = result.eval or {}
-                console.print(f"[bold green]done[/] {result.run_dir}: {result.message}", highlight=False)
-                if ev and not quiet:
-                    from mwa_cli.eval.small_split import fmt_recalls, trivial_recalls, trivial_sentence
-
-                    trivial = trivial_recalls(ev)
-                    console.print(f"  {ev['split']}: i2t R@1/5/10 {fmt_recalls(ev['i2t'], trivial['i2t'], 1)} · "
-                                  f"t2i R@1/5/10 {fmt_recalls(ev['t2i'], trivial['t2i'], 1)} · RSUM {ev['rsum']:.2f}",
-                                  highlight=False)
-                    if note := trivial_sentence(ev, ev["split"]):
-                        console.print(f"  [yellow]{note}[/]", highlight=False)
-                    from mwa_cli.eval.label_level import summary_lines
-
-                    for line in summary_lines(ev):
-                        console.print(f"  {line}", highlight=False)
+                _print_done(result, quiet)
+        if json_out:
+            emit_json(results[0].to_dict() if seeds is None else [r.to_dict() for r in results])
+        result = results[-1]
+        if result.status == "completed":
             return
         if result.status == "interrupted":
             err_console.print(f"[yellow]{result.message}[/]", highlight=False)
         else:
             err_console.print(f"[bold red]error:[/] {result.message}", highlight=False)
         raise typer.Exit(0 if launched else result.exit_code)
+
+
+def seed_runs(cli: dict, seeds: int, config: Path | None = None, *, resume: str | None = None,
+              devices: str | None = None) -> list[dict]:
+    """`--seeds N`: the options of each of the N runs (seed --seed + i, name <name>-s<seed>), refused with
+    --resume and --devices."""
+    from mwa_cli.errors import ConfigError
+    from mwa_cli.train.config import resolve_config
+    from mwa_cli.train.run_dir import default_run_name
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, not {seeds}", hint="e.g. --seeds 3")
+    if resume or devices is not None:
+        raise ConfigError(f"--seeds cannot be combined with {'--resume' if resume else '--devices'}",
+                          hint="resume each seed's run by its folder, or start one run per seed with --seed S")
+    base = resolve_config(cli, config)  # the file's name and seed count too; its errors before any run starts
+    name = base.name or default_run_name(base.method, base.backbone)
+    return [dict(cli, seed=base.seed + i, name=f"{name}-s{base.seed + i}") for i in range(seeds)]
+
+
+def _train_one(cli: dict, config: Path | None, quiet: bool, rank_other: bool):
+    """One training run with its progress bars; a second Ctrl-C ends the command (exit 130)."""
+    from mwa_cli.commands.progress import TrainProgress, second_interrupt_message
+    from mwa_cli.errors import MwaError
+    from mwa_cli.train.config import resolve_config
+    from mwa_cli.train.loop import train
+
+    progress = TrainProgress(quiet)
+    try:
+        cfg = resolve_config(cli, config)
+        with progress:
+            return train(cfg, progress, count_from_process_start=True)
+    except MwaError as exc:
+        if rank_other:  # rank 0 prints it
+            raise typer.Exit(exc.exit_code) from None
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: the trainer stopped at once, without a new checkpoint
+        if rank_other:
+            raise typer.Exit(EXIT_SIGINT) from None
+        message, hint = second_interrupt_message(progress.run_dir)
+        err_console.print(f"[yellow]{message}[/]", highlight=False)
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        raise typer.Exit(EXIT_SIGINT) from None
+
+
+def _print_done(result, quiet: bool) -> None:
+    """The finished run's line and its test recall (instance level, then the label level when captions repeat)."""
+    ev = result.eval or {}
+    console.print(f"[bold green]done[/] {result.run_dir}: {result.message}", highlight=False)
+    if ev and not quiet:
+        from mwa_cli.eval.small_split import fmt_recalls, trivial_recalls, trivial_sentence
+
+        trivial = trivial_recalls(ev)
+        console.print(f"  {ev['split']} (instance level): i2t R@1/5/10 {fmt_recalls(ev['i2t'], trivial['i2t'], 1)} · "
+                      f"t2i R@1/5/10 {fmt_recalls(ev['t2i'], trivial['t2i'], 1)} · RSUM {ev['rsum']:.2f}",
+                      highlight=False)
+        if note := trivial_sentence(ev, ev["split"]):
+            console.print(f"  [yellow]{note}[/]", highlight=False)
+        from mwa_cli.eval.label_level import summary_lines
+
+        for line in summary_lines(ev):
+            console.print(f"  {line}", highlight=False)
 
 
 def _launch_devices(devices: str, device: str | None, cli: dict, config, resume: str | None, out: str | None

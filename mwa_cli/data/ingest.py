@@ -482,17 +482,19 @@ def read_sidecars(scan: Scan) -> Captions:
 def read_folders(scan: Scan, templates: list[tuple[str, str]],
                  label_texts: dict[str, dict[str, str]] | None = None) -> Captions:
     from mwa_cli.data.captions import render
-    from mwa_cli.data.label_text import label_warnings
+    from mwa_cli.data.label_text import caption_languages, label_warnings
 
     entries: list[CaptionEntry] = []
     rejected: list[Rejection] = []
     labels: set[str] = set()
+    template_langs = {lang for lang, _ in templates}
     for key in scan.files:
         if "/" not in key:
             continue  # root-level photos have no class: reported as files without captions
         label = key.split("/", 1)[0]
         labels.add(label)
-        for lang, tpl in templates:
+        langs = caption_languages(label, label_texts or {}, template_langs)
+        for lang, tpl in ((lg, tp) for lg, tp in templates if lg in langs):
             entries.append(CaptionEntry(key, render(tpl, label, lang, label_texts), label, "", None, lang,
                                         "template"))
     notes = label_warnings(sorted(labels), label_texts or {}, {lang for lang, _ in templates})

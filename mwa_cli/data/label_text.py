@@ -108,17 +108,45 @@ def needs_description(label: str) -> bool:
     return name in _CODES or any(ch.isdigit() for ch in name) or len(name.replace("_", "")) <= 2
 
 
-def label_warnings(labels: list[str], label_texts: LabelTexts, langs: set[str]) -> list[str]:
-    """One warning per folder name that would make a meaningless caption and has no description for `langs`,
-    with the command that describes it."""
+def _known_japanese(label: str) -> bool:
     from mwa_cli.data.captions import JA_LABELS
 
-    bad = [lb for lb in sorted(labels) if needs_description(lb)
-           and any(lang not in label_texts.get(lb, {}) and not (lang == "ja" and lb.lower() in JA_LABELS)
-                   for lang in langs)]
-    if not bad:
-        return []
-    example = " ".join(f'--label-text {lb}="<what a photo of {lb} shows>"' for lb in bad[:3])
-    return [f"warning: the class folder name(s) {', '.join(repr(b) for b in bad)} are not words a caption can use "
-            f"(captions would read e.g. \"a photo of {bad[0]}\"): describe them, e.g. `mwa prepare ... {example}` "
-            "(a Japanese phrase sets the Japanese captions), or give --label-map FILE (label,en,ja)"]
+    return label.strip().lower().replace("-", "_").replace(" ", "_") in JA_LABELS
+
+
+def caption_languages(label: str, label_texts: LabelTexts, langs: set[str]) -> set[str]:
+    """The template languages a class folder gets captions in. A label described in one of `langs` but not in
+    another gets no captions in the other (built from its folder name they would contradict the description),
+    except Japanese for a folder name mwa knows in Japanese (`captions.JA_LABELS`); a label described in none of
+    them keeps every language (captions from the folder name, with `label_warnings`' warning for code names)."""
+    described = set(label_texts.get(label, {})) & langs
+    if not described:
+        return set(langs)
+    return {lang for lang in langs if lang in described or (lang == "ja" and _known_japanese(label))}
+
+
+_LANG_NAMES = {"en": "English", "ja": "Japanese"}
+
+
+def label_warnings(labels: list[str], label_texts: LabelTexts, langs: set[str]) -> list[str]:
+    """Warnings for class folders whose captions would say nothing: folder names that are codes and have no
+    description (with the command that describes them), and labels described in some languages but not all
+    (no captions were made in the others: say which texts are missing)."""
+    bad = [lb for lb in sorted(labels) if needs_description(lb) and not set(label_texts.get(lb, {})) & langs
+           and any(not (lang == "ja" and _known_japanese(lb)) for lang in langs)]
+    out = []
+    if bad:
+        example = " ".join(f'--label-text {lb}="<what a photo of {lb} shows>"' for lb in bad[:3])
+        out.append(f"warning: the class folder name(s) {', '.join(repr(b) for b in bad)} are not words a caption can "
+                   f"use (captions would read e.g. \"a photo of {bad[0]}\"): describe them, e.g. `mwa prepare ... "
+                   f"{example}` (a Japanese phrase sets the Japanese captions), or give --label-map FILE (label,en,ja)")
+    for lang in sorted(langs):
+        missing = [lb for lb in sorted(labels) if lang not in caption_languages(lb, label_texts, langs)]
+        if missing:
+            name = _LANG_NAMES.get(lang, lang)
+            given = " or ".join(_LANG_NAMES.get(x, x) for x in sorted(langs - {lang}))
+            out.append(f"warning: {name} texts are missing for {', '.join(repr(m) for m in missing)}: only {given} "
+                       f"descriptions were given, so no {name} captions were made for them (none from the folder "
+                       f"names); add one with --label-text {missing[0]}=\"<{name} phrase>\" or a {lang} column in "
+                       "--label-map")
+    return out

@@ -17,22 +17,25 @@ def default_tokenizer_path() -> Path:
     return package_path(MINI_MODEL, "tokenizer.spm")
 
 
+def _unknown_parts(sp, text: str) -> tuple[int, list[str]]:
+    """(tokens of `text` that are <unk>, the content characters they stand for) with a SentencePiece processor."""
+    ids, pieces = sp.encode(text), sp.encode(text, out_type=str)
+    unk = sp.unk_id()
+    lost = [ch for p, i in zip(pieces, ids) if i == unk for ch in p.replace("\u2581", "") if not ch.isspace()]
+    return sum(1 for i in ids if i == unk), lost
+
+
 def _spm_report(path: Path, texts: list[str], top: int = 20) -> dict:
     """Fallback when mwa_cli.models.tokenizer is unavailable: count <unk> pieces with sentencepiece directly."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(path))
-    unk = sp.unk_id()
     per_text, chars, total = [], Counter(), 0
     for t in texts:
-        ids = sp.encode(t)
-        pieces = sp.encode(t, out_type=str)
-        n = sum(1 for i in ids if i == unk)
+        n, lost = _unknown_parts(sp, t)
         per_text.append(n)
-        total += len(ids) + 2  # + <s> and </s>, as the model sees them
-        for p, i in zip(pieces, ids):
-            if i == unk:
-                chars.update(ch for ch in p.replace("\u2581", "") if not ch.isspace())
+        total += len(sp.encode(t)) + 2  # + <s> and </s>, as the model sees them
+        chars.update(lost)
     unknown = sum(per_text)
     return {"texts": len(texts), "tokens": total, "unknown_tokens": unknown,
             "unknown_fraction": unknown / total if total else 0.0,
@@ -40,8 +43,35 @@ def _spm_report(path: Path, texts: list[str], top: int = 20) -> dict:
             "top_unknown_characters": chars.most_common(top)}
 
 
+def character_coverage(path: Path, texts: list[str]) -> dict:
+    """How much of the captions' content the tokenizer cannot read: content characters (not spaces) and those that
+    end up inside <unk> tokens. Counted in characters, not tokens: a Japanese caption the tokenizer reads as
+    ['▁', <unk>] is 100 % unknown content, though only one of its two tokens is <unk>."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(path))
+    content = unknown = 0
+    for t in texts:
+        content += sum(1 for ch in t if not ch.isspace())
+        unknown += len(_unknown_parts(sp, t)[1])
+    return {"characters": content, "unknown_characters": unknown,
+            "unknown_character_fraction": unknown / content if content else 0.0}
+
+
+def coverage_line(tok: dict) -> tuple[str, str]:
+    """(the sentence `mwa prepare` prints about tokenizer coverage, its severity: "ok" | "some" | "bad")."""
+    frac = 100.0 * tok.get("unknown_character_fraction", tok["unknown_fraction"])
+    severity = "bad" if frac >= 1 else ("some" if tok["unknown_tokens"] else "ok")
+    what = (f"{tok['unknown_characters']:,} of {tok['characters']:,} caption characters unknown ({frac:.1f} %)"
+            if "characters" in tok else f"{tok['unknown_tokens']} of {tok['tokens']} tokens unknown ({frac:.1f} %)")
+    chars = " ".join(f"{ch}×{n}" for ch, n in tok["top_unknown_characters"][:12])
+    return (f"{what}, in {tok['texts_with_unknown']} of {tok['texts']} captions"
+            + (f"; most frequent unknown: {chars}" if chars else "")), severity
+
+
 def tokenizer_coverage(texts: list[str], tokenizer: Path | None) -> dict:
-    """{"status": "ok", "tokenizer": path, ...unknown_report...} or {"status": "skipped", "reason": ...}."""
+    """{"status": "ok", "tokenizer": path, ...unknown_report..., ...character_coverage...} or {"status": "skipped",
+    "reason": ...}."""
     path = Path(tokenizer) if tokenizer else default_tokenizer_path()
     if not path.is_file():
         why = (f"no tokenizer model at {path}" if tokenizer else
@@ -56,6 +86,7 @@ def tokenizer_coverage(texts: list[str], tokenizer: Path | None) -> dict:
             rep = dict(Beit3Tokenizer.from_file(path).unknown_report(texts))
         else:
             rep = _spm_report(path, texts)
+        rep.update(character_coverage(path, texts))
     except Exception as exc:  # noqa: BLE001 - a bad tokenizer file must not stop prepare
         return {"status": "skipped", "reason": f"cannot use tokenizer {path}: {exc}", "tokenizer": str(path)}
     per = rep.pop("per_text_unknown", None)

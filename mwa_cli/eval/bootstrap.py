@@ -126,18 +126,29 @@ def paired_difference(a: QueryRanks, b: QueryRanks, *, resamples: int = DEFAULT_
 
     Returns {"value", "ci95", "se"} per metric (se: the bootstrap standard error of the difference), plus
     "resamples", "seed", "n_images", "level"."""
-    if a.n_images != b.n_images or not np.array_equal(a.text_to_image, b.text_to_image):
-        raise ValueError("paired difference needs the same test images and captions in both runs")
-    w = _weights(a.n_images, resamples, seed)
-    sa = _metrics_from_counts(w, *_hits(a, ks))
-    sb = _metrics_from_counts(w, *_hits(b, ks))
-    d = sa - sb
-    pa, pb = point_metrics(a, ks), point_metrics(b, ks)
+    return paired_group_difference([a], [b], resamples=resamples, seed=seed, ks=ks)
+
+
+def paired_group_difference(a: Sequence[QueryRanks], b: Sequence[QueryRanks], *,
+                            resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                            ks: Sequence[int] = KS) -> dict[str, Any]:
+    """The difference of the mean over the runs `a` (several seeds of one method) and the mean over `b`, on the
+    same test images: every resample of the images is applied to every run (the image part of the uncertainty;
+    the spread between seeds is added by the report, `mwa_cli.report.evidence.seed_difference`)."""
+    first = a[0]
+    for r in (*a, *b):
+        if r.n_images != first.n_images or not np.array_equal(r.text_to_image, first.text_to_image):
+            raise ValueError("paired difference needs the same test images and captions in every run")
+    w = _weights(first.n_images, resamples, seed)
+    d = (np.mean([_metrics_from_counts(w, *_hits(r, ks)) for r in a], axis=0)
+         - np.mean([_metrics_from_counts(w, *_hits(r, ks)) for r in b], axis=0))
     names = metric_names(ks)
+    pa = {m: float(np.mean([point_metrics(r, ks)[m] for r in a])) for m in names}
+    pb = {m: float(np.mean([point_metrics(r, ks)[m] for r in b])) for m in names}
     return {"value": {m: pa[m] - pb[m] for m in names},
             "ci95": {m: list(_interval(d[:, j])) for j, m in enumerate(names)},
             "se": {m: float(d[:, j].std(ddof=1)) if resamples > 1 else 0.0 for j, m in enumerate(names)},
-            "resamples": int(resamples), "seed": int(seed), "n_images": a.n_images, "level": LEVEL}
+            "resamples": int(resamples), "seed": int(seed), "n_images": first.n_images, "level": LEVEL}
 
 
 def images_to_separate(diff: float, se: float, n_images: int) -> int | None:

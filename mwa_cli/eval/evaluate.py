@@ -16,6 +16,7 @@ import torch
 
 from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.finite import require_finite
+from mwa_cli.eval.chance import instance_chance
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
@@ -46,6 +47,20 @@ class SplitData:
         return len(self.captions)
 
 
+def image_order(image_ids, labels) -> tuple[list[str], list[str], list[int]]:
+    """(unique image ids in first-appearance order, each one's label, each caption row's image index) of a split's
+    manifest rows: the order of eval.json's image queries and eval_ranks.json."""
+    pos: dict[str, int] = {}
+    image_labels: list[str] = []
+    t2i = []
+    for image_id, label in zip(image_ids, labels):
+        if image_id not in pos:
+            pos[image_id] = len(pos)
+            image_labels.append(str(label or ""))
+        t2i.append(pos[image_id])
+    return list(pos), image_labels, t2i
+
+
 def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
     """Gather split `split` from the manifest; `cache` is an ImageCache (for `.index_of`)."""
     from mwa_cli.data.manifest import load_manifest
@@ -55,15 +70,7 @@ def load_split(data_dir: str | Path, split: str, cache) -> SplitData:
     if len(sub) == 0:
         raise DataError(f"the {split!r} split of {data_dir} is empty",
                         hint="re-run `mwa prepare` with a larger split, or evaluate another split with --split")
-    pos: dict[str, int] = {}
-    labels: list[str] = []
-    t2i = []
-    for image_id, label in zip(sub["image_id"], sub["label"]):
-        if image_id not in pos:
-            pos[image_id] = len(pos)
-            labels.append(label or "")
-        t2i.append(pos[image_id])
-    ids = list(pos)
+    ids, labels, t2i = image_order(sub["image_id"], sub["label"])
     rows = np.array([cache.index_of(i) for i in ids], dtype=np.int64)
     return SplitData(split=split, image_ids=ids, image_rows=rows, labels=labels, captions=list(sub["caption"]),
                      text_to_image=torch.tensor(t2i, dtype=torch.long), caption_indices=list(range(len(sub))))
@@ -102,6 +109,7 @@ def evaluate_model(model, tokenizer, data_dir: str | Path, split: str = "test", 
                                 labels=split_data.labels if has_labels else None, ranks_out=ranks)
     result = {"split": split_data.split}
     result.update(metrics)
+    result["chance"] = instance_chance(split_data.text_to_image.numpy())  # a random ranking on these queries
     if not has_labels:
         result.setdefault("per_label", {})
     level_ranks: dict = {}
@@ -152,6 +160,18 @@ def evaluation_numerics():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
+def frozen_backbone(backbone: str, weights: str | None, tokenizer: str | None, device: torch.device,
+                    precision: str | None = None):
+    """(model in eval mode on `device`, tokenizer, BackboneInfo, precision) of a backbone as it is (zero-shot)."""
+    from mwa_cli.models.presets import build_backbone, require_weights
+
+    model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
+    model.to(device)
+    model.eval()
+    tok = load_tokenizer(tokenizer or getattr(info, "tokenizer_path", None), int(model.config.text_len), model=model)
+    return model, tok, info, resolve_precision(precision or "auto", device)
+
+
 def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = None, split: str = "test",
                     device: str = "auto", precision: str | None = None, batch_size: int | None = None,
                     tokenizer: str | None = None, backbone: str | None = None, weights: str | None = None,
@@ -170,9 +190,7 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     run_cfg: dict = {}
     out_dir: Path | None = None
     if method == "frozen" and backbone:
-        from mwa_cli.models.presets import build_backbone, require_weights
-
-        model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
+        model, tok, info, prec = frozen_backbone(backbone, weights, tokenizer, dev, precision)
         if info.random_weights:
             from mwa_cli.models.sources import note_random_weights
 
@@ -180,11 +198,6 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target
-        prec = resolve_precision(precision or "auto", dev)
-        model.to(dev)
-        model.eval()
-        tok = load_tokenizer(tokenizer or getattr(info, "tokenizer_path", None), int(model.config.text_len),
-                             model=model)
     else:
         if target is None:
             raise ConfigError("nothing to evaluate", hint="give a run folder or an adapter file")
@@ -200,7 +213,8 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
     if batch_size is None:
         batch_size = int(run_cfg.get("eval_batch_size") or 128)
     ds_info = load_dataset_info(Path(data_dir))
-    identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash")}
+    identity = {"method": method_name, "backbone": info.name, "dataset_hash": ds_info.get("dataset_hash"),
+                "backbone_weights_sha256": getattr(info, "weights_sha256", None)}
     ranks: dict = {}
     with evaluation_numerics():
         result, top = evaluate_model(model, tok, data_dir, split, device=dev, dtype=amp_dtype(prec),

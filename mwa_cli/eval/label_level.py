@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mwa_cli.eval.chance import chance_recalls
 from mwa_cli.eval.metrics import _summary, group_retrieval_ranks
 
 INSTANCE_PROTOCOL = ("Instance level: an image query hits when one of its own captions is retrieved, a caption "
@@ -38,13 +39,28 @@ def primary_protocol(captions: Sequence[str]) -> str:
     return "label_level" if captions_repeat(captions) else "instance"
 
 
+PROTOCOL_WORDS = {"instance": "instance level", "label_level": "label level"}
+
+
+def protocol_words(split_data: Any) -> str:
+    """"label level" or "instance level": the primary protocol of an evaluated split (`SplitData`, or None)."""
+    captions = getattr(split_data, "captions", None) or []
+    return PROTOCOL_WORDS[primary_protocol(captions)]
+
+
+def primary_recall(result: dict) -> tuple[str, dict]:
+    """(protocol, figures) of an evaluation's primary protocol: ("label_level", its `label_level` entry) when
+    captions repeat in the split, else ("instance", the evaluation itself). Both hold i2t/t2i R@K, rsum, mean_recall."""
+    level = result.get("label_level")
+    if result.get("primary_protocol") == "label_level" and isinstance(level, dict) and level.get("rsum") is not None:
+        return "label_level", level
+    return "instance", result
+
+
 def primary_rsum(result: dict) -> float:
     """The RSUM of an evaluation's primary protocol: label-level when captions repeat in the split (instance RSUM
     cannot see a collapse there), else instance. What the trainer keeps its best adapter and stops early by."""
-    level = result.get("label_level") or {}
-    if result.get("primary_protocol") == "label_level" and level.get("rsum") is not None:
-        return float(level["rsum"])
-    return float(result["rsum"])
+    return float(primary_recall(result)[1]["rsum"])
 
 
 def protocol_groups(key: str, labels: Sequence[str], captions: Sequence[str], text_to_image: Tensor
@@ -65,21 +81,44 @@ def protocol_groups(key: str, labels: Sequence[str], captions: Sequence[str], te
     return image_groups, text_groups
 
 
-def chance_per_query(image_groups: Tensor, text_groups: Tensor) -> tuple[Tensor, Tensor]:
-    """Expected R@1 (percent) of a random ranking for each query: its share of matching items
-    (image queries [N_img], caption queries [N_txt])."""
-    n_img, n_txt = image_groups.shape[0], text_groups.numel()
+def match_counts(image_groups: Tensor, text_groups: Tensor) -> tuple[Tensor, Tensor]:
+    """How many items match each query: captions per image query [N_img], images per caption query [N_txt]."""
     counts = torch.bincount(text_groups, minlength=int(text_groups.max()) + 1)
     valid = image_groups >= 0
-    per_image_txt = torch.where(valid, counts[image_groups.clamp(min=0)], 0).sum(1).float()
+    per_image_txt = torch.where(valid, counts[image_groups.clamp(min=0)], 0).sum(1)
     images_per_group = torch.zeros_like(counts)
     for g in image_groups[valid].unique().tolist():  # images holding group g
         images_per_group[g] = int((image_groups == g).any(1).sum())
-    return 100.0 * per_image_txt / n_txt, 100.0 * images_per_group[text_groups].float() / n_img
+    return per_image_txt, images_per_group[text_groups]
+
+
+def chance_per_query(image_groups: Tensor, text_groups: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected R@1 (percent) of a random ranking for each query: its share of matching items
+    (image queries [N_img], caption queries [N_txt])."""
+    per_image_txt, per_text_img = match_counts(image_groups, text_groups)
+    return (100.0 * per_image_txt.float() / text_groups.numel(),
+            100.0 * per_text_img.float() / image_groups.shape[0])
 
 
 def _chance(i2t: Tensor, t2i: Tensor) -> dict[str, float]:
     return {"i2t_r1": float(i2t.mean()), "t2i_r1": float(t2i.mean())}
+
+
+def level_chance(image_groups: Tensor, text_groups: Tensor) -> dict[str, Any]:
+    """The `chance` entry of the label-level protocol: R@1 per direction (the keys of older eval.json files),
+    and every R@K, RSUM and its random-ranking range (`mwa_cli.eval.chance`)."""
+    per_image_txt, per_text_img = match_counts(image_groups, text_groups)
+    full = chance_recalls(per_image_txt.numpy(), text_groups.numel(), per_text_img.numpy(), image_groups.shape[0])
+    return {"i2t_r1": full["i2t"]["r1"], "t2i_r1": full["t2i"]["r1"], **full}
+
+
+def top_answers(top1_labels: Sequence[str], limit: int = 5) -> list[list[Any]]:
+    """[[label, percent of the queries whose best-scoring item carries it], ...], most frequent first."""
+    if not top1_labels:
+        return []
+    names, counts = np.unique(np.array(top1_labels, dtype=object), return_counts=True)
+    order = sorted(zip(counts.tolist(), names.tolist()), key=lambda x: (-x[0], x[1]))[:limit]
+    return [[str(name), 100.0 * c / len(top1_labels)] for c, name in order]
 
 
 def label_level_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor, *, labels: Sequence[str],
@@ -93,7 +132,7 @@ def label_level_ranks(image_emb: Tensor, text_emb: Tensor, text_to_image: Tensor
     if key == "label" and not all(lab):
         raise ValueError("the label key needs a label on every image")
     image_groups, text_groups = protocol_groups(key, lab, captions, text_to_image)
-    ranks = group_retrieval_ranks(image_emb, text_emb, image_groups, text_groups, chunk_size=chunk_size)
+    ranks = group_retrieval_ranks(image_emb, text_emb, image_groups, text_groups, chunk_size=chunk_size, top1=True)
     return key, image_groups, text_groups, ranks
 
 
@@ -102,7 +141,8 @@ def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tens
                         chunk_size: int = 4096, ranks_out: dict | None = None) -> dict[str, Any]:
     """The `label_level` entry of eval.json: the instance metric keys (i2t/t2i R@K and median rank, rsum,
     mean_recall) under the label-level protocol, plus key, protocol, chance R@1 and, when every image has a
-    label, per_label (each label's queries ranked against the whole split, with their chance R@1).
+    label, per_label (each label's queries ranked against the whole split, with their chance R@1) and top_answers
+    (the labels that answer most queries, with their share, per direction).
     `ranks_out` receives the per-query ranks (``i2t_ranks``, ``t2i_ranks``) for the bootstrap."""
     ks = tuple(int(k) for k in ks)
     lab = ["" if x is None else str(x) for x in labels]
@@ -114,10 +154,13 @@ def label_level_metrics(image_emb: Tensor, text_emb: Tensor, text_to_image: Tens
     chance_i2t, chance_t2i = chance_per_query(image_groups, text_groups)
     out: dict[str, Any] = {"key": key, "protocol": LABEL_PROTOCOLS[key], "i2t": s["i2t"], "t2i": s["t2i"],
                            "rsum": s["rsum"], "mean_recall": s["rsum"] / (2 * len(ks)),
-                           "chance": _chance(chance_i2t, chance_t2i)}
+                           "chance": level_chance(image_groups, text_groups)}
     if lab and all(lab):
         arr = np.array(lab, dtype=object)
         cap_lab = arr[torch.as_tensor(text_to_image).reshape(-1).cpu().numpy()]
+        # which label answers each query: the label of its best-scoring caption's image / best image
+        out["top_answers"] = {"i2t": top_answers(list(cap_lab[ranks["i2t_top1"].numpy()])),
+                              "t2i": top_answers(list(arr[ranks["t2i_top1"].numpy()]))}
         per: dict[str, Any] = {}
         for name in sorted(set(lab)):
             im, cm = torch.from_numpy(arr == name), torch.from_numpy(cap_lab == name)

@@ -164,6 +164,7 @@ def group_retrieval_ranks(
     text_groups: Tensor,
     *,
     chunk_size: int = 4096,
+    top1: bool = False,
 ) -> dict[str, Tensor]:
     """1-based ranks of every query when positives are defined by group ids instead of by instance.
 
@@ -173,7 +174,9 @@ def group_retrieval_ranks(
     Rank = 1 + the number of non-matching items scoring strictly higher than the best matching one (ties in the
     query's favour), as :func:`retrieval_ranks`, whose instance protocol is the special case
     ``image_groups = arange(N_img)[:, None]``, ``text_groups = text_to_image``. Two passes over the same blocks
-    (best match, then counts), memory bounded by ``chunk_size**2``. Returns ``{"i2t_ranks", "t2i_ranks"}``.
+    (best match, then counts), memory bounded by ``chunk_size**2``. Returns ``{"i2t_ranks", "t2i_ranks"}``; with
+    ``top1`` also ``"i2t_top1"`` / ``"t2i_top1"``, the index of each query's best-scoring item (which one answers
+    it: a collapsed model answers most queries with the items of one label).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
@@ -202,10 +205,13 @@ def group_retrieval_ranks(
     ninf = torch.tensor(float("-inf"), device=dev)
     best_img = torch.full((n_img,), float("-inf"), device=dev)
     best_txt = torch.full((n_txt,), float("-inf"), device=dev)
+    answers = _TopOne(n_img, n_txt, dev) if top1 else None
     for i0, i1, j0, j1, block, is_pos in blocks():
         masked = torch.where(is_pos, block, ninf)
         best_img[i0:i1] = torch.maximum(best_img[i0:i1], masked.max(dim=1).values)
         best_txt[j0:j1] = torch.maximum(best_txt[j0:j1], masked.max(dim=0).values)
+        if answers is not None:
+            answers.update(i0, i1, j0, j1, block)
     if bool(torch.isinf(best_img).any()) or bool(torch.isinf(best_txt).any()):
         raise ValueError("every image and every caption needs at least one matching item of the other kind")
     i2t_count = torch.zeros(n_img, dtype=torch.long, device=dev)
@@ -213,7 +219,30 @@ def group_retrieval_ranks(
     for i0, i1, j0, j1, block, is_pos in blocks():
         i2t_count[i0:i1] += ((block > best_img[i0:i1, None]) & ~is_pos).sum(dim=1)
         t2i_count[j0:j1] += ((block > best_txt[None, j0:j1]) & ~is_pos).sum(dim=0)
-    return {"i2t_ranks": (i2t_count + 1).cpu(), "t2i_ranks": (t2i_count + 1).cpu()}
+    out = {"i2t_ranks": (i2t_count + 1).cpu(), "t2i_ranks": (t2i_count + 1).cpu()}
+    if answers is not None:
+        out.update(i2t_top1=answers.i2t_idx.cpu(), t2i_top1=answers.t2i_idx.cpu())
+    return out
+
+
+class _TopOne:
+    """The best-scoring item of every query in both directions, over the blocks of a similarity pass."""
+
+    def __init__(self, n_img: int, n_txt: int, dev: torch.device):
+        self.i2t_v = torch.full((n_img,), float("-inf"), device=dev)
+        self.i2t_idx = torch.zeros(n_img, dtype=torch.long, device=dev)
+        self.t2i_v = torch.full((n_txt,), float("-inf"), device=dev)
+        self.t2i_idx = torch.zeros(n_txt, dtype=torch.long, device=dev)
+
+    def update(self, i0: int, i1: int, j0: int, j1: int, block: Tensor) -> None:
+        v, p = block.max(dim=1)
+        better = v > self.i2t_v[i0:i1]
+        self.i2t_v[i0:i1] = torch.where(better, v, self.i2t_v[i0:i1])
+        self.i2t_idx[i0:i1] = torch.where(better, p + j0, self.i2t_idx[i0:i1])
+        v, p = block.max(dim=0)
+        better = v > self.t2i_v[j0:j1]
+        self.t2i_v[j0:j1] = torch.where(better, v, self.t2i_v[j0:j1])
+        self.t2i_idx[j0:j1] = torch.where(better, p + i0, self.t2i_idx[j0:j1])
 
 
 def _direction(ranks: Tensor, ks: Sequence[int]) -> dict[str, float]:

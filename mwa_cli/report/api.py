@@ -4,9 +4,9 @@ and scripts can use it without the CLI."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from mwa_cli.report import roi
+from mwa_cli.report import references, roi
 from mwa_cli.report.build import _pick_baseline, _pick_main, build_report, open_data_dir
 from mwa_cli.report.collect import collect
 from mwa_cli.report.estimate import MeasureFn, estimate_full_ft_run
@@ -41,8 +41,13 @@ def make_report(
     data_dir: Path | None = None,
     write: bool = True,
     target_pct: int = 95,
+    zero_shot: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Collect, build and (unless write=False) write the HTML; returns the report dict (with "html" set)."""
+    """Collect, build and (unless write=False) write the HTML; returns the report dict (with "html" set).
+
+    `zero_shot`: evaluate the untrained backbone when neither a frozen run nor the data dir's cache has it (once
+    per data set; False: use only what is there); `say` receives a line before that evaluation."""
     coll = collect(run_dirs, runs_root)
     estimated = None
     notes: list[str] = []
@@ -54,8 +59,11 @@ def make_report(
     elif estimate:
         notes.append(f"--estimate ignored: a measured {compare} run ({baseline.name}) exists")
     data = open_data_dir(coll.runs, data_dir)
+    ref = _pick_main(coll.runs, baseline) or baseline or coll.runs[0]
+    zero, why = references.zero_shot(coll.runs, ref, data_dir=data_dir, evaluate=zero_shot, say=say)
     rep = build_report(coll, compare=compare, assumptions=assumptions, lang=lang, estimated_baseline=estimated,
-                       data_dir=data_dir, estimate_steps=estimate_steps, data=data, target_pct=target_pct)
+                       data_dir=data_dir, estimate_steps=estimate_steps, data=data, target_pct=target_pct,
+                       zero_shot=zero, zero_shot_note=why)
     rep["notes"].extend(notes)
     if write:
         path = out or default_out(run_dirs, runs_root)

@@ -18,9 +18,12 @@ Shape (``schema_version`` 1)::
                              "level"} | null,   # bootstrap over test images (evidence.py); null without ranks
                "recall_delta_ci": {"value", "ci95", "se", ...} | null,   # paired, vs the baseline
                "protocol_name": "instance|label_level", "seed", "seed_group": name | null,
+               "learning": {"status", "vs_zero_shot", "above_zero_shot", "below_zero_shot", "above_chance",
+                            "chance_rsum", "collapse", "schedule"},   # learning.py; docs/formats.md, "Report"
                "time_to_quality": {"curve": [[minutes, val_rsum]], "best_val_rsum", "checks", "reference",
+                                   "floor", "below_floor",
                                    "to": {"95": {"time_s", "step", "val_rsum", "device_hours"} | null, "99": ...}},
-               "roi_basis": "time_to_quality|not_reached|whole_run",
+               "roi_basis": "time_to_quality|not_reached|whole_run" | null,   # null (and roi null): no verdict
                "cost": {"wall_s", "train_s", "device_hours", "hours_unit", "samples_per_s", "peak_mem_gib",
                         "trainable_params", "total_params", "trainable_pct", "artefact_bytes"},
                "savings_pct": {"wall_s", "device_hours", "peak_mem_gib", "artefact_bytes"},  # + = less than baseline
@@ -31,9 +34,12 @@ Shape (``schema_version`` 1)::
                "provenance": {"device_name", "device_type", "n_devices", "torch", "mwa", "command", "created",
                               "budget_s"},
                "gallery": {...} | null}],
+     "references": {"chance": {protocol: {...}}, "zero_shot": {...} | null, "zero_shot_note"},
+     "decision": {"kind": "compare|no_verdict", "roi_withheld", "runs_not_learned", "seeds": {...} | null,
+                  "single_seed"},
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
      "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
-     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run"},
+     "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run", "zero_shot_val_rsum"},
      "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
                       "best_val_rsum", "to_95_s", "to_99_s", "reached": {"95": k, "99": k}}],
      "protocol": "...", "primary_protocol": "instance|label_level",
@@ -47,9 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli import __version__
-from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap
+from mwa_cli.eval.zero_shot import ZeroShot
 from mwa_cli.models.sources import random_on_purpose
-from mwa_cli.report import evidence
+from mwa_cli.report import evidence, learning, references
 from mwa_cli.report import roi as roi_mod
 from mwa_cli.report import verdict as verdict_mod
 from mwa_cli.report.collect import Collection, Run, resolve_data_dir
@@ -57,6 +64,7 @@ from mwa_cli.report.estimate import full_ft_command
 from mwa_cli.report.gallery import DataDir, build_gallery
 from mwa_cli.report.i18n import fmt_money, fmt_pct, is_num, t
 from mwa_cli.report.protocols import PROTOCOLS, choose_primary_protocol, protocol_sentences, recall_under
+from mwa_cli.train.budget import share_text
 
 RECALL_KEYS = [("i2t", "r1"), ("i2t", "r5"), ("i2t", "r10"), ("t2i", "r1"), ("t2i", "r5"), ("t2i", "r10")]
 MAIN_METHOD = "mwa"
@@ -112,7 +120,8 @@ def _roi_hours(run: Run, ttq: dict[str, Any], target_pct: int) -> tuple[float | 
     hit = ttq["to"].get(str(target_pct))
     if hit is not None:
         return hit["device_hours"], hit["time_s"], "time_to_quality"
-    basis = "not_reached" if ttq["checks"] and ttq["reference"] is not None else "whole_run"
+    measured = ttq["checks"] and ttq["reference"] is not None and target_pct not in ttq.get("below_floor", [])
+    basis = "not_reached" if measured else "whole_run"
     return _device_hours(run.timing), _num(run.timing.get("wall_s")), basis
 
 
@@ -133,7 +142,7 @@ def _pick_baseline(runs: list[Run], compare: str) -> tuple[Run | None, list[str]
 def _pick_main(runs: list[Run], baseline: Run | None) -> Run | None:
     """The run the verdict is about: an mwa run, of the baseline's seed when there is one (never the best of
     several seeds: that would pick the luckiest draw), then the highest RSUM."""
-    others = [r for r in runs if r is not baseline]
+    others = [r for r in runs if r is not baseline and r.method != references.FROZEN]  # frozen: a reference
     if not others:
         return None
     mwa = [r for r in others if r.method == MAIN_METHOD]
@@ -166,8 +175,12 @@ def build_report(
     estimate_steps: int | None = None,
     data: DataDir | None = None,
     target_pct: int = 95,
+    zero_shot: ZeroShot | None = None,
+    zero_shot_note: str | None = None,
 ) -> dict[str, Any]:
-    """Build the report dict. ``estimated_baseline`` (from estimate.py) stands in when no baseline run exists."""
+    """Build the report dict. ``estimated_baseline`` (from estimate.py) stands in when no baseline run exists;
+    ``zero_shot`` (references.zero_shot) is the untrained backbone's evaluation, ``zero_shot_note`` why it is
+    missing."""
     a = assumptions or roi_mod.Assumptions()
     runs = list(coll.runs)
     baseline, notes = _pick_baseline(runs, compare)
@@ -192,16 +205,14 @@ def build_report(
             backbone_bytes, backbone_est = float(max(totals)) * 4.0, True
 
     primary = choose_primary_protocol([r.eval or {} for r in runs])
+    chance = references.chance([r.eval or {} for r in runs] + ([zero_shot.eval] if zero_shot else []), data,
+                               coll.runs[0].split)
     b_recall = _recall(baseline, primary) if baseline is not None else None
-    ref_best = evidence.reference_best(baseline) if baseline is not None and not b_est else None
-    if baseline is not None and not b_est and ref_best is None and evidence.val_curve(baseline.eval_rows):
+    ref_best = evidence.reference_best(baseline, primary) if baseline is not None and not b_est else None
+    if baseline is not None and not b_est and ref_best is None and evidence.val_curve(baseline.eval_rows, primary):
         notes.append(t(lang, "ttq_no_gain", run=baseline.name))
-    # time to quality against the baseline method's run of the same seed when there is one (seed groups)
-    ref_by_seed = {x.config.get("seed"): evidence.reference_best(x)
-                   for x in runs if x.method == baseline_method(baseline, compare) and not x.estimated}
-    ttq = {id(r): evidence.time_to_quality(r, ref_by_seed.get(r.config.get("seed"), ref_best) if r is not baseline
-                                           else ref_best,
-                                           int(r.timing.get("n_devices") or 1)) for r in runs}
+    notes += _curve_protocol_notes(runs, primary, lang)
+    ttq = _time_to_quality(runs, baseline, compare, ref_best, primary)
     basis = {id(r): _roi_hours(r, ttq[id(r)], target_pct) for r in runs}
     b_hours = basis[id(baseline)][0] if baseline is not None else None
     b_yearly = (roi_mod.yearly(b_hours, baseline.artefact_bytes, is_full_ft=True, backbone_bytes=backbone_bytes,
@@ -260,14 +271,17 @@ def build_report(
                 per_label[str(name)] = {"mean_recall": float(pl["rsum"]) / 6.0, "rsum": float(pl["rsum"]),
                                         "n_images": pl.get("n_images"), "n_captions": pl.get("n_captions")}
         uses_storage_est = backbone_est and r.method != roi_mod.BASELINE_METHOD
+        recall_ci = evidence.intervals(r) if rec is not None else None
         out_runs.append({
             "name": r.name, "path": str(r.path), "method": r.method, "backbone": r.backbone,
             "is_baseline": is_base, "is_main": r is main,
             "estimated": {"recall": False, "cost": est, "savings": est or b_est,
                           "roi": est or b_est or uses_storage_est},
             "recall": rec, "recall_delta": delta, "rsum_kept_pct": kept if not is_base else (100.0 if rec else None),
-            "recall_ci": evidence.intervals(r) if rec is not None else None, "recall_delta_ci": delta_ci,
+            "recall_ci": recall_ci, "recall_delta_ci": delta_ci,
             "protocol_name": evidence.primary_protocol(r),
+            "learning": learning.assess(r, protocol=primary, zero=zero_shot, chance=chance.get(primary),
+                                        ci=recall_ci),
             "time_to_quality": ttq[id(r)], "roi_basis": roi_basis, "seed": r.config.get("seed"),
             "seed_group": group_of.get(id(r)),
             "time_pct_of_baseline": time_pct, "by_protocol": by_protocol,
@@ -277,33 +291,38 @@ def build_report(
                            "n_devices": tm.get("n_devices"), "torch": tm.get("torch"), "mwa": tm.get("mwa"),
                            "command": r.config.get("command"), "created": r.eval.get("created"),
                            "budget_s": tm.get("budget_s"), "eval_numerics": r.eval.get("numerics")},
-            "gallery": build_gallery(r, data) if not r.estimated else None,
+            "gallery": build_gallery(r, data, primary) if not r.estimated else None,
         })
+    notes += [t(lang, "short_run" if x["learning"]["schedule"]["short"] else "shorter_run", name=x["name"],
+                **_schedule_words(x["learning"]["schedule"]))
+              for x in out_runs if x["learning"]["schedule"]["below_default"] and x["method"] != "frozen"]
+    if zero_shot is None and zero_shot_note:
+        notes.append(t(lang, "zero_shot_missing", why=zero_shot_note))
 
-    seed_rows = []
-    for gname, g in groups.items():
-        rows = [x for x in out_runs if x["seed_group"] == gname]
-        seed_rows.append({
-            "name": gname, "method": g[0].method, "runs": [x["name"] for x in rows],
-            "seeds": sorted(x["seed"] for x in rows if x["seed"] is not None),
-            "test_rsum": evidence.spread([(x["recall"] or {}).get("rsum") for x in rows]),
-            "best_val_rsum": evidence.spread([x["time_to_quality"]["best_val_rsum"] for x in rows]),
-            **{f"to_{p}_s": evidence.spread([(x["time_to_quality"]["to"].get(str(p)) or {}).get("time_s")
-                                             for x in rows]) for p in evidence.TARGETS},
-            "reached": {str(p): sum(1 for x in rows if x["time_to_quality"]["to"].get(str(p))) for p in evidence.TARGETS},
-        })
-
+    seed_rows = _seed_rows(groups, out_runs)
     units = {x["cost"]["hours_unit"] for x in out_runs}
     hours_unit = units.pop() if len(units) == 1 else "device_hours"
 
+    m_dict = next((x for x in out_runs if x["is_main"]), None)
+    b_dict = next((x for x in out_runs if x["is_baseline"]), None)
+    stalled = learning.stalled([m_dict, b_dict]) if not b_est else learning.stalled([m_dict])
+    seeds = None
+    if main is not None and baseline is not None and not b_est:
+        seeds = evidence.seed_difference(groups.get(group_of.get(id(main)), [main]),
+                                         groups.get(group_of.get(id(baseline)), [baseline]))
+
     # verdict
     verdict_est = b_est
-    if baseline is None:
+    if stalled:
+        shown = [dict(x, display=_display_method(x)) for x in (m_dict, b_dict) if x is not None]
+        verdict = verdict_mod.no_verdict(lang, [x for x in shown if any(x["name"] == y["name"] for y in stalled)],
+                                         shown, labels=primary == "label_level")
+    elif baseline is None:
         verdict = t(lang, "verdict_none")
     elif main is None:
         verdict = t(lang, "verdict_only_baseline")
     elif b_est or baseline.estimated:
-        m = next(x for x in out_runs if x["is_main"])
+        m = m_dict
         cost_diff = m["roi"]["compute_cost_diff"]
         cost_txt = ""
         if is_num(cost_diff) and cost_diff < 0:
@@ -313,15 +332,16 @@ def build_report(
         verdict = t(lang, "verdict_time_only", method=_display_method(m), time=fmt_pct(m["time_pct_of_baseline"], 0),
                     cost=cost_txt)
     else:
-        m = dict(next(x for x in out_runs if x["is_main"]), display=_display_method(next(x for x in out_runs
-                                                                                            if x["is_main"])))
-        b = next(x for x in out_runs if x["is_baseline"])
+        m = dict(m_dict, display=_display_method(m_dict))
         n_test = coll.runs[0].eval.get("n_images")
-        verdict = verdict_mod.verdict(lang, m, b, target_pct=target_pct, currency=a.currency, groups=seed_rows,
+        verdict = verdict_mod.verdict(lang, m, b_dict, target_pct=target_pct, currency=a.currency, groups=seed_rows,
                                       baseline_method=compare, n_test=n_test if is_num(n_test) else None,
-                                      split=str(coll.runs[0].split or "test"))
+                                      split=str(coll.runs[0].split or "test"), seeds=seeds)
     if primary == "label_level" and main is not None and baseline is not None:
         verdict += " " + t(lang, "verdict_label_level")
+    if stalled:  # nothing learned, so nothing to price: no yearly cost, no time saved (terminal, HTML, --json)
+        for x in out_runs:
+            x["roi"], x["roi_basis"], x["time_pct_of_baseline"] = None, None, None
 
     ref = main or (ordered[0] if ordered else None)
     if baseline is not None and b_est:
@@ -352,12 +372,17 @@ def build_report(
         "assumptions": {**a.as_dict(), "backbone_bytes": backbone_bytes, "backbone_bytes_estimated": backbone_est},
         "hours_unit": hours_unit,
         "runs": out_runs,
+        "references": _references(chance, zero_shot, zero_shot_note, runs, primary),
         "verdict": verdict,
         "verdict_estimated": verdict_est,
+        "decision": {"kind": "no_verdict" if stalled else "compare", "roi_withheld": bool(stalled),
+                     "runs_not_learned": [x["name"] for x in stalled], "seeds": seeds,
+                     "single_seed": seeds is None and main is not None and baseline is not None and not b_est},
         "bootstrap": {"resamples": DEFAULT_RESAMPLES, "seed": DEFAULT_SEED, "level": 0.95, "unit": "test image"},
         "time_to_quality": {"target_pct": target_pct, "targets": list(evidence.TARGETS),
                             "reference_best_val_rsum": ref_best,
-                            "reference_run": baseline.name if baseline is not None else None},
+                            "reference_run": baseline.name if baseline is not None else None,
+                            "zero_shot_val_rsum": next(iter({v["floor"] for v in ttq.values()} - {None}), None)},
         "seed_groups": seed_rows,
         "notes": notes,
         "skipped": [list(s) for s in coll.skipped],
@@ -366,6 +391,68 @@ def build_report(
         "protocols": protocol_sentences([r.eval or {} for r in runs]),
         "html": None,
     }
+
+
+def _time_to_quality(runs: list[Run], baseline: Run | None, compare: str, ref_best: float | None,
+                     protocol: str) -> dict[int, dict[str, Any]]:
+    """Each run's time to quality against the baseline method's run of the same seed when there is one (seed
+    groups), never against a target the zero-shot backbone already meets (its step-0 val RSUM)."""
+    base_method = baseline_method(baseline, compare)
+    ref_by_seed = {x.config.get("seed"): evidence.reference_best(x, protocol)
+                   for x in runs if x.method == base_method and not x.estimated}
+    floors = [v for v in (evidence.zero_shot_val(x, protocol) for x in ([baseline] if baseline else []) + runs)
+              if v is not None]
+    floor = floors[0] if floors else None
+    out = {}
+    for r in runs:
+        ref = ref_best if r is baseline else ref_by_seed.get(r.config.get("seed"), ref_best)
+        out[id(r)] = evidence.time_to_quality(r, None if r.method == references.FROZEN else ref,
+                                              int(r.timing.get("n_devices") or 1), protocol, floor)
+    return out
+
+
+def _curve_protocol_notes(runs: list[Run], protocol: str, lang: str) -> list[str]:
+    """Runs whose val checks were logged under another protocol (older mwa): left out of time to quality."""
+    old = [r.name for r in runs if evidence.val_curve(r.eval_rows) and not evidence.val_curve(r.eval_rows, protocol)
+           and protocol != "instance"]
+    return [t(lang, "curve_other_protocol", runs=", ".join(old))] if old else []
+
+
+def _schedule_words(sched: dict[str, Any]) -> dict[str, str]:
+    return {"steps": f"{sched['steps']:,}", "pct": share_text(sched["share_pct"]),
+            "default": f"{sched['default_steps']:,}"}
+
+
+def _seed_rows(groups: dict[str, list[Run]], out_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seed_rows = []
+    for gname, g in groups.items():
+        rows = [x for x in out_runs if x["seed_group"] == gname]
+        seed_rows.append({
+            "name": gname, "method": g[0].method, "runs": [x["name"] for x in rows],
+            "seeds": sorted(x["seed"] for x in rows if x["seed"] is not None),
+            "test_rsum": evidence.spread([(x["recall"] or {}).get("rsum") for x in rows]),
+            "best_val_rsum": evidence.spread([x["time_to_quality"]["best_val_rsum"] for x in rows]),
+            **{f"to_{p}_s": evidence.spread([(x["time_to_quality"]["to"].get(str(p)) or {}).get("time_s")
+                                             for x in rows]) for p in evidence.TARGETS},
+            "reached": {str(p): sum(1 for x in rows if x["time_to_quality"]["to"].get(str(p)))
+                        for p in evidence.TARGETS},
+        })
+    return seed_rows
+
+
+def _references(chance: dict[str, Any], zero: ZeroShot | None, note: str | None, runs: list[Run],
+                primary: str) -> dict[str, Any]:
+    """The report's `references`: chance per protocol, and the zero-shot backbone (None, with the note why)."""
+    entry = None
+    if zero is not None:
+        ranks = learning.zero_shot_ranks(zero, primary)
+        run_name = zero.path.name if zero.source == "run" and zero.path is not None else None
+        entry = {"source": zero.source, "path": str(zero.path) if zero.path else None, "run": run_name,
+                 "backbone": zero.eval.get("backbone"),
+                 "shown_as_run": run_name is not None and any(r.name == run_name for r in runs),
+                 "by_protocol": {p: recall_under(zero.eval, p) for p in PROTOCOLS},
+                 "recall_ci": bootstrap(ranks, resamples=DEFAULT_RESAMPLES, seed=DEFAULT_SEED) if ranks else None}
+    return {"chance": chance, "zero_shot": entry, "zero_shot_note": None if zero is not None else note}
 
 
 def _display_method(run_dict: dict[str, Any]) -> str:

@@ -1,14 +1,25 @@
-"""Terminal summary with Rich: the same figures as the HTML (from view.py), estimated ones marked."""
+"""Terminal summary with Rich: the same figures as the HTML (from view.py), estimated ones marked.
+
+It fits the terminal it is printed on (80 columns when piped): a table is printed whole when it fits with no
+figure wrapped; otherwise its columns are stacked as several narrower tables (each repeating the names), and on a
+terminal too narrow even for that each row becomes a block of "heading: value" lines. Notes are paragraphs of
+their own, wrapped at spaces, so no column is cut, no word lost and no number broken at any width.
+"""
 
 from __future__ import annotations
 
+import io
+import textwrap
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from mwa_cli.report import view
 from mwa_cli.report.glossary import glossary
@@ -17,70 +28,173 @@ from mwa_cli.report.i18n import t
 STYLE = {"good": "green", "bad": "red", "": ""}
 
 
-def _fmt(c: dict[str, Any], lang: str, with_sub: bool = True, sep: str = "\n") -> str:
+@dataclass
+class Grid:
+    """One table's content: data-column headings, rows of (name markup, name text, cells), notes below it."""
+
+    title: str
+    heads: list[str]
+    rows: list[tuple[str, str, list[dict[str, Any]]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    name_head: str = ""
+
+
+def _fmt(c: dict[str, Any], lang: str, sub_sep: str = "\n") -> str:
+    """A cell as markup: its figure, then (after `sub_sep`) the small line under it."""
     text = escape(c["text"])
     style = STYLE.get(c["cls"], "")
     out = f"[{style}]{text}[/]" if style else text
     if c["estimated"]:
         out += f" [italic yellow]({escape(t(lang, 'estimated'))})[/]"
-    if with_sub and c.get("sub"):
+    if c.get("sub"):
         sub_style = STYLE.get(c.get("sub_cls", ""), "") or "dim"
-        out += f"{sep}[{sub_style}]{escape(c['sub'])}[/]"
-        if c.get("sub_estimated"):
-            out += f" [italic yellow]({escape(t(lang, 'estimated'))})[/]"
+        sub = escape(c["sub"]) + (f" ({escape(t(lang, 'estimated'))})" if c.get("sub_estimated") else "")
+        out += f"\n[{sub_style}]{sub}[/]" if sub_sep == "\n" else f" [{sub_style}]({sub})[/]"
     return out
 
 
-def _widths(rows: list[list[dict[str, Any]]]) -> list[int]:
-    """Minimum column widths so figures never wrap or get cut (headers wrap instead)."""
-    n = len(rows[0]) if rows else 0
-    out = []
-    for i in range(n):
-        w = 0
-        for row in rows:
-            c = row[i]
-            est = len(t("en", "estimated")) + 3
-            w = max(w, len(c["text"]) + (est if c["estimated"] else 0),
-                    len(c.get("sub") or "") + (est if c.get("sub_estimated") else 0))
-        out.append(w)
-    return out
+def _plain_width(c: dict[str, Any], lang: str) -> int:
+    return max(cell_len(line) for line in Text.from_markup(_fmt(c, lang)).plain.split("\n"))
 
 
-def _fit(con: Console, widths: list[int], name_w: int = 12) -> list[int | None]:
-    """Keep the minimum widths only when the table fits the terminal; otherwise let Rich wrap."""
-    need = name_w + sum(w + 3 for w in widths) + 2
-    return [w if need <= con.width else None for w in widths]
-
-
-def _name(r: dict[str, Any], lang: str = "en") -> str:
+def _name(r: dict[str, Any], lang: str = "en") -> tuple[str, str]:
+    """(markup, plain text) of a row's name: bold for the main run, dim for the baseline and the references."""
     n = escape(r["name"])
+    plain = r["name"]
     if r.get("estimated_run"):
         n += f" [italic yellow]({escape(t(lang, 'estimated'))})[/]"
-    return f"[bold]{n}[/]" if r.get("is_main") else (f"[dim]{n}[/]" if r.get("is_baseline") else n)
+        plain += f" ({t(lang, 'estimated')})"
+    if r.get("is_main"):
+        return f"[bold]{n}[/]", plain
+    return (f"[dim]{n}[/]" if r.get("is_baseline") or r.get("reference") else n), plain
 
 
-def _print_recall_table(con: Console, rep: dict[str, Any], lang: str, title: str, protocol: str | None) -> None:
-    rrows = view.recall_rows(rep, protocol)
-    cells = [r["cells"] + [r["rsum"], r["delta_rsum"], r["kept"]] for r in rrows]
-    widths = _fit(con, _widths(cells))
-    sentence = (rep.get("protocols") or {}).get(protocol or rep.get("primary_protocol", "instance"))
-    captions = [sentence] if sentence and view.secondary_protocol(rep) else []
-    if protocol is None and any(r.get("recall_ci") for r in rep["runs"]):  # intervals: primary protocol only
-        n = next(r["recall_ci"]["n_images"] for r in rep["runs"] if r.get("recall_ci"))
-        captions.append(t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=n,
-                          seed=rep["bootstrap"]["seed"]))
-    if note := view.trivial_note(rep, lang):
-        captions.append(note)
-    tb = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
-               caption="\n".join(escape(c) for c in captions) or None, caption_justify="left")
-    tb.add_column(t(lang, "col_method"), no_wrap=True)
+def _wide(grid: Grid, lang: str, columns: list[int] | None = None) -> Table:
+    """The grid (or its `columns`) as one table: figures never wrap (no_wrap), headings wrap at spaces within
+    their column."""
+    cols = list(range(len(grid.heads))) if columns is None else columns
+    tb = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    tb.add_column(escape(grid.name_head or t(lang, "col_method")), no_wrap=True)
+    for i in cols:
+        head = grid.heads[i]
+        content = max((_plain_width(cells[i], lang) for _, _, cells in grid.rows), default=1)
+        longest = max((cell_len(w) for w in head.split()), default=1)
+        wrapped = "\n".join(textwrap.fill(part, width=max(content, longest)) for part in head.split("\n"))
+        tb.add_column(escape(wrapped), justify="right", no_wrap=True)
+    for markup, _, cells in grid.rows:
+        tb.add_row(markup, *[_fmt(cells[i], lang) for i in cols])
+    return tb
+
+
+def _column_chunks(con: Console, grid: Grid, lang: str) -> list[list[int]] | None:
+    """The grid's columns in consecutive groups, each a table that fits the console (the name column repeated);
+    None when even one column with the names is too wide."""
+    chunks: list[list[int]] = []
+    for i in range(len(grid.heads)):
+        if chunks and natural_width(_wide(grid, lang, chunks[-1] + [i])) <= con.width:
+            chunks[-1].append(i)
+        elif natural_width(_wide(grid, lang, [i])) <= con.width:
+            chunks.append([i])
+        else:
+            return None
+    return chunks
+
+
+def natural_width(renderable: Any) -> int:
+    """The width `renderable` takes when nothing constrains it."""
+    probe = Console(width=10_000, file=io.StringIO(), color_system=None, legacy_windows=False)
+    with probe.capture() as cap:
+        probe.print(renderable)
+    return max((cell_len(line.rstrip()) for line in cap.get().splitlines()), default=0)
+
+
+def _stacked(con: Console, grid: Grid, lang: str) -> None:
+    """Each row as a block: its name, then one "heading: value (small line)" line per column."""
+    for markup, _, cells in grid.rows:
+        con.print(markup, highlight=False)
+        for head, c in zip(grid.heads, cells):
+            con.print(Text.from_markup(f"  {escape(' '.join(head.split()))}: {_fmt(c, lang, sub_sep=' ')}"),
+                      highlight=False)
+
+
+def print_grid(con: Console, grid: Grid, lang: str) -> None:
+    """Title, then the grid as one table when it fits the console, else as tables of consecutive columns that each
+fit, else (not even one column fits) each row as a block; then its notes."""
+    con.print(Text(grid.title, style="bold"), highlight=False)
+    chunks = _column_chunks(con, grid, lang) if grid.rows else []
+    if chunks is None:
+        _stacked(con, grid, lang)
+    for n, columns in enumerate(chunks or []):
+        if n:
+            con.print()
+        con.print(_wide(grid, lang, columns))
+    for note in grid.notes:
+        con.print(Text(note, style="dim"), highlight=False)
+    con.print()
+
+
+def _recall_grid(rep: dict[str, Any], lang: str, title: str, protocol: str | None) -> Grid:
+    rrows = view.recall_rows(rep, protocol, lang)
     heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
     heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
-    for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w, overflow="fold")  # a figure is wrapped, never cut
-    for r, row in zip(rrows, cells):
-        tb.add_row(_name(r, lang), *[_fmt(c, lang) for c in row])
-    con.print(tb)
+    grid = Grid(title, heads, [(*_name(r, lang), r["cells"] + [r["rsum"], r["delta_rsum"], r["kept"]])
+                               for r in rrows])
+    sentence = (rep.get("protocols") or {}).get(protocol or rep.get("primary_protocol", "instance"))
+    if sentence and view.secondary_protocol(rep):
+        grid.notes.append(sentence)
+    if protocol is None:
+        if any(r.get("recall_ci") for r in rep["runs"]):  # intervals: primary protocol only
+            n = next(r["recall_ci"]["n_images"] for r in rep["runs"] if r.get("recall_ci"))
+            grid.notes.append(t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=n,
+                                seed=rep["bootstrap"]["seed"]))
+        if any(r["reference"] for r in rrows):
+            grid.notes.append(t(lang, "chance_note"))
+    if note := view.trivial_note(rep, lang):
+        grid.notes.append(note)
+    return grid
+
+
+def _ttq_grid(rep: dict[str, Any], lang: str) -> Grid:
+    targets = rep["time_to_quality"]["targets"]
+    ref = rep["time_to_quality"]["reference_best_val_rsum"]
+    protocol = t(lang, f"protocol_{rep.get('primary_protocol') or 'instance'}")
+    grid = Grid(t(lang, "sec_ttq"), [t(lang, "col_protocol_of", col=t(lang, "col_best_val"), protocol=protocol),
+                                     *[t(lang, "col_to_pct", pct=p) for p in targets]],
+                notes=[t(lang, "sec_ttq_help", ref=f"{ref:.1f}" if ref else "—",
+                         target=rep["time_to_quality"]["target_pct"])])
+    grid.rows = [(*_name(r, lang), [r["best"], *[r["to"][str(p)] for p in targets]]) for r in view.ttq_rows(rep, lang)]
+    if note := view.ttq_floor_note(rep, lang):
+        grid.notes.append(note)
+    return grid
+
+
+def _seed_grid(rep: dict[str, Any], lang: str, srows: list[dict[str, Any]]) -> Grid:
+    targets = rep["time_to_quality"]["targets"]
+    grid = Grid(t(lang, "sec_seeds"), [t(lang, "col_seeds"), t(lang, "col_test_rsum"), t(lang, "col_best_val"),
+                                       *[t(lang, "col_to_pct", pct=p) for p in targets]],
+                notes=[t(lang, "sec_seeds_help")])
+    for r in srows:
+        reached = [dict(r["to"][str(p)], text=f"{r['to'][str(p)]['text']} ({r['reached'][str(p)]}/{r['n']})")
+                   for p in targets]
+        grid.rows.append((escape(r["name"]), r["name"], [r["seeds"], r["test"], r["best"], *reached]))
+    return grid
+
+
+def _cost_grid(rep: dict[str, Any], lang: str) -> Grid:
+    keys = ("wall", "hours", "sps", "mem", "trainable", "artefact")
+    heads = [t(lang, "col_wall"), t(lang, rep["hours_unit"])] + [
+        t(lang, k) for k in ("col_sps", "col_mem", "col_trainable", "col_artefact")]
+    rows = [(*_name(r, lang), [r[k] for k in keys]) for r in view.cost_rows(rep, lang)]
+    return Grid(t(lang, "sec_cost"), heads, rows)
+
+
+def _roi_grid(rep: dict[str, Any], lang: str) -> Grid:
+    unit = t(lang, rep["hours_unit"])
+    keys = ("trainings", "hours_year", "cost_year", "storage", "cost_diff", "storage_diff")
+    heads = [t(lang, "col_trainings"), t(lang, "col_hours_year", unit=unit)] + [
+        t(lang, k) for k in ("col_cost_year", "col_storage", "col_cost_diff", "col_storage_diff")]
+    return Grid(t(lang, "sec_roi"), heads, [(*_name(r, lang), [r[k] for k in keys]) for r in view.roi_rows(rep)],
+                notes=view.assumption_lines(rep, lang))
 
 
 def print_glossary(con: Console, lang: str) -> None:
@@ -90,15 +204,10 @@ def print_glossary(con: Console, lang: str) -> None:
         con.print(f"  [bold]{escape(term)}[/]: {escape(text)}", highlight=False)
 
 
-def print_report(rep: dict[str, Any], console: Console | None = None, explain: bool = False) -> None:
-    """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
-    con = console or Console()
-    lang = rep.get("lang", "en")
-    unit = t(lang, rep["hours_unit"])
+def _print_header(con: Console, rep: dict[str, Any], lang: str) -> None:
     ds = rep["dataset"]
     con.print(f"[bold]{escape(t(lang, 'title'))}[/]  ·  dataset {escape(str(ds['hash'] or '?')[:12])}  ·  "
               f"{escape(str(ds['split']))}: {ds['n_images']} images, {ds['n_captions']} captions", highlight=False)
-
     if not rep["baseline"]["found"]:
         lines = []
         if not rep["baseline"]["estimated"]:
@@ -112,80 +221,44 @@ def print_report(rep: dict[str, Any], console: Console | None = None, explain: b
     numerics = sorted({view.eval_numerics_text(r["provenance"]["eval_numerics"]) for r in rep["runs"]
                        if r["provenance"].get("eval_numerics")})
     if numerics:
-        con.print(f"[dim]recall {escape('; '.join(numerics))}[/]", highlight=False)
+        con.print(Text(f"recall {'; '.join(numerics)}", style="dim"), highlight=False)
     for n in rep["notes"]:
-        con.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+        con.print(Text.from_markup(f"[yellow]note:[/] {escape(n)}"), highlight=False)
 
+
+def print_report(rep: dict[str, Any], console: Console | None = None, explain: bool = False) -> None:
+    """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
+    con = console or Console()
+    lang = rep.get("lang", "en")
+    _print_header(con, rep, lang)
     secondary = view.secondary_protocol(rep)
     primary = rep.get("primary_protocol", "instance")
     title = t(lang, "sec_recall_primary", protocol=t(lang, f"protocol_{primary}")) if secondary else t(lang, "sec_recall")
-    _print_recall_table(con, rep, lang, title, None)
+    print_grid(con, _recall_grid(rep, lang, title, None), lang)
     if secondary:
-        _print_recall_table(con, rep, lang, t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}")),
-                            secondary)
-
-    targets = rep["time_to_quality"]["targets"]
+        title2 = t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}"))
+        print_grid(con, _recall_grid(rep, lang, title2, secondary), lang)
     if any((r.get("time_to_quality") or {}).get("checks") for r in rep["runs"]):
-        ref = rep["time_to_quality"]["reference_best_val_rsum"]
-        tb = Table(title=t(lang, "sec_ttq"), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
-                   caption=escape(t(lang, "sec_ttq_help", ref=f"{ref:.1f}" if ref else "—",
-                                    target=rep["time_to_quality"]["target_pct"])))
-        tb.add_column(t(lang, "col_method"), no_wrap=True)
-        tb.add_column(t(lang, "col_best_val"), justify="right")
-        for p in targets:
-            tb.add_column(t(lang, "col_to_pct", pct=p), justify="right")
-        for r in view.ttq_rows(rep, lang):
-            tb.add_row(_name(r, lang), _fmt(r["best"], lang), *[_fmt(r["to"][str(p)], lang) for p in targets])
-        con.print(tb)
-
-    srows = view.seed_rows(rep, lang)
-    if srows:
-        tb = Table(title=t(lang, "sec_seeds"), title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
-                   caption=escape(t(lang, "sec_seeds_help")))
-        for h in (t(lang, "col_method"), t(lang, "col_seeds"), t(lang, "col_test_rsum"), t(lang, "col_best_val"),
-                  *[t(lang, "col_to_pct", pct=p) for p in targets]):
-            tb.add_column(h, justify="right" if h != t(lang, "col_method") else "left")
-        for r in srows:
-            tb.add_row(escape(r["name"]), _fmt(r["seeds"], lang), _fmt(r["test"], lang), _fmt(r["best"], lang),
-                       *[_fmt(r["to"][str(p)], lang) + f" [dim]({r['reached'][str(p)]}/{r['n']})[/]" for p in targets])
-        con.print(tb)
-
-    tb = Table(title=t(lang, "sec_cost"), title_justify="left", box=box.SIMPLE_HEAD)
-    tb.add_column(t(lang, "col_method"), no_wrap=True)
-    crows = view.cost_rows(rep, lang)
-    keys = ("wall", "hours", "sps", "mem", "trainable", "artefact")
-    widths = _fit(con, _widths([[r[k] for k in keys] for r in crows]))
-    heads = [t(lang, "col_wall"), unit] + [t(lang, k) for k in ("col_sps", "col_mem", "col_trainable", "col_artefact")]
-    for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w)
-    for r in crows:
-        tb.add_row(_name(r, lang), *[_fmt(r[k], lang) for k in keys])
-    con.print(tb)
-
-    tb = Table(title=t(lang, "sec_roi"), title_justify="left",
-               caption="\n".join(escape(x) for x in view.assumption_lines(rep, lang)), caption_justify="left",
-               box=box.SIMPLE_HEAD)
-    tb.add_column(t(lang, "col_method"), no_wrap=True)
-    orows = view.roi_rows(rep)
-    keys = ("trainings", "hours_year", "cost_year", "storage", "cost_diff", "storage_diff")
-    widths = _fit(con, _widths([[r[k] for k in keys] for r in orows]))
-    heads = [t(lang, "col_trainings"), t(lang, "col_hours_year", unit=unit)] + [
-        t(lang, k) for k in ("col_cost_year", "col_storage", "col_cost_diff", "col_storage_diff")]
-    for h, w in zip(heads, widths):
-        tb.add_column(h, justify="right", min_width=w)
-    for r in orows:
-        tb.add_row(_name(r, lang), *[_fmt(r[k], lang) for k in keys])
-    con.print(tb)
+        print_grid(con, _ttq_grid(rep, lang), lang)
+    if srows := view.seed_rows(rep, lang):
+        print_grid(con, _seed_grid(rep, lang, srows), lang)
+    print_grid(con, _cost_grid(rep, lang), lang)
+    if view.withheld(rep):
+        con.print(Text(t(lang, "sec_roi"), style="bold"), highlight=False)
+        con.print(Text(t(lang, "roi_withheld")), highlight=False)
+        con.print()
+    else:
+        print_grid(con, _roi_grid(rep, lang), lang)
 
     verdict = escape(rep["verdict"])
     if rep["verdict_estimated"]:
         verdict += f" [italic yellow]({escape(t(lang, 'estimated'))})[/]"
     con.print(Panel(verdict, title=t(lang, "verdict"), title_align="left", border_style="blue"), highlight=False)
     for p, why in rep["skipped"]:
-        con.print(f"[dim]{escape(t(lang, 'skipped'))}: {escape(p)}: {escape(why)}[/]", highlight=False)
+        con.print(Text(f"{t(lang, 'skipped')}: {p}: {why}", style="dim"), highlight=False)
     if explain:
         print_glossary(con, lang)
     else:
-        con.print(f"[dim]{escape(t(lang, 'glossary_more'))}[/]", highlight=False)
+        con.print(Text(t(lang, "glossary_more"), style="dim"), highlight=False)
     if rep.get("html"):
-        con.print(f"HTML report: [bold]{escape(rep['html'])}[/]", highlight=False)
+        con.print(Text.from_markup(f"HTML report: [bold]{escape(rep['html'])}[/]"), highlight=False)

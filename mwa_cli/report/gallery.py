@@ -102,14 +102,35 @@ class DataDir:
         return self._thumbs[image_id]
 
 
-def build_gallery(run: Run, data: DataDir | None, *, n_t2i: int = 4, n_i2t: int = 3, k_img: int = 5,
-                  k_cap: int = 3) -> dict[str, Any] | None:
-    """Gallery entries for one run (JSON-ready, no image data), or None without eval_topk.json."""
+def _hit_rule(run: Run, rows: Any, protocol: str):
+    """hit(query image, caption text, image holding that caption, candidate image) under the report's protocol:
+    for an image query the caption is the retrieved one, for a caption query the query itself. Instance level: the
+    pair belongs together; label level (as the verdict counts): the caption's text is one of the image's own
+    (key "caption"), or the two images share a label (key "label")."""
+    if protocol != "label_level" or rows is None:
+        return lambda image, caption, owner: owner == image
+    key = str((run.eval.get("label_level") or {}).get("key") or "caption")
+    texts: dict[str, set[str]] = {}
+    labels: dict[str, str] = {}
+    for image_id, text, label in zip(rows["image_id"], rows["caption"], rows["label"]):
+        texts.setdefault(str(image_id), set()).add(str(text))
+        labels[str(image_id)] = str(label or "")
+    if key == "label":
+        return lambda image, caption, owner: owner == image or (bool(labels.get(owner)) and
+                                                                labels.get(owner) == labels.get(image))
+    return lambda image, caption, owner: owner == image or caption in texts.get(image, set())
+
+
+def build_gallery(run: Run, data: DataDir | None, protocol: str = "instance", *, n_t2i: int = 4, n_i2t: int = 3,
+                  k_img: int = 5, k_cap: int = 3) -> dict[str, Any] | None:
+    """Gallery entries for one run (JSON-ready, no image data), or None without eval_topk.json. A result is a hit
+    under `protocol`, the report's primary one, so the examples count what the verdict counts."""
     topk = run.eval_topk
     if not topk:
         return None
     split = str(topk.get("split") or run.split or "test")
     rows = data.split_rows(split) if data is not None else None
+    hit = _hit_rule(run, rows, protocol)
 
     def caption(idx: int) -> tuple[str | None, str | None]:
         if rows is None or not (0 <= idx < len(rows)):
@@ -121,14 +142,15 @@ def build_gallery(run: Run, data: DataDir | None, *, n_t2i: int = 4, n_i2t: int 
         cap, own = caption(int(q["caption_index"]))
         t2i.append({
             "caption_index": int(q["caption_index"]), "caption": cap, "image_id": own,
-            "results": [{"image_id": str(i), "hit": (own is not None and str(i) == own)}
+            "results": [{"image_id": str(i), "hit": own is not None and hit(str(i), cap, own)}
                         for i in list(q.get("topk") or [])[:k_img]],
         })
     i2t = []
     for q in _spread(list(topk.get("i2t") or []), n_i2t):
         res = []
         for c in list(q.get("topk") or [])[:k_cap]:
-            cap, own = caption(int(c))
-            res.append({"caption_index": int(c), "caption": cap, "hit": own is not None and own == q["image_id"]})
+            cap, owner = caption(int(c))
+            res.append({"caption_index": int(c), "caption": cap,
+                        "hit": owner is not None and hit(str(q["image_id"]), cap, owner)})
         i2t.append({"image_id": str(q["image_id"]), "results": res})
-    return {"split": split, "t2i": t2i, "i2t": i2t}
+    return {"split": split, "protocol": protocol, "t2i": t2i, "i2t": i2t}

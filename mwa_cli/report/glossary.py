@@ -23,6 +23,14 @@ GLOSSARY: dict[str, list[tuple[str, str]]] = {
         ("Full FT", "Full fine-tuning: every weight of the backbone trains. The baseline every method is compared "
                     "with."),
         ("Frozen", "The pretrained backbone as it is, nothing trained (zero-shot): the floor."),
+        ("Chance", "What a model that scores at random gets on the same queries (label level: from how often each "
+                   "label occurs; instance level: about K / the number of candidates), with the range 95 % of "
+                   "random models fall in."),
+        ("Did not learn", "A trained run whose RSUM is not above the zero-shot backbone's (paired 95 % interval) or "
+                          "not above chance, or that collapsed (one label answers nearly everything). The report "
+                          "then gives no verdict and no yearly cost."),
+        ("Seeds", "Runs that differ only by --seed. With several per method the verdict's interval also holds the "
+                  "seed-to-seed spread; with one, it says it cannot tell training noise from a difference."),
         ("Time to quality", "Wall time a run needed to reach a share (95 %) of full fine-tuning's best validation "
                             "RSUM; the yearly costs use it."),
         ("GPU-/CPU-hours", "Wall time × devices used. Yearly costs multiply them by the assumed --gpu-cost (a "
@@ -44,6 +52,12 @@ GLOSSARY: dict[str, list[tuple[str, str]]] = {
         ("LoRA", "Low-Rank Adaptation：凍結したバックボーンの注意重みに低ランクの更新を学習します。"),
         ("Full FT", "フルファインチューニング：バックボーンの全重みを学習します。各手法の比較基準です。"),
         ("Frozen", "事前学習済みバックボーンそのもの（ゼロショット、学習なし）。下限の目安です。"),
+        ("偶然", "ランダムにスコアを付けるモデルが同じクエリで得る値（ラベル単位では各ラベルの出現頻度から、インスタンス"
+               "単位ではおよそ K ÷ 候補数）と、ランダムなモデルの 95 % が入る範囲。"),
+        ("学習できず", "RSUM がゼロショットのバックボーン（対応ありの 95 % 区間）や偶然を上回らない実行、または崩壊した"
+                  "実行（1つのラベルがほぼすべてに答える）。このときレポートは結論も年間費用も示しません。"),
+        ("シード", "--seed だけが異なる実行。手法ごとに複数あれば結論の区間にシード間のばらつきも含まれ、1つなら学習の"
+                "ばらつきと差を見分けられないと明記します。"),
         ("品質到達時間", "フルファインチューニングの最良検証 RSUM の一定割合（95 %）に達するまでの実時間。年間費用はこれを"
                       "使います。"),
         ("GPU・CPU時間", "実時間 × 使用デバイス数。年間費用はこれに想定価格 --gpu-cost（CPU 実行では CPU 1時間の価格）を"

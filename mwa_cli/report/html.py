@@ -101,9 +101,13 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
     ctx = {
         "rep": rep, "lang": lang, "S": strings, "unit": unit,
         "methods": ", ".join(display_name(r) for r in rep["runs"] if not r["is_baseline"]) or "—",
-        "recall_rows": view.recall_rows(rep), "cost_rows": view.cost_rows(rep, lang),
+        "recall_rows": view.recall_rows(rep, None, lang), "cost_rows": view.cost_rows(rep, lang),
         "secondary": view.secondary_protocol(rep),
-        "secondary_rows": view.recall_rows(rep, view.secondary_protocol(rep)) if view.secondary_protocol(rep) else [],
+        "secondary_rows": (view.recall_rows(rep, view.secondary_protocol(rep), lang) if view.secondary_protocol(rep)
+                           else []),
+        "roi_withheld": view.withheld(rep), "ttq_floor_note": view.ttq_floor_note(rep, lang),
+        "chance_note": t(lang, "chance_note") if view.reference_rows(rep, rep.get("primary_protocol") or "instance",
+                                                                     lang) else "",
         "roi_rows": view.roi_rows(rep), "assumptions": view.assumption_lines(rep, lang),
         "provenance": view.provenance_rows(rep), "charts": charts(rep, lang),
         "galleries": galleries(rep, data), "data_missing": data is None,

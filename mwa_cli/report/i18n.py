@@ -115,10 +115,67 @@ STRINGS: dict[str, dict[str, str]] = {
                              "cannot be compared until a full fine-tuning run is trained{cost}.",
         "verdict_none": "No full fine-tuning run to compare with: train one or use --estimate.",
         "verdict_only_baseline": "Only the full fine-tuning run was found: train another method to compare.",
-        "verdict_better": "{method} is better than full fine-tuning on these {n} test images: {diff} RSUM (95 % "
-                          "interval {lo}…{hi}, {protocol} protocol).",
-        "verdict_worse": "{method} is worse than full fine-tuning on these {n} test images: {diff} RSUM (95 % "
-                         "interval {lo}…{hi}, {protocol} protocol).",
+        "verdict_seeds_better": "Over {na} and {nb} seeds, {method} is better than full fine-tuning on these {n} test "
+                                "images: {diff} RSUM (95 % interval {lo}…{hi}, counting both which test images were "
+                                "drawn and the seed-to-seed spread; {protocol} protocol).",
+        "verdict_seeds_worse": "Over {na} and {nb} seeds, {method} is worse than full fine-tuning on these {n} test "
+                               "images: {diff} RSUM (95 % interval {lo}…{hi}, counting both which test images were "
+                               "drawn and the seed-to-seed spread; {protocol} protocol).",
+        "verdict_seeds_same": "Over {na} and {nb} seeds, {method} is not distinguishable from full fine-tuning on these "
+                              "{n} test images: difference {diff} RSUM (95 % interval {lo}…{hi}, counting both which "
+                              "test images were drawn and the seed-to-seed spread; {protocol} protocol).",
+        "verdict_one_run": "On these {n} test images {method} scored {diff} RSUM against full fine-tuning (95 % "
+                           "interval {lo}…{hi} over the test images, {protocol} protocol), but that is one run per "
+                           "method, and one run cannot tell training noise from a difference: train each with "
+                           "--seeds 3 and report again.",
+        "verdict_one_run_noise": " With one run per method, training noise is not counted either (--seeds 3 counts "
+                                 "it).",
+        "no_verdict_head": "No verdict: a run that did not learn says nothing about its method, so there is no "
+                           "comparison and no yearly cost.",
+        "stalled_run": "{name} did not learn: {why}.",
+        "why_collapse_zero": "it collapsed, image→text R@1 is 0 for every label but {labels} ({zero}: 0)",
+        "why_collapse_answer": "it collapsed, {share} % of the {direction} queries are answered by “{label}”",
+        "direction_i2t": "image→text",
+        "direction_t2i": "text→image",
+        "why_interval": ", 95 % interval {lo}…{hi}",
+        "why_below_zero_shot": "test RSUM {rsum} is below the untrained backbone's {zero} (difference {diff}"
+                               "{interval})",
+        "why_not_above_zero_shot": "test RSUM {rsum} is not above the untrained backbone's {zero} (difference "
+                                   "{diff}{interval})",
+        "why_not_above_chance": "test RSUM {rsum} is not above chance ({chance})",
+        "and": " and ",
+        "list_sep": "; ",
+        "sentence_end": ".",
+        "advice_head": "What to do: ",
+        "advice_longer": "train longer (the default schedule for this data is {default} steps; these runs had "
+                         "{had})",
+        "advice_lr": "these runs had the default schedule or more, so try a lower --lr",
+        "advice_longer_unknown": "train longer, or with another --lr (these runs had {had} steps)",
+        "advice_labels": "check the label descriptions (--label-text, --label-map): the captions are all the model "
+                         "learns a label from",
+        "advice_backbone": "or use a larger backbone or image size",
+        "short_run": "{name} trained {steps} steps, {pct} % of the default schedule for this data ({default} steps): "
+                     "its recall will not mean much.",
+        "shorter_run": "{name} trained {steps} steps, {pct} % of the default schedule for this data ({default} "
+                       "steps): its recall may still have been rising.",
+        "zero_shot_missing": "No zero-shot figures: {why}.",
+        "curve_other_protocol": "The validation checks of {runs} were logged at instance level (an older mwa), not "
+                                "at this report's label level: they are left out of time to quality.",
+        "row_chance": "Chance (random ranking)",
+        "row_zero_shot": "Zero-shot ({backbone}, untrained)",
+        "chance_note": "Chance: what a ranking that orders the candidates at random gets on these queries, with the "
+                       "range 95 % of random rankings fall in. Zero-shot: the backbone before any training. A "
+                       "trained run has learned something only above both.",
+        "roi_withheld": "No yearly cost: the runs did not learn, so there is nothing to put a price on (see the "
+                        "verdict).",
+        "ttq_below_zero_shot": "Time to {pcts} % is not measured: that share of full fine-tuning's best validation "
+                               "RSUM is not above the untrained backbone's {zero}, which meets it without training.",
+        "tag_did_not_learn": "did not learn",
+        "tag_collapsed": "collapsed",
+        "col_protocol_of": "{col} ({protocol})",
+        "gallery_hits_label_level": "Correct here means what the verdict counts (label level): a caption with the "
+                                    "text of one of the photo's own captions, or a photo that has the query caption "
+                                    "(or, with --label key, the same label).",
         "verdict_same": "{method} is not distinguishable from full fine-tuning on these {n} test images (difference "
                         "{diff} RSUM, 95 % interval {lo}…{hi}, {protocol} protocol); {separate}",
         "verdict_separate": "about {need} test images ({more} more) would be needed to separate a difference of "
@@ -279,10 +336,64 @@ STRINGS: dict[str, dict[str, str]] = {
                              "フルファインチューニングを学習するまで比較できません{cost}。",
         "verdict_none": "比較するフルファインチューニングの実行がありません。学習するか --estimate を使ってください。",
         "verdict_only_baseline": "フルファインチューニングの実行のみ見つかりました。比較する別の手法を学習してください。",
-        "verdict_better": "{method} は、この {n} 枚のテスト画像でフルファインチューニングより優れています：RSUM "
-                          "{diff}（95 % 区間 {lo}…{hi}、{protocol} 評価）。",
-        "verdict_worse": "{method} は、この {n} 枚のテスト画像でフルファインチューニングより劣ります：RSUM "
-                         "{diff}（95 % 区間 {lo}…{hi}、{protocol} 評価）。",
+        "verdict_seeds_better": "{na} シードと {nb} シードで、{method} はこの {n} 枚のテスト画像でフルファインチューニング"
+                                "より優れています：RSUM {diff}（95 % 区間 {lo}…{hi}、テスト画像の選び方とシード間の"
+                                "ばらつきの両方を含む、{protocol} 評価）。",
+        "verdict_seeds_worse": "{na} シードと {nb} シードで、{method} はこの {n} 枚のテスト画像でフルファインチューニング"
+                               "より劣ります：RSUM {diff}（95 % 区間 {lo}…{hi}、テスト画像の選び方とシード間の"
+                               "ばらつきの両方を含む、{protocol} 評価）。",
+        "verdict_seeds_same": "{na} シードと {nb} シードで、{method} とフルファインチューニングの差は、この {n} 枚のテスト"
+                              "画像では区別できません：RSUM の差 {diff}（95 % 区間 {lo}…{hi}、テスト画像の選び方と"
+                              "シード間のばらつきの両方を含む、{protocol} 評価）。",
+        "verdict_one_run": "この {n} 枚のテスト画像で {method} のフルファインチューニングに対する RSUM の差は {diff} でした"
+                           "（テスト画像についての 95 % 区間 {lo}…{hi}、{protocol} 評価）。ただし各手法1回の実行"
+                           "では、学習のばらつきと本当の差を見分けられません。--seeds 3 で各手法を学習し、もう一度"
+                           "レポートを作成してください。",
+        "verdict_one_run_noise": " 各手法1回の実行のため、学習のばらつきも数えられていません（--seeds 3 で数えられます）。",
+        "no_verdict_head": "結論なし：学習できなかった実行からは手法について何も分からないため、比較も年間費用も"
+                           "示しません。",
+        "stalled_run": "{name} は学習できていません：{why}。",
+        "why_collapse_zero": "崩壊しています。{labels} 以外のすべてのラベルで画像→テキスト R@1 が 0 です（{zero}：0）",
+        "why_collapse_answer": "崩壊しています。{direction} のクエリの {share} % が「{label}」で答えられています",
+        "direction_i2t": "画像→テキスト",
+        "direction_t2i": "テキスト→画像",
+        "why_interval": "、95 % 区間 {lo}…{hi}",
+        "why_below_zero_shot": "テスト RSUM {rsum} は未学習のバックボーンの {zero} を下回ります（差 {diff}{interval}）",
+        "why_not_above_zero_shot": "テスト RSUM {rsum} は未学習のバックボーンの {zero} を上回っていません（差 {diff}"
+                                   "{interval}）",
+        "why_not_above_chance": "テスト RSUM {rsum} が偶然の水準（{chance}）を上回っていません",
+        "and": "、",
+        "list_sep": "。",
+        "sentence_end": "。",
+        "advice_head": "対処：",
+        "advice_longer": "もっと長く学習してください（このデータの既定のスケジュールは {default} ステップ、これらの実行は "
+                         "{had}）",
+        "advice_lr": "これらの実行は既定のスケジュール以上学習しているので、より小さい --lr を試してください",
+        "advice_longer_unknown": "もっと長く、または別の --lr で学習してください（これらの実行は {had} ステップ）",
+        "advice_labels": "ラベルの説明（--label-text、--label-map）を確認してください。モデルはキャプションからしか"
+                         "ラベルを学べません",
+        "advice_backbone": "または、より大きいバックボーンや画像サイズを使ってください",
+        "short_run": "{name} の学習は {steps} ステップで、このデータの既定のスケジュール（{default} ステップ）の {pct} % "
+                     "です：その検索精度はほとんど意味を持ちません。",
+        "shorter_run": "{name} の学習は {steps} ステップで、このデータの既定のスケジュール（{default} ステップ）の "
+                       "{pct} % です：検索精度はまだ上がる途中だった可能性があります。",
+        "zero_shot_missing": "ゼロショットの数値はありません：{why}。",
+        "curve_other_protocol": "{runs} の検証はインスタンス単位で記録されており（古い mwa）、このレポートのラベル単位"
+                                "ではないため、品質到達時間から除きました。",
+        "row_chance": "偶然（ランダムな順位付け）",
+        "row_zero_shot": "ゼロショット（{backbone}、未学習）",
+        "chance_note": "偶然：候補をランダムに並べた場合にこれらのクエリで得られる値と、ランダムな順位付けの 95 % が"
+                       "入る範囲。ゼロショット：学習前のバックボーン。学習した実行は、両方を上回って初めて何かを"
+                       "学んだと言えます。",
+        "roi_withheld": "年間費用はありません：実行が学習できていないため、値段を付ける対象がありません（結論を参照）。",
+        "ttq_below_zero_shot": "{pcts} % までの時間は測りません：フルファインチューニングの最良検証 RSUM のその割合は、"
+                               "学習なしで達する未学習のバックボーンの {zero} を上回らないためです。",
+        "tag_did_not_learn": "学習できず",
+        "tag_collapsed": "崩壊",
+        "col_protocol_of": "{col}（{protocol}）",
+        "gallery_hits_label_level": "ここでの正解は結論と同じ数え方（ラベル単位）です：写真自身のキャプションと同じ文の"
+                                    "キャプション、またはクエリのキャプションを持つ写真（ラベルをキーにした場合は同じ"
+                                    "ラベル）を正解とします。",
         "verdict_same": "{method} とフルファインチューニングの差は、この {n} 枚のテスト画像では区別できません（RSUM の差 "
                         "{diff}、95 % 区間 {lo}…{hi}、{protocol} 評価）。{separate}",
         "verdict_separate": "この大きさの差を見分けるには、約 {need} 枚（あと {more} 枚）のテスト画像が必要です。",

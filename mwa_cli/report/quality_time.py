@@ -6,7 +6,9 @@ run's wall time *without* its validation checks (`time_no_val_s`: start-up, warm
 checkpoints count; the checks do not, so checking more often never makes a method look slower). The target is a
 share of the baseline's best validation RSUM. Only trained checks count (step > 0): the zero-shot point at step 0
 is drawn on the curve but is neither a reference nor a hit, so a baseline that never beat the backbone cannot make
-"95 % of it" come for free. A run that never reached the target says so (None), never a guess.
+"95 % of it" come for free; nor is a target at or below that zero-shot value (the untrained backbone already meets
+it). A run that never reached the target says so (None), never a guess. Every figure is the run's primary protocol
+(the checks logged under another one, by an older mwa, are left out).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 
-def val_curve(rows: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
-    """[{"time_s", "step", "rsum"}] of the val checks in time order (time without validation where recorded)."""
+def val_curve(rows: Iterable[dict[str, Any]], protocol: str | None = None) -> list[dict[str, float]]:
+    """[{"time_s", "step", "rsum"}] of the val checks in time order (time without validation where recorded);
+    `protocol`: only the checks logged under it (rows without "protocol", from older mwa, are instance level)."""
     out = []
     for r in rows:
         if r.get("kind") != "eval" or r.get("split") != "val" or r.get("rsum") is None:
+            continue
+        if protocol is not None and r.get("protocol", "instance") != protocol:
             continue
         t = r.get("time_no_val_s", r.get("time_s"))
         if t is None:

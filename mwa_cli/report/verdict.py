@@ -1,6 +1,8 @@
 """The verdict sentence: better / worse / not distinguishable from the baseline, from the paired interval of the
 RSUM difference (none on a test split below MIN_EVAL_IMAGES images: too small to tell), then time to quality,
-money, and the spread over seeds. Pure: report dicts in, text out."""
+money, and the spread over seeds. With several seeds the interval holds the seed-to-seed spread too; with one run
+per method the sentence says that it cannot tell training noise from a difference. Runs that did not learn get
+no comparison at all (`no_verdict`): what happened and what to do. Pure: report dicts in, text out."""
 
 from __future__ import annotations
 
@@ -31,26 +33,35 @@ def too_small_sentence(lang: str, m: dict[str, Any], n: int, split: str) -> str:
              diff=fmt_delta((m.get("recall_delta") or {}).get("rsum")), min=MIN_EVAL_IMAGES, more=MIN_EVAL_IMAGES - n)
 
 
+def _protocol_words(lang: str, m: dict[str, Any]) -> str:
+    name = str(m.get("protocol_name") or "instance")
+    return t(lang, f"verdict_protocol_{name}") if name in ("instance", "label_level") else name
+
+
 def quality_sentence(lang: str, m: dict[str, Any], b: dict[str, Any], n_test: int | None = None,
-                     split: str = "test") -> str:
+                     split: str = "test", seeds: dict[str, Any] | None = None) -> str:
     dci = m.get("recall_delta_ci")
     n_small = int(dci["n_images"]) if dci is not None else n_test
     if n_small is not None and n_small < MIN_EVAL_IMAGES:
         return too_small_sentence(lang, m, n_small, split)
-    name = str(m.get("protocol_name") or "instance")
-    proto = t(lang, f"verdict_protocol_{name}") if name in ("instance", "label_level") else name
     if dci is None:
         return t(lang, "verdict_no_ci", method=m["display"], kept=fmt_pct(m.get("rsum_kept_pct"), 1))
+    proto = _protocol_words(lang, m)
+    if seeds is not None:  # the interval holds the test images drawn and the seeds
+        diff, (lo, hi) = seeds["value"]["rsum"], seeds["ci95"]["rsum"]
+        return t(lang, f"verdict_seeds_{classify(seeds)}", method=m["display"], n=int(seeds["n_images"]),
+                 na=seeds["n_main"], nb=seeds["n_baseline"], diff=fmt_delta(diff), lo=fmt_delta(lo), hi=fmt_delta(hi),
+                 protocol=proto)
     diff, (lo, hi) = dci["value"]["rsum"], dci["ci95"]["rsum"]
     n = int(dci["n_images"])
     kind = classify(dci)
     common = dict(method=m["display"], n=n, diff=fmt_delta(diff), lo=fmt_delta(lo), hi=fmt_delta(hi), protocol=proto)
     if kind != "same":
-        return t(lang, f"verdict_{kind}", **common)
+        return t(lang, "verdict_one_run", **common)
     need = images_to_separate(diff, dci["se"]["rsum"], n)
     sep = (t(lang, "verdict_separate_zero") if need is None
            else t(lang, "verdict_separate", need=f"{need:,}", more=f"{max(0, need - n):,}"))
-    return t(lang, "verdict_same", separate=sep, **common)
+    return t(lang, "verdict_same", separate=sep, **common) + t(lang, "verdict_one_run_noise")
 
 
 def time_sentence(lang: str, m: dict[str, Any], b: dict[str, Any], target_pct: int, currency: str) -> str:
@@ -76,8 +87,61 @@ def seeds_sentence(lang: str, m: dict[str, Any], groups: list[dict[str, Any]], b
 
 def verdict(lang: str, m: dict[str, Any], b: dict[str, Any], *, target_pct: int, currency: str,
             groups: list[dict[str, Any]] | None = None, baseline_method: str = "full-ft",
-            n_test: int | None = None, split: str = "test") -> str:
+            n_test: int | None = None, split: str = "test", seeds: dict[str, Any] | None = None) -> str:
     """The whole verdict for the main run `m` against the baseline `b` (run dicts of the report, with "display");
-    `n_test`: the evaluated split's image count, for runs without per-query ranks."""
-    return (quality_sentence(lang, m, b, n_test, split) + time_sentence(lang, m, b, target_pct, currency)
+    `n_test`: the evaluated split's image count, for runs without per-query ranks; `seeds`: the seed-aware
+    difference (`evidence.seed_difference`), when one of the methods has several seeds."""
+    return (quality_sentence(lang, m, b, n_test, split, seeds) + time_sentence(lang, m, b, target_pct, currency)
             + seeds_sentence(lang, m, groups or [], baseline_method))
+
+
+def _why(lang: str, r: dict[str, Any]) -> list[str]:
+    """What is wrong with one run that did not learn, in the report's words."""
+    ln, rec = r["learning"], r.get("recall") or {}
+    parts = []
+    col = ln.get("collapse")
+    if col and col["kind"] == "zero_recall":
+        parts.append(t(lang, "why_collapse_zero", labels=", ".join(col["labels"]) or "—",
+                       zero=", ".join(col["zero_labels"])))
+    elif col:
+        parts.append(t(lang, "why_collapse_answer", share=fmt_num(col["share"], 0), label=col["label"],
+                       direction=t(lang, f"direction_{col['direction']}")))
+    vs = ln.get("vs_zero_shot")
+    if vs is not None and not ln.get("above_zero_shot"):
+        interval = (t(lang, "why_interval", lo=fmt_delta(vs["ci95"][0]), hi=fmt_delta(vs["ci95"][1]))
+                    if vs["ci95"] else "")
+        key = "why_below_zero_shot" if ln.get("below_zero_shot") else "why_not_above_zero_shot"
+        parts.append(t(lang, key, rsum=fmt_num(rec.get("rsum")), zero=fmt_num(vs["zero_shot_rsum"]),
+                       diff=fmt_delta(vs["diff"]), interval=interval))
+    if ln.get("above_chance") is False:
+        parts.append(t(lang, "why_not_above_chance", rsum=fmt_num(rec.get("rsum")), chance=fmt_num(ln["chance_rsum"])))
+    return parts
+
+
+def _advice(lang: str, stalled: list[dict[str, Any]], compared: list[dict[str, Any]], labels: bool) -> str:
+    """What to do: train longer (the default schedule against the steps these runs had), check the label texts,
+    a larger backbone or image size."""
+    items = []
+    scheds = [(r, r["learning"]["schedule"]) for r in compared]
+    default = next((sc["default_steps"] for _, sc in scheds if sc.get("default_steps")), None)
+    had = t(lang, "and").join(f"{sc['steps']:,} ({r['display']})" for r, sc in scheds if sc.get("steps") is not None)
+    if any(sc.get("below_default") for _, sc in scheds):
+        items.append(t(lang, "advice_longer", default=f"{default:,}", had=had))
+    elif default is not None:
+        items.append(t(lang, "advice_lr"))
+    else:  # runs of an older mwa: the default schedule for their data is not known
+        items.append(t(lang, "advice_longer_unknown", had=had or "?"))
+    if labels:
+        items.append(t(lang, "advice_labels"))
+    items.append(t(lang, "advice_backbone"))
+    return t(lang, "advice_head") + t(lang, "list_sep").join(items) + t(lang, "sentence_end")
+
+
+def no_verdict(lang: str, stalled: list[dict[str, Any]], compared: list[dict[str, Any] | None],
+               labels: bool = False) -> str:
+    """The verdict when the main run or the baseline did not learn: which, why, and what to do; no comparison,
+    no money (run dicts of the report, with "display")."""
+    shown = [r for r in compared if r is not None]
+    runs = " ".join(t(lang, "stalled_run", name=r["display"], why=t(lang, "list_sep").join(_why(lang, r)))
+                    for r in stalled)
+    return f"{t(lang, 'no_verdict_head')} {runs} {_advice(lang, stalled, shown, labels)}"

@@ -59,12 +59,24 @@ def _diff_cls(ci: Any) -> str:
     return "good" if ci[0] > 0 else "bad" if ci[1] < 0 else ""
 
 
-def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[str, Any]]:
+def withheld(rep: dict[str, Any]) -> bool:
+    """True when the runs did not learn: no ROI, and no green or red for recall differences."""
+    return bool((rep.get("decision") or {}).get("roi_withheld"))
+
+
+def _run_name(r: dict[str, Any], lang: str) -> str:
+    status = (r.get("learning") or {}).get("status")
+    tag = {"did_not_learn": "tag_did_not_learn", "collapsed": "tag_collapsed"}.get(status or "")
+    return display_name(r) + (f" ({t(lang, tag)})" if tag else "")
+
+
+def recall_rows(rep: dict[str, Any], protocol: str | None = None, lang: str = "en") -> list[dict[str, Any]]:
     """Rows of the recall table: the primary protocol (`protocol` None), each recall with its 95 % interval below
     it (or, for runs without per-query ranks, its Δ to the baseline); or the named secondary protocol (points
-    and Δ only: the intervals are computed for the primary protocol)."""
+    and Δ only: the intervals are computed for the primary protocol). Then the chance and zero-shot rows."""
     rows = []
     trivial = trivial_recalls(rep["dataset"])
+    plain = withheld(rep)
     for i, r in enumerate(rep["runs"]):
         src = (r.get("by_protocol") or {}).get(protocol, {}) if protocol else r
         rec, d = src.get("recall"), src.get("recall_delta") or {}
@@ -79,21 +91,48 @@ def recall_rows(rep: dict[str, Any], protocol: str | None = None) -> list[dict[s
             if ci.get(key):
                 cells.append(_cell(text, sub=fmt_interval(ci[key])))
             else:
-                cells.append(_cell(text, sub=fmt_delta(dv) if dv is not None else "", sub_cls=_sign_cls(dv)))
+                cells.append(_cell(text, sub=fmt_delta(dv) if dv is not None else "",
+                                   sub_cls="" if plain else _sign_cls(dv)))
         dr = d.get("rsum")
         rows.append({
-            "name": display_name(r), "run": r["name"], "method": r["method"], "color": color_for(r["method"], i),
-            "estimated_run": r["estimated"]["cost"],
+            "name": _run_name(r, lang), "run": r["name"], "method": r["method"], "color": color_for(r["method"], i),
+            "estimated_run": r["estimated"]["cost"], "reference": False,
             "is_baseline": r["is_baseline"], "is_main": r["is_main"], "cells": cells,
             "rsum": _cell(fmt_num(rec["rsum"] if rec else None), estimated=r["estimated"]["recall"],
                           sub=fmt_interval(ci.get("rsum"))),
             "delta_rsum": _cell(fmt_delta(dr) if dr is not None else "—",
-                                cls=_diff_cls(dci.get("rsum")) if dci else _sign_cls(dr),
+                                cls="" if plain else _diff_cls(dci.get("rsum")) if dci else _sign_cls(dr),
                                 sub=fmt_interval(dci.get("rsum"), signed=True)),
             "kept": _cell(fmt_pct(src.get("rsum_kept_pct")),
-                          cls=_kept_cls(src.get("rsum_kept_pct")) if not r["is_baseline"] else ""),
+                          cls=_kept_cls(src.get("rsum_kept_pct")) if not (r["is_baseline"] or plain) else ""),
         })
-    return rows
+    return rows + reference_rows(rep, protocol or rep.get("primary_protocol") or "instance", lang,
+                                 with_ci=protocol is None)
+
+
+def reference_rows(rep: dict[str, Any], protocol: str, lang: str, with_ci: bool = True) -> list[dict[str, Any]]:
+    """The chance row (its RSUM with the range of random rankings) and the zero-shot row (unless the frozen run
+    is already a row), in the recall table's row shape."""
+    refs = rep.get("references") or {}
+    out = []
+    zero = refs.get("zero_shot")
+    if zero and not zero.get("shown_as_run") and (zero.get("by_protocol") or {}).get(protocol):
+        ci = ((zero.get("recall_ci") or {}).get("ci95") or {}) if with_ci else {}
+        out.append(_reference_row(t(lang, "row_zero_shot", backbone=zero.get("backbone") or "?"),
+                                  zero["by_protocol"][protocol], ci, "frozen"))
+    chance = (refs.get("chance") or {}).get(protocol)
+    if chance:
+        out.append(_reference_row(t(lang, "row_chance"), chance, {"rsum": chance.get("rsum_ci95")} if with_ci else {},
+                                  "chance"))
+    return out
+
+
+def _reference_row(name: str, rec: dict[str, Any], ci: dict[str, Any], method: str) -> dict[str, Any]:
+    cells = [_cell(fmt_num(rec[d][k]), sub=fmt_interval(ci.get(f"{d}_{k}"))) for d, k in RECALL_KEYS]
+    return {"name": name, "run": None, "method": method, "color": color_for(method, 0), "estimated_run": False,
+            "reference": True, "is_baseline": False, "is_main": False, "cells": cells,
+            "rsum": _cell(fmt_num(rec["rsum"]), sub=fmt_interval(ci.get("rsum"))), "delta_rsum": _cell("—"),
+            "kept": _cell("—")}
 
 
 def trivial_note(rep: dict[str, Any], lang: str) -> str:
@@ -123,6 +162,7 @@ def _saving(x: Any, lang: str, digits: int = 0) -> tuple[str, str]:
 
 def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     rows = []
+    plain = withheld(rep)
     for i, r in enumerate(rep["runs"]):
         c, s = r["cost"], r["savings_pct"]
         ce, se = r["estimated"]["cost"], r["estimated"]["savings"]
@@ -131,6 +171,7 @@ def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
 
         def with_saving(text: str, key: str, digits: int = 0) -> dict[str, Any]:
             sub, cls = _saving(s[key], lang, digits)
+            cls = "" if plain else cls  # runs that learned nothing: a saving is no good news
             return _cell(text, ce, sub=sub, sub_cls=cls, sub_estimated=se and not ce)
 
         rows.append({
@@ -152,7 +193,8 @@ def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
 
 
 def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
-    """Best val RSUM and the time to each target share of the baseline's best (step below), per run."""
+    """Best val RSUM and the time to each target share of the baseline's best (step below), per run; "—" for a
+    run that trains nothing and for a target the zero-shot backbone already meets."""
     rows = []
     for i, r in enumerate(rep["runs"]):
         q = r.get("time_to_quality") or {}
@@ -164,11 +206,21 @@ def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
                 cells[str(pct)] = _cell(fmt_duration(hit["time_s"], lang),
                                         sub=f"{hours} {t(lang, rep['hours_unit'])} · step {hit['step']}")
             else:
-                cells[str(pct)] = _cell(t(lang, "not_reached") if q.get("checks") and q.get("reference") else "—")
+                measured = q.get("checks") and q.get("reference") and pct not in (q.get("below_floor") or [])
+                cells[str(pct)] = _cell(t(lang, "not_reached") if measured else "—")
         rows.append({"name": display_name(r), "method": r["method"], "color": color_for(r["method"], i),
                      "is_baseline": r["is_baseline"], "is_main": r["is_main"], "estimated_run": r["estimated"]["cost"],
                      "best": _cell(fmt_num(q.get("best_val_rsum"))), "to": cells})
     return rows
+
+
+def ttq_floor_note(rep: dict[str, Any], lang: str) -> str:
+    """Why a target is not measured: it is not above the zero-shot backbone's val RSUM; '' when all are."""
+    below = sorted({p for r in rep["runs"] for p in (r.get("time_to_quality") or {}).get("below_floor") or []})
+    zero = rep["time_to_quality"].get("zero_shot_val_rsum")
+    if not below or zero is None:
+        return ""
+    return t(lang, "ttq_below_zero_shot", pcts=" / ".join(str(p) for p in below), zero=fmt_num(zero))
 
 
 def seed_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
@@ -190,6 +242,9 @@ def seed_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
 
 
 def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The yearly cost rows; none when the runs did not learn (nothing to put a price on)."""
+    if withheld(rep):
+        return []
     cur = rep["assumptions"]["currency"]
     rows = []
     for i, r in enumerate(rep["runs"]):

@@ -264,3 +264,36 @@ class BudgetPlanner:
     def load_state(self, state: dict | None) -> None:
         for key, value in (state or {}).items():
             setattr(self, key, value)
+
+
+# ------------------------------------------------------------ runs too short for the data
+SHORT_SCHEDULE = 0.25  # below this share of the default schedule, a run's recall says little about the method
+
+
+def default_schedule_of(record: dict) -> tuple[int, str] | None:
+    """(steps, how they were chosen) of the default schedule (`config.default_steps`) for a run's data and batch,
+    from its config.json record; None when the record lacks what it needs (runs of an older mwa)."""
+    from mwa_cli.train.config import default_steps
+
+    pos, batch = record.get("positives_detail"), record.get("batch_size")
+    if not isinstance(pos, dict) or not isinstance(pos.get("pairs"), int) or not isinstance(batch, int) or batch < 1:
+        return None
+    return default_steps(bool(pos.get("templated")), pos["pairs"], max(1, pos["pairs"] // batch))
+
+
+def share_text(share_pct: float) -> str:
+    """A share of the default schedule in words: one decimal below 1 % (0.6), none above (13)."""
+    return f"{share_pct:.1f}" if share_pct < 1 else f"{share_pct:.0f}"
+
+
+def short_schedule_note(steps: int, default: tuple[int, str] | None, subject: str = "this budget allows") -> str | None:
+    """"this budget allows ≈ M steps, k % of the default N for this data: …" when `steps` fall short of the
+    default schedule; None otherwise."""
+    if default is None or default[0] <= 0 or steps >= default[0]:
+        return None
+    share = 100.0 * steps / default[0]
+    pct = share_text(share)
+    effect = ("recall will not mean much" if share < 100 * SHORT_SCHEDULE
+              else "recall may still be rising when it ends")
+    return (f"{subject} ≈ {steps:,} steps, {pct} % of the default {default[0]:,} for this data ({default[1]}): "
+            f"{effect}")

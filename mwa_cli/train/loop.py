@@ -19,10 +19,11 @@ import torch
 
 from mwa_cli import __version__
 from mwa_cli.errors import EXIT_INTERNAL, EXIT_NONFINITE, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, MwaError
-from mwa_cli.eval.label_level import primary_rsum
+from mwa_cli.eval.label_level import PROTOCOL_WORDS, primary_protocol, primary_recall, primary_rsum, protocol_words
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
+from mwa_cli.train.budget import default_schedule_of, short_schedule_note
 from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.dist.context import reseed_rank
@@ -267,9 +268,13 @@ class TrainingRun:
         emit(self.progress, "plan", {"total_steps": self.total_steps, "reason": why,
                                      "step_time_s": planner.step_time, "budget_s": s.budget_s})
         self.message(why)
+        default = default_schedule_of(s.cfg_record)
+        if note := short_schedule_note(self.total_steps, default):  # said when the plan is made, not at the end
+            self.message(note)
         s.cfg_record["plan"] = {"total_steps": self.total_steps, "step_time_s": planner.step_time,
                                 "warmup_steps": trainer.schedule.warmup_steps, "reason": why,
-                                "schedule": trainer.schedule.kind, "refits": 0}
+                                "schedule": trainer.schedule.kind, "refits": 0,
+                                "default_steps": default[0] if default else None}
         s.run.write_config(s.cfg_record)
         self.t_seg = time.monotonic()
         planner.start_rate(step, float(self.acc["train_s"]))
@@ -354,11 +359,14 @@ class TrainingRun:
                                               self.acc)
         run.write_eval(result, top, ranks=ranks)
         timing = self._write_timing("completed")
-        msg = f"finished {step} steps in {timing['wall_s']:.1f} s; {s.final_split} RSUM {result['rsum']:.2f}"
+        protocol, fig = primary_recall(result)
+        msg = (f"finished {step} steps in {timing['wall_s']:.1f} s; {s.final_split} RSUM {fig['rsum']:.2f} "
+               f"({PROTOCOL_WORDS[protocol]})")
         if self.stop_reason:
             msg += f" ({self.stop_reason})"
         if keeper.step is not None and keeper.step != step:
-            msg += f"; the published adapter is the best one, from step {keeper.step} (val RSUM {keeper.rsum:.2f})"
+            msg += (f"; the published adapter is the best one, from step {keeper.step} (val RSUM {keeper.rsum:.2f}, "
+                    f"{protocol_words(s.val_data)})")
         emit(self.progress, "done", {"status": self.status, "message": msg, "eval": result, "timing": timing,
                                      "step": step, "total_steps": step})
         return RunResult(run.path, self.status, EXIT_OK, step, int(self.total_steps), message=msg, eval=result,
@@ -383,10 +391,11 @@ class TrainingRun:
 
     def _log_eval(self, result: dict, step: int) -> None:
         acc = self.acc
-        row = {"kind": "eval", "step": step, "split": result["split"], "rsum": result["rsum"],
-               "i2t_r1": result["i2t"]["r1"], "i2t_r5": result["i2t"]["r5"], "i2t_r10": result["i2t"]["r10"],
-               "t2i_r1": result["t2i"]["r1"], "t2i_r5": result["t2i"]["r5"], "t2i_r10": result["t2i"]["r10"],
-               "mean_recall": result["mean_recall"], "time_s": round(self._elapsed(), 3),
+        protocol, fig = primary_recall(result)  # one protocol per number: the one the best adapter is kept by
+        row = {"kind": "eval", "step": step, "split": result["split"], "protocol": protocol, "rsum": fig["rsum"],
+               "i2t_r1": fig["i2t"]["r1"], "i2t_r5": fig["i2t"]["r5"], "i2t_r10": fig["i2t"]["r10"],
+               "t2i_r1": fig["t2i"]["r1"], "t2i_r5": fig["t2i"]["r5"], "t2i_r10": fig["t2i"]["r10"],
+               "mean_recall": fig["mean_recall"], "instance_rsum": result["rsum"], "time_s": round(self._elapsed(), 3),
                "time_no_val_s": round(self._elapsed() - float(acc["eval_s"]), 3)}  # time to quality excludes checks
         self.setup.run.append_metrics(row)
         emit(self.progress, "eval", row)
@@ -405,7 +414,7 @@ class TrainingRun:
         self.last_check_step = step_now
         if s.keeper.observe(step_now, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
                             self._best_weights):
-            emit(self.progress, "best", s.keeper.record())
+            emit(self.progress, "best", dict(s.keeper.record(), protocol=protocol_words(s.val_data)))
 
     def _timed_check(self, step_now: int) -> bool:
         """A validation check between steps (its time is not training time); True when early stopping says
@@ -436,7 +445,8 @@ class TrainingRun:
         with torch.no_grad():
             for name, value in keeper.weights.items():
                 params[name].copy_(value.to(params[name].device, params[name].dtype))
-        self.message(f"publishing the best adapter: step {keeper.step} (val RSUM {keeper.rsum:.2f}), not the last "
+        self.message(f"publishing the best adapter: step {keeper.step} (val RSUM {keeper.rsum:.2f}, "
+                     f"{protocol_words(self.setup.val_data)}), not the last "
                      f"step {step_now}")
 
     # ------------------------------------------------------------------ loss, logging, planning
@@ -577,7 +587,8 @@ class TrainingRun:
             "feature_cache": self.fcache.describe() if self.fcache is not None else None,
             "val_share": round(float(acc.get("val_check_s", 0.0)) / wall, 4) if wall > 0 else 0.0,
             "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
-            "best": s.keeper.record(), "stop_reason": self.stop_reason,
+            "best": dict(s.keeper.record(), protocol=primary_protocol(s.val_data.captions) if s.val_data else None),
+            "stop_reason": self.stop_reason,
         }
         s.run.write_timing(timing)
         return timing

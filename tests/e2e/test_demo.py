@@ -1,4 +1,5 @@
-"""`mwa demo` end to end on a reduced budget: real prepare, real training of three methods, real report."""
+"""`mwa demo` end to end on a few steps: real prepare, real training of three methods, real report; the same
+numbers from two demos."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def test_demo_writes_report_with_measured_numbers(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--budget-per-method", "20s",
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--steps-per-method", "6",
                                       "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -30,7 +31,7 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
         methods[name] = (evaluation, timing)
         assert f"{evaluation['rsum']:.1f}" in html, f"{name}'s RSUM is not in the report"
     for name in ("mwa", "nke", "full-ft"):
-        assert methods[name][1]["steps"] > 0, f"{name} trained no step"
+        assert methods[name][1]["steps"] == 6, f"{name} did not train the fixed steps"
     assert methods["frozen"][1]["trainable_params"] == 0
     assert methods["mwa"][1]["trainable_params"] < 0.05 * methods["full-ft"][1]["trainable_params"]
     assert "<script" not in html.lower()
@@ -48,13 +49,14 @@ def test_demo_writes_report_with_measured_numbers(tmp_path):
     before = {n: (tmp_path / "runs" / n / "eval.json").read_bytes() for n in methods}
     (tmp_path / "runs" / "nke" / "eval.json").unlink()  # as if stopped during its final evaluation
     (tmp_path / "runs" / "nke" / "adapter_model.safetensors").unlink()
-    again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--budget-per-method", "20s",
+    again = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--steps-per-method", "6",
                                      "--device", "cpu"])
     assert again.exit_code == 0, again.output
     text = " ".join(again.output.split())
     assert "full-ft finished in an earlier `mwa demo`: kept" in text and "3/3 writing the report" in text
     assert text.count("report.html") == 1, "the report's path is printed once"
-    assert "training nke for at most 20 s (seed 0)" in text and "done" in text  # nke's stage had its bar
+    assert "training nke for 6 steps (seed 0)" in text and "done" in text  # nke's stage had its bar
+    assert "nke: 6 steps in " in text  # the time each took
     for name in ("frozen", "mwa", "full-ft"):
         assert (tmp_path / "runs" / name / "eval.json").read_bytes() == before[name]
     resumed = json.loads((tmp_path / "runs" / "nke" / "eval.json").read_text())
@@ -81,3 +83,28 @@ def test_demo_refuses_zero_seeds_before_doing_anything(tmp_path):
     assert result.exit_code == 2
     assert "--seeds must be at least 1" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_two_demos_give_the_same_numbers(tmp_path):
+    """Fixed steps and fixed validation checks: nothing depends on how fast the machine is."""
+    import torch
+
+    from mwa_cli.demo import run_demo
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        said = []
+        first = run_demo(tmp_path / "a", steps_per_method=4, methods=("mwa", "full-ft"), device="cpu",
+                         say=said.append)
+        second = run_demo(tmp_path / "b", steps_per_method=4, methods=("mwa", "full-ft"), device="cpu",
+                          say=said.append)
+    finally:
+        torch.set_num_threads(before)
+    for name in ("frozen", "mwa", "full-ft"):
+        a, b = (json.loads((r.runs_dir / name / "eval.json").read_text()) for r in (first, second))
+        assert a["rsum"] == b["rsum"] and a["label_level"]["rsum"] == b["label_level"]["rsum"], name
+        assert (first.runs_dir / name / "eval_ranks.json").read_bytes() == \
+            (second.runs_dir / name / "eval_ranks.json").read_bytes()
+    assert first.report["verdict"] == second.report["verdict"]
+    assert sum(line.startswith("      mwa: 4 steps in ") for line in said) == 2

@@ -171,8 +171,8 @@ def test_unquoted_budget_says_write_2h_or_quote_it(tmp_path, args):
     assert "the shell passed the budget as two words" in text and "--budget 2h" in text and '"2 hours"' in text
     other = runner.invoke(app, ["train", "data", "stray"])
     assert other.exit_code == 2 and "unexpected extra argument(s): stray" in other.output
-    demo = runner.invoke(app, ["demo", "--budget-per-method", "30", "s", "--out", str(tmp_path / "d")])
-    assert demo.exit_code == 2 and "--budget-per-method 30s" in demo.output and not (tmp_path / "d").exists()
+    demo = runner.invoke(app, ["demo", "--steps-per-method", "30", "s", "--out", str(tmp_path / "d")])
+    assert demo.exit_code == 2 and "unexpected extra argument(s): s" in demo.output and not (tmp_path / "d").exists()
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from mwa_cli.eval.bootstrap import QueryRanks, save_ranks
+from mwa_cli.report import view
 from mwa_cli.report.api import make_report
 from mwa_cli.report.verdict import classify, quality_sentence
 from tests.helpers.report_builder import make_data_dir, make_run
@@ -49,15 +50,19 @@ def test_every_recall_carries_an_interval_and_the_verdict_says_better(tmp_path):
     t2i = _test_map(data)
     full = make_run(runs, "full-ft", "full-ft", data, recall=60.0, wall_s=3600)
     mwa = make_run(runs, "mwa", "mwa", data, recall=58.0, wall_s=1440)
-    _ranks(full, t2i, 30, 30)  # full-ft misses everything at K ≤ 10, mwa hits everything: no resample disagrees
+    _ranks(full, t2i, 2, 2)  # full-ft misses at K = 1 only, mwa hits everything: no resample disagrees
     _ranks(mwa, t2i, 1, 1)
     rep = make_report([], runs, write=False)
     m = next(r for r in rep["runs"] if r["name"] == "mwa")
     assert set(m["recall_ci"]["ci95"]) == {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"}
     assert m["recall_ci"]["resamples"] == rep["bootstrap"]["resamples"] == 2000
-    assert m["recall_delta_ci"]["ci95"]["rsum"] == [600.0, 600.0]
-    assert rep["verdict"].startswith(f"MWA is better than full fine-tuning on these {len(set(t2i))} test images: "
-                                     "+600.0 RSUM (95 % interval +600.0…+600.0, instance protocol).")
+    assert m["recall_delta_ci"]["ci95"]["rsum"] == [200.0, 200.0]
+    assert rep["verdict"].startswith(f"On these {len(set(t2i))} test images MWA scored +200.0 RSUM against full "
+                                     "fine-tuning (95 % interval +200.0…+200.0 over the test images, instance protocol)"
+                                     ", but that is one run per method, and one run cannot tell training noise from a "
+                                     "difference: train each with --seeds 3 and report again.")
+    assert rep["decision"] == {"kind": "compare", "roi_withheld": False, "runs_not_learned": [], "seeds": None,
+                               "single_seed": True}
 
 
 def test_indistinguishable_verdict_names_the_images_needed(tmp_path):
@@ -79,16 +84,27 @@ def test_verdict_wording_for_better_worse_and_indistinguishable():
         return {"display": "MWA", "protocol_name": "instance", "rsum_kept_pct": 99.0,
                 "recall_delta_ci": {"value": {"rsum": diff}, "ci95": {"rsum": [lo, hi]}, "se": {"rsum": se},
                                     "n_images": 44}}
+    one_run = ", but that is one run per method, and one run cannot tell training noise from a difference: train " \
+              "each with --seeds 3 and report again."
+    # one run per method: no "better"/"worse", whatever the interval over the test images says
     assert quality_sentence("en", run(12.0, 3.0, 21.0), {}) == (
-        "MWA is better than full fine-tuning on these 44 test images: +12.0 RSUM (95 % interval +3.0…+21.0, "
-        "instance protocol).")
+        "On these 44 test images MWA scored +12.0 RSUM against full fine-tuning (95 % interval +3.0…+21.0 over the "
+        "test images, instance protocol)" + one_run)
     assert quality_sentence("en", run(-12.0, -21.0, -3.0), {}) == (
-        "MWA is worse than full fine-tuning on these 44 test images: -12.0 RSUM (95 % interval -21.0…-3.0, "
-        "instance protocol).")
+        "On these 44 test images MWA scored -12.0 RSUM against full fine-tuning (95 % interval -21.0…-3.0 over the "
+        "test images, instance protocol)" + one_run)
     same = quality_sentence("en", run(-2.1, -9.0, 4.8, se=3.5), {})  # 44 × (1.96 × 3.5 / 2.1)² = 469.5
     assert same == ("MWA is not distinguishable from full fine-tuning on these 44 test images (difference -2.1 RSUM, "
                     "95 % interval -9.0…+4.8, instance protocol); about 470 test images (426 more) would be needed to "
-                    "separate a difference of this size.")
+                    "separate a difference of this size. With one run per method, training noise is not counted "
+                    "either (--seeds 3 counts it).")
+    # several seeds: the seed-aware interval decides, and says what it counts
+    seeds = {"value": {"rsum": 12.0}, "ci95": {"rsum": [3.0, 21.0]}, "n_images": 44, "n_main": 3, "n_baseline": 3}
+    assert quality_sentence("en", run(12.0, 3.0, 21.0), {}, seeds=seeds) == (
+        "Over 3 and 3 seeds, MWA is better than full fine-tuning on these 44 test images: +12.0 RSUM (95 % interval "
+        "+3.0…+21.0, counting both which test images were drawn and the seed-to-seed spread; instance protocol).")
+    wide = dict(seeds, ci95={"rsum": [-4.0, 28.0]})
+    assert "is not distinguishable" in quality_sentence("en", run(12.0, 3.0, 21.0), {}, seeds=wide)
     assert classify(run(0.0, -1.0, 1.0)["recall_delta_ci"]) == "same"
     label = dict(run(12.0, 3.0, 21.0), protocol_name="label_level")
     assert "label-level protocol" in quality_sentence("en", label, {})
@@ -180,9 +196,17 @@ def test_the_zero_shot_point_is_never_a_reference_or_a_hit(tmp_path):
     rep = make_report([], runs, write=False)
     by = {r["name"]: r for r in rep["runs"]}
     assert rep["time_to_quality"]["reference_best_val_rsum"] == 240.9
-    assert by["full-ft"]["time_to_quality"]["to"]["95"]["time_s"] == 63.3
-    assert by["mwa"]["time_to_quality"]["to"]["95"]["time_s"] == 60.9
+    # 95 % of 240.9 = 228.9: the untrained backbone (229.5 at step 0) already meets it, so it is not measured
+    assert rep["time_to_quality"]["zero_shot_val_rsum"] == 229.5
+    for name in ("full-ft", "mwa"):
+        assert by[name]["time_to_quality"]["to"]["95"] is None and by[name]["time_to_quality"]["below_floor"] == [95]
+    assert by["full-ft"]["time_to_quality"]["to"]["99"]["time_s"] == 63.3  # 238.5: above zero-shot
+    assert by["mwa"]["time_to_quality"]["to"]["99"]["time_s"] == 60.9
     assert by["mwa"]["time_to_quality"]["curve"][0] == [5.0 / 60.0, 229.5]  # still drawn
+    assert by["mwa"]["roi_basis"] == "whole_run"  # the ROI's 95 % target was not measured, not "not reached"
+    rows = {r["name"]: r for r in view.ttq_rows(rep, "en")}
+    assert rows["MWA"]["to"]["95"]["text"] == "—" and rows["MWA"]["to"]["99"]["text"] == "1 min 01 s"
+    assert view.ttq_floor_note(rep, "en").startswith("Time to 95 % is not measured")
 
 
 def test_a_baseline_that_never_beat_zero_shot_gives_no_time_to_quality(tmp_path):
