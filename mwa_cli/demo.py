@@ -59,12 +59,14 @@ def run_demo(
     progress: ProgressFn | None = None,
     seeds: int = 1,
     force: bool = False,
+    tune: bool = False,
 ) -> DemoResult:
     """Prepare the photos, evaluate the zero-shot backbone, train each method on an equal budget (seeds 0…N−1; the
     runs of seed s > 0 are named `<method>-s<s>`), write the report (mean ± spread over seeds when N > 1).
 
     Re-running it in the same `out` folder keeps the runs that finished and continues an interrupted one from
-    its checkpoint; `force` removes the demo's earlier runs first."""
+    its checkpoint; `force` removes the demo's earlier runs first. `tune`: also tune MWA and train its
+    recommendation as run mwa-tuned (mwa_cli.tune.demo)."""
     if seeds < 1:
         raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=EXIT_USAGE)
     from mwa_cli.report.api import make_report
@@ -110,6 +112,11 @@ def run_demo(
                            hint="run the same `mwa demo` command again to continue, or add --force to start over",
                            exit_code=run.exit_code)
         result.runs[name] = run.to_dict()
+    if tune:
+        from mwa_cli.tune.demo import tuned_run
+
+        names.append(tuned_run(data_dir, runs_dir, backbone=MINI, budget_s=parse_budget(budget_per_method),
+                               device=device, seed=0, say=say, progress=progress, force=force))
     say("3/3 writing the report")
     result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft",
                                 **report_settings())

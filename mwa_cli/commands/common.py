@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mwa_cli.errors import EXIT_INTERNAL, EXIT_PEER_LOST, EXIT_SIGINT, ConfigError, MwaError
 
@@ -33,10 +34,10 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except MwaError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        except MwaError as exc:  # the words are plain text: a path or a pip extra in [] is not Rich markup
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

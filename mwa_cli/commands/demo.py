@@ -9,7 +9,8 @@ import typer
 from mwa_cli.commands.common import EXTRA_ARGS, console, emit_json, err_console, guarded, refuse_extra_args
 
 EPILOG = ("Examples:\n\n  mwa demo\n\n  mwa demo --out runs/demo --budget-per-method 30s\n\n"
-          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n  mwa demo --json\n\n"
+          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n"
+          "  mwa demo --tune     (also the tuned MWA beside the default one)\n\n  mwa demo --json\n\n"
           "Run it again to continue an interrupted demo (finished runs are kept); --force starts over.")
 
 
@@ -26,6 +27,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Start over: remove the runs of an earlier demo in --out "
                                    "(by default they are kept, and an interrupted one continues)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (no progress bars)."),
+        tune: bool = typer.Option(False, "--tune", help="Also tune MWA (`mwa tune`, 4 trials' time) and show its "
+                                  "recommended configuration next to the default one (about 6 more minutes)."),
     ) -> None:
         """Run the whole job on the bundled sample photos with the built-in beit3-mini backbone (no network).
 
@@ -42,7 +45,7 @@ def register(app: typer.Typer) -> None:
         with TrainProgress(quiet=json_out, name_bars=True) as progress:  # one bar per training stage, with ETA
             say = err_console.print if json_out else progress.print
             result = run_demo(out, budget_per_method=budget_per_method, device=device, say=say, seeds=seeds,
-                              force=force, progress=progress)
+                              force=force, progress=progress, tune=tune)
         if json_out:
             emit_json(result.report)
             return

@@ -13,7 +13,7 @@ from rich.table import Table
 from mwa_cli.commands.common import console, emit_json, guarded
 from mwa_cli.report.i18n import fmt_duration, fmt_num
 
-STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+STYLE = {"finished": "green", "pruned": "blue", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
 RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed),
 test RSUM and wall time.

@@ -32,6 +32,7 @@ Shape (``schema_version`` 1)::
                               "budget_s"},
                "gallery": {...} | null}],
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
+     "tunes": [{"page", "runs"}],   # tune.html of the `mwa tune` the runs came from (trials or recommendations)
      "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
      "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run"},
      "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
@@ -49,7 +50,7 @@ from typing import Any
 from mwa_cli import __version__
 from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from mwa_cli.models.sources import random_on_purpose
-from mwa_cli.report import evidence
+from mwa_cli.report import evidence, tuned
 from mwa_cli.report import roi as roi_mod
 from mwa_cli.report import verdict as verdict_mod
 from mwa_cli.report.collect import Collection, Run, resolve_data_dir
@@ -176,6 +177,7 @@ def build_report(
         baseline = estimated_baseline
         runs.append(estimated_baseline)
     main = _pick_main(runs, baseline)
+    notes += tuned.notes(lang, main, baseline)
     b_est = bool(baseline is not None and (baseline.estimated or baseline.timing.get("estimated")))
 
     if data is None:
@@ -360,6 +362,7 @@ def build_report(
                             "reference_run": baseline.name if baseline is not None else None},
         "seed_groups": seed_rows,
         "notes": notes,
+        "tunes": tuned.pages(runs),  # the `mwa tune` pages these runs came from
         "skipped": [list(s) for s in coll.skipped],
         "protocol": first.eval.get("protocol"),
         "primary_protocol": primary,

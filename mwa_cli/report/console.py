@@ -115,6 +115,8 @@ def print_report(rep: dict[str, Any], console: Console | None = None, explain: b
         con.print(f"[dim]recall {escape('; '.join(numerics))}[/]", highlight=False)
     for n in rep["notes"]:
         con.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    for entry in rep.get("tunes") or []:
+        con.print(f"{escape(t(lang, 'tune_page'))}: {escape(entry['page'])}", highlight=False, soft_wrap=True)
 
     secondary = view.secondary_protocol(rep)
     primary = rep.get("primary_protocol", "instance")
