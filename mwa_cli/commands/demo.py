@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Start over: remove the runs of an earlier demo in --out "
                                    "(by default they are kept, and an interrupted one continues)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (no progress bars)."),
-        tune: bool = typer.Option(False, "--tune", help="Also tune MWA (`mwa tune`, 4 trials' time) and show its "
-                                  "recommended configuration next to the default one (about 6 more minutes)."),
+        tune: bool = typer.Option(False, "--tune", help="Also tune MWA (`mwa tune`: four trials' time, each as long "
+                                  "as a demo run) and train its recommendation next to the default one."),
     ) -> None:
         """Run the whole job on the bundled sample photos with the built-in beit3-mini backbone (no network).
 

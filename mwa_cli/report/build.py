@@ -177,7 +177,7 @@ def build_report(
         baseline = estimated_baseline
         runs.append(estimated_baseline)
     main = _pick_main(runs, baseline)
-    notes += tuned.notes(lang, main, baseline)
+    notes += tuned.notes(lang, runs, main, baseline)
     b_est = bool(baseline is not None and (baseline.estimated or baseline.timing.get("estimated")))
 
     if data is None:

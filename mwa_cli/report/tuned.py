@@ -27,8 +27,9 @@ def pages(runs: list[Run]) -> list[dict[str, Any]]:
     return [{"page": str(p), "runs": names} for p, names in found.items()]
 
 
-def notes(lang: str, main: Run | None, baseline: Run | None) -> list[str]:
-    """What the comparison is between: two tuned methods, or a tuned one against an untuned one."""
+def notes(lang: str, runs: list[Run], main: Run | None, baseline: Run | None) -> list[str]:
+    """What the comparison is between: two tuned methods, a tuned one against an untuned one, or (the verdict's
+    runs both untuned) which other runs came from a tune."""
     if main is None or baseline is None or baseline.estimated:
         return []
     tuned_main, tuned_base = tune_of(main) is not None, tune_of(baseline) is not None
@@ -37,7 +38,8 @@ def notes(lang: str, main: Run | None, baseline: Run | None) -> list[str]:
     if tuned_main != tuned_base:
         tuned, other = (main, baseline) if tuned_main else (baseline, main)
         return [t(lang, "tune_one", tuned=tuned.name, other=other.name, method=other.method)]
-    return []
+    others = [r.name for r in runs if tune_of(r) is not None]
+    return [t(lang, "tune_others", runs=", ".join(others), main=main.name, baseline=baseline.name)] if others else []
 
 
 def links(rep: dict[str, Any]) -> list[dict[str, str]]:
