@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from benchlib import gpu_queue  # noqa: E402
 from time_to_quality import _mean_ci, device_name, prepare  # noqa: E402
 
 from mwa_cli.report.api import make_report  # noqa: E402
@@ -195,11 +196,7 @@ def main() -> None:
     dev = device_name(args.device)
     print(f"device: {dev}", flush=True)
     data = prepare(work)
-    gpus: Queue | None = None
-    if args.gpus:
-        gpus = Queue()
-        for g in args.gpus.split(","):
-            gpus.put(g)
+    gpus = gpu_queue(args.gpus)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(lambda s: tune_and_train(data, work, s, args, gpus), args.seeds))
     for r in rows:

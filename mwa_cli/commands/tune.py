@@ -12,10 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
-from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, console, emit_json, err_console, guarded,
-                                     refuse_extra_args)
+from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console,
+                                     guarded, refuse_extra_args)
 from mwa_cli.commands.progress import EtaColumn, budget_text
 from mwa_cli.errors import EXIT_SIGINT
+from mwa_cli.tune.settings import PRUNERS  # torch-free, as every module the command line imports at start
+
+Pruner = choices("Pruner", PRUNERS)
 
 HELP = (
     "Find the fastest training configuration that keeps the recall, on your own val split, within one wall-clock "
@@ -64,7 +67,7 @@ def register(app: typer.Typer) -> None:
                                         "may lose (0.01: 1 %)."),
         share: float = typer.Option(0.95, "--share", help="Speed is the time to reach this share of the best val "
                                     "RSUM."),
-        pruner: str = typer.Option("halving", "--pruner", help="halving (successive halving) | hyperband | none."),
+        pruner: Pruner = typer.Option("halving", "--pruner", help="halving (successive halving) | hyperband | none."),
         backbone: str = typer.Option("beit3-base", "--backbone", "-b", help="As `mwa train --backbone`."),
         weights: Optional[str] = typer.Option(None, "--weights", help="As `mwa train --weights`."),
         tokenizer: TokenizerOption = None,
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
         settings = TuneSettings(
             data_dir=str(data_dir), methods=(method,) + ((compare,) if compare else ()), backbone=backbone,
             weights=weights, tokenizer=tokenizer, device=device, seed=seed, budget=budget, trial_budget=trial_budget,
-            trial_steps=trial_steps, max_trials=trials, tolerance=tolerance, share=share, pruner=pruner,
+            trial_steps=trial_steps, max_trials=trials, tolerance=tolerance, share=share, pruner=pruner.value,
             compile=compile, val_share=val_share, base_config=str(config) if config else None, out=out, name=name)
         display = TuneProgress(quiet or json_out)
         try:

@@ -87,9 +87,9 @@ def open_folder(settings: TuneSettings, data: dict[str, Any], spaces: dict[str, 
         if record:
             check_same_search(path, record, new_record(settings, data, {}), explicit_length=_explicit(settings))
             record["settings"] = settings.to_dict()  # budget, trials, tolerance: as asked this time
-        else:
+        else:  # new, or marked by a run killed before it wrote tune.json: nothing of it to keep
             if spaces is None:
-                raise ConfigError(f"{path} was never started")  # pragma: no cover - callers build the spaces
+                raise ConfigError(f"{path} holds no {SETTINGS}")  # pragma: no cover - callers build the spaces
             write_marker(path, "tune")
             record = new_record(settings, data, spaces)
         folder = TuneFolder(path, record, lock)

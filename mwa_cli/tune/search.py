@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mwa_cli.errors import EXIT_SIGTERM, ConfigError, DataError, MwaError
-from mwa_cli.outdir import read_marker, remove_temp
+from mwa_cli.outdir import remove_temp
 from mwa_cli.tune.folder import TuneFolder, open_folder
-from mwa_cli.tune.layout import JOURNAL, trial_name
+from mwa_cli.tune.layout import JOURNAL, is_tune_folder, trial_name
 from mwa_cli.tune.records import TrialRecord, record_of
 from mwa_cli.tune.rule import Recommendation, recommend
 from mwa_cli.tune.settings import TuneSettings
@@ -86,7 +86,7 @@ def run_tune(settings: TuneSettings, progress: ProgressFn | None = None, *, prun
     optuna = require_optuna()
     data = prepared_data(Path(settings.data_dir))
     spaces = None
-    if read_marker(settings.folder, "tune") is None:  # a new tune: its spaces, from the data and the backbone
+    if not is_tune_folder(settings.folder):  # a new tune: its spaces, from the data and the backbone
         spaces = {m: build_space(m, settings.fixed_values(), Path(data["data_dir"])) for m in settings.methods}
     folder = open_folder(settings, data, spaces)
     try:

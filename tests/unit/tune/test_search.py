@@ -144,3 +144,14 @@ def test_a_failing_default_configuration_ends_the_tune_with_its_message(train_da
     monkeypatch.setattr(trials_mod, "train", broken)
     with pytest.raises(MwaError, match="first trial of mwa .* failed: the photos cannot be read"):
         run_tune(settings(train_data_dir, train_tokenizer, tmp_path))
+
+
+def test_a_folder_marked_by_a_run_killed_before_it_wrote_tune_json_starts_afresh(train_data_dir, train_tokenizer,
+                                                                                   tmp_path):
+    from mwa_cli.outdir import write_marker
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    write_marker(folder, "tune")
+    result = run_tune(settings(train_data_dir, train_tokenizer, tmp_path, max_trials=1))
+    assert [r.name for r in result.methods[0].records] == ["mwa-t000"] and (folder / SETTINGS).is_file()
