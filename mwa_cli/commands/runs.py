@@ -15,8 +15,8 @@ from mwa_cli.report.i18n import fmt_duration, fmt_num
 
 STYLE = {"finished": "green", "pruned": "blue", "running": "cyan", "interrupted": "yellow", "failed": "red"}
 
-RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed),
-test RSUM and wall time.
+RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed;
+pruned: a tuning trial `mwa tune` stopped early), test RSUM and wall time.
 
 Examples:
 
