@@ -19,9 +19,11 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json
 
-MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "tune": ".mwa-tune"}
+MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "lines": ".mwa-lines",
+           "tune": ".mwa-tune"}
 LOCK = ".lock"
-WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "tune": "tune folder"}
+WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "lines": "line store",
+        "line": "production line", "tune": "tune folder"}
 
 
 def read_marker(path: Path, kind: str) -> dict[str, Any] | None:

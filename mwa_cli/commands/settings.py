@@ -39,14 +39,28 @@ def register(app: typer.Typer) -> None:
     @group.command("show")
     @guarded
     def show(json_out: bool = typer.Option(False, "--json", help="Print the settings as JSON.")) -> None:
-        """Every setting, the value in force and where it comes from (settings file or mwa's default)."""
+        """Every setting, the value in force and where it comes from (settings file or mwa's default).
+
+        Examples:
+
+          mwa settings show
+
+          mwa settings show --json
+        """
         _show(json_out)
 
     @group.command("set", context_settings={"ignore_unknown_options": True})  # set gpu-cost -1: a value
     @guarded
     def set_cmd(key: str = typer.Argument(..., help="gpu-cost | currency | lines | retrains-per-year | lang."),
                 value: str = typer.Argument(..., help="The new default.")) -> None:
-        """Store a default (checked first: a bad value changes nothing)."""
+        """Store a default (checked first: a bad value changes nothing).
+
+        Examples:
+
+          mwa settings set gpu-cost 0.9
+
+          mwa settings set lang ja
+        """
         from mwa_cli.settings import set_setting, settings_path
 
         stored = set_setting(key, value)
@@ -55,7 +69,12 @@ def register(app: typer.Typer) -> None:
     @group.command("unset")
     @guarded
     def unset_cmd(key: str = typer.Argument(..., help="The setting to forget.")) -> None:
-        """Forget a default: mwa's own is used again."""
+        """Forget a default: mwa's own is used again.
+
+        Examples:
+
+          mwa settings unset gpu-cost
+        """
         from mwa_cli.settings import unset_setting
 
         was = unset_setting(key)
@@ -64,7 +83,12 @@ def register(app: typer.Typer) -> None:
     @group.command("path")
     @guarded
     def path_cmd() -> None:
-        """Where the settings file is (it exists once something is set)."""
+        """Where the settings file is (it exists once something is set).
+
+        Examples:
+
+          mwa settings path
+        """
         from mwa_cli.settings import settings_path
 
         typer.echo(str(settings_path()))
