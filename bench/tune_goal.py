@@ -1,7 +1,22 @@
 """The goal of `mwa tune` (docs/benchmarks.md), measured: tuned MWA against tuned full fine-tuning on beit3-mini.
 
-    PYTHONPATH=$PWD python bench/tune_goal.py --out tune_goal.json --device cuda --seeds 0 1 2 --budget 20m
-    PYTHONPATH=$PWD python bench/tune_goal.py --out tune_goal_cpu.json --device cpu --jobs 3 --threads 2
+    PYTHONPATH=$PWD python bench/tune_goal.py --device cuda --seeds 0 1 2 --jobs 3 --budget 5m \
+        --out $OUT/tune_goal_gpu.json
+    PYTHONPATH=$PWD python bench/tune_goal.py --device cuda --large-only --large-choice top-12:cache \
+        --out $OUT/tune_goal_large.json          # the choices the first command prints on its last lines
+    PYTHONPATH=$PWD python bench/tune_goal.py --device cpu --seeds 0 1 2 --jobs 3 --threads 4 --budget 5m \
+        --out $OUT/tune_goal_cpu.json            # jobs x threads <= the machine's free cores
+
+A seed takes its --budget, then two recommended trainings of a trial's length (budget / 12 each) and the set-up
+(preparing, process starts, evaluations): with the seeds side by side (--jobs 3; on one GPU the pair of a seed
+shares the card with the other seeds alike) --budget 5m stays inside a 10-minute limit, and the issue's scale,
+--budget 20m, needs about 25 minutes. The Large check compiles each variant (--large-modes picks the modes).
+`mwa tune` needs Optuna (the extra `tune`); on a machine that cannot
+reach a package index, carry its wheels and put them on the path first (it uses Optuna's journal file, so
+SQLAlchemy and Alembic are not needed):
+
+    pip download --no-deps -d .whl optuna==5.0.0 colorlog          # where pip works; .whl git-ignored
+    pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site
 
 1. Prepares sample_data (English captions, 64 px, split 0.6/0.2/0.2, as bench/time_to_quality.py).
 2. For every seed: `mwa tune DATA --method mwa --compare full-ft --budget B --seed S` (the real command, a process
@@ -15,7 +30,9 @@
 5. With `--large` (GPU): the step time of the recommended top-K configuration on BEiT-3 Large (random weights,
    batch 64, bf16, the trainer `mwa train` uses; bench/bench_train_speed.py's timing) against compiled full
    fine-tuning (goal: ≤ 0.25×). The mini's top-K is mapped to the same share of Large's 24 layers; its AE width
-   and rank are Large's auto (the mini's numbers do not carry over). Timed compiled and with CUDA graphs.
+   and rank are Large's auto (the mini's numbers do not carry over). Timed compiled and with the whole step as
+   one CUDA graph (--large-modes). The tune part prints the mapped choices as `--large-only --large-choice ...`,
+   which runs this step alone (a later command of its own).
 
 Every number is written with the device it was measured on (GPU name, or CPU model and threads).
 """
@@ -39,16 +56,20 @@ sys.path.insert(0, str(REPO / "bench"))
 from benchlib import gpu_queue  # noqa: E402
 from time_to_quality import _mean_ci, device_name, prepare  # noqa: E402
 
+from mwa_cli.errors import MwaError  # noqa: E402
 from mwa_cli.report.api import make_report  # noqa: E402
 from mwa_cli.tune.records import read_curve  # noqa: E402
+from mwa_cli.tune.search import require_optuna  # noqa: E402
 
 SHARE = 0.95
 RATIO_GOAL = 0.6
 LARGE_GOAL = 0.25
+COMPILE_MODES = {"compile": True, "reduce-overhead": "reduce-overhead", "graph": "graph"}  # bench_variant's
 
 
 def _run(cmd: list[str], threads: int, gpu: str | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)  # keeps carried packages
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu  # one job per GPU: parallel jobs never share a device
     return subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True)
@@ -141,19 +162,38 @@ def large_layers(mini_layers: object, mini_depth: int, depth: int) -> str | None
     return None if scaled >= depth else f"top-{scaled}"
 
 
-def large_step_check(rows: list[dict], work: Path, device: str, backbone: str) -> dict:
-    """Each recommended MWA layer choice's step on `backbone` (random weights) against compiled full-ft (on the
-    CPU, a smoke check of this code: eager, both)."""
-    import torch
-
-    from bench_train_speed import BATCH, bench_variant, matmul_rate
+def recommended_large_choices(rows: list[dict], work: Path, backbone: str) -> list[tuple[str | None, bool]]:
+    """Each seed's recommended MWA layer choice mapped onto `backbone`'s depth, with its feature cache."""
     from mwa_cli.models.presets import resolve_config
 
     mini_depth, depth = resolve_config("beit3-mini")[1].depth, resolve_config(backbone)[1].depth
     cfgs = [json.loads((work / "final" / f"mwa-rec-s{r['seed']}" / "config.json").read_text())
             for r in rows if "error" not in r]
-    choices = sorted({(large_layers(c["method_options"]["layers"], mini_depth, depth),
-                       c.get("feature_cache", "off") != "off") for c in cfgs}, key=str)
+    return sorted({(large_layers(c["method_options"]["layers"], mini_depth, depth),
+                    c.get("feature_cache", "off") != "off") for c in cfgs}, key=str)
+
+
+def parse_choice(text: str) -> tuple[str | None, bool]:
+    """--large-choice: "top-K", "top-K:cache" or "all" (layers of the Large backbone itself)."""
+    layers, _, cache = text.partition(":")
+    if not (layers == "all" or (layers.startswith("top-") and layers[4:].isdigit())) or cache not in ("", "cache"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give top-K, top-K:cache or all")
+    return (None if layers == "all" else layers), cache == "cache"
+
+
+def choice_flag(choice: tuple[str | None, bool]) -> str:
+    layers, cached = choice
+    return f"--large-choice {layers or 'all'}{':cache' if cached and layers else ''}"
+
+
+def large_step_check(choices: list[tuple[str | None, bool]], device: str, backbone: str,
+                     modes: list[str]) -> dict:
+    """Each MWA layer choice's step on `backbone` (random weights) against compiled full-ft, per compile mode (on
+    the CPU, a smoke check of this code: eager, both)."""
+    import torch
+
+    from bench_train_speed import BATCH, bench_variant, matmul_rate
+
     cuda = device == "cuda"
     ns = argparse.Namespace(device=device, text_len=64, cache_batches=8, warmup=3, steps=7 if cuda else 2,
                             window=3 if cuda else 1)
@@ -163,7 +203,7 @@ def large_step_check(rows: list[dict], work: Path, device: str, backbone: str) -
     ft = bench_variant(backbone, "full-ft", None, cuda, False, 1, ns, peak)
     out["full_ft_ms"] = ft["median_ms"]
     for layers, cached in choices:
-        for mode in ((True, "reduce-overhead") if cuda else (False,)):
+        for mode in ([COMPILE_MODES[m] for m in modes] if cuda else [False]):
             row = bench_variant(backbone, "mwa", {"layers": layers} if layers else None, mode,
                                 cached and layers is not None, 1, ns, peak)
             row["ratio_to_full_ft"] = row["median_ms"] / ft["median_ms"]
@@ -174,6 +214,43 @@ def large_step_check(rows: list[dict], work: Path, device: str, backbone: str) -
     best = min((v["ratio_to_full_ft"] for v in out["variants"]), default=None)
     out.update(best_ratio=best, goal=LARGE_GOAL, goal_met=None if best is None else best <= LARGE_GOAL)
     return out
+
+
+def tune_goal(args, work: Path, dev: str) -> tuple[dict, list[dict]]:
+    """Steps 1-4 for every seed: the result's summary and the per-seed rows."""
+    try:
+        require_optuna()
+    except MwaError as err:
+        sys.exit(f"{err.message}: {err.hint} (a machine without a package index: see this file's docstring)")
+    data = prepare(work)
+    gpus = gpu_queue(args.gpus)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(lambda s: tune_and_train(data, work, s, args, gpus), args.seeds))
+    for r in rows:
+        if "error" not in r:
+            r.update(analyse_seed(work, r["seed"]))
+            r["recommended"] = {m["method"]: recommended_params(m) for m in r["tune"]["methods"]}
+    ok = [r for r in rows if "ratio" in r]
+    ratios = [r["ratio"] for r in ok]
+    res = {"budget": args.budget, "trial_budget": args.trial_budget, "trial_steps": args.trial_steps,
+           "trials": args.trials, "jobs": args.jobs, "threads": args.threads, "seeds": args.seeds, "share": SHARE,
+           "ratio": _mean_ci(ratios), "ratio_goal": RATIO_GOAL,
+           "ratio_goal_met": bool(ratios) and len(ok) == len(rows) and all(x <= RATIO_GOAL for x in ratios),
+           "not_worse_all_seeds": all(r.get("not_worse") for r in rows), "per_seed": rows}
+    for r in rows:
+        if "error" in r:
+            print(f"[{dev}] seed {r['seed']}: {r['error'][-300:]}")
+            continue
+        t = r.get("time_to_target_s") or {}
+        print(f"[{dev}] seed {r['seed']}: recommended mwa ({r['recommended']['mwa']}) reaches "
+              f"{100 * SHARE:g} % of tuned full-ft's best val RSUM ({r['reference_best_val_rsum']}) in "
+              f"{_secs(t.get('mwa'))} vs full-ft {_secs(t.get('full-ft'))}: ratio {r.get('ratio', 'none: not reached')}"
+              f"; recommended full-ft ({r['recommended']['full-ft']}); test RSUM difference "
+              f"{r['test_rsum_difference']} (95 % interval {r['difference_ci95']}, {r['protocol']})")
+    print(f"[{dev}] time ratio mean {res['ratio']['mean']} (95 % CI {res['ratio']['ci95']}, {len(ratios)} seeds), "
+          f"goal <= {RATIO_GOAL}: {'met' if res['ratio_goal_met'] else 'NOT met'}; test recall not worse on every "
+          f"seed: {res['not_worse_all_seeds']}")
+    return res, rows
 
 
 def main() -> None:
@@ -190,49 +267,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="OMP threads per process")
     ap.add_argument("--gpus", default="", help="comma-separated GPU ids; each parallel seed gets one of its own")
     ap.add_argument("--large", action="store_true", help="also the BEiT-3 Large step check (GPU)")
+    ap.add_argument("--large-only", action="store_true",
+                    help="only the Large step check, of the --large-choice layers (no tune)")
+    ap.add_argument("--large-choice", type=parse_choice, action="append", default=[],
+                    help="with --large-only: top-K, top-K:cache or all, in the Large backbone's layers; repeatable")
+    ap.add_argument("--large-modes", nargs="+", choices=sorted(COMPILE_MODES), default=["compile", "graph"],
+                    help="compile modes of the MWA variants on the GPU (graph: the whole step as one CUDA graph)")
     ap.add_argument("--large-backbone", default="beit3-large", help="beit3-tiny-test: a CPU smoke check")
     args = ap.parse_args()
+    if args.large_only and not args.large_choice:
+        ap.error("--large-only needs at least one --large-choice (the first run prints them)")
     work = Path(args.work)
     dev = device_name(args.device)
     print(f"device: {dev}", flush=True)
-    data = prepare(work)
-    gpus = gpu_queue(args.gpus)
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        rows = list(pool.map(lambda s: tune_and_train(data, work, s, args, gpus), args.seeds))
-    for r in rows:
-        if "error" not in r:
-            r.update(analyse_seed(work, r["seed"]))
-            r["recommended"] = {m["method"]: recommended_params(m) for m in r["tune"]["methods"]}
-    ok = [r for r in rows if "ratio" in r]
-    ratios = [r["ratio"] for r in ok]
-    res = {"device": dev, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget": args.budget,
-           "trial_budget": args.trial_budget, "trial_steps": args.trial_steps, "trials": args.trials,
-           "jobs": args.jobs, "threads": args.threads, "seeds": args.seeds, "share": SHARE,
-           "ratio": _mean_ci(ratios), "ratio_goal": RATIO_GOAL,
-           "ratio_goal_met": bool(ratios) and len(ok) == len(rows) and all(x <= RATIO_GOAL for x in ratios),
-           "not_worse_all_seeds": all(r.get("not_worse") for r in rows), "per_seed": rows}
-    if args.large:
-        res["large"] = large_step_check(rows, work, args.device, args.large_backbone)
-    Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
-    for r in rows:
-        if "error" in r:
-            print(f"[{dev}] seed {r['seed']}: {r['error'][-300:]}")
-            continue
-        t = r.get("time_to_target_s") or {}
-        print(f"[{dev}] seed {r['seed']}: recommended mwa ({r['recommended']['mwa']}) reaches "
-              f"{100 * SHARE:g} % of tuned full-ft's best val RSUM ({r['reference_best_val_rsum']}) in "
-              f"{_secs(t.get('mwa'))} vs full-ft {_secs(t.get('full-ft'))}: ratio {r.get('ratio', 'none: not reached')}"
-              f"; recommended full-ft ({r['recommended']['full-ft']}); test RSUM difference "
-              f"{r['test_rsum_difference']} (95 % interval {r['difference_ci95']}, {r['protocol']})")
-    print(f"[{dev}] time ratio mean {res['ratio']['mean']} (95 % CI {res['ratio']['ci95']}, {len(ratios)} seeds), "
-          f"goal <= {RATIO_GOAL}: {'met' if res['ratio_goal_met'] else 'NOT met'}; test recall not worse on every "
-          f"seed: {res['not_worse_all_seeds']}")
-    if "large" in res:
+    res: dict = {"device": dev, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rows: list[dict] = []
+    choices = args.large_choice
+    if not args.large_only:
+        summary, rows = tune_goal(args, work, dev)
+        res.update(summary)
+        recommended = recommended_large_choices(rows, work, args.large_backbone)
+        print(f"the Large step check of the recommended layers on its own: --large-only "
+              f"{' '.join(choice_flag(c) for c in recommended)}", flush=True)
+        choices = choices or recommended
+    if args.large or args.large_only:
+        res["large"] = large_step_check(choices, args.device, args.large_backbone, args.large_modes)
         lg = res["large"]
         print(f"[{lg['device']}] {lg['backbone']} step, best recommended variant {lg['best_ratio']} x "
               f"{'compiled ' if lg['full_ft_compile'] else ''}full-ft (goal <= {LARGE_GOAL}): "
               f"{'met' if lg['goal_met'] else 'NOT met'}")
-    if not ok:
+    Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")
+    if not args.large_only and not any("ratio" in r for r in rows):
         sys.exit(1)  # no seed could be measured: the reasons are printed above
 
 
