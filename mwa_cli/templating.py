@@ -28,5 +28,5 @@ def environment() -> jinja2.Environment:
 
 def get_template(name: str) -> jinja2.Template:
     """One of mwa's packaged templates (``report.html.j2``, ``search.html.j2``, ``serve.html.j2``,
-    ``tune.html.j2``)."""
+    ``tune.html.j2``, ``line_report.html.j2``)."""
     return environment().get_template(name)
