@@ -2,6 +2,8 @@
 
     PYTHONPATH=$PWD python bench/tune_goal.py --device cuda --seeds 0 1 2 --jobs 3 --budget 5m \
         --out $OUT/tune_goal_gpu.json
+    PYTHONPATH=$PWD:$PYTHONPATH timeout 360 python bench/tune_goal.py --device cuda --seeds 0 1 2 --jobs 3 --threads 4 \
+        --budget 2m --out $OUT/tune_goal_gpu_short.json   # a check within 6 minutes: 10-s trials, not the goal's
     PYTHONPATH=$PWD python bench/tune_goal.py --device cuda --large-only --large-choice top-12:cache \
         --out $OUT/tune_goal_large.json          # the choices the first command prints on its last lines
     PYTHONPATH=$PWD python bench/tune_goal.py --device cpu --seeds 0 1 2 --jobs 3 --threads 4 --budget 5m \
@@ -286,6 +288,7 @@ def main() -> None:
     if not args.large_only:
         summary, rows = tune_goal(args, work, dev)
         res.update(summary)
+        Path(args.out).write_text(json.dumps(res, indent=2), encoding="utf-8")  # kept if the Large check is cut off
         recommended = recommended_large_choices(rows, work, args.large_backbone)
         print(f"the Large step check of the recommended layers on its own: --large-only "
               f"{' '.join(choice_flag(c) for c in recommended)}", flush=True)
