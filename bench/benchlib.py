@@ -8,6 +8,7 @@ import json
 import os
 import platform
 from pathlib import Path
+from queue import Queue
 
 
 def cpu_name() -> str:
@@ -42,6 +43,16 @@ def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0,
                 p.add_(torch.randn(p.shape, generator=g) * perturb)
     save_adapter(path, model, applied, info)
     return path
+
+
+def gpu_queue(spec: str) -> "Queue[str] | None":
+    """`--gpus 0,1`: a queue of GPU ids that parallel jobs take one each (so no two share a device); None for ''."""
+    if not spec:
+        return None
+    gpus: Queue[str] = Queue()
+    for g in spec.split(","):
+        gpus.put(g)
+    return gpus
 
 
 def publish(result: dict, out: Path) -> None:

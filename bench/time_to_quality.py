@@ -28,7 +28,7 @@ from queue import Queue
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchlib import cpu_name  # noqa: E402
+from benchlib import cpu_name, gpu_queue  # noqa: E402
 from mwa_cli.train.config import parse_budget  # noqa: E402
 from mwa_cli.train.loop import MIN_STOP_FRACTION  # noqa: E402
 from mwa_cli.report.quality_time import best_rsum, simulate_patience, time_to, val_curve  # noqa: E402
@@ -229,11 +229,7 @@ def run_and_analyse(args) -> tuple[dict, str]:
     if not args.analyse_only:
         data = prepare(work)
         jobs = [(m, s) for s in seeds for m in methods]
-        gpus: Queue | None = None
-        if args.gpus:
-            gpus = Queue()
-            for g in args.gpus.split(","):
-                gpus.put(g)
+        gpus = gpu_queue(args.gpus)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(lambda ms: run_one(data, runs, ms[0], ms[1], args, gpus), jobs))
     res = analyse(runs, methods, seeds, parse_budget(args.budget))

@@ -28,6 +28,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "prepare",
     "train",
+    "tune",
     "eval",
     "report",
     "runs",  # mwa runs, mwa show

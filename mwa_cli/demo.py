@@ -58,13 +58,15 @@ def run_demo(
     progress: "ProgressFn | None" = None,
     seeds: int = 1,
     force: bool = False,
+    tune: bool = False,
 ) -> DemoResult:
     """Prepare the photos, evaluate the zero-shot backbone, train each method for `steps_per_method` steps (seeds
     0…N−1; the runs of seed s > 0 are named `<method>-s<s>`), say how long each took, write the report (with
     N > 1 its interval holds the seed-to-seed spread).
 
     Re-running it in the same `out` folder keeps the runs that finished and continues an interrupted one from
-    its checkpoint; `force` removes the demo's earlier runs first."""
+    its checkpoint; `force` removes the demo's earlier runs first. `tune`: also tune MWA and train its
+    recommendation as run mwa-tuned (mwa_cli.tune.demo)."""
     if seeds < 1:
         raise MwaError(f"--seeds must be at least 1, not {seeds}", hint="e.g. mwa demo --seeds 3", exit_code=EXIT_USAGE)
     if steps_per_method < 1:
@@ -124,7 +126,24 @@ def run_demo(
         if method != "frozen":
             took = (run.timing or {}).get("wall_s")
             say(f"      {name}: {run.steps} steps in {fmt_duration(took)}")
+    if tune:
+        from mwa_cli.tune.demo import tuned_run
+
+        mwa_s = _wall_seconds(runs_dir / "mwa")
+        names.append(tuned_run(data_dir, runs_dir, backbone=MINI, steps=steps_per_method, trial_s=mwa_s,
+                               device=device, seed=0, say=say, progress=progress, force=force))
     say("3/3 writing the report")
     result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft", say=say,
                                 **report_settings())
     return result
+
+
+def _wall_seconds(run_dir: Path) -> float:
+    """The wall time a finished demo run took (its timing.json; a minute when it cannot be read): the tune's unit."""
+    from mwa_cli.safe_open import InputFileError, load_json
+
+    try:
+        wall = load_json(run_dir / "timing.json").get("wall_s")
+    except (InputFileError, AttributeError):
+        wall = None
+    return float(wall) if isinstance(wall, (int, float)) and 0 < wall < 86400 else 60.0

@@ -20,10 +20,10 @@ from mwa_cli.fileio import atomic_write_json
 from mwa_cli.safe_open import InputFileError, load_json, read_text
 
 MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "lines": ".mwa-lines",
-           "export": ".mwa-export"}
+           "export": ".mwa-export", "tune": ".mwa-tune"}
 LOCK = ".lock"
 WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "lines": "line store",
-        "line": "production line", "export": "export folder"}
+        "line": "production line", "export": "export folder", "tune": "tune folder"}
 
 
 def read_marker(path: Path, kind: str) -> dict[str, Any] | None:

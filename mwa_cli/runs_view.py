@@ -1,6 +1,6 @@
-"""What `mwa runs` and `mwa show` say about run folders: status (finished / running / interrupted / failed), the
-headline metric, wall time, and for a run still training its step and ETA. Read-only: nothing is locked or
-written, so looking at a run never disturbs the process training it."""
+"""What `mwa runs` and `mwa show` say about run folders: status (finished / pruned / running / interrupted /
+failed), the headline metric, wall time, and for a run still training its step and ETA. Read-only: nothing is
+locked or written, so looking at a run never disturbs the process training it."""
 
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ def writer_pid(run: Path) -> int | None:
 
 
 def status(run: Path) -> str:
-    """finished | running | interrupted | failed."""
+    """finished | pruned | running | interrupted | failed."""
     if writer_pid(run) is not None:
         return "running"
     timing = _json(run / "timing.json")
+    if timing.get("status") == "pruned" and (run / "eval.json").is_file():
+        return "pruned"  # a tuning trial stopped early by `mwa tune` (finished, with its best adapter published)
     if timing.get("status") in (None, "completed") and (run / "eval.json").is_file():
         return "finished"  # (timing.json of older versions has no status)
     if timing.get("status") == "interrupted" or find_checkpoint(run) is not None:

@@ -1,4 +1,4 @@
-"""The one Jinja environment of mwa's HTML pages (the report, `mwa search --html`, `mwa serve`).
+"""The one Jinja environment of mwa's HTML pages (the report, `mwa search --html`, `mwa serve`, `mwa tune`).
 
 Autoescape is on for every template: captions, labels, file and run names are user data and appear as text, never
 as markup (only values wrapped in ``Markup`` by mwa itself, such as its own SVG charts, are inserted as they are).
@@ -27,5 +27,6 @@ def environment() -> jinja2.Environment:
 
 
 def get_template(name: str) -> jinja2.Template:
-    """One of mwa's packaged templates (``report.html.j2``, ``search.html.j2``, ``serve.html.j2``)."""
+    """One of mwa's packaged templates (``report.html.j2``, ``search.html.j2``, ``serve.html.j2``,
+    ``tune.html.j2``, ``line_report.html.j2``)."""
     return environment().get_template(name)

@@ -11,7 +11,8 @@ from mwa_cli.demo import DEMO_STEPS
 
 EPILOG = ("Examples:\n\n  mwa demo\n\n  mwa demo --out runs/demo --steps-per-method 40     (a quicker look, far from "
           "converged)\n\n"
-          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n  mwa demo --json\n\n"
+          "  mwa demo --seeds 3     (each method three times: mean ± spread)\n\n"
+          "  mwa demo --tune     (also the tuned MWA beside the default one)\n\n  mwa demo --json\n\n"
           "Run it again to continue an interrupted demo (finished runs are kept); --force starts over.")
 
 
@@ -29,6 +30,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Start over: remove the runs of an earlier demo in --out "
                                    "(by default they are kept, and an interrupted one continues)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report's numbers as JSON (no progress bars)."),
+        tune: bool = typer.Option(False, "--tune", help="Also tune MWA (`mwa tune`: four trials' time, each as long "
+                                  "as a demo run) and train its recommendation next to the default one."),
     ) -> None:
         """Run the whole job on the bundled sample photos with the built-in beit3-mini backbone (no network).
 
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
         with TrainProgress(quiet=json_out, name_bars=True) as progress:  # one bar per training stage, with ETA
             say = err_console.print if json_out else progress.print
             result = run_demo(out, steps_per_method=steps_per_method, device=device, say=say, seeds=seeds,
-                              force=force, progress=progress)
+                              force=force, progress=progress, tune=tune)
         if json_out:
             emit_json(result.report)
             return

@@ -12,10 +12,11 @@ from rich.table import Table
 from mwa_cli.commands.common import console, emit_json, guarded, shown
 from mwa_cli.report.i18n import fmt_duration, fmt_num
 
-STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "damaged": "red"}
+STYLE = {"finished": "green", "pruned": "blue", "running": "cyan", "interrupted": "yellow", "failed": "red",
+         "damaged": "red"}
 
-RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed, damaged),
-test RSUM and wall time.
+RUNS_HELP = """List the runs in a folder: name, method, backbone, status (finished, running, interrupted, failed, damaged;
+pruned: a tuning trial `mwa tune` stopped early), test RSUM and wall time.
 
 Examples:
 

@@ -38,6 +38,7 @@ Shape (``schema_version`` 1)::
      "decision": {"kind": "compare|no_verdict", "roi_withheld", "runs_not_learned", "seeds": {...} | null,
                   "single_seed"},
      "verdict": "...", "verdict_estimated": bool, "notes": [...], "skipped": [[path, reason], ...],
+     "tunes": [{"page", "runs"}],   # tune.html of the `mwa tune` the runs came from (trials or recommendations)
      "bootstrap": {"resamples", "seed", "level", "unit": "test image"},
      "time_to_quality": {"target_pct", "targets", "reference_best_val_rsum", "reference_run", "zero_shot_val_rsum"},
      "seed_groups": [{"name", "method", "runs", "seeds", "test_rsum": {"mean", "sd", "n"} | null,
@@ -56,7 +57,7 @@ from mwa_cli import __version__
 from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap
 from mwa_cli.eval.zero_shot import ZeroShot
 from mwa_cli.models.sources import random_on_purpose
-from mwa_cli.report import evidence, learning, references
+from mwa_cli.report import evidence, learning, references, tuned
 from mwa_cli.report import roi as roi_mod
 from mwa_cli.report import verdict as verdict_mod
 from mwa_cli.report.collect import Collection, Run, resolve_data_dir
@@ -189,6 +190,7 @@ def build_report(
         baseline = estimated_baseline
         runs.append(estimated_baseline)
     main = _pick_main(runs, baseline)
+    notes += tuned.notes(lang, runs, main, baseline)
     b_est = bool(baseline is not None and (baseline.estimated or baseline.timing.get("estimated")))
 
     if data is None:
@@ -385,6 +387,7 @@ def build_report(
                             "zero_shot_val_rsum": next(iter({v["floor"] for v in ttq.values()} - {None}), None)},
         "seed_groups": seed_rows,
         "notes": notes,
+        "tunes": tuned.pages(runs),  # the `mwa tune` pages these runs came from
         "skipped": [list(s) for s in coll.skipped],
         "protocol": first.eval.get("protocol"),
         "primary_protocol": primary,

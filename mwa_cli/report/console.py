@@ -224,6 +224,8 @@ def _print_header(con: Console, rep: dict[str, Any], lang: str) -> None:
         con.print(Text(f"recall {'; '.join(numerics)}", style="dim"), highlight=False)
     for n in rep["notes"]:
         con.print(Text.from_markup(f"[yellow]note:[/] {escape(n)}"), highlight=False)
+    for entry in rep.get("tunes") or []:
+        con.print(f"{escape(t(lang, 'tune_page'))}: {escape(entry['page'])}", highlight=False, soft_wrap=True)
 
 
 def print_report(rep: dict[str, Any], console: Console | None = None, explain: bool = False) -> None:

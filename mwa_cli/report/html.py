@@ -15,7 +15,7 @@ from typing import Any
 from markupsafe import Markup
 
 from mwa_cli.fileio import atomic_write_text
-from mwa_cli.report import svg, view
+from mwa_cli.report import svg, tuned, view
 from mwa_cli.report.build import display_name
 from mwa_cli.report.gallery import DataDir
 from mwa_cli.report.glossary import glossary
@@ -118,7 +118,7 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
                            if rep["time_to_quality"]["reference_best_val_rsum"] else "—")),
         "ci_note": next((t(lang, "ci_note", resamples=rep["bootstrap"]["resamples"], n=r["recall_ci"]["n_images"],
                            seed=rep["bootstrap"]["seed"]) for r in rep["runs"] if r.get("recall_ci")), ""),
-        "trivial_note": view.trivial_note(rep, lang), "glossary": glossary(lang),
+        "trivial_note": view.trivial_note(rep, lang), "glossary": glossary(lang), "tune_links": tuned.links(rep),
         "fmt_t": lambda key, **kw: t(lang, key, **kw),
     }
     return get_template(TEMPLATE).render(**ctx)

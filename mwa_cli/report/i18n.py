@@ -194,6 +194,13 @@ STRINGS: dict[str, dict[str, str]] = {
         "verdict_protocol_label_level": "label-level",
         "ttq_no_gain": "Full fine-tuning ({run}) never beat the zero-shot backbone on validation, so time to "
                        "quality cannot be measured against it: times and yearly costs below are whole runs.",
+        "tune_both": "{main} and {baseline} both come from `mwa tune` (the same search budget for each method): "
+                     "the comparison is between two tuned methods.",
+        "tune_one": "{tuned} comes from `mwa tune`, {other} does not: tune {method} too (mwa tune DATA --method "
+                    "{method}) to compare two tuned methods.",
+        "tune_page": "Tuning trials and the chosen configuration",
+        "tune_others": "{runs} come(s) from `mwa tune`; the verdict compares {main} with {baseline}, neither of "
+                       "them tuned.",
         "sec_ttq": "Time to quality",
         "sec_ttq_help": "Wall time each run needed to reach a share of full fine-tuning's best validation RSUM "
                         "({ref}; with several seeds, that of the full fine-tuning run of the same seed), counting "
@@ -410,6 +417,12 @@ STRINGS: dict[str, dict[str, str]] = {
         "verdict_protocol_label_level": "ラベル単位",
         "ttq_no_gain": "フルファインチューニング（{run}）は検証でゼロショットを一度も上回らなかったため、品質到達時間は"
                        "測れません。以下の時間と年間費用は実行全体のものです。",
+        "tune_both": "{main} と {baseline} はどちらも `mwa tune` の結果です（各手法に同じ探索予算）。比較は調整済みの"
+                     "手法どうしの比較です。",
+        "tune_one": "{tuned} は `mwa tune` の結果ですが、{other} はそうではありません。調整済みの手法どうしを比べるには "
+                    "{method} も調整してください（mwa tune DATA --method {method}）。",
+        "tune_page": "調整の試行と選ばれた設定",
+        "tune_others": "{runs} は `mwa tune` の結果です。判定が比べる {main} と {baseline} はどちらも調整されていません。",
         "sec_ttq": "品質到達時間",
         "sec_ttq_help": "フルファインチューニングの最良検証 RSUM（{ref}。複数シードでは同じシードの実行のもの）の一定割合に"
                         "達するまでの実時間（起動と学習を含み、"

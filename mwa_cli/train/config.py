@@ -115,6 +115,7 @@ class TrainConfig:
     tokenizer: str | None = None
     resume: str | None = None
     command: str = ""
+    tune: str | None = None  # the `mwa tune` folder that recommended this configuration (its page: the report links it)
 
     # ---------------------------------------------------------------- derived / checks
     @property

@@ -42,10 +42,20 @@ class NonFiniteLoss(MwaError):
     exit_code = EXIT_NONFINITE
 
 
+class StopRun(Exception):
+    """Raised by a progress callback on a "validation" event to end the run there, cleanly: the best adapter is
+    published and evaluated as at any other end, and `status` ("pruned": a tuner's early stop) is the run's status
+    in timing.json and RunResult instead of "completed"."""
+
+    def __init__(self, reason: str, status: str = "pruned"):
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
 @dataclass
 class RunResult:
     run_dir: Path
-    status: str  # completed | interrupted | nonfinite
+    status: str  # completed | pruned (a StopRun) | interrupted | nonfinite
     exit_code: int
     steps: int
     total_steps: int
@@ -66,7 +76,8 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
           ) -> RunResult:
     """Run (or resume) one training run; see the module docstring. Never calls sys.exit.
 
-    `progress(event, data)` receives "setup", "plan", "step", "eval", "checkpoint", "message", "done" events.
+    `progress(event, data)` receives "setup", "plan", "step", "eval", "validation", "checkpoint", "message", "done"
+    events; on "validation" (after every check on the val split) it may raise `StopRun` to end the run there.
     With `count_from_process_start` (the CLI), the budget clock starts when the process started, so interpreter
     and import time count too. The run's lock is released when it returns or fails.
     """
@@ -106,6 +117,7 @@ class TrainingRun:
         self.last_loss: float | None = None
         self.last_good_ckpt_step = int(s.resume_state["trainer"]["step"]) if s.resume_state is not None else None
         self.status = "completed"
+        self.stop_request: StopRun | None = None  # a progress callback's StopRun, acted on before the next step
         self.fcache = None
         self.it = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
@@ -204,8 +216,14 @@ class TrainingRun:
         self._flush_train_time()
         val_due = (self.planned and s.val_data is not None and self.last_check_step != step and
                    planner.val_due(float(self.acc.get("val_check_s", 0.0)), self._elapsed()))
-        stop_signal, must_stop, time_due, val_due = agree_stop(s.dctx, self.flag, must_stop, time_due, val_due)
+        stop_signal, must_stop, time_due, val_due, requested = agree_stop(s.dctx, self.flag, must_stop, time_due,
+                                                                          val_due, self.stop_request is not None)
         if stop_signal is not None:
+            return "stop", time_due
+        if requested:  # a progress callback's StopRun at the last check (rank 0's, agreed by every rank)
+            request = self.stop_request or StopRun("stopped by rank 0's progress callback")
+            self.stop_reason, self.status = request.reason, request.status
+            self.message(self.stop_reason)
             return "stop", time_due
         if val_due and not must_stop:  # cost-aware check, between steps (the weights of `step`)
             if self._timed_check(step):
@@ -358,7 +376,7 @@ class TrainingRun:
         result, top, ranks = final_evaluation(run.path, s.final_split, s.device, s.precision, s.cfg.eval_batch_size,
                                               self.acc)
         run.write_eval(result, top, ranks=ranks)
-        timing = self._write_timing("completed")
+        timing = self._write_timing(self.status)
         protocol, fig = primary_recall(result)
         msg = (f"finished {step} steps in {timing['wall_s']:.1f} s; {s.final_split} RSUM {fig['rsum']:.2f} "
                f"({PROTOCOL_WORDS[protocol]})")
@@ -415,6 +433,11 @@ class TrainingRun:
         if s.keeper.observe(step_now, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
                             self._best_weights):
             emit(self.progress, "best", dict(s.keeper.record(), protocol=protocol_words(s.val_data)))
+        try:
+            emit(self.progress, "validation", {"step": step_now, "val_primary": primary_rsum(result),
+                                               "elapsed_s": self._elapsed() - float(self.acc["eval_s"])})
+        except StopRun as request:  # ends the run before the next step
+            self.stop_request = request
 
     def _timed_check(self, step_now: int) -> bool:
         """A validation check between steps (its time is not training time); True when early stopping says

@@ -40,12 +40,12 @@ def test_the_wheel_globs_cover_every_data_file_of_the_package():
     assert len(shipped) > 440  # the sample photos, the templates and the mini model
 
 
-def test_the_three_html_pages_share_one_environment():
+def test_every_html_page_shares_one_environment():
     from mwa_cli.templating import environment, get_template
 
     env = environment()
     assert env.autoescape is True and env.trim_blocks and env.lstrip_blocks
-    for name in ("report.html.j2", "search.html.j2", "serve.html.j2"):
+    for name in ("report.html.j2", "search.html.j2", "serve.html.j2", "tune.html.j2", "line_report.html.j2"):
         assert get_template(name).environment is env
     rendered = env.from_string("{{ x }}").render(x="<script>")
     assert rendered == "&lt;script&gt;"
