@@ -229,8 +229,8 @@ def line_version_warning(meta: dict[str, Any]) -> str | None:
         return None
     name, built = line.get("name"), line.get("version")
     try:
-        current = json.loads(Path(line["pointer"]).read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError, AttributeError):
+        current = load_json(line["pointer"]).get("version")
+    except (InputFileError, AttributeError):
         return f"cannot read which version of line {name} is current ({line['pointer']}); this index is v{built}'s"
     if current == built:
         return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import unicodedata
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

@@ -15,7 +15,6 @@ from mwa_cli.eval.bootstrap import QueryRanks, save_ranks
 from mwa_cli.report import view
 from mwa_cli.report.api import make_report
 from mwa_cli.report.console import print_report
-from mwa_cli.report.html import render_html
 from mwa_cli.train.budget import default_schedule_of, short_schedule_note
 from mwa_cli.train.collapse import recall_collapse
 from tests.helpers.report_builder import make_data_dir, make_run
