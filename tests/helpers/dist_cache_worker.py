@@ -25,9 +25,10 @@ from mwa_cli.train.trainer import build_trainer
 SIZE, CHUNK, BATCH = 32, 5, 8  # 6 images and 12 captions in chunks of 5: the ranks get uneven shares
 
 
-def cache_pairs(n_images: int = 6, captions_per_image: int = 2, text_len: int = 12, seed: int = 0):
+def cache_pairs(n_images: int = 6, captions_per_image: int = 2, size: int = SIZE, text_len: int = 12, seed: int = 0):
+    """Random uint8 images, each pair's image row, token ids and padding masks (varied lengths)."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n_images, SIZE, SIZE, 3), dtype=torch.uint8, generator=g).numpy()
+    images = torch.randint(0, 256, (n_images, size, size, 3), dtype=torch.uint8, generator=g).numpy()
     rows = np.repeat(np.arange(n_images), captions_per_image)
     ids = torch.randint(4, 60, (len(rows), text_len), generator=g)
     lengths = torch.randint(3, text_len + 1, (len(rows),), generator=g)

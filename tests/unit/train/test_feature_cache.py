@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,18 +13,9 @@ from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.train.feature_cache import choose_location, fill_feature_cache
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
+from tests.helpers.dist_cache_worker import cache_pairs as _pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _pairs(n_images: int = 6, captions_per_image: int = 2, size: int = 32, text_len: int = 12, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n_images, size, size, 3), dtype=torch.uint8, generator=g).numpy()
-    rows = np.repeat(np.arange(n_images), captions_per_image)
-    ids = torch.randint(4, 60, (len(rows), text_len), generator=g)
-    lengths = torch.randint(3, text_len + 1, (len(rows),), generator=g)
-    mask = (torch.arange(text_len)[None] >= lengths[:, None]).long()
-    return images, rows, ids.masked_fill(mask.bool(), 1), mask
 
 
 def _trainer(**kw):
