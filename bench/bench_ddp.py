@@ -7,10 +7,12 @@
     at random), bf16 autocast, the same seed and the same global batch of --loss-batch random pairs for
     --loss-steps steps: once on 1 GPU, once on 2 GPUs (each takes the rank-strided half; embeddings gathered with
     gradients: global negatives). Prints both loss lists and the largest absolute difference.
-(b) Throughput: each of --methods (default drop path 0.1; ``:c`` = the trainer's regional torch.compile),
-    --batch-per-gpu pairs per GPU (global batch 128 on 1 GPU, 256 on 2), median of --steps timings of --window
-    back-to-back optimizer steps (synchronised at the window's ends, as `mwa train` runs) after --warmup:
-    samples/s on 1 and 2 GPUs, scaling factor.
+(b) Throughput: each of --methods (default drop path 0.1; ``:c`` = the trainer's regional torch.compile,
+    ``:cache`` = adapters in the top --cache-layers layers trained from cached hidden states, as
+    `mwa train --feature-cache` does), the same global batch --global-batch on 1 and on N GPUs (each rank takes
+    its 1/N share), median of --steps timings of --window back-to-back optimizer steps (synchronised at the
+    window's ends, as `mwa train` runs) after --warmup: samples/s on 1 and N GPUs, speed-up. CUDA graphs are not
+    timed: `mwa train` does not use them (the trainer turns them off under DDP).
 The 1-GPU part runs in this process; the 2-GPU part in `python -m torch.distributed.run --nproc-per-node 2` of
 this script. Prints a Markdown table and writes all numbers as JSON.
 """
@@ -50,6 +52,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cached_inputs(trainer, batch: dict) -> dict:
+    """The batch as the feature cache hands it over: hidden states entering the lowest adapted layer, computed
+    once (eval mode, no autograd), and the trainer switched to train from them."""
+    k = trainer.applied.lowest_trainable_layer
+    model = trainer.model
+    with torch.no_grad(), trainer._autocast():
+        image = model.image_hidden(trainer.pixels(batch), k)
+        text = model.text_hidden(batch["input_ids"].to(trainer.device), batch["padding_mask"].to(trainer.device), k)
+    trainer.use_feature_cache(k)
+    return {"image_hidden": image, "text_hidden": text, "padding_mask": batch["padding_mask"]}
+
+
 def work(args) -> dict:
     """Both measurements on this process's world (1 process, or this rank of a torchrun job)."""
     ctx = dist_context()
@@ -71,12 +85,17 @@ def work(args) -> dict:
     # (b) throughput at a fixed per-GPU batch
     out["throughput"] = {}
     for variant in args.methods.split(","):
-        method, _, flag = variant.partition(":")
+        method, *flags = variant.split(":")
+        cache = "cache" in flags
         t = build_trainer(args.backbone, method, device=device, precision=precision, seed=args.seed,
-                          total_steps=1000, distributed=world > 1, compile=flag == "c")
-        g = args.batch_per_gpu * world
+                          total_steps=1000, distributed=world > 1, compile="c" in flags,
+                          method_options={"layers": f"top-{args.cache_layers}"} if cache else None)
+        g = args.global_batch
         batch = shard_batch(t.random_batch(g, seed=1), rank, world)
-        times = t.time_steps(batch, n=args.steps, warmup=args.warmup + (3 if flag == "c" else 0), window=args.window)
+        if cache:
+            batch = cached_inputs(t, batch)
+        times = t.time_steps(batch, n=args.steps, warmup=args.warmup + (3 if "c" in flags else 0),
+                             window=args.window)
         med = statistics.median(times)
         mem = torch.cuda.max_memory_allocated(t.device) / 2**30 if t.device.type == "cuda" else 0.0
         out["throughput"][variant] = {"global_batch": g, "median_step_s": med, "samples_per_s": g / med,
@@ -105,20 +124,23 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=2)
     ap.add_argument("--loss-steps", type=int, default=10)
     ap.add_argument("--loss-batch", type=int, default=None, help="global batch of the loss comparison [128]")
-    ap.add_argument("--batch-per-gpu", type=int, default=None, help="[128]")
+    ap.add_argument("--global-batch", type=int, default=None, help="pairs per step on 1 and on N GPUs [256]")
+    ap.add_argument("--cache-layers", type=int, default=None, help="adapted top layers of the :cache variants [4]")
     ap.add_argument("--steps", type=int, default=None, help="timed steps [15]")
     ap.add_argument("--warmup", type=int, default=None, help="[5]")
     ap.add_argument("--window", type=int, default=None, help="back-to-back steps per timing [3]")
-    ap.add_argument("--methods", default="mwa,full-ft", help="methods to time; method:c compiles [mwa,full-ft]")
+    ap.add_argument("--methods", default="full-ft,mwa,mwa:c,mwa:cache,mwa:c:cache",
+                    help="variants to time: method[:c (compiled)][:cache (top-K, feature cache)] [%(default)s]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON file [bench_ddp.json]")
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.smoke:
         defaults = dict(backbone="beit3-tiny-test", loss_steps=min(args.loss_steps, 3), loss_batch=8,
-                        batch_per_gpu=4, steps=3, warmup=1, window=1)
+                        global_batch=8, cache_layers=1, steps=3, warmup=1, window=1)
     else:
-        defaults = dict(backbone="beit3-base", loss_steps=args.loss_steps, loss_batch=128, batch_per_gpu=128,
+        defaults = dict(backbone="beit3-base", loss_steps=args.loss_steps, loss_batch=128, global_batch=256,
+                        cache_layers=4,
                         steps=10, warmup=5, window=3)
     for k, v in defaults.items():
         if getattr(args, k) is None or k == "loss_steps":
@@ -141,7 +163,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.gpus),
                str(Path(__file__).resolve()), "--worker-out", str(part), "--backbone", args.backbone,
                "--loss-steps", str(args.loss_steps), "--loss-batch", str(args.loss_batch),
-               "--batch-per-gpu", str(args.batch_per_gpu), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--global-batch", str(args.global_batch), "--cache-layers", str(args.cache_layers),
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--window", str(args.window), "--methods", args.methods, "--seed", str(args.seed)] + (["--smoke"] if args.smoke else [])
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.setdefault("OMP_NUM_THREADS", "1" if args.smoke else "8")
@@ -154,7 +177,7 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         a, b = one["throughput"][method], multi["throughput"][method]
-        rows.append({"method": method, "batch_per_gpu": args.batch_per_gpu, "samples_per_s_1": a["samples_per_s"],
+        rows.append({"method": method, "global_batch": args.global_batch, "samples_per_s_1": a["samples_per_s"],
                      "samples_per_s_n": b["samples_per_s"], "scaling": b["samples_per_s"] / a["samples_per_s"],
                      "step_s_1": a["median_step_s"], "step_s_n": b["median_step_s"],
                      "peak_mem_gib_1": a["peak_mem_gib"], "peak_mem_gib_n": b["peak_mem_gib"]})
@@ -165,9 +188,10 @@ def main() -> None:
     print("1 device :", [round(x, 5) for x in one["losses"]])
     print(f"{n} devices:", [round(x, 5) for x in multi["losses"]])
     print(f"max |difference| = {max(diffs):.3g}")
-    print(f"\n(b) throughput, {args.batch_per_gpu} pairs per device, median of {args.steps} timings of "
+    print(f"\n(b) throughput, global batch {args.global_batch} on 1 and on {n} devices, median of {args.steps} "
+          f"timings of "
           f"{args.window} steps\n")
-    print(f"| method | samples/s, 1 device | samples/s, {n} devices | scaling | step s (1 / {n}) | peak GiB (1 / {n}) |")
+    print(f"| method | samples/s, 1 device | samples/s, {n} devices | speed-up | step s (1 / {n}) | peak GiB (1 / {n}) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['samples_per_s_1']:.1f} | {r['samples_per_s_n']:.1f} | {r['scaling']:.2f}× | "

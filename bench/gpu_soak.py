@@ -16,7 +16,8 @@ Parts (--parts, comma-separated; default all that the machine can run):
           the resumed run's train steps continuous up to the reference's last step; its adapter against an
           uninterrupted reference run, and two
           uninterrupted runs against each other (the run-to-run noise floor of bf16 GPU kernels).
-* ddp     the same cycles with `--devices 2` (needs 2 GPUs), and their reference.
+* ddp     the same cycles with `--devices 2` (needs 2 GPUs), and their references; the max |Δw| of the two
+          uninterrupted references is printed per part (`run_to_run`): 1 GPU gives the noise floor.
 After each finished run: `mwa eval RUN --json` on the same GPU, compared with the eval.json `mwa train` wrote
 (rsum, mean recall, i2t, t2i, per label): "equal" means identical numbers.
 Every step also counts processes left behind (python processes whose command line names the soak's folder).
@@ -199,6 +200,14 @@ def part_cycles(args, data: Path, work: Path, gpu: str | None, devices: int) -> 
             "reference_evals": ref_evals}
 
 
+def run_to_run(parts: dict) -> dict:
+    """Max |Δw| between the two uninterrupted references of each part that ran: on one GPU the noise floor, on
+    two GPUs the spread two runs of one `--devices 2` command show (0.0: bit-identical)."""
+    labels = {"cycles": "1 GPU (noise floor)", "ddp": "2 GPUs"}
+    return {labels[k]: parts[k]["noise_floor_max_abs_dw"] for k in labels
+            if isinstance(parts.get(k), dict) and "noise_floor_max_abs_dw" in parts[k]}
+
+
 def _as_expected(res: dict) -> bool:
     """143 after SIGTERM, killed after SIGKILL, 0 when the run finished before the signal."""
     sent = (res.get("signal") or {}).get("signal")
@@ -282,9 +291,13 @@ def main() -> None:
         rec.put(part, done[part])
         rec.put(part + "_seconds", round(time.monotonic() - t0, 1))
     rec.put("leftover_processes", len(leftover_processes(str(work / "runs"))))  # any trainer, rank or worker of the soak
+    spread = run_to_run(done)
+    rec.put("run_to_run", spread)
     table = summary({k: v for k, v in done.items() if not (isinstance(v, dict) and "skipped" in v)})
     rec.put("table", table)
     print("\n".join(table))
+    for label, value in spread.items():
+        print(f"run-to-run max |Δw|, two uninterrupted references, {label}: {value}")
     print(f"GPU: {meta['gpu']} × {n_gpu}; leftover processes: {rec.data['parts']['leftover_processes']}")
 
 

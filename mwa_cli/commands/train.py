@@ -247,10 +247,6 @@ def register(app: typer.Typer) -> None:
         from mwa_cli.train.dist.handoff import write_result
 
         if devices is not None and not under_torchrun():
-            if feature_cache not in (None, "off"):  # before any process starts (each rank would refuse it too)
-                from mwa_cli.train.feature_cache import several_devices_error
-
-                raise several_devices_error()
             code = _launch_devices(devices, device, cli, config, resume, out)
             if code is not None:
                 raise typer.Exit(code)

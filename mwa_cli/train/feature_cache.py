@@ -25,12 +25,7 @@ import torch
 from torch import Tensor
 
 from mwa_cli.errors import ConfigError
-
-def several_devices_error() -> ConfigError:
-    """The refusal of ``--feature-cache`` with several devices (the launcher and each rank raise it)."""
-    return ConfigError("--feature-cache does not work with several devices yet",
-                       hint="train on one device, or drop --feature-cache")
-
+from mwa_cli.train.dist.cache_share import CacheShare, fill_rows
 
 GPU_SHARE = 0.3  # auto: on the GPU when the cache needs at most this share of its free memory
 RAM_SHARE = 0.5  # auto: in RAM when it needs at most this share of the available host memory
@@ -132,11 +127,13 @@ def _storage(shape: tuple[int, ...], dtype: torch.dtype, location: str, device: 
 def fill_feature_cache(model, start: int, image_array: np.ndarray, image_rows: np.ndarray, input_ids: Tensor,
                        padding_mask: Tensor, to_pixels: Callable[[Tensor], Tensor], *, device: torch.device,
                        dtype: torch.dtype | None, location: str = "auto", folder: Path | None = None,
-                       batch_size: int = 128, progress: Callable[[int, int], None] | None = None) -> FeatureCache:
+                       batch_size: int = 128, progress: Callable[[int, int], None] | None = None,
+                       share: CacheShare | None = None) -> FeatureCache:
     """Run the embeddings and layers ``< start`` of ``model`` (eval mode, no autograd) over the train images
     (``image_array[rows]``, uint8 [S,S,3], made pixels by ``to_pixels`` on the device) and captions.
 
     ``dtype``: autocast dtype (None: fp32); the cache holds that dtype. ``progress(done, total)`` after each batch.
+    ``share``: the ranks of a distributed run fill it together (dist/cache_share.py); every rank gets all of it.
     """
     if start < 1:
         raise ConfigError("the feature cache needs frozen layers below the adapters",
@@ -149,30 +146,36 @@ def fill_feature_cache(model, start: int, image_array: np.ndarray, image_rows: n
     element = torch.empty(0, dtype=store_dtype).element_size()
     nbytes = cache_bytes(len(rows), len(image_rows), tokens, text_len, cfg.embed_dim, element)
     location = choose_location(location, nbytes, device)
-    folder = folder or Path(".")
-    img_path, cap_path = folder / "feature_cache_images.npy", folder / "feature_cache_captions.npy"
+    if share is not None:
+        location = share.location(location)
+    folder, tag = folder or Path("."), share.file_tag() if share is not None else ""
+    img_path, cap_path = folder / f"feature_cache_images{tag}.npy", folder / f"feature_cache_captions{tag}.npy"
     images = _storage((len(rows), tokens, cfg.embed_dim), store_dtype, location, device, img_path)
     captions = _storage((len(image_rows), text_len, cfg.embed_dim), store_dtype, location, device, cap_path)
     total = len(rows) + len(image_rows)
     done = 0
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    def image_chunk(lo: int, hi: int) -> Tensor:
+        chunk = torch.from_numpy(np.ascontiguousarray(image_array[rows[lo:hi]])).to(device)
+        return model.image_hidden(to_pixels(chunk), start)
+
+    def caption_chunk(lo: int, hi: int) -> Tensor:
+        return model.text_hidden(input_ids[lo:hi].to(device), padding_mask[lo:hi].to(device), start)
+
+    fill = share.fill if share is not None else fill_rows
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext())
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), autocast:
-            for i in range(0, len(rows), batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(image_array[rows[i:i + batch_size]])).to(device)
-                images[i:i + len(chunk)] = model.image_hidden(to_pixels(chunk), start).to(store_dtype).to(images.device)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
-            for i in range(0, len(image_rows), batch_size):
-                ids = input_ids[i:i + batch_size].to(device)
-                m = padding_mask[i:i + batch_size].to(device)
-                captions[i:i + len(ids)] = model.text_hidden(ids, m, start).to(store_dtype).to(captions.device)
-                done += len(ids)
-                if progress:
-                    progress(done, total)
+            fill(images, len(rows), batch_size, image_chunk, count)
+            fill(captions, len(image_rows), batch_size, caption_chunk, count)
     finally:
         model.train(was_training)
     slot = torch.full((int(max(rows.max(initial=0), image_rows.max(initial=0))) + 1,), -1, dtype=torch.long)

@@ -34,6 +34,7 @@ from mwa_cli.train.measure import device_name, peak_mem_gib, process_age_s
 from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setup_run
 from mwa_cli.train.signals import SignalFlag, agree_stop
 from mwa_cli.train.trainer import Trainer
+from mwa_cli.train.val_schedule import step_checks
 
 MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
@@ -180,6 +181,8 @@ class TrainingRun:
         self.last_ckpt_time = time.monotonic()
         self.measure = s.planner.new_measurement(device.type, max_steps=s.limit) if not self.planned else None
         self.eval_steps = s.planner.eval_steps(self.total_steps) if self.planned else set()
+        if self._checks_by_step():  # no budget: the same steps checked (and published) every run (val_schedule.py)
+            self.eval_steps = step_checks(self.total_steps, s.batch_size, s.planner.val_items, s.planner.val_share)
         self.t_seg = time.monotonic()
         if self.planned and s.budget_s is not None:  # resumed: re-measure from here, warm-up included
             s.planner.start_rate(self.step, float(self.acc["train_s"]))
@@ -215,7 +218,8 @@ class TrainingRun:
         time_due = time.monotonic() - self.last_ckpt_time >= cfg.checkpoint_minutes * 60
         self._flush_train_time()
         val_due = (self.planned and s.val_data is not None and self.last_check_step != step and
-                   planner.val_due(float(self.acc.get("val_check_s", 0.0)), self._elapsed()))
+                   not self._checks_by_step()
+                   and planner.val_due(float(self.acc.get("val_check_s", 0.0)), self._elapsed()))
         stop_signal, must_stop, time_due, val_due, requested = agree_stop(s.dctx, self.flag, must_stop, time_due,
                                                                           val_due, self.stop_request is not None)
         if stop_signal is not None:
@@ -235,6 +239,11 @@ class TrainingRun:
             self.message(self.stop_reason)
             return "stop", time_due
         return "train", time_due
+
+    def _checks_by_step(self) -> bool:
+        """Cost-aware checks without a time budget go by step, not by the clock (docs/decisions.md)."""
+        s = self.setup
+        return self.planned and s.budget_s is None and s.val_data is not None and s.planner.cost_aware
 
     def _train_step(self) -> None:
         """The next batch (its wait counted), then one optimizer step; the loss stays on the device."""
@@ -672,6 +681,8 @@ def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, da
                         run_path: Path, precision: str, progress: ProgressFn | None, message: Callable[[str], None]):
     """Fill the feature cache of the train split (progress events "cache"), and say what it holds."""
     from mwa_cli.models.preprocess import to_pixels
+    from mwa_cli.train.dist.cache_share import CacheShare
+    from mwa_cli.train.dist.context import get as dist_context
     from mwa_cli.train.feature_cache import fill_feature_cache
 
     size = trainer.image_size
@@ -682,7 +693,8 @@ def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, da
         trainer.model, k, open_cache_array(data_dir, size, n_cached), pairs.image_rows, pairs.input_ids,
         pairs.padding_mask, lambda u8: to_pixels(u8, size), device=trainer.device, dtype=amp_dtype(precision),
         location=cfg.feature_cache, folder=run_path, batch_size=cfg.eval_batch_size,
-        progress=lambda done, total: emit(progress, "cache", {"done": done, "total": total}))
+        progress=lambda done, total: emit(progress, "cache", {"done": done, "total": total}),
+        share=CacheShare(dist_context()))
     d = fc.describe()
     message(f"feature cache: {d['images']} images + {d['captions']} captions, {d['gib']:.2f} GiB in "
             f"{d['location'].upper() if d['location'] in ('gpu', 'ram') else 'a file in the run folder'}, "

@@ -107,11 +107,9 @@ class Trainer:
 
     def use_feature_cache(self, start: int) -> None:
         """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
-        if self._ddp is not None:
-            from mwa_cli.train.feature_cache import several_devices_error
-
-            raise several_devices_error()
         self.feature_start = int(start)
+        if self._ddp is not None:
+            self._ddp.module.from_hidden(start)
 
     def pixels(self, batch: dict) -> torch.Tensor:
         """The image input of a batch: pixels (augmented on the device), or cached hidden states."""

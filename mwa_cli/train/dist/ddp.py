@@ -21,6 +21,11 @@ class DualEncoder(torch.nn.Module):
         self._enc_img = encode_image or model.encode_image
         self._enc_txt = encode_text or model.encode_text
 
+    def from_hidden(self, start: int) -> None:
+        """Take the feature cache's hidden states entering layer `start` instead of pixels and token ids."""
+        self._enc_img = lambda hidden: self.model.encode_image_hidden(hidden, start)
+        self._enc_txt = lambda hidden, mask: self.model.encode_text_hidden(hidden, mask, start)
+
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, padding_mask: torch.Tensor):
         return self._enc_img(pixels), self._enc_txt(input_ids, padding_mask)
 

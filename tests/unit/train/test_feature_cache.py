@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,19 +13,9 @@ from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.train.feature_cache import choose_location, fill_feature_cache
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
-from tests.helpers.paths import REPO
+from tests.helpers.dist_cache_worker import cache_pairs as _pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _pairs(n_images: int = 6, captions_per_image: int = 2, size: int = 32, text_len: int = 12, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n_images, size, size, 3), dtype=torch.uint8, generator=g).numpy()
-    rows = np.repeat(np.arange(n_images), captions_per_image)
-    ids = torch.randint(4, 60, (len(rows), text_len), generator=g)
-    lengths = torch.randint(3, text_len + 1, (len(rows),), generator=g)
-    mask = (torch.arange(text_len)[None] >= lengths[:, None]).long()
-    return images, rows, ids.masked_fill(mask.bool(), 1), mask
 
 
 def _trainer(**kw):
@@ -88,9 +74,6 @@ def test_location_choice_and_refusals():
     tr = _trainer()
     with pytest.raises(ConfigError, match="frozen layers below"):
         fill_feature_cache(tr.model, 0, *_pairs(), lambda u8: u8, device=cpu, dtype=None)
-    tr._ddp = object()  # as when started by torchrun
-    with pytest.raises(ConfigError, match="several devices"):
-        tr.use_feature_cache(1)
 
 
 def test_flip_on_with_feature_cache_is_refused():
@@ -124,15 +107,3 @@ def test_feature_cache_with_adapters_in_every_layer_is_refused_before_anything_i
         train(_cfg(train_data_dir, train_tokenizer, tmp_path, "all", feature_cache="auto"))
     assert "layers=top-" in exc.value.hint
     assert not (tmp_path / "all").exists()
-
-
-def test_feature_cache_with_several_devices_is_refused_before_any_process_starts(train_data_dir, train_tokenizer,
-                                                                                tmp_path):
-    args = [sys.executable, "-m", "mwa_cli", "train", str(train_data_dir), "--backbone", "beit3-tiny-test",
-            "--tokenizer", str(train_tokenizer), "--device", "cpu", "--devices", "2", "--feature-cache", "auto",
-            "--option", "layers=top-1", "--steps", "2", "--out", str(tmp_path), "--name", "ddp"]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=str(REPO),
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert "--feature-cache does not work with several devices" in res.stderr and "hint:" in res.stderr
-    assert "torch.distributed" not in res.stderr and not (tmp_path / "ddp").exists()
