@@ -62,7 +62,7 @@ def make_run(runs: Path, name: str, method: str, data: Path, *, recall: float = 
     per_label = {}
     for lab in sorted(set(test.label) - {""}):
         sub = test[test.label == lab]
-        blk = _recall_block(recall - 5 * (LABELS.index(lab)))
+        blk = _recall_block(max(0.0, recall - 5 * LABELS.index(lab)))  # a recall is never below 0
         per_label[lab] = {"n_images": int(sub.image_id.nunique()), "n_captions": int(len(sub)), "i2t": blk,
                           "t2i": blk, "rsum": 2 * (blk["r1"] + blk["r5"] + blk["r10"])}
     blk = _recall_block(recall)

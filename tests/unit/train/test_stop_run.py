@@ -30,7 +30,7 @@ def test_validation_events_carry_the_primary_rsum_and_the_time(train_data_dir, t
     checks = [r for r in rows if r["kind"] == "eval" and r["split"] == "val"]
     assert [d["step"] for d in seen] == [c["step"] for c in checks][:len(seen)] and seen[0]["step"] == 0
     for d, row in zip(seen, checks):
-        assert d["val_primary"] == row["primary_rsum"]  # the row records the same number
+        assert d["val_primary"] == row["rsum"]  # the row records the same number (in the primary protocol)
         assert d["elapsed_s"] == pytest.approx(row["time_no_val_s"], abs=0.01)
     assert json.loads((res.run_dir / "timing.json").read_text())["status"] == "completed"
 
