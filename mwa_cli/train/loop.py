@@ -109,10 +109,8 @@ class TrainingRun:
         self.it = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
         if getattr(s.model, "loss_kind", "softmax") == "softmax":
-            self.collapse = CollapseWatch(
-                min(s.trainer.micro_batch or s.batch_size, s.batch_size) * s.dctx.world_size
-                if s.trainer.micro_batch else s.batch_size,
-                after_step=max(1, round(s.cfg.warmup_frac * max(1, self.total_steps))), lr=s.cfg.lr)
+            self.collapse = CollapseWatch(  # micro-batches keep the whole batch's columns (Trainer, GradCache)
+                s.batch_size, after_step=max(1, round(s.cfg.warmup_frac * max(1, self.total_steps))), lr=s.cfg.lr)
         self.flag = SignalFlag()
 
     # ------------------------------------------------------------------ the run, top-down

@@ -1,8 +1,9 @@
 """The trainer: one optimizer step of contrastive training, and how to build one.
 
 * `Trainer`: one optimizer step (`Trainer.step(batch)`), with mixed precision, gradient accumulation
-  (micro-batches), CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix under no_grad. The hot path does no host
-  sync: the loss stays on the device; the training loop reads it only at logging intervals.
+  (micro-batches) that keeps every negative of the batch, CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix
+  under no_grad. The hot path does no host sync: the loss stays on the device; the training loop reads it only at
+  logging intervals.
 * `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (benchmarks).
 * `find_max_batch(...)`: `--batch-size auto` on CUDA, the largest micro-batch that fits.
 """
@@ -22,7 +23,7 @@ from mwa_cli.errors import EXIT_OOM, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train.data import augment_batch
-from mwa_cli.train.loss import model_loss
+from mwa_cli.train.loss import loss_parameters, model_loss
 from mwa_cli.train.optim import build_optimizer
 from mwa_cli.train.schedule import WarmupCosine
 
@@ -35,14 +36,22 @@ class Trainer:
 
     A batch is a dict: `images` uint8 [B,S,S,3] (+ `boxes` [B,4], `flip` [B] for augmentation) or `pixels`
     float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]; optional `group` [B] positive-group ids
-    (pairs with equal ids are positives of each other: train/positives.py). `micro_batch` < B accumulates
-    gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
+    (pairs with equal ids are positives of each other: train/positives.py).
+
+    `micro_batch` < B splits the batch into chunks and still trains the whole batch's loss, as GradCache does:
+    the embeddings are computed chunk by chunk without autograd, the loss over all of them (every pair a negative
+    of every other, the positive groups, the learnable temperature, other ranks' embeddings under DDP) gives the
+    gradients of the embeddings, then each chunk runs again with autograd, its random draws (dropout, drop path)
+    replayed, and back-propagates its share. Loss and gradients equal the unsplit batch's; the price is a second
+    forward of each chunk. An unsplit batch takes one pass. `oom_back_off` (None: CUDA in a single process) halves
+    the micro-batch when a step runs out of memory.
     """
 
     def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
                  layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
-                 on_message: Callable[[str], None] | None = None, distributed: bool = False):
+                 on_message: Callable[[str], None] | None = None, distributed: bool = False,
+                 oom_back_off: bool | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.model.train()
@@ -51,6 +60,7 @@ class Trainer:
         self.dtype = amp_dtype(precision)
         self.image_size = int(model.config.img_size)
         self.micro_batch = micro_batch
+        self.oom_back_off = oom_back_off
         self.on_message = on_message or (lambda _msg: None)
         groups = applied.param_groups(lr, weight_decay, layer_decay)
         model.set_frozen_prefix(int(applied.lowest_trainable_layer))
@@ -116,22 +126,54 @@ class Trainer:
 
     def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                           groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Gradients of the whole batch's loss (accumulated into `.grad`); returns the loss, detached."""
         b = px.shape[0]
         m = min(self.micro_batch or b, b)
-        total = torch.zeros((), device=self.device)
-        for i in range(0, b, m):
-            j = min(i + m, b)
-            with self._autocast(), self._ddp_sync(last=j >= b):
-                img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
-            g = groups[i:j] if groups is not None else None  # positives within the micro-batch, like negatives
-            loss = self._pair_loss(img, txt, g)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
-            part = loss * ((j - i) / b)
-            if self.scaler is not None:
-                self.scaler.scale(part).backward()
-            else:
-                part.backward()
-            total = total + part.detach()
-        return total
+        if m >= b:
+            return self._one_pass(px, ids, mask, groups)
+        return self._chunked_passes(px, ids, mask, groups, [slice(i, min(i + m, b)) for i in range(0, b, m)])
+
+    def _one_pass(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                  groups: torch.Tensor | None) -> torch.Tensor:
+        with self._autocast():
+            img, txt = self._encode_pair(px, ids, mask)
+        loss = self._pair_loss(img, txt, groups)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss.detach()
+
+    def _chunked_passes(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor | None,
+                        chunks: list[slice]) -> torch.Tensor:
+        """GradCache: embeddings without a graph, the whole batch's loss on them, then each chunk again with
+        autograd, back-propagating its rows of the embedding gradients (see the class docstring)."""
+        draws, images, texts = [], [], []
+        with torch.no_grad():
+            for c in chunks:
+                draws.append(RandomDraws(self.device))
+                self._new_graph_step()
+                with self._autocast():
+                    img, txt = self._encode_pair(px[c], ids[c], mask[c], ddp=False)
+                images.append(img)
+                texts.append(txt)
+        img = torch.cat(images).requires_grad_()
+        txt = torch.cat(texts).requires_grad_()
+        loss = self._pair_loss(img, txt, groups)
+        heads = [p for p in loss_parameters(self.model) if p.requires_grad]  # the temperature (and SigLIP's bias)
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        g_img, g_txt, *g_heads = torch.autograd.grad(scaled, [img, txt, *heads])
+        for k, c in enumerate(chunks):
+            last = k == len(chunks) - 1
+            self._new_graph_step()
+            with draws[k].replay(), self._autocast(), self._ddp_sync(last=last):
+                img_c, txt_c = self._encode_pair(px[c], ids[c], mask[c])
+            # the loss's own parameters join the last backward: under DDP it is the one that averages gradients
+            roots, grads = [img_c, txt_c, *(heads if last else [])], [g_img[c], g_txt[c], *(g_heads if last else [])]
+            torch.autograd.backward(roots, grads)
+        return loss.detach()
+
+    def _new_graph_step(self) -> None:
+        """CUDA graphs: each chunk's forward is a new iteration (its outputs may overwrite the last chunk's)."""
+        if self._cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _ddp_sync(self, last: bool):
         """DDP averages gradients once per optimizer step: no_sync on every micro-batch but the last."""
@@ -139,9 +181,10 @@ class Trainer:
             return contextlib.nullcontext()
         return self._ddp.no_sync()
 
-    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *, ddp: bool = True):
+        """(image, text) embeddings; `ddp=False`: past the DDP wrapper (forwards without autograd)."""
         if self._ddp is not None:
-            return self._ddp(px, ids, mask)
+            return self._ddp(px, ids, mask) if ddp else self._ddp.module(px, ids, mask)
         if self.feature_start:  # px and ids are the cached hidden states of images and captions
             return (self.model.encode_image_hidden(px, self.feature_start),
                     self.model.encode_text_hidden(ids, mask, self.feature_start))
@@ -187,8 +230,10 @@ class Trainer:
         return loss
 
     def _can_back_off(self) -> bool:
-        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error), single-process only: under DDP
+        """`oom_back_off`, by default CUDA (a CPU out-of-memory is a real error) in a single process: under DDP
         one rank cannot change its micro-batch alone (the collectives would no longer match)."""
+        if self.oom_back_off is not None:
+            return self.oom_back_off
         return self.device.type == "cuda" and self._ddp is None
 
     def _halve_micro_batch(self, batch: int) -> None:
@@ -268,6 +313,24 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])
         self.micro_batch = state.get("micro_batch")
+
+
+class RandomDraws:
+    """The CPU and CUDA generator states before a chunk's first forward: `replay()` makes its second forward draw
+    the same dropout and drop-path masks, and leaves the generators where they were (as GradCache's RandContext)."""
+
+    def __init__(self, device: torch.device):
+        self.devices = [device] if device.type == "cuda" else []
+        self.cpu = torch.get_rng_state()
+        self.cuda = [torch.cuda.get_rng_state(d) for d in self.devices]  # host-side state: no device sync
+
+    @contextlib.contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.cpu)
+            for d, state in zip(self.devices, self.cuda):
+                torch.cuda.set_rng_state(state, d)
+            yield
 
 
 def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, method_options: dict | None = None,
