@@ -297,6 +297,8 @@ class BEiT3(nn.Module):
 class BEiT3Retrieval(nn.Module):
     """BEiT-3 with the retrieval heads: bias-free linear projections of the first token, L2-normalised."""
 
+    text_padding_free = True  # padding is masked: captions may be cut to their batch's length (text_pad.py)
+
     def __init__(self, cfg: BEiT3Config):
         super().__init__()
         self.config = cfg
@@ -340,8 +342,15 @@ class BEiT3Retrieval(nn.Module):
         with/without autograd) instead of the whole depth, and the embeddings and heads stay eager."""
         import torch._dynamo
 
-        # variants of one layer: split (-1, 0) x autograd on/off x train/eval x with/without an adapter
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        from mwa_cli.models.text_pad import TEXT_BUCKETS
+
+        # variants of one layer: split (-1, 0) x autograd on/off x train/eval x with/without an adapter (16); text
+        # batches come in bucket lengths (text_pad.py), which dynamo makes one dynamic length at the second one
+        # seen; the limit would hold even if each bucket kept a graph of its own
+        limit = 16 * (len(TEXT_BUCKETS) + 1)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                               2 * limit)
         for layer in self.layers:
             layer.compile(**options)  # options of torch.compile (tests use backend="aot_eager")
         self.beit3.encoder.first_token.compile(**options)  # the last layer of encode_image / encode_text

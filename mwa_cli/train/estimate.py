@@ -87,6 +87,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     from mwa_cli.data.manifest import load_manifest
     from mwa_cli.runs import load_tokenizer
     from mwa_cli.models.presets import find_tokenizer, resolve_config as resolve_backbone
+    from mwa_cli.models.text_pad import padding_is_free
     from mwa_cli.train.data import TrainBatches, make_loader
     from mwa_cli.train.measure import device_name, peak_mem_gib
     from mwa_cli.train.setup import loader_workers, train_pairs
@@ -136,7 +137,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     if trainer.micro_batch is not None and trainer.micro_batch >= batch_size:
         trainer.micro_batch = None
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), batch_size, cfg.seed,
-                           crop_scale_min=cfg.crop_scale_min)
+                           crop_scale_min=cfg.crop_scale_min, trim_text=padding_is_free(model))
     loader = make_loader(dataset, 0, workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
                          stop_step=warmup + steps)
 

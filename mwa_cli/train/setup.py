@@ -24,6 +24,7 @@ import torch
 
 from mwa_cli.data.cache import ProgressCallback
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner
@@ -199,7 +200,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
         trainer.use_feature_cache(applied.lowest_trainable_layer)
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), max(1, batch_size), cfg.seed,
                            crop_scale_min=cfg.crop_scale_min, rank=dctx.rank, world_size=dctx.world_size,
-                           augment=not use_cache, load_images=not use_cache)
+                           augment=not use_cache, load_images=not use_cache, trim_text=padding_is_free(model))
     spe = dataset.steps_per_epoch
 
     # ------------------------------------------------------------------ run dir + config.json
