@@ -4,15 +4,15 @@ fixed length (docs/decisions.md, "Text padded to a bucket length").
 The tokenizers pad every caption to the configured text length (64 tokens for BEiT-3); plant captions hold 8-26.
 A backbone whose text encoder masks its padding gives the same embeddings whatever the padding's length, so the
 columns that are padding in every row of a batch can be dropped. The width is rounded up to a bucket so compiled
-code (one graph per shape) is reused across batches: 8, 16, 24, 32, 48, 64, then multiples of 32, never past the
-tokenizer's length.
+code (one graph per shape) is reused across batches: multiples of 8 up to 64, then of 32, never past the
+tokenizer's length; a data set's batches use two or three of them.
 """
 
 from __future__ import annotations
 
 import torch
 
-TEXT_BUCKETS = (8, 16, 24, 32, 48, 64)
+TEXT_BUCKETS = (8, 16, 24, 32, 40, 48, 56, 64)  # multiples of 8: tensor-core friendly, docs/decisions.md
 BUCKET_STEP_PAST_64 = 32
 
 

@@ -34,15 +34,15 @@ def _model() -> BEiT3Retrieval:
 
 
 @pytest.mark.parametrize("longest,cap,want", [(1, 64, 8), (8, 64, 8), (9, 64, 16), (20, 64, 24), (26, 64, 32),
-                                              (33, 64, 48), (64, 64, 64), (65, 128, 96), (97, 128, 128),
+                                              (33, 64, 40), (41, 64, 48), (64, 64, 64), (65, 128, 96), (97, 128, 128),
                                               (20, 16, 16), (70, 77, 77), (0, 64, 8)])
 def test_bucket_lengths(longest, cap, want):
     assert bucket_length(longest, cap) == want
 
 
 def test_the_widths_a_tokenizer_length_can_give():
-    assert bucket_lengths(64) == [8, 16, 24, 32, 48, 64]
-    assert bucket_lengths(77) == [8, 16, 24, 32, 48, 64, 77]
+    assert bucket_lengths(64) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert bucket_lengths(77) == [8, 16, 24, 32, 40, 48, 56, 64, 77]
     assert bucket_lengths(12) == [8, 12]
 
 
