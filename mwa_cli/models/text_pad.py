@@ -44,3 +44,17 @@ def trim_padding(padding_mask: torch.Tensor, *texts: torch.Tensor) -> tuple[torc
     longest = int(kept[-1]) + 1 if kept.numel() else 1
     width = bucket_length(longest, padding_mask.shape[1])
     return tuple(t[:, :width].contiguous() for t in (padding_mask, *texts))
+
+
+def second_width(first: int, lengths: torch.Tensor, cap: int) -> int | None:
+    """Another width the batches of captions with these token `lengths` can take than `first` (the widest one
+    when it differs, else the bucket below), or None when they all take `first`: compiling at two widths before
+    training makes the text length dynamic, so no later batch recompiles."""
+    widths = bucket_lengths(cap)
+    low, high = bucket_length(int(lengths.min()), cap), bucket_length(int(lengths.max()), cap)
+    if low == high:
+        return None
+    if high != first:
+        return high
+    below = [w for w in widths if low <= w < first]
+    return below[-1] if below else None

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from mwa_cli.errors import DataError
 from mwa_cli.models.preprocess import MEAN, STD
-from mwa_cli.models.text_pad import trim_padding
+from mwa_cli.models.text_pad import second_width, trim_padding
 
 LOADER_TIMEOUT_S = 120  # a worker that delivers no batch for this long is reported, not waited on forever
 
@@ -195,6 +195,15 @@ class TrainBatches(torch.utils.data.Dataset):
         """(padding_mask, input_ids) of the pairs `idx`, cut to their bucket length when `trim_text`."""
         mask, ids = self.pairs.padding_mask[idx], self.pairs.input_ids[idx]
         return trim_padding(mask, ids) if self.trim_text else (mask, ids)
+
+    def other_widths(self, batch: dict) -> list[int]:
+        """Text widths other batches take than `batch`'s (at most one: compiling at two makes the length dynamic,
+        `Trainer.warm_compile`); none when captions keep the tokenizer's length."""
+        if not self.trim_text:
+            return []
+        mask = self.pairs.padding_mask
+        other = second_width(batch["padding_mask"].shape[1], (mask == 0).sum(1), mask.shape[1])
+        return [other] if other else []
 
     def __len__(self) -> int:  # nominal; the sampler is infinite
         return 2**62

@@ -73,6 +73,7 @@ class Trainer:
         self._encode_image = model.encode_image
         self._encode_text = model.encode_text
         self._cuda_graphs = False
+        self.compiled: bool | str = False
         self.enable_compile(compile)
         self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
         self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/dist/)
@@ -90,6 +91,7 @@ class Trainer:
         BEiT-3 compiles per layer (one compiled layer for every depth); other backbones their encode functions."""
         if not compile:
             return
+        self.compiled = compile
         self._cuda_graphs = compile == "reduce-overhead"
         modes = {"mode": compile} if isinstance(compile, str) else {}
         if hasattr(self.model, "compile_layers"):
@@ -203,21 +205,7 @@ class Trainer:
             raise MwaError("this method has no trainable parameters: nothing to train")
         if self._cuda_graphs:  # a new iteration: CUDA-graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        px = self.pixels(batch)
-        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
-        mask = batch["padding_mask"].to(self.device, non_blocking=True)
-        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
-        while True:
-            oom = False
-            try:
-                loss = self._forward_backward(px, ids, mask, groups)
-            except OOM_ERRORS:
-                if not self._can_back_off():
-                    raise
-                oom = True
-            if not oom:
-                break
-            self._halve_micro_batch(px.shape[0])
+        loss = self._gradients(batch)
         lr = self.schedule.apply(self.optimizer, self.step_count)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -228,6 +216,45 @@ class Trainer:
         self.step_count += 1
         self.last_lr = lr
         return loss
+
+    def _gradients(self, batch: dict) -> torch.Tensor:
+        """The batch's gradients (the micro-batch halved on out-of-memory, see `_can_back_off`); returns the loss."""
+        px = self.pixels(batch)
+        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
+        mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        while True:
+            oom = False
+            try:
+                return self._forward_backward(px, ids, mask, groups)
+            except OOM_ERRORS:
+                if not self._can_back_off():
+                    raise
+                oom = True
+            if oom:  # outside the except block: its traceback holds the failed attempt's tensors
+                self._halve_micro_batch(px.shape[0])
+
+    def warm_compile(self, batch: dict, widths: list[int] = (), eval_batch: int = 0) -> float:
+        """Compile before training, so no training step pays for it: forward and backward of `batch` at its text
+        width and at each of `widths` (a second width makes the text length dynamic), then `eval_batch` random pairs
+        encoded in evaluation mode. Weights, optimizer and random state are left as they were, gradients cleared.
+        Returns the seconds it took."""
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for width in [None, *widths]:
+                self._gradients(batch if width is None else at_text_width(batch, width))
+                self.optimizer.zero_grad(set_to_none=True)
+            if eval_batch:
+                probe = self.random_batch(eval_batch, augment=False, seed=2)
+                self.model.eval()
+                try:
+                    with torch.inference_mode(), self._autocast():
+                        self.model.encode_image(self.pixels(probe))
+                        self.model.encode_text(probe["input_ids"].to(self.device), probe["padding_mask"].to(self.device))
+                finally:
+                    self.model.train()
+        self.synchronize()
+        return time.perf_counter() - t0
 
     def _can_back_off(self) -> bool:
         """`oom_back_off`, by default CUDA (a CPU out-of-memory is a real error) in a single process: under DDP
@@ -313,6 +340,18 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step_count = int(state["step"])
         self.micro_batch = state.get("micro_batch")
+
+
+def at_text_width(batch: dict, width: int) -> dict:
+    """`batch` with its captions cut or padded to `width` tokens (padding: id 1 or zero states, masked)."""
+    key = "text_hidden" if "text_hidden" in batch else "input_ids"
+    extra = width - batch["padding_mask"].shape[1]
+    text, mask = batch[key], batch["padding_mask"]
+    if extra <= 0:
+        return {**batch, key: text[:, :width], "padding_mask": mask[:, :width]}
+    pad = (0, 0, 0, extra) if text.ndim == 3 else (0, extra)
+    return {**batch, key: torch.nn.functional.pad(text, pad, value=0 if text.ndim == 3 else 1),
+            "padding_mask": torch.nn.functional.pad(mask, (0, extra), value=1)}
 
 
 class RandomDraws:
