@@ -109,3 +109,28 @@ def test_the_feature_cache_gives_the_states_of_the_bucketed_width_with_unchanged
         got = model.encode_text_hidden(inputs["text_hidden"], mask, 1)
         want = model.encode_text(pairs.input_ids[index], pairs.padding_mask[index])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def _text_lengths_bench():
+    import importlib.util
+
+    from tests.helpers.paths import REPO
+
+    spec = importlib.util.spec_from_file_location("text_lengths", REPO / "bench" / "text_lengths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, REPO
+
+
+def test_the_lengths_bench_counts_batch_widths_as_the_trainer_pads_them():
+    bench, repo = _text_lengths_bench()
+    lengths = np.array([10] * 120 + [30] * 8)  # 8 long captions among 128
+    one = bench.batch_widths(lengths, 128, 64, epochs=2)
+    assert one == {"batch": 128, "batches": 2, "fixed": 64, "longest_mean": 30.0, "bucketed_mean": 32.0,
+                   "bucketed_widths": [32], "tokens_saved": 0.5}
+    small = bench.batch_widths(lengths, 4, 64, epochs=3)
+    assert small["batches"] == 96 and small["bucketed_widths"] == [16, 32] and 16 < small["bucketed_mean"] < 32
+    captions = bench.read_captions(repo / "sample_data")  # a photo folder: every caption of captions.csv
+    tok, label = bench.load_tokenizer("mini", 64, captions[:40], extend_vocab="off")
+    got = bench.caption_lengths(captions[:3], tok)
+    assert label == "beit3-mini" and got.tolist() == [len(tok.encode(c)) + 2 for c in captions[:3]]
