@@ -67,12 +67,12 @@ def bench_real(tmp: Path) -> dict:
     from mwa_cli.search.store import SearchIndex
 
     run = save_run(tmp / "mini", "beit3-mini", "frozen")
-    build_index(REPO / "sample_data" / "images", run, tmp / "idx", device="cpu")
+    build_index(REPO / "mwa_cli" / "sample_data" / "images", run, tmp / "idx", device="cpu")
     idx = SearchIndex.load(tmp / "idx")
     sm = load_search_model(run, device="cpu")
     import pandas as pd
 
-    captions = pd.read_csv(REPO / "sample_data" / "captions.csv")["caption"].astype(str).tolist()
+    captions = pd.read_csv(REPO / "mwa_cli" / "sample_data" / "captions.csv")["caption"].astype(str).tolist()
     q = sm.encode_texts(captions).numpy()
     x = np.array(idx.images)
     _, exact = exact_topk(idx.images, torch.from_numpy(q), 10)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             from mwa_cli.export.onnx import export_onnx
 
             source = Path(export_onnx(run, Path(tmp) / "exp")["export"])
-        build_index(REPO / "sample_data" / "images", source, Path(tmp) / "idx", device="cpu")
+        build_index(REPO / "mwa_cli" / "sample_data" / "images", source, Path(tmp) / "idx", device="cpu")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mwa_cli.models.text_pad import trim_padding
+from mwa_cli.train.step_graph import WARMUP_STEPS
 from mwa_cli.train.trainer import build_trainer
 
 BATCH_VARIETY = 8  # distinct batches cycled through per variant (realistic lengths: their widths vary)
@@ -50,12 +51,16 @@ VARIANTS = [
     ("mwa", {"preset": "paper-code"}, False, False, 1),
     ("full-ft", None, "reduce-overhead", False, 1),
     ("mwa", {"layers": "top-third"}, "reduce-overhead", True, 1),
+    ("full-ft", None, "graph", False, 1),
+    ("mwa", None, "graph", False, 1),
+    ("nke", None, "graph", False, 1),
+    ("mwa", {"layers": "top-third"}, "graph", True, 1),
     ("mwa", None, "reduce-overhead", False, 1),
     ("nke", None, "reduce-overhead", False, 1),
 ]
 FRACTIONS = {"top-half": 2, "top-third": 3, "top-quarter": 4}
-BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-tiny-test": 8}
-DEPTH = {"beit3-base": 12, "beit3-large": 24, "beit3-tiny-test": 2}
+BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-mini": 128, "beit3-tiny-test": 8}
+DEPTH = {"beit3-base": 12, "beit3-large": 24, "beit3-mini": 4, "beit3-tiny-test": 2}
 
 
 def resolve_options(backbone: str, options: dict | None) -> dict | None:
@@ -192,8 +197,10 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
+    graph = compile_ == "graph"  # regional compilation + the whole step as one CUDA graph (train/step_graph.py)
+    compile_ = True if graph else compile_
     trainer = build_trainer(backbone, method, method_options=options, device=args.device, precision="bf16",
-                            compile=compile_ and not cached, drop_path=0.0)
+                            compile=compile_ and not cached, drop_path=0.0, cuda_graph=graph)
     batch_size = BATCH[backbone] * batch_mult
     extra: dict = {}
     if cached:  # as `mwa train --feature-cache`: fill eagerly, then compile the layers that train
@@ -203,16 +210,18 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
         batches = text_batches(trainer, batch_size, args.text_len, lengths)
         widths = [int(b["padding_mask"].shape[1]) for b in batches]
         batch = cycling(batches)
-    # realistic lengths: every width is seen (and compiled) before the timed steps
-    warmup = args.warmup + (5 if compile_ else 0) + (BATCH_VARIETY if lengths is not None else 0)
-    if isinstance(compile_, str):
-        extra["compile_mode"] = compile_
+    # realistic lengths: every width is seen (compiled, and with graphs captured) before the timed steps
+    rounds = 1 + (WARMUP_STEPS if graph else 0)
+    warmup = args.warmup + (5 if compile_ else 0) + (rounds * BATCH_VARIETY if lengths is not None else 0)
+    if isinstance(compile_, str) or graph:
+        extra["compile_mode"] = "graph" if graph else compile_
     times = trainer.time_steps(batch, n=args.steps, warmup=warmup, window=args.window)
     med = statistics.median(times)
     text_tokens = float(np.mean(widths)) if widths else float(args.text_len)
     flops = step_flops(trainer, batch_size, text_tokens, cached)
     row = {
-        "backbone": backbone, "method": method, "options": options or {}, "compile": compile_, "cache": cached,
+        "backbone": backbone, "method": method, "options": options or {},
+        "compile": "graph" if graph else compile_, "cache": cached,
         "batch": batch_size, "median_ms": 1e3 * med, "spread_ms": 1e3 * (max(times) - min(times)),
         "samples_per_s": batch_size / med, "text_tokens_mean": text_tokens,
         "text_widths": sorted(set(widths)) if widths else [args.text_len],
@@ -231,13 +240,15 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
 
 
 def realistic_lengths(source: str, backbone: str, tokenizer: str | None, text_len: int) -> tuple[np.ndarray, str]:
-    """Token lengths of the captions of `source` (sample_data: the repository's), and the tokenizer's label."""
+    """Token lengths of the captions of `source` (sample_data: the packaged sample photos), and the tokenizer's
+    label."""
     from pathlib import Path
 
     from mwa_cli.models.presets import find_tokenizer
+    from mwa_cli.resources import SAMPLE_DATA, package_file
     from text_lengths import caption_lengths, load_tokenizer, read_captions
 
-    folder = Path(__file__).resolve().parent.parent / "sample_data" if source == "sample_data" else Path(source)
+    folder = package_file(SAMPLE_DATA) if source == "sample_data" else Path(source)
     captions = read_captions(folder)
     name = tokenizer or find_tokenizer(backbone, None, None) or "mini"
     tok, label = load_tokenizer(name, text_len, captions)

@@ -21,9 +21,11 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0) -> Path:
+def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0,
+             seed: int | None = None) -> Path:
     """An adapter folder of `method` on `backbone` (seed 0); `perturb` > 0 moves the trainables off their
-    initial values (an untrained adapter is often the identity, which would hide the adapter's cost)."""
+    initial values (an untrained adapter is often the identity, which would hide the adapter's cost), drawn with
+    `seed` when given (distinct adapters on one backbone)."""
     import torch
 
     from mwa_cli.adapters.io import save_adapter
@@ -34,9 +36,10 @@ def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0) ->
     model, info = build_backbone(backbone)
     applied = apply_method(model, method)
     if perturb:
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.no_grad():
             for _, p in applied.trainable_named_parameters():
-                p.add_(torch.randn(p.shape) * perturb)
+                p.add_(torch.randn(p.shape, generator=g) * perturb)
     save_adapter(path, model, applied, info)
     return path
 

@@ -5,12 +5,12 @@
 
 Every command is a subprocess `python -m mwa_cli ...` (`--entry-point`: the installed `mwa` script instead), the
 same code path a user's shell takes; on the CPU with OMP_NUM_THREADS=1 unless set (one thread per process, as the
-tests do). sample_data/ is prepared once (English captions, 64 px; WORK/data is reused when present). All training
+tests do). mwa_cli/sample_data/ is prepared once (English captions, 64 px; WORK/data is reused when present). All training
 runs use the same options: beit3-mini, method mwa, global batch --batch-size, --steps S, seed 0, --log-every 1,
 --val-evals 1, and dropout 0 / drop path 0 (`--keep-dropout` keeps the defaults) so the runs draw nothing at random
 and must agree with each other up to round-off.
 
-1. prepare  `mwa prepare sample_data --out WORK/data --lang en --image-size 64`.
+1. prepare  `mwa prepare mwa_cli/sample_data --out WORK/data --lang en --image-size 64`.
 2. single   `mwa train WORK/data ... --name single --json` on one device: the reference.
 3. ddp      the same with `--devices N --name ddp`: exit 0, one JSON document on stdout, eval numbers, train
             losses and final adapter weights against the single run, samples/s (timing.json), rank 0 alone wrote
@@ -295,7 +295,7 @@ def step_prepare(args, chk: Check) -> bool:
     if (args.data / "manifest.csv").is_file() and (args.data / "dataset.json").is_file():
         rec = {"reused": str(args.data), "rc": 0, "seconds": round(time.monotonic() - t0, 2), "ok": True}
     else:
-        r = run_mwa(args, ["prepare", str(REPO / "sample_data"), "--out", str(args.data), "--lang", "en",
+        r = run_mwa(args, ["prepare", str(REPO / "mwa_cli" / "sample_data"), "--out", str(args.data), "--lang", "en",
                            "--image-size", "64", "--json"], timeout=args.timeout, log=args.logs / "prepare")
         doc, _ = _json_doc(r["stdout"])
         rec = {"command": r["command"], "rc": r["rc"], "seconds": r["seconds"], "ok": r["rc"] == 0,

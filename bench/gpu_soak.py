@@ -258,7 +258,7 @@ def main() -> None:
     rec = Record(Path(args.out), meta)
     data = work / "data"
     if not (data / "manifest.csv").is_file():
-        prep = run(["prepare", "sample_data", "--out", str(data), "--lang", "en", "--image-size", "64"],
+        prep = run(["prepare", "mwa_cli/sample_data", "--out", str(data), "--lang", "en", "--image-size", "64"],
                    limit=300)
         if prep["rc"] != 0:
             sys.exit(f"prepare failed: {prep['stderr_tail']}")

@@ -35,8 +35,10 @@ COMMAND_MODULES = [
     "search",
     "export",
     "serve",
+    "line",  # mwa line add / publish / list / show / rollback / report
     "demo",
     "doctor",
+    "settings",
 ]
 
 

@@ -15,6 +15,7 @@ from mwa_cli.errors import EXIT_USAGE, MwaError
 from mwa_cli.models.presets import MINI, resolve_config
 from mwa_cli.train.checkpoint import find_checkpoint
 from mwa_cli.report.i18n import fmt_duration
+from mwa_cli.settings import report_settings
 from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import ProgressFn, train
 from mwa_cli.train.setup import images_progress
@@ -110,5 +111,6 @@ def run_demo(
                            exit_code=run.exit_code)
         result.runs[name] = run.to_dict()
     say("3/3 writing the report")
-    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft")
+    result.report = make_report([runs_dir / n for n in names], out=result.report_html, compare="full-ft",
+                                **report_settings())
     return result

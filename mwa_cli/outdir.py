@@ -19,9 +19,10 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_json
 
-MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index"}
+MARKERS = {"run": ".mwa-run", "data": ".mwa-data", "index": ".mwa-index", "lines": ".mwa-lines"}
 LOCK = ".lock"
-WHAT = {"run": "run folder", "data": "data directory", "index": "search index"}
+WHAT = {"run": "run folder", "data": "data directory", "index": "search index", "lines": "line store",
+        "line": "production line"}
 
 
 def read_marker(path: Path, kind: str) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """A trained run folder, opened the same way by every command that uses its model.
 
 `load_run(folder)` rebuilds what training published: the backbone (the run's weights, same seed as training, so
-a randomly initialised test backbone comes out identical), the method re-applied, the adapter weights loaded
+a randomly initialised backbone, a test preset's or `--weights none`'s, comes out identical; the command then warns
+that its weights are random), the method re-applied, the adapter weights loaded
 after their sha256 is checked (`mwa_cli.adapters.io.load_adapter`), the tokenizer with the adapter's vocabulary
 extension (`load_tokenizer`), on the requested device, with the precision the run evaluated with.
 `read_run_config` is the tolerant reader of a run's config.json for code that only needs its settings.
@@ -100,7 +101,11 @@ def load_run(target: str | Path, *, weights: str | None = None, tokenizer: str |
     weights = weights or run_cfg.get("weights")
     tokenizer = tokenizer or run_cfg.get("tokenizer")
     torch.manual_seed(int(run_cfg.get("seed", 0) or 0))  # as training did before building the backbone
-    model, applied, info = load_adapter(path, weights=weights, tokenizer=tokenizer)
+    model, applied, info = load_adapter(path, weights=weights, tokenizer=tokenizer, device=dev)
+    if info.random_weights:
+        from mwa_cli.models.sources import note_random_weights
+
+        note_random_weights(folder)
     if precision is None and run_cfg.get("device") == dev.type:
         precision = run_cfg.get("precision")
     prec = resolve_precision(precision or "auto", dev)

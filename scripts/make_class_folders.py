@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "mwa_cli" / "sample_data"
 
 
 def build_class_folders(out: Path, sample_data: Path = SAMPLE_DATA, *, only: tuple[str, ...] | None = None,

@@ -1,6 +1,6 @@
-"""Generate sample_data/: synthetic inspection photos with English and Japanese captions (deterministic).
+"""Generate mwa_cli/sample_data/: synthetic inspection photos with English and Japanese captions (deterministic).
 
-    python scripts/make_sample_data.py                       # writes sample_data/ (captions.csv + images/)
+    python scripts/make_sample_data.py                       # writes mwa_cli/sample_data/ (captions.csv + images/)
     python scripts/make_sample_data.py --contact-sheet /tmp/sheet.png   # also a labelled contact sheet
 
 Each photo is a surface (brushed metal, painted panel, circuit board, fabric, wood) with one defect (scratch,
@@ -279,7 +279,7 @@ def contact_sheet(out: Path, dest: Path, n: int = 48, cols: int = 8) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "sample_data")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "mwa_cli" / "sample_data")
     ap.add_argument("--count", type=int, default=440)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--contact-sheet", type=Path, default=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ def shared_dir() -> Path:
     if not (SHARED / "fixtures").is_dir():
         pytest.skip(f"reference fixtures not found at {SHARED} (CI lays ../shared beside the checkout)")
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_settings_folder(tmp_path_factory):
+    """`mwa settings`: every test (and every subprocess it starts) reads an empty settings folder of the test
+    session, never the user's own defaults; a test that sets some points MWA_CONFIG_HOME at its own folder."""
+    before = os.environ.get("MWA_CONFIG_HOME")
+    os.environ["MWA_CONFIG_HOME"] = str(tmp_path_factory.mktemp("mwa_config"))
+    yield
+    if before is None:
+        os.environ.pop("MWA_CONFIG_HOME", None)
+    else:
+        os.environ["MWA_CONFIG_HOME"] = before
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from mwa_cli.fileio import atomic_write
 from mwa_cli.models.beit3 import BEiT3Retrieval
 from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.presets import build_backbone
+from mwa_cli.models.sources import NO_WEIGHTS
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -31,11 +32,14 @@ def adapter_config(applied: AppliedMethod, info: BackboneInfo,
         from mwa_cli.adapters.vocab import extension_table
 
         token_additions = extension_table(applied.model)
+    backbone = {"name": info.name, "config": info.config, "weights_sha256": info.weights_sha256}
+    if info.random_weights:  # `--weights none`: every command that loads the adapter rebuilds it random and says so
+        backbone["random_weights"] = True
     return {
         "format_version": FORMAT_VERSION,
         "method": applied.name,
         "mwa_version": __version__,
-        "backbone": {"name": info.name, "config": info.config, "weights_sha256": info.weights_sha256},
+        "backbone": backbone,
         "options": applied.options,
         "layers": applied.layers,
         "trainable_params": applied.trainable_params(),
@@ -108,14 +112,18 @@ def load_adapter(
     model: BEiT3Retrieval | None = None,
     info: BackboneInfo | None = None,
     tokenizer: str | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[BEiT3Retrieval, AppliedMethod, BackboneInfo]:
-    """Rebuild (or check) the backbone, re-apply the method and load the adapter weights bit-exactly."""
+    """Rebuild (or check) the backbone (on `device`: the CPU when None), re-apply the method and load the adapter
+    weights bit-exactly."""
     folder, cfg = read_adapter_config(path)
     verify_adapter_weights(folder, cfg)
     if model is None:
         name = cfg["backbone"]["name"]
         source = cfg["backbone"]["config"] if name.startswith("config:") else name
-        model, info = build_backbone(source, weights, tokenizer=tokenizer)
+        if weights is None and cfg["backbone"].get("random_weights"):
+            weights = NO_WEIGHTS  # trained on a random backbone: rebuilt the same (seeded), never pretrained
+        model, info = build_backbone(source, weights, tokenizer=tokenizer, device=device)
     assert info is not None
     _check_backbone(cfg, info)
     applied = apply_method(model, cfg["method"], cfg["options"])

@@ -67,11 +67,12 @@ def guarded(fn: F) -> F:
         try:
             return wrapper(*args, **kwargs)
         finally:
+            from mwa_cli.models.sources import random_weights_warning
             from mwa_cli.models.text_cut import truncation_warning
 
-            text = truncation_warning()  # once per command, however many texts were cut
-            if text:
-                err_console.print(f"[yellow]warning:[/] {text}", highlight=False)
+            for text in (truncation_warning(), random_weights_warning()):  # once per command, however many
+                if text:
+                    err_console.print(f"[yellow]warning:[/] {text}", highlight=False)
 
     return warned  # type: ignore[return-value]
 

@@ -23,6 +23,11 @@ Examples:
   mwa index ./photos --model line3_model --out photos_index
 
   mwa search "右上に傷" --index photos_index --model line3_model
+
+  mwa export runs/lora-run --format peft --out line3_peft   (a LoRA run, for peft.PeftModel.from_pretrained)
+
+--format peft writes adapter_config.json and adapter_model.safetensors in PEFT's layout. It exports LoRA runs
+only: MWA's adapters and Alignment Enhancer, NKE and full fine-tuning have no PEFT form (docs/formats.md).
 """
 
 
@@ -31,8 +36,10 @@ def register(app: typer.Typer) -> None:
     @guarded
     def export_cmd(
         run: Path = typer.Argument(..., help="Run folder (or adapter folder) of `mwa train`."),
-        fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Export folder \\[default: RUN_DIR/export_onnx]."),
+        fmt: str = typer.Option("onnx", "--format", help="onnx (any method: graphs for onnxruntime) or peft (a LoRA "
+                                "run as a folder PEFT loads)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Export folder \\[default: RUN_DIR/export_onnx or "
+                                           "RUN_DIR/export_peft]."),
         weights: RunWeightsOption = None,
         tokenizer: RunTokenizerOption = None,
         opset: int = typer.Option(17, "--opset", help="ONNX opset (14 or later)."),
@@ -41,8 +48,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from mwa_cli.errors import ConfigError
 
-        if fmt.lower() != "onnx":
-            raise ConfigError(f"unknown --format {fmt!r}", hint="the one export format is onnx")
+        if fmt.lower() not in ("onnx", "peft"):
+            raise ConfigError(f"unknown --format {fmt!r}", hint="choose onnx (any method) or peft (LoRA runs)")
+        if fmt.lower() == "peft":
+            from mwa_cli.export.peft import export_peft
+
+            summary = export_peft(run, out, overwrite=overwrite)
+            if json_out:
+                emit_json(summary)
+            else:
+                console.print(f"[bold]exported[/] {summary['run']} (LoRA, {summary['target_modules']} modules) as "
+                              f"a PEFT adapter to {summary['export']}", highlight=False, markup=False)
+                console.print(f"  load it with peft.PeftModel.from_pretrained(base_model, {summary['export']!r})",
+                              highlight=False, markup=False)
+            return
         from mwa_cli.export.onnx import export_onnx
 
         with console.status("exporting and checking with onnxruntime", spinner="dots") if not json_out \

@@ -28,6 +28,9 @@ Examples:
   mwa index ./photos --adapter runs/my-run --out photos_index --approx   (then: mwa search ... --nprobe 16)
 
   mwa index ./photos --model line3_model --out photos_index   (an `mwa export` folder: no PyTorch model)
+
+  mwa index ./photos --line line-3   (the current version of a production line, into its version folder of the
+  line store; later: `mwa index --line line-3` indexes the same photos for the line's new current version)
 """
 
 
@@ -35,7 +38,8 @@ def register(app: typer.Typer) -> None:
     @app.command("index", help=HELP)
     @guarded
     def index_cmd(
-        photos: Path = typer.Argument(..., help="Folder of photos to index (searched recursively)."),
+        photos: Optional[Path] = typer.Argument(None, help="Folder of photos to index (searched recursively) "
+                                                "\\[with --line: the photos of the line's last index]."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) of "
                                                "`mwa train`."),
         model: Optional[Path] = typer.Option(None, "--model", help="Instead of --adapter: a folder written by "
@@ -56,22 +60,34 @@ def register(app: typer.Typer) -> None:
                                                   "IVF-FastScan]; with --approx."),
         nlist: Optional[int] = typer.Option(None, "--nlist", help="Lists of the approximate index "
                                             "\\[default: about 2·√photos]; with --approx."),
+        line: Optional[str] = typer.Option(None, "--line", help="Index for the current version of this "
+                                           "production line (`mwa line`) instead of --adapter / --model / --out."),
+        store: Path = typer.Option(Path("lines"), "--store", help="The line store of --line."),
         json_out: SummaryJsonOption = False,
     ) -> None:
         from mwa_cli.commands.progress import count_bar
         from mwa_cli.search.build import build_index
 
+        options = dict(device=device, batch_size=batch_size, workers=workers, rebuild=rebuild, approx=approx,
+                       nlist=nlist, approx_kind=approx_kind)
         with count_bar("indexing photos", not json_out) as progress:
-            summary = build_index(photos, _one_model(adapter, model), out, captions_dir=captions, weights=weights,
-                                  tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers,
-                                  progress=progress, rebuild=rebuild, approx=approx, nlist=nlist,
-                                  approx_kind=approx_kind)
+            if line is not None:
+                from mwa_cli.lines.index import index_line
+
+                _line_only(adapter, model, out, weights, tokenizer)
+                summary = index_line(store, line, photos, captions=captions, progress=progress, **options)
+            else:
+                summary = build_index(_photos(photos), _one_model(adapter, model), out, captions_dir=captions,
+                                      weights=weights, tokenizer=tokenizer, progress=progress, **options)
         if json_out:
             emit_json(summary)
             return
         from rich.markup import escape
 
         c = summary["counts"]
+        if summary.get("line"):
+            console.print(f"[bold]line[/] {escape(summary['line']['name'])} v{summary['line']['version']}",
+                          highlight=False)
         console.print(f"[bold]index[/] {escape(summary['index'])}: {c['images']} images from "
                       f"{c['files_indexed']} files ({summary['method']} · {summary['backbone']})", highlight=False)
         console.print(f"  embedded {c['embedded']} · reused {c['reused']} · removed {c['removed']} · "
@@ -89,6 +105,24 @@ def register(app: typer.Typer) -> None:
                           highlight=False)
         console.print(f'  next: mwa search "a scratch near the edge" --index {escape(summary["index"])}',
                       highlight=False)
+
+
+def _photos(photos: Optional[Path]) -> Path:
+    from mwa_cli.errors import ConfigError
+
+    if photos is None:
+        raise ConfigError("say which photos to index", hint="e.g. mwa index ./photos --adapter runs/my-run")
+    return photos
+
+
+def _line_only(*given: object) -> None:
+    """--line picks the model (the line's current version) and the folder (in the line store) itself."""
+    from mwa_cli.errors import ConfigError
+
+    if any(g is not None for g in given):
+        raise ConfigError("--adapter, --model, --out, --weights and --tokenizer do not apply to --line: the line's "
+                          "current version and its record give them",
+                          hint="e.g. mwa index ./photos --line line-3 --store lines")
 
 
 def _one_model(adapter: Optional[Path], model: Optional[Path]) -> Path:

@@ -26,12 +26,17 @@ def register(app: typer.Typer) -> None:
                                                         show_default=False),
         runs: Optional[Path] = typer.Option(None, "--runs", help="Take every run folder inside this folder."),
         compare: str = typer.Option("full-ft", "--compare", help="Baseline: a method name or a run name."),
-        gpu_cost: float = typer.Option(2.5, "--gpu-cost", help="Assumed price of one device-hour: a GPU-hour for "
-                                       "GPU runs, a CPU-hour for CPU runs (the report marks it as an assumption)."),
-        currency: str = typer.Option("USD", "--currency", help="Currency of --gpu-cost."),
-        lines: int = typer.Option(10, "--lines", help="Production lines / product variants, one model each."),
-        retrains: int = typer.Option(12, "--retrains-per-year", help="Retrains of each line's model per year."),
-        lang: str = typer.Option("en", "--lang", help="Language of the report's own text: en or ja."),
+        gpu_cost: Optional[float] = typer.Option(None, "--gpu-cost", help="Assumed price of one device-hour: a "
+                                                 "GPU-hour for GPU runs, a CPU-hour for CPU runs (the report marks it "
+                                                 "as an assumption) \\[default: mwa settings, else 2.5]."),
+        currency: Optional[str] = typer.Option(None, "--currency", help="Currency of --gpu-cost \\[default: mwa "
+                                               "settings, else USD]."),
+        lines: Optional[int] = typer.Option(None, "--lines", help="Production lines / product variants, one model "
+                                            "each \\[default: mwa settings, else 10]."),
+        retrains: Optional[int] = typer.Option(None, "--retrains-per-year", help="Retrains of each line's model "
+                                               "per year \\[default: mwa settings, else 12]."),
+        lang: Optional[str] = typer.Option(None, "--lang", help="Language of the report's own text: en or ja "
+                                           "\\[default: mwa settings, else en]."),
         out: Optional[Path] = typer.Option(
             None, "--out", help="HTML file to write (default: report.html in the --runs folder, else in the "
                                 "folder holding the run folders)."),
@@ -56,6 +61,11 @@ def register(app: typer.Typer) -> None:
         from mwa_cli.report.roi import Assumptions
 
         from mwa_cli.report.evidence import TARGETS
+        from mwa_cli.settings import resolve
+
+        given = {"gpu-cost": gpu_cost, "currency": currency, "lines": lines, "retrains-per-year": retrains,
+                 "lang": lang}
+        gpu_cost, currency, lines, retrains, lang = resolve(given).values()  # options win, then mwa settings
 
         if target not in TARGETS:
             raise ConfigError(f"--target must be one of {', '.join(str(x) for x in TARGETS)}, got {target}",

@@ -1,4 +1,4 @@
-"""`mwa search`: thin Typer wrapper around mwa_cli.search.query.search."""
+"""`mwa search`: thin Typer wrapper around mwa_cli.search.run.search_index."""
 
 from __future__ import annotations
 
@@ -54,32 +54,10 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = "auto",
         json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout only."),
     ) -> None:
-        from mwa_cli.search.model import model_for_index
-        from mwa_cli.search.query import check_query, search
-        from mwa_cli.search.store import SearchIndex, read_index_meta
+        from mwa_cli.search.run import search_index
 
-        check_query(text=text, image=image, top=top, nprobe=nprobe)  # bad arguments fail before any loading
-        meta = read_index_meta(index)
-        source = model_for_index(meta, index, adapter=adapter, model=model)   # refuses another adapter, cheaply
-        idx = SearchIndex.load(index)
-        check_query(text=text, image=image, top=top, nprobe=nprobe, index=idx)  # --nprobe needs an IVF
-        sm = source.load(weights=weights, tokenizer=tokenizer, device=device, need_tokenizer=text is not None)
-        result = search(idx, sm, text=text, image=image, top=top, nprobe=nprobe)
-        if (heatmap or html is not None) and text is not None:
-            from mwa_cli.search.heatmap import add_heatmaps
-
-            add_heatmaps(result, idx, sm, images=html is not None)
-        if html is not None:
-            from mwa_cli.search.html import PhotoThumbs, write_search_html
-
-            write_search_html(result, html, thumbs=PhotoThumbs(idx.source, idx.meta.get("max_pixels")))
-            result["html"] = str(html)
-            for hit in result["images"]:
-                if hit.get("heat"):
-                    hit["heat"].pop("overlay", None)  # the page has it; the JSON keeps the numbers
-            if not heatmap:
-                for hit in result["images"]:
-                    hit.pop("heat", None)
+        result = search_index(index, text, image=image, top=top, nprobe=nprobe, html=html, heatmap=heatmap,
+                              adapter=adapter, model=model, weights=weights, tokenizer=tokenizer, device=device)
         if json_out:
             emit_json(result)
             return

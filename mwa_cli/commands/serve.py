@@ -22,6 +22,10 @@ Examples:
   mwa serve --index photos_index --model line3_model        (an `mwa export` folder: no PyTorch model)
 
   mwa serve --index photos_index --host 0.0.0.0 --port 8080  (other PCs on the network may connect)
+
+  mwa serve --lines lines   (every production line of a line store: one backbone in memory, each line's current
+  adapter version with its own index, chosen per request with ?line=NAME; a publish or rollback is taken up
+  without a restart once the new version is indexed)
 """
 
 
@@ -29,7 +33,9 @@ def register(app: typer.Typer) -> None:
     @app.command("serve", help=HELP)
     @guarded
     def serve_cmd(
-        index: Path = typer.Option(..., "--index", help="Index folder written by `mwa index`."),
+        index: Optional[Path] = typer.Option(None, "--index", help="Index folder written by `mwa index`."),
+        lines: Optional[Path] = typer.Option(None, "--lines", help="Instead of --index: a line store (`mwa line "
+                                             "add`); every line served side by side."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this PC only)."),
         port: int = typer.Option(8765, "--port", help="Port to listen on."),
         adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder \\[default: the one that built "
@@ -42,5 +48,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from mwa_cli.serve.run import serve
 
-        serve(index, host=host, port=port, adapter=adapter, model=model, device=device, heatmaps=heatmaps,
+        serve(index, lines=lines, host=host, port=port, adapter=adapter, model=model, device=device,
+              heatmaps=heatmaps,
               announce=lambda url: console.print(f"[bold]mwa serve[/]: {url}  (Ctrl-C stops)", highlight=False))

@@ -18,6 +18,7 @@ from mwa_cli.train.compile_policy import COMPILE_MODES
 from mwa_cli.train.config import (DEFAULT_EPOCHS, DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
                                   PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS,
                                   TEMPLATED_REFERENCE_BATCH, TrainConfig)
+from mwa_cli.train.metric_sinks import LOG_MODES
 
 if TYPE_CHECKING:
     from mwa_cli.train.launcher import FailureReport
@@ -104,6 +105,7 @@ ExtendVocab = choices("ExtendVocab", EXTEND_VOCAB_MODES)
 Positives = choices("Positives", POSITIVE_MODES)
 Schedule = choices("Schedule", SCHEDULES)
 CompileMode = choices("CompileMode", COMPILE_MODES)
+LogMode = choices("LogMode", LOG_MODES)
 
 
 def _default(field: str) -> str:
@@ -210,6 +212,9 @@ def register(app: typer.Typer) -> None:
                                                     "auto = wsd with --budget, cosine otherwise]"),
         log_every: Optional[int] = typer.Option(None, "--log-every",
                                                 help=f"Steps between metric rows. {_default('log_every')}"),
+        log: Optional[LogMode] = typer.Option(None, "--log", help="Also write the curves (loss, learning rate, step "
+                                              "time, memory, val recall) for TensorBoard, in RUN/tensorboard "
+                                              f"(needs mwa-cli\\[log]). {_default('log')}"),
         checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
                                                        help="Steps between checkpoints (0: every --checkpoint-minutes)."),
         checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes",

@@ -1,6 +1,6 @@
 """Template captions for class-folder datasets (photos/<label>/*.jpg).
 
-Templates live in templates/captions_en.txt and templates/captions_ja.txt (one per line, `{label}` placeholder,
+Templates live in the package's templates/captions_en.txt and captions_ja.txt (one per line, `{label}` placeholder,
 `#` comments); `--templates FILE` replaces them with the user's own file (same syntax; a line may start with
 `en:` or `ja:` to tag its language).
 """
@@ -10,14 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.resources import TEMPLATES, package_file
 
 LANGS = ("en", "ja", "both")
-
-# Used when the packaged template files cannot be found (e.g. a wheel without templates/).
-_FALLBACK = {
-    "en": ["a photo of {label}", "an inspection photo showing {label}", "a product surface with {label}"],
-    "ja": ["{label}の写真", "{label}が写っている検査写真", "{label}がある製品の表面"],
-}
 
 # Common English defect-class folder names, in Japanese for the ja templates.
 JA_LABELS = {
@@ -27,10 +22,6 @@ JA_LABELS = {
     "ok": "良品", "normal": "正常品", "defect": "欠陥", "contamination": "異物", "burr": "バリ", "chip": "欠け",
     "discoloration": "変色", "bubble": "気泡", "deformation": "変形",
 }
-
-
-def templates_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def _parse(text: str, default_lang: str) -> list[tuple[str, str]]:
@@ -65,8 +56,7 @@ def load_templates(lang: str = "both", template_file: Path | None = None) -> lis
     else:
         tpls = []
         for lg in (("en", "ja") if lang == "both" else (lang,)):
-            path = templates_dir() / f"captions_{lg}.txt"
-            text = path.read_text(encoding="utf-8") if path.is_file() else "\n".join(_FALLBACK[lg])
+            text = package_file(TEMPLATES, f"captions_{lg}.txt").read_text(encoding="utf-8")
             tpls += _parse(text, lg)
     bad = [t for _, t in tpls if "{label}" not in t]
     if bad:

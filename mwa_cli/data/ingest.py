@@ -24,6 +24,8 @@ import pandas as pd
 
 from mwa_cli.data.images import is_image_name
 from mwa_cli.errors import EXIT_DATA, DataError
+from mwa_cli.resources import SAMPLE_DATA as SAMPLE_DATA_DIR
+from mwa_cli.resources import package_path
 
 FORMATS = ("table", "sidecar", "folders")
 TABLE_NAMES = ("captions.csv", "captions.tsv", "captions.jsonl")
@@ -178,7 +180,7 @@ def detect_format(scan: Scan) -> str:
         hint=_SHAPES_HINT, exit_code=EXIT_DATA)
 
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "sample_data"  # the bundled photos, wherever mwa is installed
+SAMPLE_DATA = package_path(SAMPLE_DATA_DIR)  # the bundled photos, wherever mwa is installed
 _SHAPES_HINT = (
     "mwa prepare reads one of three shapes: (1) captions.csv / .tsv / .jsonl at the folder root with columns "
     "image,caption[,label,split]; (2) a.jpg + a.txt with one caption per line; (3) one sub-folder per defect "

@@ -9,10 +9,12 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mwa_cli.resources import MINI_MODEL, package_path
+
 
 def default_tokenizer_path() -> Path:
     """The built-in small model's SentencePiece model (present once the model core is installed)."""
-    return Path(__file__).resolve().parents[1] / "models" / "mini" / "tokenizer.spm"
+    return package_path(MINI_MODEL, "tokenizer.spm")
 
 
 def _spm_report(path: Path, texts: list[str], top: int = 20) -> dict:

@@ -168,6 +168,10 @@ def evaluate_target(target: str | Path | None, *, data_dir: str | Path | None = 
         from mwa_cli.models.presets import build_backbone, require_weights
 
         model, info = build_backbone(backbone, require_weights(backbone, weights), tokenizer=tokenizer)
+        if info.random_weights:
+            from mwa_cli.models.sources import note_random_weights
+
+            note_random_weights(info.name)
         method_name = "frozen"
         if target is not None and data_dir is None:
             data_dir = target

@@ -36,3 +36,18 @@ def read_manifest(export_dir: str | Path) -> dict[str, Any]:
                               f"(format {meta.get('format')}, version {meta.get('format_version')})",
                               hint="export the run again with this version of mwa")
     return meta
+
+
+def export_out_dir(run_folder: Path, out_dir: str | Path | None, default: str, manifest: str, overwrite: bool,
+                   ) -> Path:
+    """The folder an export is written to (`default` inside the run folder when not given): refuses a file, a
+    folder holding something else than an export of this kind (`manifest` marks it), or an earlier export unless
+    `overwrite`."""
+    out = (Path(out_dir).expanduser() if out_dir else Path(run_folder) / default).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
+    if out.is_dir() and any(out.iterdir()) and not (out / manifest).is_file():
+        raise ConfigError(f"--out {out} exists and is not an mwa export", hint="choose an empty or new folder")
+    if (out / manifest).is_file() and not overwrite:
+        raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
+    return out

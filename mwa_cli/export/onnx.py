@@ -13,7 +13,7 @@ from torch import nn
 
 from mwa_cli import __version__
 from mwa_cli.errors import EXIT_EXPORT, ConfigError, MwaError
-from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE
+from mwa_cli.export.manifest import FORMAT_VERSION, MANIFEST_FILE, export_out_dir
 from mwa_cli.fileio import atomic_write
 from mwa_cli.runs import read_run_config
 
@@ -75,14 +75,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
                           hint="scaled dot-product attention needs opset 14 or later; the default is 17")
     t0 = time.perf_counter()
     folder, adapter_cfg = read_adapter_config(run_dir)
-    out = Path(out_dir).expanduser() if out_dir else folder / "export_onnx"
-    out = out.resolve()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
-        raise ConfigError(f"--out {out} exists and is not an mwa export", hint="choose an empty or new folder")
-    if (out / MANIFEST_FILE).is_file() and not overwrite:
-        raise ConfigError(f"{out} already holds an export", hint="add --overwrite to replace it, or choose --out")
+    out = export_out_dir(folder, out_dir, "export_onnx", MANIFEST_FILE, overwrite)
     run_cfg = read_run_config(folder)
     sm = load_search_model(folder, weights=weights, tokenizer=tokenizer, device="cpu")
     model = sm.model.float().eval()
@@ -126,6 +119,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, weigh
         "hf": is_hf,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if getattr(sm.info, "random_weights", False):  # `--weights none`: every load of the export says so
+        manifest["random_weights"] = True
     if check:
         manifest["check"] = _check(out, model, sm.tokenizer, size)
     from mwa_cli.fileio import atomic_write_json

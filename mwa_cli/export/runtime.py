@@ -63,6 +63,10 @@ class ExportedModel:
         img = _session(folder / manifest["image"]["file"], threads)
         txt = _session(folder / manifest["text"]["file"], threads) if need_tokenizer else None
         tok = _tokenizer(folder, manifest) if need_tokenizer else None
+        if manifest.get("random_weights"):
+            from mwa_cli.models.sources import note_random_weights
+
+            note_random_weights(folder)
         return cls(path=folder, manifest=manifest, image_session=img, text_session=txt, tokenizer=tok,
                    method=str(manifest.get("method") or ""))
 

@@ -17,3 +17,5 @@ class BackboneInfo:
     weights_sha256: str | None = None
     tokenizer_path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False  # built without pretrained weights on purpose (`--weights none`)
+    build_s: float = 0.0  # seconds the build took (weights read and checked included): the budget's rebuild cost

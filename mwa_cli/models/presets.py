@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
 from mwa_cli.models.sources import NO_WEIGHTS, TOKENIZER_URL, WEIGHTS_URLS, random_on_purpose
+from mwa_cli.resources import MINI_MODEL, package_path
 
-MINI_DIR = Path(__file__).parent / "mini"
+MINI_DIR = package_path(MINI_MODEL)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "beit3-base": dict(embed_dim=768, depth=12, num_heads=12, ffn_dim=3072),
@@ -47,9 +49,10 @@ def weights_hint(name: str) -> str:
 
 def require_weights(name: str, weights: str | None) -> str | None:
     """The weights to build `name` with: refuses a backbone that needs weights when none are given, so a random
-    model is never trained or evaluated by accident; `--weights none` asks for one by name (returns None)."""
+    model is never trained or evaluated by accident; `--weights none` asks for one by name (returns NO_WEIGHTS,
+    which `build_backbone` builds randomly initialised)."""
     if random_on_purpose(weights):
-        return None
+        return NO_WEIGHTS
     if weights is None and needs_weights(name):
         raise ConfigError(f"no pretrained weights for {name}: without them it is a random model that knows nothing",
                           hint=weights_hint(name) + f"; or --weights {NO_WEIGHTS} to train it from random on purpose")
@@ -109,12 +112,30 @@ def build_backbone(
     """Build a backbone and load its weights (built-in for beit3-mini; ``weights`` path or URL otherwise).
 
     Builds on the meta device when ``device == "meta"`` (for parameter counting; no weights loaded).
+    ``weights == "none"`` (`--weights none`) builds it randomly initialised, also for beit3-mini. A randomly
+    initialised backbone is drawn on the CPU (then moved to ``device``): the same seed gives the same weights on
+    every machine, so the final evaluation, `mwa eval` and `mwa index` rebuild exactly the backbone a run trained on.
     ``hf:<model id or dir>`` builds a transformers CLIP/SigLIP two-tower model (``mwa_cli.models.hf``) or a BLIP-2
     retrieval model; ``blip2-itm-vit-g`` the official BLIP-2 retrieval layout (both: ``mwa_cli.models.hf_build``).
     """
+    t0 = time.monotonic()
+    model, info = _build(name_or_config, weights, drop_path=drop_path, tokenizer=tokenizer, device=device)
+    info.random_weights = random_on_purpose(weights)
+    info.build_s = time.monotonic() - t0
+    return model, info
+
+
+def _build(name_or_config: str | dict[str, Any], weights: str | None, *, drop_path: float, tokenizer: str | None,
+           device: torch.device | str | None) -> tuple[Any, BackboneInfo]:
+    random = random_on_purpose(weights)
+    if random:
+        weights = None
     if isinstance(name_or_config, str) and name_or_config.startswith("hf:"):
         from mwa_cli.models.hf_build import build_hf_backbone
 
+        if random:
+            raise ConfigError(f"--weights {NO_WEIGHTS} cannot apply to {name_or_config}: a Hugging Face backbone is "
+                              "always built from its own pretrained files", hint="leave --weights out")
         return build_hf_backbone(name_or_config, weights, tokenizer=tokenizer, device=device)
     if isinstance(name_or_config, str) and name_or_config in BLIP2_PRESETS:
         from mwa_cli.models.hf_build import build_blip2_preset
@@ -126,12 +147,17 @@ def build_backbone(
     if str(device) == "meta":
         with torch.device("meta"):
             return BEiT3Retrieval(cfg), BackboneInfo(name, cfg.to_dict())
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = BEiT3Retrieval(cfg)  # initialised where it will run (fast on a GPU)
-    if weights is None and name == MINI:
+    if weights is None and name == MINI and not random:
         weights = str(_mini_files()[1])
+    # weights to load: initialised where it will run (fast on a GPU); random: on the CPU, the same on every machine
+    on_cpu = weights is None
+    with torch.device(device) if device is not None and not on_cpu else contextlib.nullcontext():
+        model = BEiT3Retrieval(cfg)
     sha = None
-    if weights is not None:
+    if weights is None:
+        if device is not None:
+            model.to(device)
+    else:
         local = download(weights) if is_url(weights) else Path(weights)
         sha = load_backbone_weights(model, local)
         weights = str(local)

@@ -17,3 +17,22 @@ TOKENIZER_URL = "https://conversationhub.blob.core.windows.net/beit-share-public
 def random_on_purpose(weights: object) -> bool:
     """True for `--weights none`: a randomly initialised backbone asked for by name."""
     return isinstance(weights, str) and weights.strip().lower() == NO_WEIGHTS
+
+
+_random_sources: set[str] = set()  # what this command built on a random backbone (runs, adapters, backbones)
+
+
+def note_random_weights(what: str) -> None:
+    """Remember that `what` (a run folder, an export, a backbone name) runs on random backbone weights: the
+    command ends with one warning saying so (`random_weights_warning`)."""
+    _random_sources.add(str(what))
+
+
+def random_weights_warning() -> str | None:
+    """The one warning about everything noted since the last call (then forgotten), or None."""
+    if not _random_sources:
+        return None
+    names = ", ".join(sorted(_random_sources))
+    _random_sources.clear()
+    return (f"{names}: the backbone has random weights (--weights none), so recall, embeddings and search "
+            "results say nothing about the pretrained model")

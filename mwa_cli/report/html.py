@@ -1,9 +1,8 @@
 """Render the report dict as ONE self-contained HTML file with Jinja2 (autoescape on: captions, labels and run
 names are user data and appear as text, never as markup).
 
-The template is ``templates/report.html.j2`` at the repository root (found next to the package in a checkout
-or editable install). CSS is inline, charts are inline SVG (svg.py escapes its own text), thumbnails are
-``data:`` URIs, and a Content-Security-Policy meta tag forbids scripts and every external request as a second
+The template is ``report.html.j2`` among the package's templates (``mwa_cli.templating``). CSS is inline,
+charts are inline SVG (svg.py escapes its own text), thumbnails are ``data:`` URIs, and a Content-Security-Policy meta tag forbids scripts and every external request as a second
 line of defence.
 """
 
@@ -13,7 +12,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from markupsafe import Markup
 
 from mwa_cli.fileio import atomic_write_text
@@ -22,27 +20,9 @@ from mwa_cli.report.build import display_name
 from mwa_cli.report.gallery import DataDir
 from mwa_cli.report.glossary import glossary
 from mwa_cli.report.i18n import STRINGS, t
+from mwa_cli.templating import get_template
 
 TEMPLATE = "report.html.j2"
-
-
-def template_dir(name: str = TEMPLATE) -> Path:
-    """The templates/ folder holding ``name`` (beside the package in a checkout or editable install)."""
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "templates", here.parents[1] / "templates"):
-        if (cand / name).is_file():
-            return cand
-    raise FileNotFoundError(f"{name} not found next to the mwa_cli package (templates/)")
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
-        autoescape=True,  # every {{ }} is HTML-escaped unless explicitly Markup (only our own SVG is)
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def charts(rep: dict[str, Any], lang: str) -> dict[str, Any]:
@@ -137,7 +117,7 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
         "trivial_note": view.trivial_note(rep, lang), "glossary": glossary(lang),
         "fmt_t": lambda key, **kw: t(lang, key, **kw),
     }
-    return _env().get_template(TEMPLATE).render(**ctx)
+    return get_template(TEMPLATE).render(**ctx)
 
 
 def write_html(rep: dict[str, Any], path: Path, data: DataDir | None = None) -> Path:

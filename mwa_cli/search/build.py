@@ -108,10 +108,12 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
                 device: str = "auto", batch_size: int = 64, workers: int | None = None,
                 progress: ProgressCallback | None = None, rebuild: bool = False, max_pixels: int | None = None, chunk: int = 512,
                 search_model: SearchModel | None = None, approx: bool = False,
-                nlist: int | None = None, approx_kind: str | None = None) -> dict[str, Any]:
+                nlist: int | None = None, approx_kind: str | None = None,
+                line: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed every photo of `photos_dir` (new or changed ones only, when `out_dir` already holds an index made
     by the same adapter) and write the index. Returns a summary dict (the `--json` output).
 
+    `line` (from `mwa index --line`) is recorded as index.json's `"line"`: the line version the adapter is.
     `approx` also builds the faiss index of `mwa search --nprobe` (`approx_kind` auto or one of
     mwa_cli.search.approx.KINDS, `nlist` lists, default ≈ 2·√N). Once an index has one, re-runs update it in place (new photos added, removed ones
     taken out; retrained only when the archive has grown 4× or the options changed); `rebuild` drops it unless
@@ -150,7 +152,8 @@ def build_index(photos_dir: str | Path, run_dir: str | Path, out_dir: str | Path
         return _build_into(root, Path(run_dir), out, identity, t0, captions_dir=captions_dir, weights=weights,
                            tokenizer=tokenizer, device=device, batch_size=batch_size, workers=workers,
                            progress=progress, rebuild=rebuild, max_pixels=max_pixels, chunk=chunk,
-                           search_model=search_model, approx=approx, nlist=nlist, approx_kind=approx_kind)
+                           search_model=search_model, approx=approx, nlist=nlist, approx_kind=approx_kind,
+                           line=line)
 
 
 @contextlib.contextmanager
@@ -179,7 +182,7 @@ def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], 
                 batch_size: int, workers: int | None, progress: ProgressCallback | None, rebuild: bool, max_pixels: int,
                 chunk: int,
                 search_model: SearchModel | None, approx: bool, nlist: int | None,
-                approx_kind: str | None) -> dict[str, Any]:
+                approx_kind: str | None, line: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of `build_index`, run while the index folder is claimed."""
     from mwa_cli.data.manifest import REJECTED_COLUMNS
 
@@ -237,6 +240,7 @@ def _build_into(root: Path, run_dir: Path, out: Path, identity: dict[str, Any], 
         "captions": cap_meta,
         "approx": approx_meta,
         "max_pixels": max_pixels,
+        "line": line,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mwa_version": __version__,
     }

@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from mwa_cli import __version__
 from mwa_cli.fileio import atomic_write_text
 from mwa_cli.report.gallery import DataDir
-from mwa_cli.report.html import template_dir
+from mwa_cli.templating import get_template
 
 TEMPLATE = "search.html.j2"
 
@@ -48,10 +46,8 @@ def render_search_html(result: dict[str, Any], *, thumbs: PhotoThumbs | None = N
     query = dict(result["query"])
     if query["kind"] == "image":
         query["thumb"] = thumbs.thumbnail(str(Path(query["path"]).expanduser().resolve()))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir(TEMPLATE))), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(TEMPLATE).render(query=query, images=images, captions=result.get("captions"),
-                                             result=result, mwa_version=__version__)
+    return get_template(TEMPLATE).render(query=query, images=images, captions=result.get("captions"),
+                                         result=result, mwa_version=__version__)
 
 
 def write_search_html(result: dict[str, Any], path: str | Path, *, thumbs: PhotoThumbs | None = None) -> Path:

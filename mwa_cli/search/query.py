@@ -13,7 +13,7 @@ from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
 from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.similarity import similarity
 from mwa_cli.search.model import SearchModel
-from mwa_cli.search.store import SearchIndex
+from mwa_cli.search.store import SearchIndex, line_version_warning
 
 BLOCK_BYTES = 192 << 20  # embeddings scored at a time by default: 65,536 rows of 768-d float32
 
@@ -172,7 +172,8 @@ def search(index: SearchIndex, sm: SearchModel, *, text: str | None = None, imag
         result["captions"] = _caption_hits(index, cs[0], cr[0])
     t2 = time.perf_counter()
     result["timing_ms"] = {"encode": round((t1 - t0) * 1000, 2), "search": round((t2 - t1) * 1000, 2)}
-    result["warnings"] = warnings
+    stale = line_version_warning(index.meta)
+    result["warnings"] = warnings + ([stale] if stale else [])
     result["n_images"] = index.n_images
     return result
 
@@ -211,6 +212,7 @@ def similar(index: SearchIndex, image_id: str, *, top: int = 10, nprobe: int | N
         cs, cr = exact_topk(index.caption_emb, q, top)
         result["captions"] = _caption_hits(index, cs[0], cr[0])
     result["timing_ms"] = {"encode": 0.0, "search": round((time.perf_counter() - t0) * 1000, 2)}
-    result["warnings"] = []
+    stale = line_version_warning(index.meta)
+    result["warnings"] = [stale] if stale else []
     result["n_images"] = index.n_images
     return result

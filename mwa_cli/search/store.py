@@ -217,6 +217,25 @@ def read_index_meta(index_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def line_version_warning(meta: dict[str, Any]) -> str | None:
+    """For an index built for a line version (`mwa index --line`): a warning when the line's current version is
+    now another one (the results are still those of the version that built it: query and index agree), or when
+    the line's pointer cannot be read. None otherwise (docs/decisions.md, "Stale line index: warn")."""
+    line = meta.get("line")
+    if not isinstance(line, dict) or not line.get("pointer"):
+        return None
+    name, built = line.get("name"), line.get("version")
+    try:
+        current = json.loads(Path(line["pointer"]).read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return f"cannot read which version of line {name} is current ({line['pointer']}); this index is v{built}'s"
+    if current == built:
+        return None
+    return (f"this index was built with v{built} of line {name}, but the line's current version is v{current}: "
+            f"the results are v{built}'s; `mwa index --line {name} --store {line.get('store')}` indexes the current "
+            "one")
+
+
 def is_index_dir(path: Path) -> bool:
     """A folder mwa made with `mwa index`: its marker, or (older versions) an index.json mwa wrote."""
     if read_marker(path, "index") is not None:

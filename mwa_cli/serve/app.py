@@ -3,15 +3,13 @@ GET only. Every response carries the report's rules: a CSP that forbids scripts 
 inline data: URIs), no framing, no referrer, no MIME sniffing; only loopback host names are answered unless the
 server was bound elsewhere (so a web page cannot reach it through DNS rebinding)."""
 
-from typing import Any
-
-import jinja2
+from typing import Any, Callable
 
 from mwa_cli import __version__
 from mwa_cli.errors import MwaError
-from mwa_cli.report.html import template_dir
 from mwa_cli.serve.labels import LABELS, pick_language
 from mwa_cli.serve.state import LiveIndex
+from mwa_cli.templating import get_template
 
 TEMPLATE = "serve.html.j2"
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
@@ -24,13 +22,10 @@ LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 HEAT_LIMIT = 4   # heat maps for the first results of a text query: each costs 1 + cells² forward passes
 
 
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir(TEMPLATE))), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
-def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True):
-    """The ASGI app serving `live` (see the module docstring for the rules every response follows)."""
+def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = True,
+               page_context: Callable[[], dict[str, Any]] | None = None):
+    """The ASGI app serving `live` (see the module docstring for the rules every response follows).
+    `page_context` adds variables to every page (the line server's line chooser: serve/lines_app.py)."""
     from fastapi import FastAPI, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -40,7 +35,7 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
     app = FastAPI(title="mwa serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     allowed = LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else [])
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=["*"] if host in ("0.0.0.0", "::") else allowed)
-    template = _env().get_template(TEMPLATE)
+    template = get_template(TEMPLATE)
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
@@ -94,7 +89,7 @@ def create_app(live: LiveIndex, *, host: str = "127.0.0.1", heatmaps: bool = Tru
         lang = pick_language(request.headers.get("accept-language"))
         html = template.render(result=result, q=q, error=error, index=index.meta, n_images=index.n_images,
                                index_path=str(index.path), mwa_version=__version__, heatmaps=heatmaps,
-                               lang=lang, t=LABELS[lang])
+                               lang=lang, t=LABELS[lang], **(page_context() if page_context else {}))
         return HTMLResponse(html, status_code=status)
 
     def _error_body(exc: MwaError) -> dict[str, Any]:

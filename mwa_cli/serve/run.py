@@ -33,9 +33,11 @@ def check_address(host: str, port: int) -> None:
                               hint="use 127.0.0.1 and a port above 1024") from None
 
 
-def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, adapter: str | Path | None = None,
-          model: str | Path | None = None, device: str = "auto", heatmaps: bool = True,
-          announce: Callable[[str], None] | None = None) -> None:
+def serve(index_dir: str | Path | None = None, *, lines: str | Path | None = None, host: str = "127.0.0.1",
+          port: int = 8765, adapter: str | Path | None = None, model: str | Path | None = None, device: str = "auto",
+          heatmaps: bool = True, announce: Callable[[str], None] | None = None) -> None:
+    """Serve one index (`index_dir`), or every line of a line store (`lines`: one shared backbone, each line's
+    current version; mwa_cli.serve.lines_app), until Ctrl-C."""
     try:
         import uvicorn
 
@@ -43,12 +45,32 @@ def serve(index_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, a
     except ImportError as exc:  # pragma: no cover - the [serve] extra is installed with .[dev]
         raise ConfigError(f"mwa serve needs FastAPI and Uvicorn ({exc.name} is not installed)",
                           hint='pip install "mwa-cli[serve]"') from None
-    from mwa_cli.serve.state import LiveIndex
-
+    if (index_dir is None) == (lines is None):
+        raise ConfigError("give exactly one of --index INDEX_DIR and --lines STORE",
+                          hint="e.g. mwa serve --index photos_index, or mwa serve --lines lines")
+    if lines is not None and (adapter is not None or model is not None):
+        raise ConfigError("--adapter and --model do not apply to --lines: each line answers with its current version")
     check_address(host, port)
-    live = LiveIndex(index_dir, adapter=adapter, model=model, device=device)
-    app = create_app(live, host=host, heatmaps=heatmaps)
+    watcher = None
+    if lines is not None:
+        from mwa_cli.serve.lines_app import create_lines_app
+        from mwa_cli.serve.lines_state import LiveLines
+
+        watcher = LiveLines(lines, device=device).start()
+        app = create_lines_app(watcher, host=host, heatmaps=heatmaps)
+        what = ", ".join(f"{ln['name']} v{ln['served']}" if ln["served"] else f"{ln['name']} (waiting)"
+                         for ln in watcher.status()["lines"])
+    else:
+        from mwa_cli.serve.state import LiveIndex
+
+        live = LiveIndex(index_dir, adapter=adapter, model=model, device=device)  # type: ignore[arg-type]
+        app = create_app(live, host=host, heatmaps=heatmaps)
+        what = f"{live.index.n_images} photos"
     shown = f"[{host}]" if ":" in host else host
     if announce is not None:
-        announce(f"http://{shown}:{port}/  ({live.index.n_images} photos)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+        announce(f"http://{shown}:{port}/  ({what})")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    finally:
+        if watcher is not None:
+            watcher.stop()

@@ -7,10 +7,10 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mwa_cli.errors import MwaError
-from mwa_cli.search.model import model_for_index
+from mwa_cli.search.model import ModelSource, model_for_index
 from mwa_cli.search.store import INDEX_FILE, SearchIndex, read_index_meta
 
 RECHECK_S = 1.0      # how often index.json is looked at (one stat per request at most once a second)
@@ -22,9 +22,12 @@ class LiveIndex:
     cannot be read yet (written right now, or damaged) leaves the previous one in service and is retried."""
 
     def __init__(self, index_dir: str | Path, *, adapter: str | Path | None = None, model: str | Path | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", load_model: Callable[[ModelSource], Any] | None = None):
+        """`load_model` builds the model from the checked source instead of `ModelSource.load` (the line server
+        attaches adapters to its shared backbone there)."""
         self.path = Path(index_dir).expanduser().resolve()
         self._adapter, self._model_path, self._device = adapter, model, device
+        self._load_model = load_model
         self._lock = threading.Lock()
         self.encode_lock = threading.Lock()  # one query encoding at a time: the model uses every core already
         self._stamp: tuple[int, int] | None = None
@@ -51,7 +54,7 @@ class LiveIndex:
         source = model_for_index(meta, self.path, adapter=self._adapter, model=self._model_path)
         index = SearchIndex.load(self.path)
         if self.model is None or meta.get("identity") != self.identity:
-            self.model = source.load(device=self._device)
+            self.model = self._load_model(source) if self._load_model else source.load(device=self._device)
             self.identity = meta.get("identity")
         self.index = index
         self._captions_of = _first_captions(index)

@@ -10,8 +10,9 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
    text widths and for evaluation (`Trainer.warm_compile`, said once with its time), so no measured step pays
    for a compilation: that time is spent before the clock reads `now`, like the start-up.
 3. `plan()`: steps = now + (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
-   final val eval + final test eval (+30 % for the top-k lists) + adapter save + a margin of 0.5 s + 0.5 % of the
-   budget, and the validation checks still to come (their share of the time when the checks are cost-aware).
+   final val eval + final test eval (+30 % for the top-k lists) + the end of the run (`EndOfRun`: the last
+   checkpoint, the published weights written and read back at the measured checkpoint write speed, the final
+   evaluation's model rebuilt as set-up built it) + a margin of 0.5 s + 0.5 % of the budget, and the validation checks still to come (their share of the time when the checks are cost-aware).
    Time already spent (start-up, warm-up, compilation, cache fill, resumed segments) is simply gone from
    `deadline − now`: it is never mistaken for the step rate.
 4. `observe_progress()` after steps (every step on the CPU, at logging steps on CUDA where the loop syncs anyway):
@@ -35,6 +36,36 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 EVAL_OVERHEAD_S = 0.2
+
+
+@dataclass
+class EndOfRun:
+    """What the end of a run writes and reads after its last step, so the reserve holds it: the last checkpoint
+    (the size of the checkpoints already timed), the published weights (written, hashed, then read back by the
+    final evaluation), and the final evaluation's fresh model, built as set-up built it (timed there)."""
+
+    rebuild_s: float  # seconds the backbone build took at set-up (weights read and checked)
+    published_bytes: int  # the trainable weights the adapter file holds
+    state_bytes: Callable[[], int]  # a checkpoint's tensors as they are now (trainables + optimizer state)
+
+    def seconds(self, ckpt_s: float) -> float:
+        """The end's seconds, given that writing a checkpoint took `ckpt_s`: that write speed applies to the
+        published weights, once to write them and once to read and hash them again."""
+        per_byte = ckpt_s / max(1, self.state_bytes())
+        return ckpt_s + 2.0 * self.published_bytes * per_byte + self.rebuild_s
+
+
+def end_of_run(trainer, rebuild_s: float) -> EndOfRun:
+    """The `EndOfRun` of a trainer's run (sizes read from its tensors; nothing is copied)."""
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def state_bytes() -> int:
+        opt = trainer.optimizer.state.values() if trainer.optimizer is not None else ()
+        moments = sum(t.numel() * t.element_size() for st in opt for t in st.values() if hasattr(t, "numel"))
+        return sum(p.numel() * p.element_size() for p in params) + moments
+
+    return EndOfRun(rebuild_s=float(rebuild_s), published_bytes=sum(p.numel() * p.element_size() for p in params),
+                    state_bytes=state_bytes)
 RATE_WINDOW_S = 3.0  # the step time is the mean over at least this much recent training time
 RATE_WINDOW_FRAC = 0.15  # ... or this share of the training time so far, whichever is longer
 
@@ -93,6 +124,8 @@ class BudgetPlanner:
     marks: list[tuple[int, float]] = field(default_factory=list)  # (step, cumulative training seconds)
     warm_eval_seen: bool = False
     rate_from_s: float = 0.0  # training seconds when the re-measuring started (the window grows from there)
+    end: EndOfRun | None = None  # sizes of the end of the run; None: half a checkpoint is reserved for it
+    end_s: float = 0.0  # the end's seconds as of the latest checkpoint
 
     # ------------------------------------------------------------ observations
     def observe_eval(self, seconds: float, items: int, warm: bool = True) -> None:
@@ -105,6 +138,8 @@ class BudgetPlanner:
 
     def observe_checkpoint(self, seconds: float) -> None:
         self.ckpt_s = max(self.ckpt_s, seconds) if self.ckpt_s else seconds
+        if self.end is not None:
+            self.end_s = self.end.seconds(self.ckpt_s)
 
     def start_rate(self, step: int, train_s: float, step_time: float | None = None) -> None:
         """Begin re-measuring the step time from here (after the warm-up measurement, or on resume)."""
@@ -147,7 +182,7 @@ class BudgetPlanner:
 
     def final_reserve_s(self) -> float:
         final_eval = EVAL_OVERHEAD_S + 1.3 * self.final_items * self._per_item()
-        adapter = 0.2 + 0.5 * self.ckpt_s
+        adapter = 0.2 + (self.end_s if self.end is not None else 0.5 * self.ckpt_s)  # EndOfRun
         margin = 0.5 + 0.005 * (self.budget_s or 0.0)
         return self.val_eval_s() + final_eval + adapter + margin
 
@@ -226,7 +261,7 @@ class BudgetPlanner:
     def state(self) -> dict:
         """What a resumed run needs to keep planning without re-measuring."""
         return {"step_time": self.step_time, "eval_s_per_item": self.eval_s_per_item, "ckpt_s": self.ckpt_s,
-                "warm_eval_seen": self.warm_eval_seen}
+                "warm_eval_seen": self.warm_eval_seen, "end_s": self.end_s}
 
     def load_state(self, state: dict | None) -> None:
         for key, value in (state or {}).items():

@@ -83,6 +83,7 @@ class TrainConfig:
     name: str | None = None
     seed: int = 0
     log_every: int = 10
+    log: str = "off"  # off | tensorboard: also write the metric rows there (mwa_cli/train/metric_sinks.py)
     val_evals: int | None = None  # None: cost-aware checks (≤ val_share of the wall time); k: k evenly spaced
     val_share: float = 0.05
     patience: int | None = None  # val checks without improvement before stopping; None: 4 under --budget, else off
@@ -166,6 +167,9 @@ class TrainConfig:
             raise ConfigError(f"unknown --compile-mode {self.compile_mode!r}", hint=f"choose {', '.join(COMPILE_MODES)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}", hint="choose auto, cosine or wsd")
+        from mwa_cli.train.metric_sinks import check_log_mode
+
+        check_log_mode(self.log)
         return self
 
     @property

@@ -6,8 +6,11 @@ from __future__ import annotations
 import torch
 
 def build_optimizer(param_groups: list[dict], device: torch.device, *, betas=(0.9, 0.999),
-                    eps: float = 1e-8) -> torch.optim.Optimizer | None:
-    """AdamW (fused on CUDA). Returns None when nothing is trainable (the `frozen` method)."""
+                    eps: float = 1e-8, capturable: bool = False) -> torch.optim.Optimizer | None:
+    """AdamW (fused on CUDA). Returns None when nothing is trainable (the `frozen` method).
+
+    `capturable` (CUDA): the update can be captured in a CUDA graph (step counts and learning rates on the device,
+    see make_capturable)."""
     groups = []
     for g in param_groups:
         params = [p for p in g["params"] if p.requires_grad]
@@ -24,4 +27,20 @@ def build_optimizer(param_groups: list[dict], device: torch.device, *, betas=(0.
         kwargs["fused"] = True
     else:
         kwargs["foreach"] = True
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], **kwargs)
+    optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"], **kwargs)
+    if capturable:
+        make_capturable(optimizer, device)
+    return optimizer
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Put what a CUDA-graph update reads on the device: each group's lr as a 0-d tensor (the schedule fills it in
+    place; a float would be frozen into the graph) and the step counts; also after loading a checkpoint."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, torch.Tensor) and step.device != device:
+            state["step"] = step.to(device=device, dtype=torch.float32)

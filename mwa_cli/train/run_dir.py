@@ -58,9 +58,10 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_file = None
+        self.sinks: list = []  # also get every metrics row and the final eval (`mwa_cli.train.metric_sinks`)
 
-    def __getstate__(self) -> dict:  # sent to the other ranks, which never hold the lock
-        return dict(self.__dict__, _lock_file=None)
+    def __getstate__(self) -> dict:  # sent to the other ranks, which never hold the lock nor write metrics
+        return dict(self.__dict__, _lock_file=None, sinks=[])
 
     # ------------------------------------------------------------------ paths
     @property
@@ -145,6 +146,8 @@ class RunDir:
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json_line(row))
+        for sink in self.sinks:
+            sink.write(row)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.is_file():
@@ -180,6 +183,8 @@ class RunDir:
             from mwa_cli.eval.bootstrap import save_ranks
 
             save_ranks(self.path, eval_dict["split"], ranks)
+        for sink in self.sinks:
+            sink.final(eval_dict)
 
 
 def base_config_record(cfg_dict: dict, *, data_dir: str, dataset_hash: str | None, command: str) -> dict:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import torch
+
 KINDS = ("cosine", "wsd")
 
 
@@ -57,10 +59,15 @@ class WarmupCosine:
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * t))
 
     def apply(self, optimizer, step: int) -> float:
-        """Set every group's lr for step `step`; returns the unscaled lr. Pure Python: no device sync."""
+        """Set every group's lr for step `step`; returns the unscaled lr. No device sync: a group whose lr is a
+        device tensor (a CUDA-graph step reads it there) is filled in place."""
         lr = self.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            value = lr * group.get("lr_scale", 1.0)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
         return lr
 
     def state_dict(self) -> dict:

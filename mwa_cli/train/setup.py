@@ -27,12 +27,13 @@ from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
-from mwa_cli.train.budget import BudgetPlanner
+from mwa_cli.train.budget import BudgetPlanner, end_of_run
 from mwa_cli.train.compile_policy import compile_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
 from mwa_cli.train.measure import device_name
+from mwa_cli.train.metric_sinks import attach_sinks
 from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
 from mwa_cli.train.trainer import Trainer, cuda_setup, find_max_batch, seed_everything
@@ -279,6 +280,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
                             val_evals=cfg.val_evals if val_data else 0, checkpoint_every=cfg.checkpoint_every,
                             checkpoint_minutes=cfg.checkpoint_minutes, batch_size=max(1, batch_size),
                             val_share=cfg.val_share)
+    planner.end = end_of_run(trainer, binfo.build_s)  # the last checkpoint, published weights, final model build
     keeper = BestKeeper(patience=cfg.patience_checks if val_data is not None and trainer.trains else 0)
     if resume_state is not None:
         planner.load_state(resume_state.get("planner"))
@@ -293,6 +295,8 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
                              "vocab_extension_params": extension_params(model),
                              "budget_s": budget_s, "total_steps": total_steps if planned else None,
                              "budget_left_s": None if deadline is None else deadline - time.monotonic()})
+    attach_sinks(run, cfg.log, batch_size=batch_size,
+                 resumed_at=trainer.step_count if resume_state is not None else None)  # --log tensorboard
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     return RunSetup(cfg=cfg, progress=progress, message=message, t_start=t_start, dctx=dctx, device=device,

@@ -25,7 +25,7 @@ from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train.data import augment_batch
 from mwa_cli.train.loss import loss_parameters, model_loss
-from mwa_cli.train.optim import build_optimizer
+from mwa_cli.train.optim import build_optimizer, make_capturable
 from mwa_cli.train.schedule import WarmupCosine
 
 OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -45,14 +45,15 @@ class Trainer:
     gradients of the embeddings, then each chunk runs again with autograd, its random draws (dropout, drop path)
     replayed, and back-propagates its share. Loss and gradients equal the unsplit batch's; the price is a second
     forward of each chunk. An unsplit batch takes one pass. `oom_back_off` (None: CUDA in a single process) halves
-    the micro-batch when a step runs out of memory.
+    the micro-batch when a step runs out of memory. `cuda_graph` replays each unsplit step as one CUDA graph
+    (train/step_graph.py); a batch split into micro-batches runs eagerly.
     """
 
     def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
                  layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
                  on_message: Callable[[str], None] | None = None, distributed: bool = False,
-                 oom_back_off: bool | None = None):
+                 cuda_graph: bool = False, oom_back_off: bool | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.model.train()
@@ -65,7 +66,8 @@ class Trainer:
         self.on_message = on_message or (lambda _msg: None)
         groups = applied.param_groups(lr, weight_decay, layer_decay)
         model.set_frozen_prefix(int(applied.lowest_trainable_layer))
-        self.optimizer = build_optimizer(groups, self.device)
+        graphs = cuda_graph and self.device.type == "cuda" and precision != "fp16"  # GradScaler syncs the host
+        self.optimizer = build_optimizer(groups, self.device, capturable=graphs)
         self.schedule = WarmupCosine(lr, min_lr, warmup_frac)
         self.schedule.fit(100_000)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -84,6 +86,11 @@ class Trainer:
 
             if dist_context().enabled:
                 self._ddp = wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+        self._graphs = None  # train/step_graph.py: the whole step as one CUDA graph per batch shape
+        if graphs and self._ddp is None and self.optimizer is not None:
+            from mwa_cli.train.step_graph import StepGraphs
+
+            self._graphs = StepGraphs(self.device, self._clear_grads, on_message=self.on_message)
         if self.dtype is not None and hasattr(model, "store_frozen_in"):  # autocast casts them anyway: keep them so
             model.store_frozen_in(self.dtype)  # (after DDP's fp32 probe; every later forward runs under autocast)
 
@@ -108,7 +115,8 @@ class Trainer:
     def _autocast(self):
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        # a graph replays its casts; a weight cast cached outside it would go stale inside
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype, cache_enabled=self._graphs is None)
 
     def use_feature_cache(self, start: int) -> None:
         """Train from cached hidden states entering layer `start` (batches from FeatureCache.inputs)."""
@@ -206,24 +214,62 @@ class Trainer:
             raise MwaError("this method has no trainable parameters: nothing to train")
         if self._cuda_graphs:  # a new iteration: CUDA-graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        loss = self._gradients(batch)
+        px, ids, mask, groups = self._inputs(batch)
         lr = self.schedule.apply(self.optimizer, self.step_count)
+        loss = self._graph_step(px, ids, mask, groups) if self._graph_applies(px.shape[0]) else None
+        if loss is None:
+            loss = self._eager_step(px, ids, mask, groups)
+        self.step_count += 1
+        self.last_lr = lr
+        return loss
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(pixels or image states, ids or text states, padding mask, positive groups) on the device."""
+        px = self.pixels(batch)
+        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
+        mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        return px, ids, mask, groups
+
+    def _graph_applies(self, batch: int) -> bool:
+        """A step graph captures an unsplit batch only: GradCache's chunks replay host-side generator states and
+        run eagerly."""
+        return self._graphs is not None and self._graphs.active and min(self.micro_batch or batch, batch) >= batch
+
+    def _graph_step(self, px, ids, mask, groups) -> torch.Tensor | None:
+        """The step through StepGraphs; None when it ran out of memory (graphs off, the eager back-off retries)."""
+        try:
+            return self._graphs.run(self._update, px, ids, mask, groups)
+        except OOM_ERRORS:
+            if not self._can_back_off():
+                raise
+            self._clear_grads()
+            self._graphs.disable("out of memory while warming up")
+            return None
+
+    def _update(self, px, ids, mask, groups) -> torch.Tensor:
+        """Forward, backward and optimizer update of one batch (what a step graph captures)."""
+        loss = self._forward_backward(px, ids, mask, groups)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def _clear_grads(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _eager_step(self, px, ids, mask, groups) -> torch.Tensor:
+        """Forward and backward with the out-of-memory back-off, then the optimizer update."""
+        loss = self._gradients(px, ids, mask, groups)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step_count += 1
-        self.last_lr = lr
         return loss
 
-    def _gradients(self, batch: dict) -> torch.Tensor:
+    def _gradients(self, px, ids, mask, groups) -> torch.Tensor:
         """The batch's gradients (the micro-batch halved on out-of-memory, see `_can_back_off`); returns the loss."""
-        px = self.pixels(batch)
-        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
-        mask = batch["padding_mask"].to(self.device, non_blocking=True)
-        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
         while True:
             oom = False
             try:
@@ -243,7 +289,7 @@ class Trainer:
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for width in [None, *widths]:
-                self._gradients(batch if width is None else at_text_width(batch, width))
+                self._gradients(*self._inputs(batch if width is None else at_text_width(batch, width)))
                 self.optimizer.zero_grad(set_to_none=True)
             if eval_batch:
                 probe = self.random_batch(eval_batch, augment=False, seed=2)
@@ -336,6 +382,8 @@ class Trainer:
         ckpt_mod.load_trainable_state(self.model, state["trainables"])
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+            if self._graphs is not None:  # a checkpoint of an eager run restores float rates and host step counts
+                make_capturable(self.optimizer, self.device)
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -377,7 +425,8 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
                   weights: str | None = None, device: str = "auto", precision: str = "auto",
                   micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
                   weight_decay: float = 0.05, drop_path: float = 0.1, compile: bool | str = False,
-                  total_steps: int = 1000, seed: int = 0, distributed: bool = False) -> Trainer:
+                  total_steps: int = 1000, seed: int = 0, distributed: bool = False,
+                  cuda_graph: bool = False) -> Trainer:
     """A Trainer on a fresh backbone + method, exactly as `mwa train` builds it (for benchmarks; no data).
 
     `distributed`: under torchrun (after `dist.context.init_from_env`), use this rank's device and wrap in DDP."""
@@ -396,7 +445,8 @@ def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, m
     applied = apply_method(model, method, method_options)
     cuda_setup(dev)
     trainer = Trainer(model, applied, device=dev, precision=prec, lr=lr, layer_decay=layer_decay,
-                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed)
+                      weight_decay=weight_decay, micro_batch=micro_batch, compile=compile, distributed=distributed,
+                      cuda_graph=cuda_graph)
     trainer.schedule.fit(total_steps)
     return trainer
 

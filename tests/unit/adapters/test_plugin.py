@@ -78,7 +78,7 @@ def layer_gate():
 @pytest.fixture(scope="module")
 def sample_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "data"
-    prepare_dataset(REPO / "sample_data", out, image_size=32, progress=False, workers=1)
+    prepare_dataset(REPO / "mwa_cli" / "sample_data", out, image_size=32, progress=False, workers=1)
     return out
 
 

@@ -234,11 +234,15 @@ def test_a_double_ctrl_c_names_the_last_checkpoint_and_the_resume_command(train_
 
 # ---- help and prepare's messages --------------------------------------------------------------------------------
 def test_every_command_shows_examples_in_its_help():
-    names = [c.name or c.callback.__name__ for c in app.registered_commands]
-    assert {"runs", "show"} <= set(names) and len(names) >= len(COMMAND_MODULES)
-    for name in names:
-        res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "120"})
-        assert res.exit_code == 0 and "Examples" in res.output, name
+    commands = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    for group in app.registered_groups:
+        sub = group.typer_instance.registered_commands
+        commands += [[group.name, c.name or c.callback.__name__] for c in sub]
+    top = {words[0] for words in commands}
+    assert {"runs", "show", "line", "settings"} <= top and len(top) >= len(COMMAND_MODULES)
+    for words in commands:
+        res = runner.invoke(app, [*words, "--help"], env={"COLUMNS": "120"})
+        assert res.exit_code == 0 and "Examples" in res.output, words
 
 
 def test_wrong_column_lists_every_accepted_name(tmp_path):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mwa_cli.cli import app
 from tests.helpers.paths import REPO
 
-SAMPLE = REPO / "sample_data"
+SAMPLE = REPO / "mwa_cli" / "sample_data"
 BEIT3_SPM = REPO.parent / "shared" / "tokenizers" / "beit3.spm"
 
 

@@ -13,6 +13,7 @@ from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.models.text_pad import bucket_length, bucket_lengths, padding_is_free, trim_padding
 from mwa_cli.models.tokenizer import Beit3Tokenizer
 from mwa_cli.models.presets import find_tokenizer
+from mwa_cli.resources import SAMPLE_DATA, package_file
 from mwa_cli.train.data import PairTable, TrainBatches
 from mwa_cli.train.feature_cache import fill_feature_cache
 
@@ -112,25 +113,20 @@ def test_the_feature_cache_gives_the_states_of_the_bucketed_width_with_unchanged
 
 
 def _text_lengths_bench():
-    import importlib.util
+    from tests.helpers.paths import REPO, load_script
 
-    from tests.helpers.paths import REPO
-
-    spec = importlib.util.spec_from_file_location("text_lengths", REPO / "bench" / "text_lengths.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, REPO
+    return load_script(REPO / "bench" / "text_lengths.py")
 
 
 def test_the_lengths_bench_counts_batch_widths_as_the_trainer_pads_them():
-    bench, repo = _text_lengths_bench()
+    bench = _text_lengths_bench()
     lengths = np.array([10] * 120 + [30] * 8)  # 8 long captions among 128
     one = bench.batch_widths(lengths, 128, 64, epochs=2)
     assert one == {"batch": 128, "batches": 2, "fixed": 64, "longest_mean": 30.0, "bucketed_mean": 32.0,
                    "bucketed_widths": [32], "tokens_saved": 0.5}
     small = bench.batch_widths(lengths, 4, 64, epochs=3)
     assert small["batches"] == 96 and small["bucketed_widths"] == [16, 32] and 16 < small["bucketed_mean"] < 32
-    captions = bench.read_captions(repo / "sample_data")  # a photo folder: every caption of captions.csv
+    captions = bench.read_captions(package_file(SAMPLE_DATA))  # a photo folder: every caption of captions.csv
     tok, label = bench.load_tokenizer("mini", 64, captions[:40], extend_vocab="off")
     got = bench.caption_lengths(captions[:3], tok)
     assert label == "beit3-mini" and got.tolist() == [len(tok.encode(c)) + 2 for c in captions[:3]]

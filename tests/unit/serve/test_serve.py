@@ -4,6 +4,7 @@ following a link (driven through the DevTools protocol). Bad start-up options fa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -69,13 +71,14 @@ def make_index(root: Path) -> tuple[Path, Path, Path]:
 
 
 class Server:
-    """`python -m mwa_cli serve` in a subprocess, stopped with SIGINT (Ctrl-C) by its own pid."""
+    """`python -m mwa_cli serve` in a subprocess (`what` = --index or --lines), stopped with SIGINT (Ctrl-C) by its
+    own pid."""
 
-    def __init__(self, index: Path, *extra: str):
+    def __init__(self, index: Path, *extra: str, what: str = "--index"):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mwa_cli", "serve", "--index", str(index), "--port",
+        self.proc = subprocess.Popen([sys.executable, "-m", "mwa_cli", "serve", what, str(index), "--port",
                                       str(self.port), "--device", "cpu", *extra], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -83,7 +86,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"mwa serve exited: {self.proc.communicate()[1][-2000:]}")
             try:
-                if get(self.base + "/api/status")[0] == 200:
+                if get(self.base + ("/api/lines" if what == "--lines" else "/api/status"))[0] == 200:
                     return
             except OSError:
                 time.sleep(0.3)
@@ -286,19 +289,17 @@ class DevTools:
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; .ci/run "
-                                              "installs it): real-browser check skipped")
-def test_browser_types_a_query_sees_results_and_follows_a_link(served, tmp_path):
-    pytest.importorskip("websockets", reason="websockets drives the browser (installed by .[dev])")
-    server, _, _, _ = served
+@contextlib.contextmanager
+def browser_page(url: str, profile: Path) -> Iterator[DevTools]:
+    """Headless Chromium showing `url`, driven through its DevTools endpoint; stopped by its own pid afterwards."""
+    from websockets.sync.client import connect
+
     port = free_port()
     browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                                 "--disable-dev-shm-usage", f"--remote-debugging-port={port}",
-                                "--remote-allow-origins=*", f"--user-data-dir={tmp_path / 'profile'}",
-                                "--window-size=1200,900", server.base + "/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--remote-allow-origins=*", f"--user-data-dir={profile}", "--window-size=1200,900",
+                                url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         pages: list = []
@@ -308,34 +309,41 @@ def test_browser_types_a_query_sees_results_and_follows_a_link(served, tmp_path)
             except OSError:
                 time.sleep(0.3)
         assert pages, "chromium's DevTools endpoint did not come up"
-        from websockets.sync.client import connect
-
         with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
-            dt = DevTools(ws)
-            dt.wait_for("document.readyState === 'complete' && !!document.querySelector('input[name=q]')")
-            # type a query the way a person does, and press Enter
-            dt.js("document.querySelector('input[name=q]').focus()")
-            dt.call("Input.insertText", text="dent")
-            for kind in ("keyDown", "keyUp"):
-                dt.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                        text="\r" if kind == "keyDown" else "")
-            dt.wait_for("location.search.includes('q=dent') && document.querySelectorAll('#results .card').length > 0")
-            n_cards = dt.js("document.querySelectorAll('#results .card').length")
-            assert n_cards == 6
-            assert dt.js("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
-            assert dt.js("document.querySelectorAll('#results img.heat').length") >= 1  # why this match
-            # the caption from the data is text, and its script never ran
-            assert "<script>" in dt.js("document.body.innerText")
-            assert dt.js("document.title") not in ("PWNED", "RANIMG")
-            # follow the first result's link: similar photos and the closest captions
-            dt.click("#results .card a")
-            dt.wait_for("location.pathname.startsWith('/photo/') && !!document.querySelector('#captions')")
-            assert dt.js("document.querySelectorAll('#results .card').length") == 6
-            assert dt.js("document.querySelector('h1').innerText").startswith("Photos like")
+            yield DevTools(ws)
     finally:
         browser.terminate()
         try:
             browser.wait(timeout=20)
         except subprocess.TimeoutExpired:
             browser.kill()
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`; .ci/run "
+                                              "installs it): real-browser check skipped")
+def test_browser_types_a_query_sees_results_and_follows_a_link(served, tmp_path):
+    pytest.importorskip("websockets", reason="websockets drives the browser (installed by .[dev])")
+    server, _, _, _ = served
+    with browser_page(server.base + "/", tmp_path / "profile") as dt:
+        dt.wait_for("document.readyState === 'complete' && !!document.querySelector('input[name=q]')")
+        # type a query the way a person does, and press Enter
+        dt.js("document.querySelector('input[name=q]').focus()")
+        dt.call("Input.insertText", text="dent")
+        for kind in ("keyDown", "keyUp"):
+            dt.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
+                    text="\r" if kind == "keyDown" else "")
+        dt.wait_for("location.search.includes('q=dent') && document.querySelectorAll('#results .card').length > 0")
+        n_cards = dt.js("document.querySelectorAll('#results .card').length")
+        assert n_cards == 6
+        assert dt.js("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert dt.js("document.querySelectorAll('#results img.heat').length") >= 1  # why this match
+        # the caption from the data is text, and its script never ran
+        assert "<script>" in dt.js("document.body.innerText")
+        assert dt.js("document.title") not in ("PWNED", "RANIMG")
+        # follow the first result's link: similar photos and the closest captions
+        dt.click("#results .card a")
+        dt.wait_for("location.pathname.startsWith('/photo/') && !!document.querySelector('#captions')")
+        assert dt.js("document.querySelectorAll('#results .card').length") == 6
+        assert dt.js("document.querySelector('h1').innerText").startswith("Photos like")

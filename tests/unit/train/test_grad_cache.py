@@ -151,3 +151,56 @@ def test_back_off_is_for_cuda_in_one_process_by_default():
     assert trainer.oom_back_off is None and not trainer._can_back_off()
     trainer.oom_back_off = True
     assert trainer._can_back_off()
+
+
+class RecordingGraphs:
+    """A stand-in for StepGraphs on the CPU: runs the step it is handed (as its eager warm-up steps do), records
+    the batch sizes, and can fail the first one with an out-of-memory error."""
+
+    def __init__(self, oom_first: bool = False):
+        self.batches: list[int] = []
+        self.oom_first = oom_first
+        self.disabled_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_reason is None
+
+    def run(self, step, *tensors):
+        self.batches.append(tensors[0].shape[0])
+        if self.oom_first and len(self.batches) == 1:
+            raise OOM_ERRORS[0]("CUDA out of memory (simulated)")
+        return step(*tensors)
+
+    def disable(self, reason: str) -> None:
+        self.disabled_reason = reason
+
+
+@pytest.mark.parametrize("micro, graphed", [(None, [8, 8]), (8, [8, 8]), (4, [])])
+def test_a_step_graph_takes_unsplit_batches_only(micro, graphed):
+    """GradCache's chunks replay host-side generator states: a batch split into micro-batches runs eagerly."""
+    trainer = _trainer("mwa", micro=micro)
+    trainer._graphs = graphs = RecordingGraphs()
+    for seed in (1, 2):
+        loss = trainer.step(trainer.random_batch(8, seed=seed))
+        assert torch.isfinite(loss)
+    assert graphs.batches == graphed and trainer.step_count == 2
+
+
+def test_out_of_memory_in_a_graph_step_turns_graphs_off_and_the_back_off_trains_with_grad_cache():
+    trainer = _trainer("mwa", drop_path=0.0, options={"dropout": 0.0})
+    trainer.oom_back_off = True
+    trainer._graphs = graphs = RecordingGraphs(oom_first=True)
+    real, calls = trainer._encode_image, []
+
+    def encode_image(px):  # the eager retry of the whole batch runs out of memory too
+        calls.append(px.shape[0])
+        if len(calls) == 1:
+            raise OOM_ERRORS[0]("CUDA out of memory (simulated)")
+        return real(px)
+
+    trainer._encode_image = encode_image
+    trainer.step(trainer.random_batch(8, seed=1))
+    trainer.step(trainer.random_batch(8, seed=2))
+    assert graphs.batches == [8] and "out of memory" in graphs.disabled_reason
+    assert trainer.micro_batch == 4 and calls == [8, 4, 4, 4, 4, 4, 4, 4, 4]  # two GradCache steps of 2 chunks

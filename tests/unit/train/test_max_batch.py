@@ -3,7 +3,6 @@ the optimizer's moments and leaves the weights alone), and the bench's memory ca
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch
 from mwa_cli.errors import EXIT_OOM, MwaError
 from mwa_cli.train.trainer import (OOM_ERRORS, build_trainer, find_max_batch, largest_fitting, optimizer_standin,
                                    probe_fits)
-from tests.helpers.paths import REPO
+from tests.helpers.paths import REPO, load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,10 +82,7 @@ def test_the_probe_holds_the_optimizer_moments_it_does_not_have_yet():
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("max_batch_24g", REPO / "bench" / "max_batch_24g.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "bench" / "max_batch_24g.py")
 
 
 def test_the_bench_caps_the_allocator_from_the_cards_total():

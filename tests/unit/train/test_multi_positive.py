@@ -92,7 +92,7 @@ def test_templated_captions_get_their_own_default_rate_and_varied_ones_keep_thei
     assert templated.templated and templated.record()["templated"] is True
     assert not resolve_positives("auto", ["a", "b", "c", "a"], None).templated  # 3 distinct of 4
     assert not resolve_positives("auto", ["a", "b"], None).templated
-    captions = pd.read_csv(REPO / "sample_data" / "captions.csv")
+    captions = pd.read_csv(REPO / "mwa_cli" / "sample_data" / "captions.csv")
     en = list(captions[captions["lang"] == "en"]["caption"])
     assert not resolve_positives("auto", en, None).templated
     mini = "beit3-mini"

@@ -1,0 +1,48 @@
+"""The end of a run in the budget: the last checkpoint, the published weights written and read back at the
+measured checkpoint write speed, and the final evaluation's model build (full fine-tuning of Large wrote ~8 GB
+after its last step that the reserve did not hold)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mwa_cli.train.budget import BudgetPlanner, EndOfRun, end_of_run
+
+GB = 2**30
+
+
+def _planner(**kw) -> BudgetPlanner:
+    return BudgetPlanner(budget_s=75.0, deadline=75.0, val_items=0, final_items=100, val_evals=0,
+                         checkpoint_every=0, checkpoint_minutes=10.0, batch_size=32, clock=lambda: 10.0, **kw)
+
+
+def test_the_end_scales_with_what_is_written():
+    end = EndOfRun(rebuild_s=4.0, published_bytes=1 * GB, state_bytes=lambda: 3 * GB)
+    assert end.seconds(6.0) == pytest.approx(6.0 + 2 * 2.0 + 4.0)  # checkpoint + publish (write, read) + rebuild
+
+
+def test_the_plan_reserves_it():
+    plain = _planner()
+    with_end = _planner(end=EndOfRun(rebuild_s=4.0, published_bytes=1 * GB, state_bytes=lambda: 3 * GB))
+    for p in (plain, with_end):
+        p.observe_eval(0.2 + 100 * 0.01, 100)
+        p.observe_checkpoint(6.0)
+    assert with_end.end_s == pytest.approx(14.0)
+    assert with_end.final_reserve_s() - plain.final_reserve_s() == pytest.approx(14.0 - 0.5 * 6.0)
+    total_plain, _ = plain.plan(10, 0.1, None, now=10.0)
+    total_end, _ = with_end.plan(10, 0.1, None, now=10.0)
+    assert total_plain - total_end == pytest.approx(110, abs=1)  # 11 s less for steps of 0.1 s
+    assert with_end.must_stop(total_end, 10**6, set(), now=75.0 - with_end.final_reserve_s() - 0.05)
+    assert _planner(end=with_end.end).state().keys() >= {"end_s"}
+
+
+def test_the_sizes_come_from_the_trainer():
+    from mwa_cli.train.trainer import build_trainer
+
+    trainer = build_trainer("beit3-tiny-test", "full-ft", device="cpu", lr=1e-3, total_steps=2, drop_path=0.0)
+    end = end_of_run(trainer, rebuild_s=0.5)
+    params = sum(p.numel() * 4 for p in trainer.model.parameters() if p.requires_grad)
+    assert end.published_bytes == params
+    assert end.state_bytes() == params  # no optimizer state before the first step
+    trainer.step(trainer.random_batch(4))
+    assert 2.9 * params < end.state_bytes() < 3 * params + 4096  # AdamW: two moments per weight that had a gradient
