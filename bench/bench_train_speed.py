@@ -2,7 +2,11 @@
 
     PYTHONPATH=$PWD python bench/bench_train_speed.py --out bench_results.json
 
-Random weights and data (no download), 224 px, 64 text tokens, bf16 autocast, fused AdamW. For each variant:
+Random weights and data (no download), 224 px, bf16 autocast, fused AdamW. Captions: 64 tokens each
+(--text-lengths fixed, the default), or lengths drawn from a caption table's tokenised captions and each batch cut
+to its bucket length as `mwa train` cuts it (--text-lengths sample_data, or a data dir / photo folder; tokenised
+with --tokenizer, default the backbone's beit3.spm when found, else beit3-mini's; bench/text_lengths.py). For each
+variant:
 median step time over --steps timings of --window back-to-back steps (the device synchronised only at the ends
 of a window, as `mwa train` runs), samples/s, peak memory, and MFU = the variant's own model FLOPs per step /
 step time / the card's measured bf16 matmul rate. `compile` is the trainer's regional compilation (each encoder
@@ -20,11 +24,16 @@ import gc
 import json
 import statistics
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
+from mwa_cli.models.text_pad import trim_padding
+from mwa_cli.train.step_graph import WARMUP_STEPS
 from mwa_cli.train.trainer import build_trainer
+
+BATCH_VARIETY = 8  # distinct batches cycled through per variant (realistic lengths: their widths vary)
 
 # (method, options, torch.compile (or its mode: "reduce-overhead" = CUDA graphs), feature cache, batch multiplier); "top-K" layer counts per backbone depth below.
 VARIANTS = [
@@ -47,6 +56,7 @@ VARIANTS = [
     ("nke", None, "graph", False, 1),
     ("mwa", {"layers": "top-third"}, "graph", True, 1),
     ("mwa", None, "reduce-overhead", False, 1),
+    ("nke", None, "reduce-overhead", False, 1),
 ]
 FRACTIONS = {"top-half": 2, "top-third": 3, "top-quarter": 4}
 BATCH = {"beit3-base": 128, "beit3-large": 64, "beit3-mini": 128, "beit3-tiny-test": 8}
@@ -89,7 +99,7 @@ def matmul_rate(device: str, n: int = 8192, reps: int = 10) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def step_flops(trainer, batch: int, text_len: int, cached: bool = False) -> float:
+def step_flops(trainer, batch: int, text_len: float, cached: bool = False) -> float:
     """Backbone matmul FLOPs of one training step of this variant (adapters' < 3 % left out).
 
     Forward through every layer (from the lowest trainable one when the frozen part's output is cached);
@@ -108,13 +118,56 @@ def step_flops(trainer, batch: int, text_len: int, cached: bool = False) -> floa
     return total
 
 
-def cached_batches(trainer, batch_size: int, text_len: int, n_batches: int) -> tuple:
-    """Fill a GPU feature cache from `n_batches` random batches; returns (make_batch, fill info)."""
+def caption_masks(n: int, text_len: int, lengths: np.ndarray | None, seed: int) -> torch.Tensor:
+    """Padding masks [n, text_len] (1 = pad) of captions whose lengths are drawn from `lengths` (None: uniform
+    in [text_len / 4, text_len], as Trainer.random_batch)."""
+    rng = np.random.default_rng(seed)
+    if lengths is None:
+        drawn = rng.integers(text_len // 4, text_len + 1, n)
+    else:
+        drawn = rng.choice(lengths, n, replace=len(lengths) < n)
+    return (torch.arange(text_len)[None, :] >= torch.from_numpy(np.minimum(drawn, text_len))[:, None]).long()
+
+
+def text_batches(trainer, batch_size: int, text_len: int, lengths: np.ndarray | None) -> list[dict]:
+    """BATCH_VARIETY training batches of random images; with `lengths`, realistic captions, each batch cut to its
+    bucket length (the trainer's input pipeline: mwa_cli/train/data.py), else the fixed text length."""
+    base = trainer.random_batch(batch_size, text_len=text_len)
+    if lengths is None:
+        return [base]
+    out = []
+    for k in range(BATCH_VARIETY):
+        mask = caption_masks(batch_size, text_len, lengths, seed=k)
+        mask, ids = trim_padding(mask, base["input_ids"].cpu().masked_fill(mask.bool(), 1))
+        if trainer.device.type == "cuda":
+            mask, ids = mask.pin_memory(), ids.pin_memory()
+        out.append({**base, "input_ids": ids, "padding_mask": mask})
+    return out
+
+
+def cycling(batches: list[dict]) -> dict | Callable[[], dict]:
+    """A batch maker that hands out `batches` in turn (a plain batch when there is one)."""
+    if len(batches) == 1:
+        return batches[0]
+    state = {"i": 0}
+
+    def make():
+        state["i"] += 1
+        return batches[state["i"] % len(batches)]
+    return make
+
+
+def cached_batches(trainer, batch_size: int, text_len: int, n_batches: int, lengths: np.ndarray | None = None
+                   ) -> tuple:
+    """Fill a GPU feature cache from `n_batches` random batches; returns (make_batch, fill info, widths)."""
     from mwa_cli.models.preprocess import to_pixels
     from mwa_cli.train.feature_cache import fill_feature_cache
 
     n = batch_size * n_batches
     data = trainer.random_batch(n, text_len=text_len, seed=3, augment=False)
+    if lengths is not None:
+        data["padding_mask"] = caption_masks(n, text_len, lengths, seed=3)
+        data["input_ids"] = data["input_ids"].cpu().masked_fill(data["padding_mask"].bool(), 1)
     rows = np.arange(n)
     k = trainer.applied.lowest_trainable_layer
     fc = fill_feature_cache(trainer.model, k, data["images"].numpy(), rows, data["input_ids"], data["padding_mask"],
@@ -123,18 +176,23 @@ def cached_batches(trainer, batch_size: int, text_len: int, n_batches: int) -> t
                             batch_size=256)
     trainer.use_feature_cache(k)
     gen = torch.Generator().manual_seed(0)
+    widths: list[int] = []
 
     def make() -> dict:
         idx = torch.randperm(n, generator=gen)[:batch_size]
-        return fc.inputs({"index": idx, "padding_mask": data["padding_mask"][idx]}, trainer.device)
+        mask = data["padding_mask"][idx]
+        if lengths is not None:  # as TrainBatches(trim_text=True) hands the batch to FeatureCache.inputs
+            mask, = trim_padding(mask)
+        widths.append(int(mask.shape[1]))
+        return fc.inputs({"index": idx, "padding_mask": mask}, trainer.device)
 
     info = {"cache_pairs": n, "cache_fill_s": fc.fill_s, "cache_fill_pairs_per_s": n / fc.fill_s,
             "cache_gib": fc.nbytes / 2**30, "cache_from_layer": k}
-    return make, info
+    return make, info, widths
 
 
 def bench_variant(backbone: str, method: str, options: dict | None, compile_: bool, cached: bool, batch_mult: int,
-                  args, peak: float) -> dict:
+                  args, peak: float, lengths: np.ndarray | None = None) -> dict:
     cuda = args.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -146,21 +204,27 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     batch_size = BATCH[backbone] * batch_mult
     extra: dict = {}
     if cached:  # as `mwa train --feature-cache`: fill eagerly, then compile the layers that train
-        batch, extra = cached_batches(trainer, batch_size, args.text_len, args.cache_batches)
+        batch, extra, widths = cached_batches(trainer, batch_size, args.text_len, args.cache_batches, lengths)
         trainer.enable_compile(compile_)
     else:
-        batch = trainer.random_batch(batch_size, text_len=args.text_len)
-    warmup = args.warmup + (5 if compile_ else 0)
+        batches = text_batches(trainer, batch_size, args.text_len, lengths)
+        widths = [int(b["padding_mask"].shape[1]) for b in batches]
+        batch = cycling(batches)
+    # realistic lengths: every width is seen (compiled, and with graphs captured) before the timed steps
+    rounds = 1 + (WARMUP_STEPS if graph else 0)
+    warmup = args.warmup + (5 if compile_ else 0) + (rounds * BATCH_VARIETY if lengths is not None else 0)
     if isinstance(compile_, str) or graph:
         extra["compile_mode"] = "graph" if graph else compile_
     times = trainer.time_steps(batch, n=args.steps, warmup=warmup, window=args.window)
     med = statistics.median(times)
-    flops = step_flops(trainer, batch_size, args.text_len, cached)
+    text_tokens = float(np.mean(widths)) if widths else float(args.text_len)
+    flops = step_flops(trainer, batch_size, text_tokens, cached)
     row = {
         "backbone": backbone, "method": method, "options": options or {},
         "compile": "graph" if graph else compile_, "cache": cached,
         "batch": batch_size, "median_ms": 1e3 * med, "spread_ms": 1e3 * (max(times) - min(times)),
-        "samples_per_s": batch_size / med,
+        "samples_per_s": batch_size / med, "text_tokens_mean": text_tokens,
+        "text_widths": sorted(set(widths)) if widths else [args.text_len],
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
         "tflops_per_step": flops / 1e12, "mfu": flops / med / peak,
         "trainable_params": trainer.applied.trainable_params(),
@@ -173,6 +237,22 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     if compile_:
         torch._dynamo.reset()
     return row
+
+
+def realistic_lengths(source: str, backbone: str, tokenizer: str | None, text_len: int) -> tuple[np.ndarray, str]:
+    """Token lengths of the captions of `source` (sample_data: the packaged sample photos), and the tokenizer's
+    label."""
+    from pathlib import Path
+
+    from mwa_cli.models.presets import find_tokenizer
+    from mwa_cli.resources import SAMPLE_DATA, package_file
+    from text_lengths import caption_lengths, load_tokenizer, read_captions
+
+    folder = package_file(SAMPLE_DATA) if source == "sample_data" else Path(source)
+    captions = read_captions(folder)
+    name = tokenizer or find_tokenizer(backbone, None, None) or "mini"
+    tok, label = load_tokenizer(name, text_len, captions)
+    return caption_lengths(captions, tok), label
 
 
 @torch.inference_mode()
@@ -207,22 +287,24 @@ def bench_inference(backbone: str, device: str, batch: int = 256, reps: int = 10
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backbone | method | options | compile | cache | batch | step ms (median) | × full-ft | "
-             "× compiled full-ft | samples/s | peak GiB | × full-ft mem | MFU |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| backbone | method | options | compile | cache | batch | text tokens | step ms (median) | × full-ft | "
+             "× compiled full-ft | × fastest full-ft | samples/s | peak GiB | × full-ft mem | MFU |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         same = [x for x in rows if x["backbone"] == r["backbone"] and x["method"] == "full-ft" and x["batch"] == r["batch"]
                 and not x["cache"]]
         eager = next((x for x in same if not x["compile"]), None)
         comp = next((x for x in same if x["compile"] is True), None)
+        fastest = min((x for x in same if x["compile"]), key=lambda x: x["median_ms"], default=None)
         opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
 
         def ratio(key: str, base: dict | None) -> str:
             return f"{r[key] / base[key]:.2f}" if base and base[key] else "–"
 
         lines.append(f"| {r['backbone']} | {r['method']} | {opts} | {r['compile'] if isinstance(r['compile'], str) else 'yes' if r['compile'] else 'no'} | "
-                     f"{'yes' if r['cache'] else 'no'} | {r['batch']} | {r['median_ms']:.1f} | "
-                     f"{ratio('median_ms', eager)} | {ratio('median_ms', comp)} | {r['samples_per_s']:.0f} | "
+                     f"{'yes' if r['cache'] else 'no'} | {r['batch']} | {r.get('text_tokens_mean', 64):.1f} | "
+                     f"{r['median_ms']:.1f} | {ratio('median_ms', eager)} | {ratio('median_ms', comp)} | "
+                     f"{ratio('median_ms', fastest)} | {r['samples_per_s']:.0f} | "
                      f"{r['peak_mem_gib']:.1f} | {ratio('peak_mem_gib', eager)} | {100 * r['mfu']:.1f} % |")
     return "\n".join(lines)
 
@@ -234,6 +316,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=3, help="back-to-back steps per timed window [3]")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--text-len", type=int, default=64)
+    parser.add_argument("--text-lengths", default="fixed",
+                        help="fixed (every batch --text-len wide) | sample_data | a data dir or photo folder: caption "
+                             "lengths drawn from its tokenised captions, batches cut to their bucket [fixed]")
+    parser.add_argument("--tokenizer", default=None,
+                        help="sentencepiece file for --text-lengths [the backbone's beit3.spm when found, else "
+                             "beit3-mini's]")
     parser.add_argument("--cache-batches", type=int, default=8, help="batches of random pairs in the feature cache")
     parser.add_argument("--variants", default=None, help="comma-separated indices into VARIANTS [all]")
     parser.add_argument("--no-compile", action="store_true")
@@ -256,6 +344,13 @@ def main() -> None:
             json.dump({"info": info, "train": rows, "inference": inference}, fh, indent=2)
 
     for backbone in args.backbones.split(","):
+        lengths = None
+        if args.text_lengths != "fixed":
+            lengths, label = realistic_lengths(args.text_lengths, backbone, args.tokenizer, args.text_len)
+            info.setdefault("text_lengths", {})[backbone] = {"source": args.text_lengths, "tokenizer": label,
+                                                             "captions": int(len(lengths)),
+                                                             "mean_tokens": float(lengths.mean())}
+            print(json.dumps({"text_lengths": info["text_lengths"][backbone]}), flush=True)
         for method, options, compile_, cached, mult in chosen:
             if compile_ and args.no_compile:
                 continue
@@ -265,7 +360,7 @@ def main() -> None:
                              "cache": cached, "error": "skipped: out of time (--stop-at)"})
                 continue
             try:
-                row = bench_variant(backbone, method, options, compile_, cached, mult, args, peak)
+                row = bench_variant(backbone, method, options, compile_, cached, mult, args, peak, lengths)
             except Exception as exc:  # a failing variant is reported, the table goes on
                 row = {"backbone": backbone, "method": method, "options": options or {}, "compile": compile_,
                        "cache": cached, "error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -14,6 +14,7 @@ from mwa_cli.adapters.registry import names as method_names  # torch-free: the h
 from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console, guarded,
                                      refuse_extra_args)
 from mwa_cli.errors import EXIT_SIGINT
+from mwa_cli.train.compile_policy import COMPILE_MODES
 from mwa_cli.train.config import (DEFAULT_EPOCHS, DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
                                   PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS,
                                   TEMPLATED_REFERENCE_BATCH, TrainConfig)
@@ -47,7 +48,9 @@ HELP = (
     '\n'
     '  mwa train data --method lora --option rank=16 --config train.toml\n'
     '\n'
-    '  mwa train data --method mwa --option layers=top-4 --feature-cache auto --compile --epochs 20\n'
+    '  mwa train data --method mwa --option layers=top-4 --feature-cache auto --epochs 20\n'
+    '\n'
+    '  mwa train data --method mwa --budget 2h --no-compile   (eager layers: no compilation on the GPU)\n'
     '\n'
     '  mwa train data --method mwa --backbone blip2-itm-vit-g --weights models/blip2-itm-vit-g --budget 4h\n'
     '\n'
@@ -104,6 +107,7 @@ FeatureCache = choices("FeatureCache", FEATURE_CACHE_MODES)
 ExtendVocab = choices("ExtendVocab", EXTEND_VOCAB_MODES)
 Positives = choices("Positives", POSITIVE_MODES)
 Schedule = choices("Schedule", SCHEDULES)
+CompileMode = choices("CompileMode", COMPILE_MODES)
 LogMode = choices("LogMode", LOG_MODES)
 
 
@@ -223,7 +227,14 @@ def register(app: typer.Typer) -> None:
         checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes",
                                                             help="Minutes between checkpoints (a Ctrl-C or SIGTERM "
                                                                  f"also writes one). {_default('checkpoint_minutes')}"),
-        compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
+        compile: Optional[bool] = typer.Option(
+            None, "--compile/--no-compile", help="torch.compile the layers: faster steps after a compilation paid once "
+                                                 "per run (tens of seconds on a GPU, counted in the budget). "
+                                                 "\\[default: on with CUDA, off on the CPU]"),
+        compile_mode: Optional[CompileMode] = typer.Option(
+            None, "--compile-mode", help="auto | default | reduce-overhead (CUDA graphs of each layer too). auto: per "
+                                         "method, the mode measured fastest on the GPU (docs/benchmarks.md). "
+                                         f"{_default('compile_mode')}"),
         devices: Optional[str] = typer.Option(None, "--devices",
                                               help="Train on several GPUs of this machine: a count (2), GPU ids "
                                                    "(0,1) or all; DDP with one process per device, --batch-size stays "

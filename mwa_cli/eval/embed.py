@@ -1,4 +1,6 @@
-"""Batched embedding of images (from the uint8 cache) and captions (token ids) under inference mode."""
+"""Batched embedding of images (from the uint8 cache) and captions (token ids) under inference mode; each batch
+of captions is cut to its bucket length where the padding's length cannot change an embedding
+(mwa_cli/models/text_pad.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 
 from mwa_cli.models.preprocess import to_pixels
+from mwa_cli.models.text_pad import padding_is_free, trim_padding
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
@@ -53,12 +56,16 @@ def embed_texts(model, input_ids: torch.Tensor, padding_mask: torch.Tensor, *, d
                 batch_size: int = 256, dtype: torch.dtype | None = None, progress=None) -> torch.Tensor:
     """Embeddings [N, d] (float32, on `device`) of tokenised captions."""
     out = []
+    trim = padding_is_free(model)
     was_training = model.training
     model.eval()
     try:
         for i in range(0, input_ids.shape[0], batch_size):
-            ids = input_ids[i:i + batch_size].to(device, non_blocking=True)
-            mask = padding_mask[i:i + batch_size].to(device, non_blocking=True)
+            mask, ids = padding_mask[i:i + batch_size], input_ids[i:i + batch_size]
+            if trim:
+                mask, ids = trim_padding(mask, ids)
+            ids = ids.to(device, non_blocking=True)
+            mask = mask.to(device, non_blocking=True)
             with autocast_context(device, dtype):
                 emb = model.encode_text(ids, mask)
             out.append(emb.float())

@@ -172,6 +172,27 @@ class PositionalEmbedding(nn.Embedding):
         return F.embedding(positions, self.weight).unsqueeze(0)
 
 
+class FirstTokenLayer(nn.Module):
+    """An encoder layer computed for the first token alone (no parameters of its own: it runs the layer it is
+    given, so the state dict is unchanged and torch.compile can compile it like a layer)."""
+
+    def forward(self, layer: EncoderLayer, x: Tensor, attn_mask: Tensor | None, split: int) -> Tensor:
+        """``layer(x)[:, :1]``: the first token's query attends to the keys and values of every token, then the
+        FFN and the adapter (the layer's ``mwa`` child, called as the layer calls it) run on that token only. For
+        the retrieval heads, which read nothing else of the last layer. [B, 1, d]."""
+        attn = layer.self_attn
+        b, n, d = x.shape
+        xn = layer.self_attn_layer_norm(x, split)
+        q = attn.q_proj(xn[:, :1], split).view(b, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(xn, split).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(xn, split).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(b, 1, d)
+        h = x[:, :1] + layer.drop_path(attn.out_proj(attn.inner_attn_ln(out, split), split))
+        out = h + layer.drop_path(layer.ffn(layer.final_layer_norm(h, split), split))
+        adapter = layer._modules.get("mwa")
+        return out if adapter is None else adapter(h, out, split, layer.drop_path)
+
+
 class Encoder(nn.Module):
     """Positions + layers + final multiway LayerNorm."""
 
@@ -183,15 +204,18 @@ class Encoder(nn.Module):
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.layers = nn.ModuleList(EncoderLayer(cfg, rate) for rate in rates)
         self.layer_norm = Multiway(lambda: nn.LayerNorm(cfg.embed_dim, eps=cfg.layernorm_eps))
+        self.first_token = FirstTokenLayer()
         self.frozen_prefix = 0
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, split: int, *, start: int = 0,
-                stop: int | None = None) -> Tensor:
+                stop: int | None = None, first_token_only: bool = False) -> Tensor:
         """Run layers ``[start, stop)``; the final LayerNorm too when ``stop`` is the depth (the default).
 
         ``x``: token embeddings [B, N, d] when ``start`` is 0, else the hidden states entering layer ``start``
         (as returned with ``stop=start``); ``padding_mask`` [B, N], nonzero on padding (or None). While autograd is
         on, the layers below ``frozen_prefix`` (and the embeddings) run under ``no_grad`` (see set_frozen_prefix).
+        ``first_token_only`` (retrieval, ``split`` -1 or 0): the last layer computes the first token only
+        (``FirstTokenLayer``) and the output is [B, 1, d].
         """
         depth = len(self.layers)
         stop = depth if stop is None else stop
@@ -205,12 +229,17 @@ class Encoder(nn.Module):
                 x = x + self.embed_positions(x, split)
                 if pad is not None:
                     x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-            for layer in self.layers[start:max(k, start)]:
-                x = layer(x, attn_mask, split)
-        for layer in self.layers[max(k, start):stop]:
-            x = layer(x, attn_mask, split)
+            for i in range(start, max(k, start)):
+                x = self._run_layer(i, x, attn_mask, split, first_token_only)
+        for i in range(max(k, start), stop):
+            x = self._run_layer(i, x, attn_mask, split, first_token_only)
         return self.layer_norm(x, split) if stop == depth else x
 
+    def _run_layer(self, i: int, x: Tensor, attn_mask: Tensor | None, split: int, first_token_only: bool) -> Tensor:
+        layer = self.layers[i]
+        if first_token_only and i == len(self.layers) - 1:
+            return self.first_token(layer, x, attn_mask, split)
+        return layer(x, attn_mask, split)
 
 class VisionEmbedding(nn.Module):
     """Patchify with a strided convolution and prepend the cls token."""
@@ -245,14 +274,17 @@ class BEiT3(nn.Module):
         textual_tokens: Tensor | None = None,
         visual_tokens: Tensor | None = None,
         text_padding_position: Tensor | None = None,
+        first_token_only: bool = False,
     ) -> Tensor:
-        """Encoder output [B, N, d] for images, texts, or image-then-text sequences."""
+        """Encoder output [B, N, d] for images, texts, or image-then-text sequences; ``first_token_only`` (images
+        or texts alone): [B, 1, d], the last layer computed for the first token only (``Encoder.forward``)."""
         if textual_tokens is None and visual_tokens is None:
             raise ValueError("give textual_tokens, visual_tokens or both")
         if textual_tokens is None:
-            return self.encoder(self.vision_embed(visual_tokens), None, -1)
+            return self.encoder(self.vision_embed(visual_tokens), None, -1, first_token_only=first_token_only)
         if visual_tokens is None:
-            return self.encoder(self.text_embed(textual_tokens), text_padding_position, 0)
+            return self.encoder(self.text_embed(textual_tokens), text_padding_position, 0,
+                                first_token_only=first_token_only)
         x1 = self.vision_embed(visual_tokens)
         x = torch.cat([x1, self.text_embed(textual_tokens)], dim=1)
         mask = None
@@ -264,6 +296,8 @@ class BEiT3(nn.Module):
 
 class BEiT3Retrieval(nn.Module):
     """BEiT-3 with the retrieval heads: bias-free linear projections of the first token, L2-normalised."""
+
+    text_padding_free = True  # padding is masked: captions may be cut to their batch's length (text_pad.py)
 
     def __init__(self, cfg: BEiT3Config):
         super().__init__()
@@ -308,10 +342,18 @@ class BEiT3Retrieval(nn.Module):
         with/without autograd) instead of the whole depth, and the embeddings and heads stay eager."""
         import torch._dynamo
 
-        # variants of one layer: split (-1, 0) x autograd on/off x train/eval x with/without an adapter
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        from mwa_cli.models.text_pad import TEXT_BUCKETS
+
+        # variants of one layer: split (-1, 0) x autograd on/off x train/eval x with/without an adapter (16); text
+        # batches come in bucket lengths (text_pad.py), which dynamo makes one dynamic length at the second one
+        # seen; the limit would hold even if each bucket kept a graph of its own
+        limit = 16 * (len(TEXT_BUCKETS) + 1)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                               2 * limit)
         for layer in self.layers:
             layer.compile(**options)  # options of torch.compile (tests use backend="aot_eager")
+        self.beit3.encoder.first_token.compile(**options)  # the last layer of encode_image / encode_text
 
     def store_frozen_in(self, dtype: torch.dtype) -> int:
         """Keep the frozen Linear and Conv2d weights (and biases) in ``dtype``; returns how many tensors changed.
@@ -340,22 +382,24 @@ class BEiT3Retrieval(nn.Module):
         """Hidden states [B, L, d] of the captions entering layer ``stop``."""
         return self.beit3.encoder(self.beit3.text_embed(input_ids), padding_mask, 0, stop=stop)
 
+    # The heads read the first token ([CLS]) only: the last layer computes that token alone (Encoder.forward's
+    # first_token_only; docs/decisions.md, "The last layer for [CLS] only").
     def encode_image_hidden(self, hidden: Tensor, start: int) -> Tensor:
         """``encode_image`` from the hidden states entering layer ``start`` (``image_hidden(..., start)``)."""
-        x = self.beit3.encoder(hidden, None, -1, start=start)
+        x = self.beit3.encoder(hidden, None, -1, start=start, first_token_only=True)
         return F.normalize(self.vision_head(x[:, 0]), dim=-1)
 
     def encode_text_hidden(self, hidden: Tensor, padding_mask: Tensor, start: int) -> Tensor:
         """``encode_text`` from the hidden states entering layer ``start`` (``text_hidden(..., start)``)."""
-        x = self.beit3.encoder(hidden, padding_mask, 0, start=start)
+        x = self.beit3.encoder(hidden, padding_mask, 0, start=start, first_token_only=True)
         return F.normalize(self.language_head(x[:, 0]), dim=-1)
 
     def encode_image(self, pixel_values: Tensor) -> Tensor:
         """[B, 3, S, S] images normalised with mean = std = 0.5 -> [B, d] unit vectors."""
-        x = self.beit3(visual_tokens=pixel_values)
+        x = self.beit3(visual_tokens=pixel_values, first_token_only=True)
         return F.normalize(self.vision_head(x[:, 0]), dim=-1)
 
     def encode_text(self, input_ids: Tensor, padding_mask: Tensor) -> Tensor:
         """[B, L] token ids and padding mask (1 = pad) -> [B, d] unit vectors."""
-        x = self.beit3(textual_tokens=input_ids, text_padding_position=padding_mask)
+        x = self.beit3(textual_tokens=input_ids, text_padding_position=padding_mask, first_token_only=True)
         return F.normalize(self.language_head(x[:, 0]), dim=-1)

@@ -161,6 +161,7 @@ class HFDualEncoder(nn.Module):
         self.register_buffer("_pix_b", torch.tensor(b).view(1, 3, 1, 1), persistent=False)
         self.loss_kind = "sigmoid" if mt in SIGMOID_TYPES else "softmax"
         self.text_uses_mask = mt == "clip"
+        self.text_padding_free = self.text_uses_mask  # SigLIP reads its last position: keep the fixed length
         self.frozen_prefix = 0
 
     # ------------------------------------------------------------------ structure for the methods

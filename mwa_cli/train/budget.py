@@ -4,9 +4,11 @@ and the final evaluation + artefacts, and decide when to validate.
 How (`train()` drives it; every decision reads the planner's `clock`, so tests drive it with a scripted one):
 1. A val evaluation at step 0 (the zero-shot point of the curve) measures evaluation seconds per item
    (image or caption).
-2. Warm-up measurement: the first steps (1 on CPU, 3 on CUDA: allocator/autotune/compile) are discarded, then at
+2. Warm-up measurement: the first steps (1 on CPU, 3 on CUDA: allocator/autotune) are discarded, then at
    least 5 steps and 2 s are timed (device synchronised only at the two ends; at most 5 % of the budget). This
-   gives only the *first* plan.
+   gives only the *first* plan. Compiled layers (the default on CUDA) are compiled before the first step, at two
+   text widths and for evaluation (`Trainer.warm_compile`, said once with its time), so no measured step pays
+   for a compilation: that time is spent before the clock reads `now`, like the start-up.
 3. `plan()`: steps = now + (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
    final val eval + final test eval (+30 % for the top-k lists) + the end of the run (`EndOfRun`: the last
    checkpoint, the published weights written and read back at the measured checkpoint write speed, the final

@@ -110,7 +110,8 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     eval_batch_size: int = 128
     final_split: str = "test"
-    compile: bool = False
+    compile: bool | None = None  # None: on with CUDA, off on the CPU (train/compile_policy.py)
+    compile_mode: str = "auto"  # auto (per method: compile_policy.AUTO_MODES) | default | reduce-overhead
     text_len: int | None = None
     tokenizer: str | None = None
     resume: str | None = None
@@ -163,6 +164,10 @@ class TrainConfig:
             from mwa_cli.train.run_dir import check_run_name
 
             check_run_name(self.name)
+        from mwa_cli.train.compile_policy import COMPILE_MODES
+
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"unknown --compile-mode {self.compile_mode!r}", hint=f"choose {', '.join(COMPILE_MODES)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}", hint="choose auto, cosine or wsd")
         from mwa_cli.train.metric_sinks import check_log_mode

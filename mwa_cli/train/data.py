@@ -9,6 +9,8 @@ Design (see docs/decisions.md):
 * Workers only gather uint8 rows from the memory-mapped cache (one fancy-index per batch) plus the pre-tokenised
   captions; the crop/flip/resize/normalise runs batched on the training device (`augment_batch`), so only uint8
   crosses the PCIe bus (pinned) and the CPU never bottlenecks the GPU.
+* Captions are cut to the longest of their batch, rounded up to a bucket length (`trim_text`, for backbones whose
+  text encoder masks its padding: mwa_cli/models/text_pad.py), in the workers too.
 * Horizontal flip is disabled per sample when its caption mentions left/right (EN) or 左/右 (JA), or a
   rotation sense (clockwise, 時計回り): flipping would contradict the caption.
 """
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 
 from mwa_cli.errors import DataError
 from mwa_cli.models.preprocess import MEAN, STD
+from mwa_cli.models.text_pad import second_width, trim_padding
 
 LOADER_TIMEOUT_S = 120  # a worker that delivers no batch for this long is reported, not waited on forever
 
@@ -150,8 +153,9 @@ class TrainBatches(torch.utils.data.Dataset):
 
     def __init__(self, pairs: PairTable, data_dir: str | Path, cache_size: int, cache_count: int,
                  batch_size: int, seed: int, crop_scale_min: float = 0.5, augment: bool = True,
-                 rank: int = 0, world_size: int = 1, load_images: bool = True):
+                 rank: int = 0, world_size: int = 1, load_images: bool = True, trim_text: bool = False):
         self.pairs = pairs
+        self.trim_text = trim_text  # True: captions cut to the batch's bucket length (models/text_pad.py)
         # distributed: this rank loads only rows rank::world_size of each global batch (augmentation drawn for the
         # whole global batch first, so a sample is augmented the same way whatever the number of devices)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -187,6 +191,20 @@ class TrainBatches(torch.utils.data.Dataset):
             order = self._orders[epoch]
         return order[j * self.batch_size:(j + 1) * self.batch_size].clone()
 
+    def captions(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(padding_mask, input_ids) of the pairs `idx`, cut to their bucket length when `trim_text`."""
+        mask, ids = self.pairs.padding_mask[idx], self.pairs.input_ids[idx]
+        return trim_padding(mask, ids) if self.trim_text else (mask, ids)
+
+    def other_widths(self, batch: dict) -> list[int]:
+        """Text widths other batches take than `batch`'s (at most one: compiling at two makes the length dynamic,
+        `Trainer.warm_compile`); none when captions keep the tokenizer's length."""
+        if not self.trim_text:
+            return []
+        mask = self.pairs.padding_mask
+        other = second_width(batch["padding_mask"].shape[1], (mask == 0).sum(1), mask.shape[1])
+        return [other] if other else []
+
     def __len__(self) -> int:  # nominal; the sampler is infinite
         return 2**62
 
@@ -195,9 +213,9 @@ class TrainBatches(torch.utils.data.Dataset):
         b_global = len(idx)
         shard = slice(self.rank, None, self.world_size)
         idx = idx[shard].contiguous() if self.world_size > 1 else idx
+        mask, ids = self.captions(idx)
         if not self.load_images:
-            return {"step": int(step), "padding_mask": self.pairs.padding_mask[idx], "index": idx,
-                    **self.pairs.group_batch(idx)}
+            return {"step": int(step), "padding_mask": mask, "index": idx, **self.pairs.group_batch(idx)}
         if self._array is None:
             self._array = open_cache_array(self.data_dir, self.cache_size, self.cache_count)
         else:
@@ -220,8 +238,8 @@ class TrainBatches(torch.utils.data.Dataset):
         return {
             "step": int(step),
             "images": torch.from_numpy(gathered),
-            "input_ids": self.pairs.input_ids[idx],
-            "padding_mask": self.pairs.padding_mask[idx],
+            "input_ids": ids,
+            "padding_mask": mask,
             "boxes": boxes,
             "flip": flip,
             "index": idx,

@@ -87,6 +87,9 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     from mwa_cli.data.manifest import load_manifest
     from mwa_cli.runs import load_tokenizer
     from mwa_cli.models.presets import find_tokenizer, resolve_config as resolve_backbone
+    from mwa_cli.models.text_pad import padding_is_free
+    from mwa_cli.runtime import resolve_device
+    from mwa_cli.train.compile_policy import compile_setting
     from mwa_cli.train.data import TrainBatches, make_loader
     from mwa_cli.train.measure import device_name, peak_mem_gib
     from mwa_cli.train.setup import loader_workers, train_pairs
@@ -101,11 +104,12 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     cfg = _train_config(request)
     data_dir = Path(request.data_dir).resolve()
 
+    compiled = compile_setting(cfg.compile, cfg.compile_mode, FULL_FT, resolve_device(cfg.device).type)
     try:
         trainer = build_trainer(cfg.backbone, FULL_FT, method_options=None, weights=cfg.weights, device=cfg.device,
                                 precision=cfg.precision, micro_batch=cfg.micro_batch, lr=cfg.lr,
                                 layer_decay=cfg.layer_decay, weight_decay=cfg.weight_decay, drop_path=cfg.drop_path,
-                                compile=cfg.compile, total_steps=max(1, warmup + steps), seed=cfg.seed)
+                                compile=compiled, total_steps=max(1, warmup + steps), seed=cfg.seed)
     except ConfigError as exc:
         raise ConfigError(f"cannot build full fine-tuning as the reference run was trained: {exc.message}",
                           hint=exc.hint or "run --estimate on the kind of machine the runs were trained on"
@@ -136,7 +140,7 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     if trainer.micro_batch is not None and trainer.micro_batch >= batch_size:
         trainer.micro_batch = None
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), batch_size, cfg.seed,
-                           crop_scale_min=cfg.crop_scale_min)
+                           crop_scale_min=cfg.crop_scale_min, trim_text=padding_is_free(model))
     loader = make_loader(dataset, 0, workers=loader_workers(cfg, device), pin_memory=device.type == "cuda",
                          stop_step=warmup + steps)
 
@@ -144,6 +148,9 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     times: list[float] = []
     it = iter(loader)
     try:
+        if trainer.compiled:  # as `mwa train`: compiled before the steps, none of them pays for it
+            first = dataset[0]
+            trainer.warm_compile(first, dataset.other_widths(first))
         for _ in range(warmup):
             trainer.step(next(it))
         trainer.synchronize()

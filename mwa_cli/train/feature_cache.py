@@ -55,13 +55,16 @@ class FeatureCache:
 
     def inputs(self, batch: dict, device: torch.device) -> dict:
         """The trainer's inputs for a batch of pair indices (``batch["index"]``, with its ``padding_mask``):
-        the cached hidden states, which the trainer takes instead of images and token ids. Never synchronises the device: on the GPU the
-        lookups run there, from RAM the rows are gathered into pinned memory and copied asynchronously."""
+        the cached hidden states, which the trainer takes instead of images and token ids; the captions' states cut
+        to the width of ``padding_mask`` (stored at the tokenizer's length; masked padding makes the cut exact).
+        Never synchronises the device: on the GPU the lookups run there, from RAM the rows are gathered into pinned
+        memory and copied asynchronously."""
         index = batch["index"]
         if self.location == "gpu":
             index = index.to(self.images.device, non_blocking=True)
         slots = self.image_slot[self.image_rows[index]]
-        image_hidden, text_hidden = self.images[slots], self.captions[index]
+        width = batch["padding_mask"].shape[1]  # the batch's bucket length: the rest is padding in every row
+        image_hidden, text_hidden = self.images[slots], self.captions[index, :width]
         if device.type == "cuda" and self.location != "gpu":
             image_hidden, text_hidden = image_hidden.pin_memory(), text_hidden.pin_memory()
         return {**batch, "image_hidden": image_hidden.to(device, non_blocking=True),

@@ -25,6 +25,8 @@ from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import default_schedule_of, short_schedule_note
 from mwa_cli.train.collapse import CollapseWatch
+from mwa_cli.train.compile_policy import compile_setting
+from mwa_cli.train.compile_policy import describe as describe_compile
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.dist.context import reseed_rank
 from mwa_cli.train.dist.env import start_time_monotonic
@@ -123,10 +125,8 @@ class TrainingRun:
         self.it = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
         if getattr(s.model, "loss_kind", "softmax") == "softmax":
-            self.collapse = CollapseWatch(
-                min(s.trainer.micro_batch or s.batch_size, s.batch_size) * s.dctx.world_size
-                if s.trainer.micro_batch else s.batch_size,
-                after_step=max(1, round(s.cfg.warmup_frac * max(1, self.total_steps))), lr=s.cfg.lr)
+            self.collapse = CollapseWatch(  # micro-batches keep the whole batch's columns (Trainer, GradCache)
+                s.batch_size, after_step=max(1, round(s.cfg.warmup_frac * max(1, self.total_steps))), lr=s.cfg.lr)
         self.flag = SignalFlag()
 
     # ------------------------------------------------------------------ the run, top-down
@@ -170,8 +170,10 @@ class TrainingRun:
         if s.use_cache:  # the frozen layers run once per image and caption, not once per epoch
             self.fcache = _fill_feature_cache(trainer, cfg, s.pairs, s.data_dir, len(s.cache.ids), s.run.path,
                                               s.precision, self.progress, self.message)
-            trainer.enable_compile(cfg.compile)
+            trainer.enable_compile(compile_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type))
         self.step = trainer.step_count
+        if trainer.compiled and trainer.trains and (not self.planned or self.step < self.total_steps):
+            self._compile_up_front()
         if s.resume_state is None and s.val_data is not None and cfg.val_evals != 0 and trainer.trains:
             self._validate(0)
 
@@ -190,6 +192,18 @@ class TrainingRun:
             loader = make_loader(s.dataset, self.step, workers=loader_workers(cfg, device),
                                  pin_memory=device.type == "cuda")
             self.it = iter(loader)
+
+    def _compile_up_front(self) -> None:
+        """Compile before the first step and the step-0 check (Trainer.warm_compile), so the budget's step-time
+        measurement sees steady steps; the time is simply spent, and said once."""
+        s = self.setup
+        batch = s.dataset[self.step]  # the first step's own batch, as the loader will give it
+        if self.fcache is not None:
+            batch = self.fcache.inputs(batch, s.device)
+        eval_batch = s.cfg.eval_batch_size if s.val_data is not None and s.cfg.val_evals != 0 else 0
+        seconds = s.trainer.warm_compile(batch, s.dataset.other_widths(batch), eval_batch=eval_batch)
+        self.acc["compile_s"] = float(self.acc.get("compile_s", 0.0)) + seconds
+        self.message(f"compiling the layers: {seconds:.0f} s, paid once per run (--no-compile trains without)")
 
     def _loop(self) -> None:
         """Steps until the plan, a limit, a budget stop, early stopping or a signal ends training."""
@@ -621,6 +635,7 @@ class TrainingRun:
             "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
             "best": dict(s.keeper.record(), protocol=primary_protocol(s.val_data.captions) if s.val_data else None),
             "stop_reason": self.stop_reason,
+            "layers": describe_compile(s.trainer.compiled), "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
         }
         s.run.write_timing(timing)
         return timing

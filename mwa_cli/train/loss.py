@@ -72,3 +72,10 @@ def model_loss(model, image_emb: torch.Tensor, text_emb: torch.Tensor,
     if getattr(model, "loss_kind", "softmax") == "sigmoid":
         return sigmoid_loss(image_emb, text_emb, model.logit_scale, model.logit_bias, groups)
     return contrastive_loss(image_emb, text_emb, model.logit_scale, groups)
+
+
+def loss_parameters(model) -> list[torch.Tensor]:
+    """The parameters `model_loss` reads itself, outside the encoders: the temperature, and SigLIP's bias."""
+    if getattr(model, "loss_kind", "softmax") == "sigmoid":
+        return [model.logit_scale, model.logit_bias]
+    return [model.logit_scale]

@@ -23,9 +23,11 @@ import torch
 
 from mwa_cli.data.cache import ProgressCallback, default_workers
 from mwa_cli.errors import ConfigError, DataError
+from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner, end_of_run
+from mwa_cli.train.compile_policy import compile_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
@@ -187,8 +189,9 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     use_cache = cfg.feature_cache != "off" and applied.trainable_params() > 0
     trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
-                      micro_batch=cfg.micro_batch, compile=cfg.compile and not use_cache, on_message=message,
-                      distributed=dctx.enabled)  # with a feature cache: compiled after the (eager) fill
+                      micro_batch=cfg.micro_batch, on_message=message, distributed=dctx.enabled,
+                      compile=False if use_cache else compile_setting(cfg.compile, cfg.compile_mode, cfg.method,
+                                                                      device.type))  # cache: compiled after its fill
     trainer.schedule.kind = cfg.schedule_kind
     batch_size = _resolve_batch_size(cfg, trainer, device, dctx, n_pairs, text_len, message, auto_fields)
     if use_cache:
@@ -202,7 +205,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
         trainer.use_feature_cache(applied.lowest_trainable_layer)
     dataset = TrainBatches(pairs, data_dir, image_size, len(cache.ids), max(1, batch_size), cfg.seed,
                            crop_scale_min=cfg.crop_scale_min, rank=dctx.rank, world_size=dctx.world_size,
-                           augment=not use_cache, load_images=not use_cache)
+                           augment=not use_cache, load_images=not use_cache, trim_text=padding_is_free(model))
     spe = dataset.steps_per_epoch
 
     # ------------------------------------------------------------------ run dir + config.json

@@ -1,10 +1,12 @@
 """The trainer: one optimizer step of contrastive training, and how to build one.
 
 * `Trainer`: one optimizer step (`Trainer.step(batch)`), with mixed precision, gradient accumulation
-  (micro-batches), CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix under no_grad. The hot path does no host
-  sync: the loss stays on the device; the training loop reads it only at logging intervals.
+  (micro-batches) that keeps every negative of the batch, CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix
+  under no_grad. The hot path does no host sync: the loss stays on the device; the training loop reads it only at
+  logging intervals.
 * `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (benchmarks).
-* `find_max_batch(...)`: `--batch-size auto` on CUDA, the largest micro-batch that fits.
+* `find_max_batch(...)`: `--batch-size auto` on CUDA, the largest micro-batch whose step fits (`largest_fitting`
+  over `probe_fits`; bench/max_batch_24g.py under a memory cap).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from mwa_cli.errors import EXIT_OOM, MwaError
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train.data import augment_batch
-from mwa_cli.train.loss import model_loss
+from mwa_cli.train.loss import loss_parameters, model_loss
 from mwa_cli.train.optim import build_optimizer, make_capturable
 from mwa_cli.train.schedule import WarmupCosine
 
@@ -35,15 +37,23 @@ class Trainer:
 
     A batch is a dict: `images` uint8 [B,S,S,3] (+ `boxes` [B,4], `flip` [B] for augmentation) or `pixels`
     float [B,3,H,W] already normalised; `input_ids`, `padding_mask` [B,L]; optional `group` [B] positive-group ids
-    (pairs with equal ids are positives of each other: train/positives.py). `micro_batch` < B accumulates
-    gradients over B/micro_batch chunks (each chunk's contrastive loss uses its own in-chunk negatives).
+    (pairs with equal ids are positives of each other: train/positives.py).
+
+    `micro_batch` < B splits the batch into chunks and still trains the whole batch's loss, as GradCache does:
+    the embeddings are computed chunk by chunk without autograd, the loss over all of them (every pair a negative
+    of every other, the positive groups, the learnable temperature, other ranks' embeddings under DDP) gives the
+    gradients of the embeddings, then each chunk runs again with autograd, its random draws (dropout, drop path)
+    replayed, and back-propagates its share. Loss and gradients equal the unsplit batch's; the price is a second
+    forward of each chunk. An unsplit batch takes one pass. `oom_back_off` (None: CUDA in a single process) halves
+    the micro-batch when a step runs out of memory. `cuda_graph` replays each unsplit step as one CUDA graph
+    (train/step_graph.py); a batch split into micro-batches runs eagerly.
     """
 
     def __init__(self, model, applied, *, device: torch.device | str = "cpu", precision: str = "fp32",
                  lr: float = 2e-4, min_lr: float = 1e-6, warmup_frac: float = 0.1, weight_decay: float = 0.05,
                  layer_decay: float = 0.65, micro_batch: int | None = None, compile: bool | str = False,
                  on_message: Callable[[str], None] | None = None, distributed: bool = False,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, oom_back_off: bool | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.model.train()
@@ -52,6 +62,7 @@ class Trainer:
         self.dtype = amp_dtype(precision)
         self.image_size = int(model.config.img_size)
         self.micro_batch = micro_batch
+        self.oom_back_off = oom_back_off
         self.on_message = on_message or (lambda _msg: None)
         groups = applied.param_groups(lr, weight_decay, layer_decay)
         model.set_frozen_prefix(int(applied.lowest_trainable_layer))
@@ -65,6 +76,7 @@ class Trainer:
         self._encode_image = model.encode_image
         self._encode_text = model.encode_text
         self._cuda_graphs = False
+        self.compiled: bool | str = False
         self.enable_compile(compile)
         self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
         self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/dist/)
@@ -87,6 +99,7 @@ class Trainer:
         BEiT-3 compiles per layer (one compiled layer for every depth); other backbones their encode functions."""
         if not compile:
             return
+        self.compiled = compile
         self._cuda_graphs = compile == "reduce-overhead"
         modes = {"mode": compile} if isinstance(compile, str) else {}
         if hasattr(self.model, "compile_layers"):
@@ -122,22 +135,54 @@ class Trainer:
 
     def _forward_backward(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
                           groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Gradients of the whole batch's loss (accumulated into `.grad`); returns the loss, detached."""
         b = px.shape[0]
         m = min(self.micro_batch or b, b)
-        total = torch.zeros((), device=self.device)
-        for i in range(0, b, m):
-            j = min(i + m, b)
-            with self._autocast(), self._ddp_sync(last=j >= b):
-                img, txt = self._encode_pair(px[i:j], ids[i:j], mask[i:j])
-            g = groups[i:j] if groups is not None else None  # positives within the micro-batch, like negatives
-            loss = self._pair_loss(img, txt, g)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
-            part = loss * ((j - i) / b)
-            if self.scaler is not None:
-                self.scaler.scale(part).backward()
-            else:
-                part.backward()
-            total = total + part.detach()
-        return total
+        if m >= b:
+            return self._one_pass(px, ids, mask, groups)
+        return self._chunked_passes(px, ids, mask, groups, [slice(i, min(i + m, b)) for i in range(0, b, m)])
+
+    def _one_pass(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                  groups: torch.Tensor | None) -> torch.Tensor:
+        with self._autocast():
+            img, txt = self._encode_pair(px, ids, mask)
+        loss = self._pair_loss(img, txt, groups)  # softmax (BEiT-3, CLIP) or sigmoid (SigLIP); global negatives in DDP
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss.detach()
+
+    def _chunked_passes(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor | None,
+                        chunks: list[slice]) -> torch.Tensor:
+        """GradCache: embeddings without a graph, the whole batch's loss on them, then each chunk again with
+        autograd, back-propagating its rows of the embedding gradients (see the class docstring)."""
+        draws, images, texts = [], [], []
+        with torch.no_grad():
+            for c in chunks:
+                draws.append(RandomDraws(self.device))
+                self._new_graph_step()
+                with self._autocast():
+                    img, txt = self._encode_pair(px[c], ids[c], mask[c], ddp=False)
+                images.append(img)
+                texts.append(txt)
+        img = torch.cat(images).requires_grad_()
+        txt = torch.cat(texts).requires_grad_()
+        loss = self._pair_loss(img, txt, groups)
+        heads = [p for p in loss_parameters(self.model) if p.requires_grad]  # the temperature (and SigLIP's bias)
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        g_img, g_txt, *g_heads = torch.autograd.grad(scaled, [img, txt, *heads])
+        for k, c in enumerate(chunks):
+            last = k == len(chunks) - 1
+            self._new_graph_step()
+            with draws[k].replay(), self._autocast(), self._ddp_sync(last=last):
+                img_c, txt_c = self._encode_pair(px[c], ids[c], mask[c])
+            # the loss's own parameters join the last backward: under DDP it is the one that averages gradients
+            roots, grads = [img_c, txt_c, *(heads if last else [])], [g_img[c], g_txt[c], *(g_heads if last else [])]
+            torch.autograd.backward(roots, grads)
+        return loss.detach()
+
+    def _new_graph_step(self) -> None:
+        """CUDA graphs: each chunk's forward is a new iteration (its outputs may overwrite the last chunk's)."""
+        if self._cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def _ddp_sync(self, last: bool):
         """DDP averages gradients once per optimizer step: no_sync on every micro-batch but the last."""
@@ -145,9 +190,10 @@ class Trainer:
             return contextlib.nullcontext()
         return self._ddp.no_sync()
 
-    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    def _encode_pair(self, px: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, *, ddp: bool = True):
+        """(image, text) embeddings; `ddp=False`: past the DDP wrapper (forwards without autograd)."""
         if self._ddp is not None:
-            return self._ddp(px, ids, mask)
+            return self._ddp(px, ids, mask) if ddp else self._ddp.module(px, ids, mask)
         if self.feature_start:  # px and ids are the cached hidden states of images and captions
             return (self.model.encode_image_hidden(px, self.feature_start),
                     self.model.encode_text_hidden(ids, mask, self.feature_start))
@@ -166,17 +212,27 @@ class Trainer:
             raise MwaError("this method has no trainable parameters: nothing to train")
         if self._cuda_graphs:  # a new iteration: CUDA-graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        px = self.pixels(batch)
-        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
-        mask = batch["padding_mask"].to(self.device, non_blocking=True)
-        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        px, ids, mask, groups = self._inputs(batch)
         lr = self.schedule.apply(self.optimizer, self.step_count)
-        loss = self._graph_step(px, ids, mask, groups) if self._graphs is not None and self._graphs.active else None
+        loss = self._graph_step(px, ids, mask, groups) if self._graph_applies(px.shape[0]) else None
         if loss is None:
             loss = self._eager_step(px, ids, mask, groups)
         self.step_count += 1
         self.last_lr = lr
         return loss
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(pixels or image states, ids or text states, padding mask, positive groups) on the device."""
+        px = self.pixels(batch)
+        ids = batch["text_hidden" if "text_hidden" in batch else "input_ids"].to(self.device, non_blocking=True)
+        mask = batch["padding_mask"].to(self.device, non_blocking=True)
+        groups = batch["group"].to(self.device, non_blocking=True) if "group" in batch else None
+        return px, ids, mask, groups
+
+    def _graph_applies(self, batch: int) -> bool:
+        """A step graph captures an unsplit batch only: GradCache's chunks replay host-side generator states and
+        run eagerly."""
+        return self._graphs is not None and self._graphs.active and min(self.micro_batch or batch, batch) >= batch
 
     def _graph_step(self, px, ids, mask, groups) -> torch.Tensor | None:
         """The step through StepGraphs; None when it ran out of memory (graphs off, the eager back-off retries)."""
@@ -201,17 +257,7 @@ class Trainer:
 
     def _eager_step(self, px, ids, mask, groups) -> torch.Tensor:
         """Forward and backward with the out-of-memory back-off, then the optimizer update."""
-        while True:
-            oom = False
-            try:
-                loss = self._forward_backward(px, ids, mask, groups)
-            except OOM_ERRORS:
-                if not self._can_back_off():
-                    raise
-                oom = True
-            if not oom:
-                break
-            self._halve_micro_batch(px.shape[0])
+        loss = self._gradients(px, ids, mask, groups)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -220,9 +266,46 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
+    def _gradients(self, px, ids, mask, groups) -> torch.Tensor:
+        """The batch's gradients (the micro-batch halved on out-of-memory, see `_can_back_off`); returns the loss."""
+        while True:
+            oom = False
+            try:
+                return self._forward_backward(px, ids, mask, groups)
+            except OOM_ERRORS:
+                if not self._can_back_off():
+                    raise
+                oom = True
+            if oom:  # outside the except block: its traceback holds the failed attempt's tensors
+                self._halve_micro_batch(px.shape[0])
+
+    def warm_compile(self, batch: dict, widths: list[int] = (), eval_batch: int = 0) -> float:
+        """Compile before training, so no training step pays for it: forward and backward of `batch` at its text
+        width and at each of `widths` (a second width makes the text length dynamic), then `eval_batch` random pairs
+        encoded in evaluation mode. Weights, optimizer and random state are left as they were, gradients cleared.
+        Returns the seconds it took."""
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for width in [None, *widths]:
+                self._gradients(*self._inputs(batch if width is None else at_text_width(batch, width)))
+                self.optimizer.zero_grad(set_to_none=True)
+            if eval_batch:
+                probe = self.random_batch(eval_batch, augment=False, seed=2)
+                self.model.eval()
+                try:
+                    with torch.inference_mode(), self._autocast():
+                        self.model.encode_image(self.pixels(probe))
+                        self.model.encode_text(probe["input_ids"].to(self.device), probe["padding_mask"].to(self.device))
+                finally:
+                    self.model.train()
+        self.synchronize()
+        return time.perf_counter() - t0
+
     def _can_back_off(self) -> bool:
-        """Out-of-memory back-off is for CUDA (a CPU out-of-memory is a real error), single-process only: under DDP
+        """`oom_back_off`, by default CUDA (a CPU out-of-memory is a real error) in a single process: under DDP
         one rank cannot change its micro-batch alone (the collectives would no longer match)."""
+        if self.oom_back_off is not None:
+            return self.oom_back_off
         return self.device.type == "cuda" and self._ddp is None
 
     def _halve_micro_batch(self, batch: int) -> None:
@@ -306,6 +389,36 @@ class Trainer:
         self.micro_batch = state.get("micro_batch")
 
 
+def at_text_width(batch: dict, width: int) -> dict:
+    """`batch` with its captions cut or padded to `width` tokens (padding: id 1 or zero states, masked)."""
+    key = "text_hidden" if "text_hidden" in batch else "input_ids"
+    extra = width - batch["padding_mask"].shape[1]
+    text, mask = batch[key], batch["padding_mask"]
+    if extra <= 0:
+        return {**batch, key: text[:, :width], "padding_mask": mask[:, :width]}
+    pad = (0, 0, 0, extra) if text.ndim == 3 else (0, extra)
+    return {**batch, key: torch.nn.functional.pad(text, pad, value=0 if text.ndim == 3 else 1),
+            "padding_mask": torch.nn.functional.pad(mask, (0, extra), value=1)}
+
+
+class RandomDraws:
+    """The CPU and CUDA generator states before a chunk's first forward: `replay()` makes its second forward draw
+    the same dropout and drop-path masks, and leaves the generators where they were (as GradCache's RandContext)."""
+
+    def __init__(self, device: torch.device):
+        self.devices = [device] if device.type == "cuda" else []
+        self.cpu = torch.get_rng_state()
+        self.cuda = [torch.cuda.get_rng_state(d) for d in self.devices]  # host-side state: no device sync
+
+    @contextlib.contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=self.devices):
+            torch.set_rng_state(self.cpu)
+            for d, state in zip(self.devices, self.cuda):
+                torch.cuda.set_rng_state(state, d)
+            yield
+
+
 def build_trainer(backbone: str | dict = "beit3-base", method: str = "mwa", *, method_options: dict | None = None,
                   weights: str | None = None, device: str = "auto", precision: str = "auto",
                   micro_batch: int | None = None, lr: float = 2e-4, layer_decay: float = 0.65,
@@ -350,33 +463,76 @@ def cuda_setup(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None]) -> int:
-    """CUDA: the largest power-of-two micro-batch ≤ cap whose forward+backward fits (weights untouched)."""
-    ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
-    best = 0
-    b = 8 if cap >= 8 else cap
-    while b <= cap:
-        batch = trainer.random_batch(b, text_len=text_len, seed=1)
-        ok = True
-        try:
-            px = trainer.pixels(batch)
-            ids = batch["input_ids"].to(trainer.device)
-            mask = batch["padding_mask"].to(trainer.device)
-            trainer._forward_backward(px, ids, mask)
-            torch.cuda.synchronize(trainer.device)
-        except OOM_ERRORS:
-            ok = False
-        trainer.optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        if not ok:
+def largest_fitting(fits: Callable[[int], bool], cap: int, *, start: int = 8, resolution: int | None = None) -> int:
+    """The largest batch ≤ `cap` for which `fits(b)` holds, 0 when `start` (or `cap`, if smaller) does not: doubling
+    from `start`, then, with `resolution`, bisection in multiples of it between the last fit and the first
+    failure (without: the largest power-of-two multiple of `start`). Assumes what fits at b fits below it."""
+    b = min(start, cap)
+    best, failed = 0, None
+    while True:
+        if not fits(b):
+            failed = b
             break
         best = b
-        if b == cap:
+        if b >= cap:
             break
-        b = min(cap, b * 2)
-    trainer._ddp = ddp
+        b = min(cap, 2 * b)
+    if not resolution or best == 0 or failed is None:
+        return best
+    lo, hi = best, failed  # lo fits, hi does not
+    while hi - lo > resolution:
+        mid = lo + (hi - lo) // 2 // resolution * resolution
+        if mid <= lo:
+            break
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def probe_fits(trainer: Trainer, batch: int, text_len: int,
+               inputs: Callable[[int], tuple[torch.Tensor, ...]] | None = None) -> bool:
+    """Does one training step of `batch` random pairs fit in the device's memory? Forward and backward while
+    stand-ins of the optimizer's moments are held (AdamW allocates them at its first step); the weights and the
+    optimizer are untouched, the gradients cleared. `inputs(batch)` -> (pixels or image states, ids or text
+    states, padding mask) on the device; default: random images and captions of `text_len` tokens."""
+    ok = True
+    standin = optimizer_standin(trainer)
+    try:
+        if inputs is None:
+            data = trainer.random_batch(batch, text_len=text_len, seed=1)
+            px, ids, mask = (trainer.pixels(data), data["input_ids"].to(trainer.device),
+                             data["padding_mask"].to(trainer.device))
+        else:
+            px, ids, mask = inputs(batch)
+        trainer._forward_backward(px, ids, mask)
+        del px, ids, mask
+        trainer.synchronize()
+    except OOM_ERRORS:
+        ok = False
+    del standin
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if trainer.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ok
+
+
+def optimizer_standin(trainer: Trainer) -> list[torch.Tensor]:
+    """Two tensors per trainable parameter without optimizer state: the memory AdamW's moments will take."""
+    state = trainer.optimizer.state
+    return [torch.empty_like(p) for group in trainer.optimizer.param_groups for p in group["params"]
+            if p.requires_grad and p not in state for _ in range(2)]
+
+
+def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None],
+                   resolution: int | None = None) -> int:
+    """`--batch-size auto`: the largest micro-batch ≤ cap whose training step fits (`probe_fits`; powers of two
+    from 8, or multiples of `resolution` past the last one that fits); the weights untouched."""
+    ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
+    try:
+        best = largest_fitting(lambda b: probe_fits(trainer, b, text_len), cap, resolution=resolution)
+    finally:
+        trainer._ddp = ddp
     if best == 0:
-        raise MwaError("CUDA out of memory even with a batch of 8", hint="use a smaller backbone or --precision bf16",
-                       exit_code=EXIT_OOM)
+        raise MwaError(f"CUDA out of memory even with a batch of {min(8, cap)}",
+                       hint="use a smaller backbone or --precision bf16", exit_code=EXIT_OOM)
     message(f"--batch-size auto: the largest micro-batch that fits is {best}; using batch size {best}")
     return best

@@ -1,8 +1,8 @@
 """Distributed training on the CPU: 2 processes, gloo backend, the tiny backbone.
 
 * gradient equality: one global batch through the 2-rank DDP path (rank-strided shards, embeddings gathered with
-  gradients, global negatives) gives the single-process gradients (fp32 tolerance), for mwa / lora / full-ft and
-  with micro-batches; two optimizer steps give the same weights.
+  gradients, global negatives) gives the single-process gradients (fp32 tolerance), for mwa / lora / full-ft, also
+  with micro-batches (against the unsplit single-process batch); two optimizer steps give the same weights.
 * `mwa train --devices 2 --device cpu` end to end: the normal run directory, written once by rank 0; the final
   weights equal a single-process run's on the same global batches; `mwa eval` of the run gives eval.json's numbers.
 * Ctrl-C to the launcher: one checkpoint, exit 130 on all ranks; the run resumes on ONE device and finishes.
@@ -47,7 +47,8 @@ def test_gradients_match_single_process(tmp_path):
             r = res[f"{method}-{micro}"]
             t = build_trainer("beit3-tiny-test", method,
                               method_options=None if method == "full-ft" else {"dropout": 0.0}, device="cpu",
-                              precision="fp32", drop_path=0.0, seed=0, total_steps=10, micro_batch=micro)
+                              precision="fp32", drop_path=0.0, seed=0, total_steps=10)  # micro-batches or not:
+            # the 2 ranks' micro-batches train the loss of the single process's unsplit batch (GradCache)
             b = t.random_batch(BATCH, seed=1)
             loss = t._forward_backward(t.pixels(b), b["input_ids"], b["padding_mask"])
             assert abs(float(loss) - r["loss"]) < 1e-5, (method, micro)

@@ -3,8 +3,9 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/dist_grad_worker.py OUT.pt
 
 For each case (method, micro-batch): the rank's strided share of one global batch → forward/backward through the
-Trainer's DDP path (gathered embeddings, global negatives) → rank 0 saves the averaged gradients and the global
-loss; then two optimizer steps → rank 0 saves the trainable parameters. The test compares with one process.
+Trainer's DDP path (gathered embeddings, global negatives; micro-batches keep the whole batch's loss) → rank 0
+saves the averaged gradients and the global loss; then two optimizer steps → rank 0 saves the trainable
+parameters. The test compares with one process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mwa_cli.train.dist.context import init_from_env, teardown
 from mwa_cli.train.dist.sharding import shard_batch
 from mwa_cli.train.trainer import build_trainer
 
-CASES = [("mwa", None), ("mwa", 4), ("full-ft", None), ("lora", None)]
+CASES = [("mwa", None), ("mwa", 4), ("full-ft", None), ("full-ft", 4), ("lora", None)]
 BATCH = 8
 
 

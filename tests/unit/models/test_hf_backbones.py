@@ -120,6 +120,33 @@ def test_backbone_interface_and_normalisation(hf_dirs):
     assert sig.loss_kind == "sigmoid" and sig.logit_bias is not None and not sig._renormalise
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_bucketed_captions_give_clip_the_fixed_length_embeddings_and_siglip_keeps_its_length(hf_dirs, kind):
+    """CLIP masks its padding: the evaluation cuts each batch to its bucket length (8 of 16 here) and the
+    embeddings are the fixed-length ones; SigLIP reads its last position, so its captions keep their length."""
+    from mwa_cli.eval.embed import embed_texts
+    from mwa_cli.models.text_pad import padding_is_free
+
+    model, _, info = build_hf(hf_dirs[kind], "mwa")
+    model.eval()
+    tok = load_tokenizer(info.tokenizer_path, model.config.text_len)
+    ids, mask = tok.encode_batch(["a red scratch", "blue dent mark 7", "a white crack"])  # 5-6 tokens
+    widths = []
+    encode = model.encode_text
+
+    def spy(i, m):
+        widths.append(i.shape[1])
+        return encode(i, m)
+
+    model.encode_text = spy
+    with torch.no_grad():
+        fixed = encode(ids, mask)
+    got = embed_texts(model, ids, mask, device=torch.device("cpu"))
+    assert padding_is_free(model) == (kind == "clip")
+    assert widths == ([8] if kind == "clip" else [16])
+    torch.testing.assert_close(got, fixed, atol=1e-6, rtol=1e-5)
+
+
 def test_layer_pairing():
     assert pair_layers(12, 12) == [(i, i) for i in range(12)]
     assert pair_layers(12, 6) == [(2 * j + 1, j) for j in range(6)]  # aligned at the top

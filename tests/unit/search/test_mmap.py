@@ -67,8 +67,16 @@ def test_blockwise_search_of_the_map_equals_a_matrix_in_ram(built, monkeypatch):
     ref_similar = similar(in_ram, mapped.row_ids[3], top=10)["images"]
     monkeypatch.setattr(query, "BLOCK_BYTES", 5 * row_bytes)  # 5 rows a block: the file spans 5 blocks
     for text, ref in zip(texts, reference):
-        assert search(mapped, sm, text=text, top=24)["images"] == ref  # same ids, same scores, same order
-    assert similar(mapped, mapped.row_ids[3], top=10)["images"] == ref_similar
+        _assert_same_hits(search(mapped, sm, text=text, top=24)["images"], ref)
+    _assert_same_hits(similar(mapped, mapped.row_ids[3], top=10)["images"], ref_similar)
+
+
+def _assert_same_hits(got: list[dict], want: list[dict]) -> None:
+    """Same ids in the same order, the same scores up to the last bit of a float32 product (a block of 5 rows
+    and the whole matrix are multiplied by different kernels; the 6-decimal rounding can then differ by 1e-6)."""
+    assert [{k: v for k, v in h.items() if k != "score"} for h in got] == \
+        [{k: v for k, v in h.items() if k != "score"} for h in want]
+    assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1.5e-6)
 
 
 def test_a_reader_keeps_its_generation_while_mwa_index_renames_a_new_one(built, tmp_path):

@@ -60,8 +60,9 @@ def test_regional_compile_traces_each_layer_once_per_variant_without_graph_break
         loss = trainer.step(batch)
     assert torch.isfinite(loss)
     assert not counters["graph_break"], dict(counters["graph_break"])
-    # image/text x with/without autograd (frozen prefix) x with/without adapter: at most 8, never one per layer
-    assert 0 < counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])
+    # image/text x with/without autograd (frozen prefix) x with/without adapter: at most 8, never one per layer;
+    # + the last layer for [CLS] only, image and text
+    assert 0 < counters["stats"]["unique_graphs"] <= 10, dict(counters["stats"])
     torch._dynamo.reset()
 
 
