@@ -232,8 +232,9 @@ def register(app: typer.Typer) -> None:
                                                  "per run (tens of seconds on a GPU, counted in the budget). "
                                                  "\\[default: on with CUDA, off on the CPU]"),
         compile_mode: Optional[CompileMode] = typer.Option(
-            None, "--compile-mode", help="auto | default | reduce-overhead (CUDA graphs of each layer too). auto: per "
-                                         "method, the mode measured fastest on the GPU (docs/benchmarks.md). "
+            None, "--compile-mode", help="auto | default | reduce-overhead (CUDA graphs of each layer too) | graph (the "
+                                         "whole training step as one CUDA graph). auto: per method, the mode "
+                                         "measured fastest on the GPU (docs/benchmarks.md). "
                                          f"{_default('compile_mode')}"),
         devices: Optional[str] = typer.Option(None, "--devices",
                                               help="Train on several GPUs of this machine: a count (2), GPU ids "

@@ -16,7 +16,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -305,8 +305,3 @@ def _build_cache(data_dir: Path, size: int, wanted: list[tuple[str, str]], *, pr
         if staging.exists():
             staging.unlink()
     return cache
-
-
-def build_from_rows(data_dir: Path, size: int, ids: Iterable[str], sources: dict[str, tuple[np.ndarray, int]]) -> ImageCache:
-    """Write the cache for `ids` where sources[id] = (array, row)."""
-    return write_cache(data_dir, size, list(ids), lambda i: sources[i][0][sources[i][1]])

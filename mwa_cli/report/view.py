@@ -32,10 +32,6 @@ def _kept_cls(kept: Any) -> str:
     return "good" if kept >= 100.0 else ("bad" if kept < 95.0 else "")
 
 
-def hours_label(lang: str, unit: str) -> str:
-    return t(lang, unit)
-
-
 def secondary_protocol(rep: dict[str, Any]) -> str | None:
     """The protocol shown beside the primary one, when some run has numbers under it."""
     other = "instance" if rep.get("primary_protocol") == "label_level" else "label_level"

@@ -478,7 +478,7 @@ class TrainingRun:
         return False
 
     def _stop_allowed(self, step_now: int) -> bool:
-        """Early stopping waits for the warm-up and a quarter of the planned steps: a high learning rate often
+        """Early stopping waits for the warm-up and half of the planned steps: a high learning rate often
         costs recall before it pays (full fine-tuning dips below zero-shot at first)."""
         return step_now >= max(self.setup.trainer.schedule.warmup_steps, MIN_STOP_FRACTION * self.total_steps)
 
@@ -635,7 +635,8 @@ class TrainingRun:
             "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
             "best": dict(s.keeper.record(), protocol=primary_protocol(s.val_data.captions) if s.val_data else None),
             "stop_reason": self.stop_reason,
-            "layers": describe_compile(s.trainer.compiled), "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
+            "layers": describe_compile(s.trainer.compiled, s.trainer.step_graph_record() is not None),
+            "step_graph": s.trainer.step_graph_record(), "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
         }
         s.run.write_timing(timing)
         return timing

@@ -19,10 +19,6 @@ TIMING_KEYS = ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps", "samples"
                "mwa", "trainable_params", "total_params", "estimated")
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 MARKER = MARKERS["run"]  # marks a folder as an mwa run folder (folders of older versions: config.json with mwa_version)
 # left by a killed writer: half-written checkpoints, atomic writes' temporary files, a disk feature cache
 TEMP_PATTERNS = ("checkpoint/.tmp-*", ".*.tmp", "feature_cache_*.npy")

@@ -27,7 +27,7 @@ from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner, end_of_run
-from mwa_cli.train.compile_policy import compile_setting
+from mwa_cli.train.compile_policy import compile_setting, step_graph_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
@@ -191,7 +191,8 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
                       micro_batch=cfg.micro_batch, on_message=message, distributed=dctx.enabled,
                       compile=False if use_cache else compile_setting(cfg.compile, cfg.compile_mode, cfg.method,
-                                                                      device.type))  # cache: compiled after its fill
+                                                                      device.type),  # cache: compiled after its fill
+                      cuda_graph=step_graph_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type))
     trainer.schedule.kind = cfg.schedule_kind
     batch_size = _resolve_batch_size(cfg, trainer, device, dctx, n_pairs, text_len, message, auto_fields)
     if use_cache:

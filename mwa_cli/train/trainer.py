@@ -108,6 +108,14 @@ class Trainer:
             self._encode_image = torch.compile(self.model.encode_image, **modes)
             self._encode_text = torch.compile(self.model.encode_text, **modes)
 
+    def step_graph_record(self) -> dict | None:
+        """The step graphs of this trainer, for timing.json: None when off, else shapes captured, replays and why
+        they were turned off (null while on)."""
+        if self._graphs is None:
+            return None
+        return {"graphs": len(self._graphs.graphs), "replays": self._graphs.replays,
+                "disabled": self._graphs.disabled_reason}
+
     @property
     def trains(self) -> bool:
         return self.optimizer is not None
@@ -201,9 +209,9 @@ class Trainer:
 
     def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
-            from mwa_cli.train.dist.global_loss import global_model_loss
+            from mwa_cli.train.dist.gather import rank_gather
 
-            return global_model_loss(self.model, img, txt, groups)
+            return model_loss(self.model, img, txt, groups, rank_gather())
         return model_loss(self.model, img, txt, groups)
 
     def step(self, batch: dict) -> torch.Tensor:

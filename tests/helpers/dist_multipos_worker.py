@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/helpers/dist_multipos_worker.py OUT.pt
 
-(1) The global contrastive and sigmoid losses with group ids on each rank's strided share of fixed embeddings:
+(1) The contrastive and sigmoid losses with a rank's gather and group ids on each rank's strided share of fixed embeddings:
 rank 0 saves the mean loss over ranks and every row's embedding gradient (averaged over ranks, in global order).
 (2) One Trainer forward/backward through DDP on a batch with a `group` key: rank 0 saves loss and gradients.
 """
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.train.dist.context import init_from_env, teardown
-from mwa_cli.train.dist.global_loss import global_contrastive_loss, global_sigmoid_loss
+from mwa_cli.train.dist.gather import rank_gather
 from mwa_cli.train.dist.sharding import shard_batch
+from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 from mwa_cli.train.trainer import build_trainer
 
 BATCH = 8
@@ -49,9 +50,9 @@ def main(out: str) -> None:
         txt = txt_all[sl].clone().requires_grad_(True)
         scale = torch.tensor(2.0)
         if kind == "softmax":
-            loss = global_contrastive_loss(img, txt, scale, GROUPS[sl])
+            loss = contrastive_loss(img, txt, scale, GROUPS[sl], rank_gather())
         else:
-            loss = global_sigmoid_loss(img, txt, scale, torch.tensor(-1.0), GROUPS[sl])
+            loss = sigmoid_loss(img, txt, scale, torch.tensor(-1.0), GROUPS[sl], rank_gather())
         loss.backward()
         res[kind] = {"loss": float(ctx.mean(loss.detach())),
                      "img_grad": _gather_rows(img.grad / ctx.world_size, ctx),

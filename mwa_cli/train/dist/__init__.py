@@ -12,8 +12,8 @@ One module per job (this file imports none of them, so the torch-free ones stay 
 * `sharding`: the global batch of step s is the same as in a single process (`TrainBatches` is addressed by the
   global step); rank r of W takes rows r, r+W, r+2W, ... (`shard_slice`). With micro-batches of m/W per rank,
   every micro-batch of the W ranks together is exactly the single process's micro-batch of m.
-* `gather` and `global_loss`: each rank gathers all ranks' image and text embeddings *with gradients* and
-  computes the contrastive loss of its own rows against every column of the global batch, labels offset by
+* `gather`: each rank gathers all ranks' image and text embeddings *with gradients* (`rank_gather()`, the
+  `Gather` that train/loss.py's one loss takes) and computes the contrastive loss of its own rows against every column of the global batch, labels offset by
   rank·b (open_clip `local_loss=True, gather_with_grad=True`; BEiT-3). Mean over ranks = the single-process loss,
   and DDP's gradient averaging then gives exactly the single-process gradient.
 * `ddp`: the model's entry points are `encode_image`/`encode_text`, not `forward`, so DDP wraps a small

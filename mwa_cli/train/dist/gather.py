@@ -1,11 +1,12 @@
 """All-gathers across ranks: embeddings with gradients (every rank's embeddings become negatives of every other
-rank's rows) and pair group ids without. Identity in a single process."""
+rank's rows) and pair group ids without, and the `Gather` the loss takes for them. Identity in a single process."""
 
 from __future__ import annotations
 
 import torch
 
 from mwa_cli.train.dist.context import get
+from mwa_cli.train.loss import LOCAL, Gather
 
 
 def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
@@ -41,3 +42,23 @@ def gather_groups(groups: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(groups) for _ in range(get().world_size)]
     torch.distributed.all_gather(parts, groups.contiguous())
     return torch.cat(parts, dim=0)
+
+
+class RankGather(Gather):
+    """The loss's gather under DDP: this rank's rows against all ranks' embeddings and group ids."""
+
+    local = False
+
+    def __init__(self) -> None:
+        self.rank = get().rank
+
+    def embeddings(self, t: torch.Tensor) -> torch.Tensor:
+        return all_gather_with_grad(t)
+
+    def groups(self, g: torch.Tensor) -> torch.Tensor:
+        return gather_groups(g)
+
+
+def rank_gather() -> Gather:
+    """The gather of this process: every rank's embeddings when started by torchrun, else the identity."""
+    return RankGather() if get().enabled else LOCAL

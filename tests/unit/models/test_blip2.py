@@ -361,7 +361,7 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
     res = CliRunner().invoke(app, ["report", "--runs", str(runs), "--compare", "full-ft", "--json"],
                              env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)  # progress lines (the zero-shot evaluation) go to stderr
     assert {r["method"] for r in report["runs"]} == {"mwa", "full-ft"}
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mwa_cli.cli import app
 from mwa_cli.errors import ConfigError
 from mwa_cli.train import compile_policy
-from mwa_cli.train.compile_policy import AUTO_MODES, compile_setting, describe
+from mwa_cli.train.compile_policy import AUTO_MODES, COMPILE_MODES, compile_setting, describe, step_graph_setting
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.trainer import Trainer, at_text_width, build_trainer
 
@@ -22,10 +22,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("method", ["full-ft", "mwa", "nke", "lora", "frozen"])
-def test_by_default_cuda_compiles_every_method_plainly_and_the_cpu_stays_eager(method):
-    assert AUTO_MODES[method] == "default"
-    assert compile_setting(None, "auto", method, "cuda") is True
+def test_by_default_cuda_compiles_every_method_and_the_cpu_stays_eager(method):
+    assert AUTO_MODES[method] in COMPILE_MODES and AUTO_MODES[method] != "auto"
+    assert compile_setting(None, "auto", method, "cuda") in (True, "reduce-overhead")
     assert compile_setting(None, "auto", method, "cpu") is False
+    assert step_graph_setting(None, "auto", method, "cpu") is False
+    assert step_graph_setting(None, "auto", method, "cuda") is (AUTO_MODES[method] == "graph")
 
 
 def test_explicit_choices_win_over_the_defaults():
@@ -45,10 +47,21 @@ def test_the_table_alone_decides_a_methods_auto_mode(monkeypatch):
                                                                        "compiled (reduce-overhead)"]
 
 
+def test_graph_mode_compiles_plainly_and_captures_the_step_on_cuda_only():
+    assert compile_setting(None, "graph", "mwa", "cuda") is True
+    assert step_graph_setting(None, "graph", "mwa", "cuda") is True
+    assert step_graph_setting(False, "graph", "mwa", "cuda") is False  # --no-compile: eager, no graph
+    assert step_graph_setting(True, "graph", "mwa", "cpu") is False  # CUDA graphs need CUDA
+    assert step_graph_setting(None, "reduce-overhead", "mwa", "cuda") is False
+    assert describe(True, step_graph=True) == "compiled + step graph"
+    trainer = build_trainer("beit3-tiny-test", "mwa", device="cpu", precision="fp32", cuda_graph=True)
+    assert trainer.step_graph_record() is None  # asked for on the CPU: no graphs, eager steps
+
+
 def test_an_unknown_mode_is_refused_naming_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="unknown --compile-mode 'fast'") as exc:
         TrainConfig(data_dir="x", compile_mode="fast").validate()
-    assert "auto, default, reduce-overhead" in exc.value.hint
+    assert "auto, default, reduce-overhead, graph" in exc.value.hint
     res = CliRunner().invoke(app, ["train", str(tmp_path), "--compile-mode", "fast"])
     assert res.exit_code == 2 and "'fast' is not one of" in " ".join(res.output.split())
 
@@ -116,7 +129,7 @@ def test_a_compiled_run_compiles_before_training_and_evaluates_between_steps(tra
     notes = [t for t in said if t.startswith("compiling the layers")]
     assert len(notes) == 1 and "paid once per run" in notes[0]
     timing = json.loads((res.run_dir / "timing.json").read_text())
-    assert timing["layers"] == "compiled" and timing["compile_s"] > 0
+    assert timing["layers"] == "compiled" and timing["compile_s"] > 0 and timing["step_graph"] is None
     rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "eval"] == [0, 3, 5, 8]  # step 0, 2 checks between steps, last
     assert res.eval is not None and res.eval["rsum"] >= 0

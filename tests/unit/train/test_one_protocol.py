@@ -85,9 +85,10 @@ def test_a_budget_below_the_default_schedule_is_said_when_the_plan_is_made(train
         return real_step(self, batch)
 
     monkeypatch.setattr(Trainer, "step", slow_step)
-    said = []
+    events = []
     res = train(_cfg(train_data_dir, train_tokenizer, tmp_path, "short", steps=None, budget="6s", val_evals=0),
-                lambda event, data: said.append(data["text"]) if event == "message" else None)
+                lambda event, data: events.append((event, data)))
+    said = [data["text"] for event, data in events if event == "message"]
     assert res.status == "completed", res.message
     plan = json.loads((res.run_dir / "config.json").read_text())["plan"]
     assert plan["default_steps"] == 40  # 10 epochs of 32 pairs at batch 8 (captions do not repeat)
@@ -96,7 +97,9 @@ def test_a_budget_below_the_default_schedule_is_said_when_the_plan_is_made(train
     planned = int(notes[0].split("≈ ")[1].split(" ")[0])
     assert planned < 40 and f"{planned} steps, {100 * planned / 40:.0f} % of the default 40 for this data (10 " \
         "epochs)" in notes[0]
-    assert said.index(notes[0]) < len(said) - 1  # said at plan time, before training went on
+    kinds = [event for event, _ in events]
+    said_at = next(i for i, (event, data) in enumerate(events) if event == "message" and data["text"] == notes[0])
+    assert "step" in kinds[said_at + 1:]  # said at plan time, while training went on, not at its end
 
 
 def test_seeds_train_one_named_run_per_seed(train_data_dir, train_tokenizer, tmp_path):
