@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
-from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console, guarded,
-                                     refuse_extra_args)
+from mwa_cli.commands import train_options as opt
+from mwa_cli.commands.common import (
+    EXTRA_ARGS,
+    TokenizerOption,
+    console,
+    emit_json,
+    err_console,
+    guarded,
+    refuse_extra_args,
+)
 from mwa_cli.errors import EXIT_SIGINT
-from mwa_cli.train.compile_policy import COMPILE_MODES
-from mwa_cli.train.config import (DEFAULT_EPOCHS, DEVICES, EXTEND_VOCAB_MODES, FEATURE_CACHE_MODES, FLIP_MODES, POSITIVE_MODES,
-                                  PRECISIONS, SCHEDULES, TEMPLATED_DEFAULT_EPOCHS,
-                                  TEMPLATED_REFERENCE_BATCH, TrainConfig)
-from mwa_cli.train.metric_sinks import LOG_MODES
 
 if TYPE_CHECKING:
     from mwa_cli.train.launcher import FailureReport
+    from mwa_cli.train.loop import RunResult
 
 HELP = (
     'Train one method on a prepared data directory, within a wall-clock budget, and evaluate it.\n'
@@ -94,28 +98,10 @@ def _parse_options(items: list[str] | None) -> dict | None:
     return out
 
 
-_DEFAULTS = TrainConfig()
 # Parameters of `mwa train` that are not TrainConfig fields: the command acts on them itself.
 COMMAND_ONLY = ("config", "devices", "quiet", "json_out", "seeds")
 # Parameters whose TrainConfig field has another name or form: parameter -> (field, conversion).
 RENAMED = {"option": ("method_options", _parse_options)}
-
-Precision = choices("Precision", PRECISIONS)
-Device = choices("Device", DEVICES)
-Flip = choices("Flip", FLIP_MODES)
-FeatureCache = choices("FeatureCache", FEATURE_CACHE_MODES)
-ExtendVocab = choices("ExtendVocab", EXTEND_VOCAB_MODES)
-Positives = choices("Positives", POSITIVE_MODES)
-Schedule = choices("Schedule", SCHEDULES)
-CompileMode = choices("CompileMode", COMPILE_MODES)
-LogMode = choices("LogMode", LOG_MODES)
-
-
-def _default(field: str) -> str:
-    """The help's '[default: X]', X read from TrainConfig, where the default is declared."""
-    value = getattr(_DEFAULTS, field)
-    text = ("%g" % value).replace("e-0", "e-") if isinstance(value, float) else str(value)
-    return f"\\[default: {text}]"
 
 
 def config_values(params: dict[str, Any]) -> dict[str, Any]:
@@ -135,156 +121,165 @@ def config_values(params: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("train", help=HELP, context_settings=EXTRA_ARGS)
-    @guarded
-    def train_cmd(
-        ctx: typer.Context,
-        data_dir: Optional[Path] = typer.Argument(None, help="Prepared data directory (from `mwa prepare`)."),
-        method: Optional[str] = typer.Option(None, "--method", "-m", help=f"{' | '.join(method_names())}. "
-                                                                          f"{_default('method')}"),
-        backbone: Optional[str] = typer.Option(None, "--backbone", "-b",
-                                               help="beit3-base | beit3-large | beit3-mini | preset | config .json | "
-                                                    "hf:<model id or dir> (CLIP, SigLIP, BLIP-2 retrieval) | "
-                                                    f"blip2-itm-vit-g. {_default('backbone')}"),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Backbone weights: .pth/.safetensors path or URL "
-                                                                   "(blip2-itm-vit-g: the model directory); required "
-                                                                   "for BEiT-3 Base/Large; `none`: random weights on "
-                                                                   "purpose (testing only)."),
-        tokenizer: TokenizerOption = None,
-        budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock budget for the whole run: 2h, 90m, "
-                                             "1h30m, 3600s (\"2 hours\" and 2hours read as 2h; the parsed budget is "
-                                             "printed)."),
-        epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (with --budget: whichever ends first). \\[default without "
-                                               f"--budget or --steps: {DEFAULT_EPOCHS}; {TEMPLATED_DEFAULT_EPOCHS} when "
-                                               "the captions are mostly repeats, as class folders' are, and at "
-                                               f"least the steps of {TEMPLATED_DEFAULT_EPOCHS} epochs at batch "
-                                               f"{TEMPLATED_REFERENCE_BATCH}]"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (with --budget: whichever first)."),
-        batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Effective batch per step (same for every "
-                                                 "method: fair), or 'auto' (largest that fits on the GPU; 32 on CPU)"
-                                                 ". \\[default: 128 on GPU, 32 on CPU]"),
-        micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Micro-batch for gradient accumulation."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate. \\[default: the backbone's recommended rate for the method: docs/decisions.md]"),
-        min_lr: Optional[float] = typer.Option(None, "--min-lr", help=f"Final learning rate. {_default('min_lr')}"),
-        warmup_frac: Optional[float] = typer.Option(None, "--warmup",
-                                                    help=f"Warm-up share of the steps. {_default('warmup_frac')}"),
-        layer_decay: Optional[float] = typer.Option(None, "--layer-decay",
-                                                    help=f"Layer-wise lr decay. {_default('layer_decay')}"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay",
-                                                     help=f"AdamW weight decay. {_default('weight_decay')}"),
-        drop_path: Optional[float] = typer.Option(None, "--drop-path",
-                                                  help=f"Stochastic depth rate. {_default('drop_path')}"),
-        precision: Optional[Precision] = typer.Option(None, "--precision", help="auto | bf16 | fp16 | fp32 (auto: "
-                                                      "bf16 on GPU, fp32 on CPU)."),
-        device: Optional[Device] = typer.Option(None, "--device", help="auto | cuda | cpu."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Data loader workers (auto: 0 on CPU, ≤8 on GPU)."),
-        flip: Optional[Flip] = typer.Option(None, "--flip", help="Horizontal flip: auto (off for captions that say "
-                                            "left/right, 左/右) | on | off."),
-        feature_cache: Optional[FeatureCache] = typer.Option(
-            None, "--feature-cache", help="off | auto | gpu | ram | disk: with adapters in the top layers only "
-                                          "(--option layers=top-K), compute the frozen layers' output once per image "
-                                          "and caption and train from it (faster epochs; turns random crop and flip "
-                                          f"off). {_default('feature_cache')}"),
-        extend_vocab: Optional[ExtendVocab] = typer.Option(
-            None, "--extend-vocab", help="auto | on | off: give characters the tokenizer maps to <unk> (e.g. Japanese "
-                                         "kanji) new token ids, trained with the adapter and saved with it (auto: on "
-                                         "when > 2 % of the training captions' tokens are <unk>). "
-                                         f"{_default('extend_vocab')}"),
-        positives: Optional[Positives] = typer.Option(
-            None, "--positives", help="auto | caption | label | off: which pairs count as positives of each other in "
-                                      "the contrastive loss (caption: identical caption text; label: same label). "
-                                      "auto: caption when captions repeat in the train split (class folders), else "
-                                      f"off. {_default('positives')}"),
-        option: Optional[List[str]] = typer.Option(None, "--option",
-                                                   help="Method option KEY=VALUE (repeatable), e.g. rank=16; a "
-                                                        "key the method does not have is refused with its list."),
-        out: Optional[str] = typer.Option(None, "--out", help=f"Folder of runs. {_default('out')}"),
-        name: Optional[str] = typer.Option(None, "--name", help="Run name \\[default: <method>-<backbone>-<time>]."),
-        resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run (folder or name)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Seed (model init, data order, augmentation)."),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="Train this many runs, seeds --seed, --seed+1, … "
-                                            "(folders <name>-s<seed>): the report groups them, and its interval then "
-                                            "holds the seed-to-seed spread, so it can tell training noise from a "
-                                            "difference."),
-        val_evals: Optional[int] = typer.Option(None, "--val-evals", help="Exactly this many evenly spaced val checks "
-                                                "during training (0: none). \\[default: cost-aware, see --val-share]"),
-        val_share: Optional[float] = typer.Option(None, "--val-share", help="Most of the wall time the cost-aware val "
-                                                  f"checks may take. {_default('val_share')}"),
-        patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many val checks in a row "
-                                               "without a better val RSUM (0: never). \\[default: 4 with --budget, "
-                                               "else 0]"),
-        schedule: Optional[Schedule] = typer.Option(None, "--schedule", help="Learning-rate schedule: auto | wsd "
-                                                    "(warm-up, stable, decay over the last 20 %) | cosine. \\[default: "
-                                                    "auto = wsd with --budget, cosine otherwise]"),
-        log_every: Optional[int] = typer.Option(None, "--log-every",
-                                                help=f"Steps between metric rows. {_default('log_every')}"),
-        log: Optional[LogMode] = typer.Option(None, "--log", help="Also write the curves (loss, learning rate, step "
-                                              "time, memory, val recall) for TensorBoard, in RUN/tensorboard "
-                                              f"(needs mwa-cli\\[log]). {_default('log')}"),
-        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
-                                                       help="Steps between checkpoints (0: every --checkpoint-minutes)."),
-        checkpoint_minutes: Optional[float] = typer.Option(None, "--checkpoint-minutes",
-                                                            help="Minutes between checkpoints (a Ctrl-C or SIGTERM "
-                                                                 f"also writes one). {_default('checkpoint_minutes')}"),
-        compile: Optional[bool] = typer.Option(
-            None, "--compile/--no-compile", help="torch.compile the layers: faster steps after a compilation paid once "
-                                                 "per run (tens of seconds on a GPU, counted in the budget). "
-                                                 "\\[default: on with CUDA, off on the CPU]"),
-        compile_mode: Optional[CompileMode] = typer.Option(
-            None, "--compile-mode", help="auto | default | reduce-overhead (CUDA graphs of each layer too) | graph (the "
-                                         "whole training step as one CUDA graph). auto: per method, the mode "
-                                         "measured fastest on the GPU (docs/benchmarks.md). "
-                                         f"{_default('compile_mode')}"),
-        devices: Optional[str] = typer.Option(None, "--devices",
-                                              help="Train on several GPUs of this machine: a count (2), GPU ids "
-                                                   "(0,1) or all; DDP with one process per device, --batch-size stays "
-                                                   "the global batch. With --device cpu: that many CPU processes "
-                                                   "(gloo). Under an external torchrun, mwa uses its ranks."),
-        config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file with any of these options."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final line (and errors)."),
-        json_out: bool = typer.Option(False, "--json", help="Print the run result as JSON on stdout only."),
-    ) -> None:
-        refuse_extra_args(ctx.args, "--budget", budget, data_dir.name if data_dir else None)
-        cli = config_values(ctx.params)
-        if resume:
-            ignored = sorted(k for k, v in cli.items() if v is not None and k not in ("resume", "out"))
-            if (ignored or config) and not quiet:
-                err_console.print(f"[yellow]note:[/] --resume continues the run with its own config.json; ignored: "
-                                  f"{', '.join(ignored + (['config'] if config else []))}", highlight=False)
-            cli = {"resume": resume, "out": out}
-            config = None
-        plan = [cli] if seeds is None else seed_runs(cli, seeds, config, resume=resume, devices=devices)
-        from mwa_cli.train.dist.env import launched_by_mwa, under_torchrun
-        from mwa_cli.train.dist.handoff import write_result
+@dataclass(frozen=True)
+class TrainRequest:
+    """What one `mwa train` command line asks for, read from its parsed parameters."""
 
-        if devices is not None and not under_torchrun():
-            code = _launch_devices(devices, device, cli, config, resume, out)
-            if code is not None:
-                raise typer.Exit(code)
-        rank_other = under_torchrun() and os.environ.get("RANK", "0") != "0"  # rank 0 alone talks
-        launched = launched_by_mwa()  # workers exit 0; rank 0 leaves the exit code to the launcher
-        results = []
-        for one in plan:
-            result = _train_one(one, config, quiet or json_out or rank_other, rank_other)
-            results.append(result)
-            if rank_other:
-                raise typer.Exit(0 if launched else (result.exit_code if result.status != "completed" else 0))
-            write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
-            if result.status != "completed":
-                break
-            if not json_out:
-                _print_done(result, quiet)
-        if json_out:
-            emit_json(results[0].to_dict() if seeds is None else [r.to_dict() for r in results])
-        result = results[-1]
-        if result.status == "completed":
-            return
-        if result.status == "interrupted":
-            err_console.print(f"[yellow]{result.message}[/]", highlight=False)
-        else:
-            err_console.print(f"[bold red]error:[/] {result.message}", highlight=False)
-        raise typer.Exit(0 if launched else result.exit_code)
+    options: dict[str, Any]  # TrainConfig values given on the command line (None: not given)
+    config_file: Path | None  # --config
+    seeds: int | None
+    devices: str | None
+    device: str | None  # --device, kept apart: with --resume `options` holds only the run to continue
+    quiet: bool
+    json_out: bool
+    ignored: tuple[str, ...] = ()  # options --resume ignores (the run keeps its own config.json)
+
+    @property
+    def resume(self) -> str | None:
+        return self.options.get("resume")
+
+
+def request_from_params(params: dict[str, Any]) -> TrainRequest:
+    """The request of `mwa train`'s parsed parameters (`ctx.params`); with --resume, only the run folder and
+    --out are kept and the other given options are listed in `ignored`."""
+    options, config_file = config_values(params), params["config"]
+    ignored: tuple[str, ...] = ()
+    if options.get("resume"):
+        given = sorted(k for k, v in options.items() if v is not None and k not in ("resume", "out"))
+        ignored = tuple(given + (["config"] if config_file else []))
+        options, config_file = {"resume": options["resume"], "out": options["out"]}, None
+    device = params["device"]
+    return TrainRequest(options=options, config_file=config_file, seeds=params["seeds"], devices=params["devices"],
+                        device=None if device is None else str(device), quiet=params["quiet"],
+                        json_out=params["json_out"], ignored=ignored)
+
+
+def plan_runs(request: TrainRequest) -> list[dict[str, Any]]:
+    """The options of each run the request trains: one, or one per seed with --seeds."""
+    if request.seeds is None:
+        return [request.options]
+    return seed_runs(request.options, request.seeds, request.config_file, resume=request.resume,
+                     devices=request.devices)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=HELP, context_settings=EXTRA_ARGS)(guarded(train_cmd))
+
+
+def train_cmd(
+    ctx: typer.Context,
+    data_dir: opt.DataDir = None,
+    method: opt.Method = None,
+    backbone: opt.Backbone = None,
+    weights: opt.Weights = None,
+    tokenizer: TokenizerOption = None,
+    budget: opt.Budget = None,
+    epochs: opt.Epochs = None,
+    steps: opt.Steps = None,
+    batch_size: opt.BatchSize = None,
+    micro_batch: opt.MicroBatch = None,
+    lr: opt.Lr = None,
+    min_lr: opt.MinLr = None,
+    warmup_frac: opt.Warmup = None,
+    layer_decay: opt.LayerDecay = None,
+    weight_decay: opt.WeightDecay = None,
+    drop_path: opt.DropPath = None,
+    precision: opt.PrecisionOption = None,
+    device: opt.DeviceChoice = None,
+    workers: opt.Workers = None,
+    flip: opt.FlipOption = None,
+    feature_cache: opt.FeatureCacheOption = None,
+    extend_vocab: opt.ExtendVocabOption = None,
+    positives: opt.PositivesOption = None,
+    option: opt.MethodOption = None,
+    out: opt.Out = None,
+    name: opt.Name = None,
+    resume: opt.Resume = None,
+    seed: opt.Seed = None,
+    seeds: opt.Seeds = None,
+    val_evals: opt.ValEvals = None,
+    val_share: opt.ValShare = None,
+    patience: opt.Patience = None,
+    schedule: opt.ScheduleOption = None,
+    log_every: opt.LogEvery = None,
+    log: opt.Log = None,
+    checkpoint_every: opt.CheckpointEvery = None,
+    checkpoint_minutes: opt.CheckpointMinutes = None,
+    compile: opt.Compile = None,
+    compile_mode: opt.CompileModeOption = None,
+    devices: opt.Devices = None,
+    config: opt.ConfigFile = None,
+    quiet: opt.Quiet = False,
+    json_out: opt.JsonOut = False,
+) -> None:
+    """Parse the options, plan the runs, start one process per device or train here, print the outcome."""
+    refuse_extra_args(ctx.args, "--budget", budget, data_dir.name if data_dir else None)
+    request = request_from_params(ctx.params)
+    _note_ignored(request)
+    plan = plan_runs(request)
+    _launch_devices_if_asked(request)
+    role = _process_role()
+    results = _train_plan(plan, request, role)
+    _finish(results, request, role)
+
+
+def _note_ignored(request: TrainRequest) -> None:
+    if request.ignored and not request.quiet:
+        err_console.print(f"[yellow]note:[/] --resume continues the run with its own config.json; ignored: "
+                          f"{', '.join(request.ignored)}", highlight=False)
+
+
+@dataclass(frozen=True)
+class _ProcessRole:
+    """This process's part in a run: under torchrun, rank 0 alone talks; under mwa's own launcher, the launcher
+    gives the command's exit code."""
+
+    rank_other: bool  # a training process other than rank 0
+    launched: bool  # started by `mwa train --devices`
+
+    def exit_code(self, result: RunResult) -> int:
+        return 0 if self.launched or result.status == "completed" else result.exit_code
+
+
+def _process_role() -> _ProcessRole:
+    from mwa_cli.train.dist.env import launched_by_mwa, under_torchrun
+
+    return _ProcessRole(rank_other=under_torchrun() and os.environ.get("RANK", "0") != "0",
+                        launched=launched_by_mwa())
+
+
+def _train_plan(plan: list[dict[str, Any]], request: TrainRequest, role: _ProcessRole) -> list[RunResult]:
+    """Train the planned runs in turn, up to the first that does not complete; a rank other than 0 exits after
+    its run."""
+    from mwa_cli.train.dist.handoff import write_result
+
+    results = []
+    for options in plan:
+        result = _train_one(options, request.config_file, request.quiet or request.json_out or role.rank_other,
+                            role.rank_other)
+        results.append(result)
+        if role.rank_other:
+            raise typer.Exit(role.exit_code(result))
+        write_result({"exit_code": result.exit_code, "status": result.status, "run_dir": str(result.run_dir)})
+        if result.status != "completed":
+            break
+        if not request.json_out:
+            _print_done(result, request.quiet)
+    return results
+
+
+def _finish(results: list[RunResult], request: TrainRequest, role: _ProcessRole) -> None:
+    """--json's output, and the message and exit code of a run that did not complete."""
+    if request.json_out:
+        emit_json(results[0].to_dict() if request.seeds is None else [r.to_dict() for r in results])
+    result = results[-1]
+    if result.status == "completed":
+        return
+    if result.status == "interrupted":
+        err_console.print(f"[yellow]{result.message}[/]", highlight=False)
+    else:
+        err_console.print(f"[bold red]error:[/] {result.message}", highlight=False)
+    raise typer.Exit(0 if role.launched else result.exit_code)
 
 
 def seed_runs(cli: dict, seeds: int, config: Path | None = None, *, resume: str | None = None,
@@ -349,10 +344,13 @@ def _print_done(result, quiet: bool) -> None:
             console.print(f"  {line}", highlight=False)
 
 
-def _launch_devices(devices: str, device: str | None, cli: dict, config, resume: str | None, out: str | None
-                    ) -> int | None:
-    """`--devices N|0,1|all`: re-run this command as N processes (`mwa_cli.train.launcher`) and return the exit
-    code; None when one device was asked for (train in this process)."""
+def _launch_devices_if_asked(request: TrainRequest) -> None:
+    """`--devices N|0,1|all` outside torchrun: re-run this command as N processes (`mwa_cli.train.launcher`) and
+    exit with their exit code; one device asked for: return and train in this process."""
+    from mwa_cli.train.dist.env import under_torchrun
+
+    if request.devices is None or under_torchrun():
+        return
     import sys
     import time
 
@@ -362,18 +360,20 @@ def _launch_devices(devices: str, device: str | None, cli: dict, config, resume:
     from mwa_cli.train.run_dir import RunDir
     from mwa_cli.train.setup import command_line, resolve_run_path
 
-    if resume:  # the device type is the run's own
-        device = RunDir(resolve_run_path(resume, out or "runs")).read_config().get("device", device)
+    device = request.device
+    if request.resume:  # the device type is the run's own
+        device = RunDir(resolve_run_path(request.resume, request.options.get("out") or "runs")
+                        ).read_config().get("device", device)
     else:
-        resolve_config(cli, config)  # option errors once, before starting N processes
-    n, visible = launcher.parse_devices(devices, device)
+        resolve_config(request.options, request.config_file)  # option errors once, before starting N processes
+    n, visible = launcher.parse_devices(request.devices, device)
     if visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
     if n <= 1:
-        return None
+        return
     t0 = time.time() - process_age_s()
-    return launcher.launch(n, launcher.strip_devices(sys.argv[1:]), report=_print_failure, visible=visible,
-                           cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line())
+    raise typer.Exit(launcher.launch(n, launcher.strip_devices(sys.argv[1:]), report=_print_failure, visible=visible,
+                                     cpu=(device or "").lower() == "cpu", t0_wall=t0, command=command_line()))
 
 
 def _print_failure(failure: FailureReport) -> None:
