@@ -141,7 +141,8 @@ def test_json_api_and_security_rules(served):
     assert get(server.base + "/api/search?q=%20")[0] == 400
     assert get(server.base + "/docs")[0] == 404 and get(server.base + "/../etc/passwd")[0] == 404
     # another host name (a web page rebinding its DNS to 127.0.0.1) is not answered
-    assert get(server.base + "/api/status", host="evil.example")[0] == 400
+    code, headers, _ = get(server.base + "/api/status", host="evil.example")
+    assert code == 400 and headers["x-frame-options"] == "DENY"  # the refusal carries the rules too
     # the page escapes captions from the data and shows an error page for a bad id
     code, headers, body = get(server.base + "/?q=dent&top=6")
     html = body.decode()
