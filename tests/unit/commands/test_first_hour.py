@@ -15,19 +15,25 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 from typer.testing import CliRunner
 
 from mwa_cli.cli import COMMAND_MODULES, app
 from mwa_cli.commands.progress import EtaColumn, TrainProgress, eta_seconds, second_interrupt_message
-from mwa_cli.eval.small_split import (MIN_EVAL_IMAGES, fmt_recalls, images_needed, split_warnings, trivial_recalls,
-                                      trivial_sentence)
+from mwa_cli.eval.small_split import (
+    MIN_EVAL_IMAGES,
+    fmt_recalls,
+    images_needed,
+    split_warnings,
+    trivial_recalls,
+    trivial_sentence,
+)
 from mwa_cli.report.api import make_report
 from mwa_cli.report.html import render_html
 from mwa_cli.train.config import TrainConfig, parse_budget
 from mwa_cli.train.loop import train
-
 from tests.helpers.paths import HELPERS, REPO
+from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
+
 runner = CliRunner()
 
 
