@@ -4,13 +4,15 @@ and scripts can use it without the CLI."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from mwa_cli.report import references, roi
-from mwa_cli.report.build import _pick_baseline, _pick_main, build_report, open_data_dir
+from mwa_cli.report.build import build_report, open_data_dir
+from mwa_cli.report.choice import choose, with_estimate
 from mwa_cli.report.collect import collect
 from mwa_cli.report.estimate import MeasureFn, estimate_full_ft_run
 from mwa_cli.report.html import write_html
+from mwa_cli.report.model import Report
 from mwa_cli.runs import is_run_dir
 
 DEFAULT_NAME = "report.html"
@@ -21,9 +23,6 @@ def default_out(run_dirs: list[Path], runs_root: Path | None) -> Path:
     if runs_root is not None:
         return (runs_root if runs_root.is_dir() and not is_run_dir(runs_root)
                 else runs_root.parent) / DEFAULT_NAME
-    parents = {p.resolve().parent for p in run_dirs}
-    if len(parents) == 1:
-        return run_dirs[0].parent / DEFAULT_NAME
     return run_dirs[0].parent / DEFAULT_NAME
 
 
@@ -43,27 +42,25 @@ def make_report(
     target_pct: int = 95,
     zero_shot: bool = True,
     say: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """Collect, build and (unless write=False) write the HTML; returns the report dict (with "html" set).
 
     `zero_shot`: evaluate the untrained backbone when neither a frozen run nor the data dir's cache has it (once
     per data set; False: use only what is there); `say` receives a line before that evaluation."""
     coll = collect(run_dirs, runs_root)
-    estimated = None
+    choice = choose(coll.runs, compare)
+    ref = choice.main or choice.baseline or coll.runs[0]  # the run whose backbone the zero-shot reference is
     notes: list[str] = []
-    baseline, _ = _pick_baseline(coll.runs, compare)
-    if estimate and baseline is None:
-        ref = _pick_main(coll.runs, None)
-        if ref is not None:
-            estimated = estimate_full_ft_run(ref, measure, steps=estimate_steps, data_dir=data_dir)
-    elif estimate:
-        notes.append(f"--estimate ignored: a measured {compare} run ({baseline.name}) exists")
+    if estimate and choice.baseline is not None:
+        notes.append(f"--estimate ignored: a measured {compare} run ({choice.baseline.name}) exists")
+    elif estimate and choice.main is not None:
+        choice = with_estimate(choice, estimate_full_ft_run(choice.main, measure, steps=estimate_steps,
+                                                            data_dir=data_dir))
     data = open_data_dir(coll.runs, data_dir)
-    ref = _pick_main(coll.runs, baseline) or baseline or coll.runs[0]
     zero, why = references.zero_shot(coll.runs, ref, data_dir=data_dir, evaluate=zero_shot, say=say)
-    rep = build_report(coll, compare=compare, assumptions=assumptions, lang=lang, estimated_baseline=estimated,
-                       data_dir=data_dir, estimate_steps=estimate_steps, data=data, target_pct=target_pct,
-                       zero_shot=zero, zero_shot_note=why)
+    rep = build_report(coll, choice=choice, compare=compare, assumptions=assumptions, lang=lang, data_dir=data_dir,
+                       estimate_steps=estimate_steps, data=data, target_pct=target_pct, zero_shot=zero,
+                       zero_shot_note=why)
     rep["notes"].extend(notes)
     if write:
         path = out or default_out(run_dirs, runs_root)

@@ -24,6 +24,7 @@ from rich.text import Text
 from mwa_cli.report import view
 from mwa_cli.report.glossary import glossary
 from mwa_cli.report.i18n import t
+from mwa_cli.report.model import Report
 
 STYLE = {"good": "green", "bad": "red", "": ""}
 
@@ -133,7 +134,7 @@ fit, else (not even one column fits) each row as a block; then its notes."""
     con.print()
 
 
-def _recall_grid(rep: dict[str, Any], lang: str, title: str, protocol: str | None) -> Grid:
+def _recall_grid(rep: Report, lang: str, title: str, protocol: str | None) -> Grid:
     rrows = view.recall_rows(rep, protocol, lang)
     heads = [f"{d}\n{k}" for d in ("I→T", "T→I") for k in ("R@1", "R@5", "R@10")]
     heads += ["RSUM", t(lang, "col_delta_rsum"), t(lang, "col_kept")]
@@ -154,7 +155,7 @@ def _recall_grid(rep: dict[str, Any], lang: str, title: str, protocol: str | Non
     return grid
 
 
-def _ttq_grid(rep: dict[str, Any], lang: str) -> Grid:
+def _ttq_grid(rep: Report, lang: str) -> Grid:
     targets = rep["time_to_quality"]["targets"]
     ref = rep["time_to_quality"]["reference_best_val_rsum"]
     protocol = t(lang, f"protocol_{rep.get('primary_protocol') or 'instance'}")
@@ -168,7 +169,7 @@ def _ttq_grid(rep: dict[str, Any], lang: str) -> Grid:
     return grid
 
 
-def _seed_grid(rep: dict[str, Any], lang: str, srows: list[dict[str, Any]]) -> Grid:
+def _seed_grid(rep: Report, lang: str, srows: list[dict[str, Any]]) -> Grid:
     targets = rep["time_to_quality"]["targets"]
     grid = Grid(t(lang, "sec_seeds"), [t(lang, "col_seeds"), t(lang, "col_test_rsum"), t(lang, "col_best_val"),
                                        *[t(lang, "col_to_pct", pct=p) for p in targets]],
@@ -180,7 +181,7 @@ def _seed_grid(rep: dict[str, Any], lang: str, srows: list[dict[str, Any]]) -> G
     return grid
 
 
-def _cost_grid(rep: dict[str, Any], lang: str) -> Grid:
+def _cost_grid(rep: Report, lang: str) -> Grid:
     keys = ("wall", "hours", "sps", "mem", "trainable", "artefact")
     heads = [t(lang, "col_wall"), t(lang, rep["hours_unit"])] + [
         t(lang, k) for k in ("col_sps", "col_mem", "col_trainable", "col_artefact")]
@@ -188,7 +189,7 @@ def _cost_grid(rep: dict[str, Any], lang: str) -> Grid:
     return Grid(t(lang, "sec_cost"), heads, rows)
 
 
-def _roi_grid(rep: dict[str, Any], lang: str) -> Grid:
+def _roi_grid(rep: Report, lang: str) -> Grid:
     unit = t(lang, rep["hours_unit"])
     keys = ("trainings", "hours_year", "cost_year", "storage", "cost_diff", "storage_diff")
     heads = [t(lang, "col_trainings"), t(lang, "col_hours_year", unit=unit)] + [
@@ -204,7 +205,7 @@ def print_glossary(con: Console, lang: str) -> None:
         con.print(f"  [bold]{escape(term)}[/]: {escape(text)}", highlight=False)
 
 
-def _print_header(con: Console, rep: dict[str, Any], lang: str) -> None:
+def _print_header(con: Console, rep: Report, lang: str) -> None:
     ds = rep["dataset"]
     con.print(f"[bold]{escape(t(lang, 'title'))}[/]  ·  dataset {escape(str(ds['hash'] or '?')[:12])}  ·  "
               f"{escape(str(ds['split']))}: {ds['n_images']} images, {ds['n_captions']} captions", highlight=False)
@@ -228,7 +229,7 @@ def _print_header(con: Console, rep: dict[str, Any], lang: str) -> None:
         con.print(f"{escape(t(lang, 'tune_page'))}: {escape(entry['page'])}", highlight=False, soft_wrap=True)
 
 
-def print_report(rep: dict[str, Any], console: Console | None = None, explain: bool = False) -> None:
+def print_report(rep: Report, console: Console | None = None, explain: bool = False) -> None:
     """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
     con = console or Console()
     lang = rep.get("lang", "en")

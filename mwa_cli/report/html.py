@@ -20,12 +20,13 @@ from mwa_cli.report.build import display_name
 from mwa_cli.report.gallery import DataDir
 from mwa_cli.report.glossary import glossary
 from mwa_cli.report.i18n import STRINGS, t
+from mwa_cli.report.model import Report
 from mwa_cli.templating import get_template
 
 TEMPLATE = "report.html.j2"
 
 
-def charts(rep: dict[str, Any], lang: str) -> dict[str, Any]:
+def charts(rep: Report, lang: str) -> dict[str, Any]:
     """Each chart drawn twice, for wide screens and for phones (the CSS shows one), so its text stays readable."""
     wide, narrow = _charts(rep, lang, svg.WIDE), _charts(rep, lang, svg.NARROW)
     out: dict[str, Any] = {k: Markup(wide[k] + narrow[k]) for k in wide}  # our own SVG, text escaped in svg.py
@@ -33,7 +34,7 @@ def charts(rep: dict[str, Any], lang: str) -> dict[str, Any]:
     return out
 
 
-def _charts(rep: dict[str, Any], lang: str, size: svg.Size) -> dict[str, str]:
+def _charts(rep: Report, lang: str, size: svg.Size) -> dict[str, str]:
     runs = rep["runs"]
     points, vlines = [], []
     for i, r in enumerate(runs):
@@ -74,7 +75,7 @@ def _charts(rep: dict[str, Any], lang: str, size: svg.Size) -> dict[str, str]:
     return {"recall_time": recall_time, "loss": loss, "per_label": per_label, "val_time": val_time}
 
 
-def galleries(rep: dict[str, Any], data: DataDir | None) -> list[dict[str, Any]]:
+def galleries(rep: Report, data: DataDir | None) -> list[dict[str, Any]]:
     out = []
     for i, r in enumerate(rep["runs"]):
         g = r.get("gallery")
@@ -93,7 +94,7 @@ def galleries(rep: dict[str, Any], data: DataDir | None) -> list[dict[str, Any]]
     return out
 
 
-def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
+def render_html(rep: Report, data: DataDir | None = None) -> str:
     lang = rep.get("lang", "en")
     strings = dict(STRINGS["en"])
     strings.update(STRINGS.get(lang, {}))
@@ -124,7 +125,7 @@ def render_html(rep: dict[str, Any], data: DataDir | None = None) -> str:
     return get_template(TEMPLATE).render(**ctx)
 
 
-def write_html(rep: dict[str, Any], path: Path, data: DataDir | None = None) -> Path:
+def write_html(rep: Report, path: Path, data: DataDir | None = None) -> Path:
     html = render_html(rep, data)
     atomic_write_text(path, html)
     return path

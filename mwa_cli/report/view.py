@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from mwa_cli.eval.small_split import MARK, trivial_recalls
-from mwa_cli.report.build import RECALL_KEYS, display_name
+from mwa_cli.report.build import display_name
 from mwa_cli.report.i18n import (fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_int, fmt_money, fmt_num,
                                  fmt_pct, is_num, t)
+from mwa_cli.report.model import Report, RunEntry
+from mwa_cli.report.run_entry import RECALL_KEYS
 from mwa_cli.report.svg import color_for
 
 
@@ -32,7 +34,7 @@ def _kept_cls(kept: Any) -> str:
     return "good" if kept >= 100.0 else ("bad" if kept < 95.0 else "")
 
 
-def secondary_protocol(rep: dict[str, Any]) -> str | None:
+def secondary_protocol(rep: Report) -> str | None:
     """The protocol shown beside the primary one, when some run has numbers under it."""
     other = "instance" if rep.get("primary_protocol") == "label_level" else "label_level"
     has = any((r.get("by_protocol") or {}).get(other, {}).get("recall") for r in rep["runs"])
@@ -55,18 +57,18 @@ def _diff_cls(ci: Any) -> str:
     return "good" if ci[0] > 0 else "bad" if ci[1] < 0 else ""
 
 
-def withheld(rep: dict[str, Any]) -> bool:
+def withheld(rep: Report) -> bool:
     """True when the runs did not learn: no ROI, and no green or red for recall differences."""
     return bool((rep.get("decision") or {}).get("roi_withheld"))
 
 
-def _run_name(r: dict[str, Any], lang: str) -> str:
+def _run_name(r: RunEntry, lang: str) -> str:
     status = (r.get("learning") or {}).get("status")
     tag = {"did_not_learn": "tag_did_not_learn", "collapsed": "tag_collapsed"}.get(status or "")
     return display_name(r) + (f" ({t(lang, tag)})" if tag else "")
 
 
-def recall_rows(rep: dict[str, Any], protocol: str | None = None, lang: str = "en") -> list[dict[str, Any]]:
+def recall_rows(rep: Report, protocol: str | None = None, lang: str = "en") -> list[dict[str, Any]]:
     """Rows of the recall table: the primary protocol (`protocol` None), each recall with its 95 % interval below
     it (or, for runs without per-query ranks, its Δ to the baseline); or the named secondary protocol (points
     and Δ only: the intervals are computed for the primary protocol). Then the chance and zero-shot rows."""
@@ -106,7 +108,7 @@ def recall_rows(rep: dict[str, Any], protocol: str | None = None, lang: str = "e
                                  with_ci=protocol is None)
 
 
-def reference_rows(rep: dict[str, Any], protocol: str, lang: str, with_ci: bool = True) -> list[dict[str, Any]]:
+def reference_rows(rep: Report, protocol: str, lang: str, with_ci: bool = True) -> list[dict[str, Any]]:
     """The chance row (its RSUM with the range of random rankings) and the zero-shot row (unless the frozen run
     is already a row), in the recall table's row shape."""
     refs = rep.get("references") or {}
@@ -131,7 +133,7 @@ def _reference_row(name: str, rec: dict[str, Any], ci: dict[str, Any], method: s
             "kept": _cell("—")}
 
 
-def trivial_note(rep: dict[str, Any], lang: str) -> str:
+def trivial_note(rep: Report, lang: str) -> str:
     """'† R@5 and R@10 are 100 % by construction: only 4 test images.' for the recall table, or ''."""
     ds, trivial = rep["dataset"], trivial_recalls(rep["dataset"])
     notes = []
@@ -156,7 +158,7 @@ def _saving(x: Any, lang: str, digits: int = 0) -> tuple[str, str]:
     return t(lang, key, pct=pct), ("good" if x > 0 else "bad")
 
 
-def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+def cost_rows(rep: Report, lang: str) -> list[dict[str, Any]]:
     rows = []
     plain = withheld(rep)
     for i, r in enumerate(rep["runs"]):
@@ -188,7 +190,7 @@ def cost_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     return rows
 
 
-def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+def ttq_rows(rep: Report, lang: str) -> list[dict[str, Any]]:
     """Best val RSUM and the time to each target share of the baseline's best (step below), per run; "—" for a
     run that trains nothing and for a target the zero-shot backbone already meets."""
     rows = []
@@ -210,7 +212,7 @@ def ttq_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     return rows
 
 
-def ttq_floor_note(rep: dict[str, Any], lang: str) -> str:
+def ttq_floor_note(rep: Report, lang: str) -> str:
     """Why a target is not measured: it is not above the zero-shot backbone's val RSUM; '' when all are."""
     below = sorted({p for r in rep["runs"] for p in (r.get("time_to_quality") or {}).get("below_floor") or []})
     zero = rep["time_to_quality"].get("zero_shot_val_rsum")
@@ -219,7 +221,7 @@ def ttq_floor_note(rep: dict[str, Any], lang: str) -> str:
     return t(lang, "ttq_below_zero_shot", pcts=" / ".join(str(p) for p in below), zero=fmt_num(zero))
 
 
-def seed_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
+def seed_rows(rep: Report, lang: str) -> list[dict[str, Any]]:
     """One row per group of runs that differ only by seed: mean ± sd."""
     def pm(x: Any, duration: bool = False) -> dict[str, Any]:
         if not x:
@@ -237,7 +239,7 @@ def seed_rows(rep: dict[str, Any], lang: str) -> list[dict[str, Any]]:
     return rows
 
 
-def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+def roi_rows(rep: Report) -> list[dict[str, Any]]:
     """The yearly cost rows; none when the runs did not learn (nothing to put a price on)."""
     if withheld(rep):
         return []
@@ -263,7 +265,7 @@ def roi_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def assumption_lines(rep: dict[str, Any], lang: str) -> list[str]:
+def assumption_lines(rep: Report, lang: str) -> list[str]:
     a = rep["assumptions"]
     unit_single = {"gpu_hours": "gpu_hour", "cpu_hours": "cpu_hour"}.get(rep["hours_unit"], "device_hour")
     bb = a.get("backbone_bytes")
@@ -284,7 +286,7 @@ def eval_numerics_text(n: dict[str, Any]) -> str:
     return f"evaluated in {n.get('precision', '?')} on {n.get('device', '?')}, batch {n.get('batch_size', '?')}"
 
 
-def provenance_rows(rep: dict[str, Any]) -> list[dict[str, Any]]:
+def provenance_rows(rep: Report) -> list[dict[str, Any]]:
     rows = []
     for r in rep["runs"]:
         p = r["provenance"]
