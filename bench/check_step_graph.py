@@ -30,10 +30,11 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def batches(trainer, n: int, batch: int) -> list[dict]:
-    """`n` batches; the middle third with a shorter text length (a second graph)."""
+    """`n` batches at the model's text length; the middle third at half of it (a second graph)."""
     out = []
+    longest = int(trainer.model.config.text_len)  # beit3-mini holds 32 positions, Base and Large 64
     for i in range(n):
-        text_len = 32 if n // 3 <= i < 2 * n // 3 else 64
+        text_len = longest // 2 if n // 3 <= i < 2 * n // 3 else longest
         out.append(trainer.random_batch(batch, text_len=text_len, seed=100 + i))
     return out
 
