@@ -35,7 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mwa_cli.train.dist.context import get as dist_context, init_from_env, teardown  # noqa: E402
+from mwa_cli.train.dist.context import get as dist_context  # noqa: E402
+from mwa_cli.train.dist.context import init_from_env, teardown  # noqa: E402
 from mwa_cli.train.dist.sharding import shard_batch  # noqa: E402
 from mwa_cli.train.trainer import build_trainer  # noqa: E402
 

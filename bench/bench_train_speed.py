@@ -244,9 +244,10 @@ def realistic_lengths(source: str, backbone: str, tokenizer: str | None, text_le
     label."""
     from pathlib import Path
 
+    from text_lengths import caption_lengths, load_tokenizer, read_captions
+
     from mwa_cli.models.presets import find_tokenizer
     from mwa_cli.resources import SAMPLE_DATA, package_file
-    from text_lengths import caption_lengths, load_tokenizer, read_captions
 
     folder = package_file(SAMPLE_DATA) if source == "sample_data" else Path(source)
     captions = read_captions(folder)
@@ -267,8 +268,8 @@ def bench_inference(backbone: str, device: str, batch: int = 256, reps: int = 10
     ids = torch.randint(4, model.config.vocab_size, (batch, text_len), device=device)
     mask = torch.zeros(batch, text_len, dtype=torch.long, device=device)
     out = {}
-    for kind, fn in (("images_per_s", lambda: model.encode_image(px)),
-                     ("captions_per_s", lambda: model.encode_text(ids, mask))):
+    for kind, fn in (("images_per_s", lambda m=model: m.encode_image(px)),
+                     ("captions_per_s", lambda m=model: m.encode_text(ids, mask))):
         # bf16 on the GPU; fp32 on the CPU, as `mwa` runs there (precision auto)
         with torch.autocast(device, dtype=torch.bfloat16) if device == "cuda" else contextlib.nullcontext():
             for _ in range(3):

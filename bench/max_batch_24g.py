@@ -61,10 +61,10 @@ def measure(label: str, method: str, options: dict | None, cached: bool, args) -
     if cached:
         trainer.use_feature_cache(trainer.applied.lowest_trainable_layer)
     peaks: dict[int, float] = {}
-    inputs = (lambda b: cached_inputs(trainer, b, args.text_len)) if cached else None
+    inputs = (lambda b, t=trainer: cached_inputs(t, b, args.text_len)) if cached else None
     cuda = trainer.device.type == "cuda"
 
-    def fits(b: int) -> bool:
+    def fits(b: int, trainer=trainer) -> bool:  # bound now: the name is deleted before the next variant
         if cuda:
             torch.cuda.reset_peak_memory_stats(trainer.device)
         ok = probe_fits(trainer, b, args.text_len, inputs)

@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchlib import cpu_name, gpu_queue  # noqa: E402
+
+from mwa_cli.report.quality_time import best_rsum, simulate_patience, time_to, val_curve  # noqa: E402
 from mwa_cli.train.config import parse_budget  # noqa: E402
 from mwa_cli.train.loop import MIN_STOP_FRACTION  # noqa: E402
-from mwa_cli.report.quality_time import best_rsum, simulate_patience, time_to, val_curve  # noqa: E402
 
 SHARES = (0.95, 0.99)
 T95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571}  # two-sided 95 % Student t, n-1 degrees of freedom

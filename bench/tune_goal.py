@@ -193,7 +193,6 @@ def large_step_check(choices: list[tuple[str | None, bool]], device: str, backbo
     """Each MWA layer choice's step on `backbone` (random weights) against compiled full-ft, per compile mode (on
     the CPU, a smoke check of this code: eager, both)."""
     import torch
-
     from bench_train_speed import BATCH, bench_variant, matmul_rate
 
     cuda = device == "cuda"

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.outdir import LOCK
 from mwa_cli.run_files import BadRunFile, read_run_file
 from mwa_cli.safe_open import InputFileError, read_bytes, read_text
 from mwa_cli.train.checkpoint import find_checkpoint
-from mwa_cli.outdir import LOCK
 from mwa_cli.train.run_dir import RunDir, is_run_folder
 
 CONFIG_KEYS = ("method", "backbone", "data_dir", "budget", "epochs", "steps", "batch_size", "lr", "seed", "device",

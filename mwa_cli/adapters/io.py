@@ -13,13 +13,13 @@ from safetensors.torch import load_file, save_file
 from mwa_cli import __version__, integrity
 from mwa_cli.adapters.registry import AppliedMethod, apply_method
 from mwa_cli.errors import CheckpointError
-from mwa_cli.finite import NonFinite, nonfinite_names
-from mwa_cli.safe_open import InputFileError, load_json
 from mwa_cli.fileio import atomic_write
-from mwa_cli.models.beit3 import BEiT3Retrieval
+from mwa_cli.finite import NonFinite, nonfinite_names
 from mwa_cli.models.base import BackboneInfo
+from mwa_cli.models.beit3 import BEiT3Retrieval
 from mwa_cli.models.presets import build_backbone
 from mwa_cli.models.sources import NO_WEIGHTS
+from mwa_cli.safe_open import InputFileError, load_json
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"

@@ -7,8 +7,15 @@ from typing import Optional
 
 import typer
 
-from mwa_cli.commands.common import (DeviceOption, RunTokenizerOption, RunWeightsOption, SummaryJsonOption, console,
-                                     emit_json, guarded)
+from mwa_cli.commands.common import (
+    DeviceOption,
+    RunTokenizerOption,
+    RunWeightsOption,
+    SummaryJsonOption,
+    console,
+    emit_json,
+    guarded,
+)
 
 HELP = """Embed every photo of a folder with a trained adapter, for `mwa search`.
 

@@ -10,7 +10,6 @@ import typer
 from mwa_cli.commands.common import console, emit_json, err_console, guarded
 from mwa_cli.errors import ConfigError
 
-
 EPILOG = ("Examples:\n\n  mwa report --runs runs\n\n  mwa report runs/mwa-a runs/full-ft-a --compare full-ft\n\n"
           "  mwa report --runs runs --gpu-cost 0.04 --currency EUR     (a CPU run: the price of one CPU-hour)\n\n"
           "  mwa report --runs runs --explain     (adds a glossary: RSUM, R@K, the methods, the intervals)\n\n"
@@ -60,10 +59,9 @@ def register(app: typer.Typer) -> None:
         """
         from mwa_cli.report.api import make_report
         from mwa_cli.report.console import print_report
+        from mwa_cli.report.evidence import TARGETS
         from mwa_cli.report.i18n import LANGS
         from mwa_cli.report.roi import Assumptions
-
-        from mwa_cli.report.evidence import TARGETS
         from mwa_cli.settings import resolve
 
         given = {"gpu-cost": gpu_cost, "currency": currency, "lines": lines, "retrains-per-year": retrains,

@@ -12,8 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mwa_cli.adapters.registry import names as method_names  # torch-free: the help lists every method
-from mwa_cli.commands.common import (EXTRA_ARGS, TokenizerOption, choices, console, emit_json, err_console,
-                                     guarded, refuse_extra_args)
+from mwa_cli.commands.common import (
+    EXTRA_ARGS,
+    TokenizerOption,
+    choices,
+    console,
+    emit_json,
+    err_console,
+    guarded,
+    refuse_extra_args,
+)
 from mwa_cli.commands.progress import EtaColumn, budget_text
 from mwa_cli.errors import EXIT_SIGINT
 from mwa_cli.tune.settings import PRUNERS  # torch-free, as every module the command line imports at start

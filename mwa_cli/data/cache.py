@@ -23,8 +23,8 @@ import numpy as np
 from mwa_cli import integrity
 from mwa_cli.data import images as _img
 from mwa_cli.data.manifest import load_dataset_info, load_manifest
-from mwa_cli.fileio import atomic_write, atomic_write_json
 from mwa_cli.errors import DataError, IntegrityError
+from mwa_cli.fileio import atomic_write, atomic_write_json
 from mwa_cli.outdir import remove_temp
 from mwa_cli.safe_open import InputFileError, load_json
 

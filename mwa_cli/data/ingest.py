@@ -460,15 +460,15 @@ def read_sidecars(scan: Scan) -> Captions:
             rejected.append(Rejection(rel_txt, None, exc.message, "row"))
             continue
         sjis += enc == "shift_jis"
-        lines = [(n, " ".join(l.split())) for n, l in enumerate(text.lstrip("\ufeff").splitlines(), start=1)]
-        lines = [(n, l) for n, l in lines if l]
+        lines = [(n, " ".join(line.split())) for n, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1)]
+        lines = [(n, line) for n, line in lines if line]
         if not lines:
             rows_found += 1
             rejected.append(Rejection(rel_txt, None, "caption file is empty or whitespace only", "row"))
             continue
         rows_found += len(lines)
-        for n, l in lines:
-            entries.append(CaptionEntry(key, l, "", "", n, "", rel_txt))
+        for n, line in lines:
+            entries.append(CaptionEntry(key, line, "", "", n, "", rel_txt))
     for txt, rel_txt in scan.texts.items():
         if txt not in used_txt:
             rows_found += 1

@@ -26,16 +26,15 @@ from mwa_cli.data import cache as _cache
 from mwa_cli.data import ingest
 from mwa_cli.data.captions import load_templates
 from mwa_cli.data.images import DEFAULT_MAX_PIXELS, content_id
-from mwa_cli.data.manifest import (MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash,
-                                   write_csv)
+from mwa_cli.data.manifest import MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash, write_csv
 from mwa_cli.data.splits import assign_splits, parse_ratios
-from mwa_cli.eval.small_split import split_warnings
 from mwa_cli.data.stats import build_report, tokenizer_coverage
 from mwa_cli.errors import EXIT_DATA, EXIT_STRICT, ConfigError, DataError
+from mwa_cli.eval.small_split import split_warnings
 from mwa_cli.fileio import atomic_write_json
 from mwa_cli.integrity import FILES_KEY
-from mwa_cli.ranges import SEED, Range
 from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
+from mwa_cli.ranges import SEED, Range
 from mwa_cli.safe_open import PHOTO_LIMIT, InputFileError, load_json, read_bytes
 
 WORKERS = Range(0, 1024, whole=True)  # decoding processes (0: one per core); more than the cores are capped

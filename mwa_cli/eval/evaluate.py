@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import ConfigError, DataError
-from mwa_cli.finite import require_finite
 from mwa_cli.eval.chance import instance_chance
 from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
+from mwa_cli.finite import require_finite
 from mwa_cli.runs import load_run, load_tokenizer, read_run_config
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 

@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.models.hf import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROJECT_MEAN, PROJECT_STD,
-                               config_sha256)
+from mwa_cli.models.hf import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PROJECT_MEAN, PROJECT_STD, config_sha256
 
 MODEL_TYPE = "blip-2"
 ARCHITECTURE = "Blip2ForImageTextRetrieval"

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mwa_cli.errors import CheckpointError
-from mwa_cli.safe_open import not_regular
 from mwa_cli.fileio import atomic_write, sha256_file
+from mwa_cli.safe_open import not_regular
 
 POS_KEY = "beit3.encoder.embed_positions.A.weight"
 EXTRA_POS_ROWS = 3  # two unused fairseq rows + the cls token

@@ -12,12 +12,12 @@ from typing import Any
 import torch
 
 from mwa_cli.errors import EXIT_USAGE, ConfigError
-from mwa_cli.safe_open import InputFileError, load_json
 from mwa_cli.models.base import BackboneInfo
 from mwa_cli.models.beit3 import BEiT3Config, BEiT3Retrieval
 from mwa_cli.models.checkpoint import DEFAULT_CACHE, download, is_url, load_backbone_weights
 from mwa_cli.models.sources import NO_WEIGHTS, TOKENIZER_URL, WEIGHTS_URLS, random_on_purpose
 from mwa_cli.resources import MINI_MODEL, package_path
+from mwa_cli.safe_open import InputFileError, load_json
 
 MINI_DIR = package_path(MINI_MODEL)
 

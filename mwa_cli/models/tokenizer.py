@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.safe_open import not_regular
 from mwa_cli.fileio import sha256_file
 from mwa_cli.models.text_cut import note_cut
+from mwa_cli.safe_open import not_regular
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1

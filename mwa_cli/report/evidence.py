@@ -16,8 +16,15 @@ import math
 import statistics
 from typing import Any
 
-from mwa_cli.eval.bootstrap import (DEFAULT_RESAMPLES, DEFAULT_SEED, QueryRanks, bootstrap, paired_difference,
-                                    paired_group_difference, point_metrics)
+from mwa_cli.eval.bootstrap import (
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    QueryRanks,
+    bootstrap,
+    paired_difference,
+    paired_group_difference,
+    point_metrics,
+)
 from mwa_cli.report.collect import Run
 from mwa_cli.report.quality_time import best_rsum, time_to, val_curve
 

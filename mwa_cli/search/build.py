@@ -25,8 +25,17 @@ from mwa_cli.errors import EXIT_DATA, CheckpointError, ConfigError, DataError, I
 from mwa_cli.finite import require_finite
 from mwa_cli.outdir import FolderLock, is_empty, remove_temp, write_marker
 from mwa_cli.search.model import SearchModel, check_identity, load_search_model, model_identity
-from mwa_cli.search.store import (CAPTION_COLUMNS, INDEX_FILE, MANIFEST_COLUMNS, REJECTED_FILE,
-                                  SCHEMA_VERSION, SearchIndex, is_index_dir, read_index_meta, write_index)
+from mwa_cli.search.store import (
+    CAPTION_COLUMNS,
+    INDEX_FILE,
+    MANIFEST_COLUMNS,
+    REJECTED_FILE,
+    SCHEMA_VERSION,
+    SearchIndex,
+    is_index_dir,
+    read_index_meta,
+    write_index,
+)
 
 TEMP_PATTERNS = (".staging_*", ".*.tmp")  # decoded photos of one run; atomic writes' temporary files
 

@@ -11,12 +11,12 @@ import torch
 
 from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
 from mwa_cli.finite import require_finite
+from mwa_cli.models.text_cut import truncation_warning
 from mwa_cli.printable import printable
 from mwa_cli.safe_open import PHOTO_LIMIT, read_bytes
-from mwa_cli.models.text_cut import truncation_warning
-from mwa_cli.similarity import similarity
 from mwa_cli.search.model import SearchModel
 from mwa_cli.search.store import SearchIndex, line_version_warning
+from mwa_cli.similarity import similarity
 
 BLOCK_BYTES = 192 << 20  # embeddings scored at a time by default: 65,536 rows of 768-d float32
 

@@ -14,8 +14,8 @@ import torch
 
 from mwa_cli import integrity
 from mwa_cli.errors import EXIT_DATA, ConfigError, DataError
-from mwa_cli.safe_open import InputFileError, load_json, not_regular, parse_json
 from mwa_cli.outdir import read_marker
+from mwa_cli.safe_open import InputFileError, load_json, not_regular, parse_json
 from mwa_cli.search.rows import group_rows
 
 SCHEMA_VERSION = 1

@@ -28,10 +28,10 @@ from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.compile_policy import compile_setting
 from mwa_cli.train.compile_policy import describe as describe_compile
 from mwa_cli.train.config import TrainConfig
+from mwa_cli.train.data import PairTable, close_loader, make_loader, open_cache_array
 from mwa_cli.train.dist.context import reseed_rank
 from mwa_cli.train.dist.env import start_time_monotonic
 from mwa_cli.train.dist.rank0 import on_main
-from mwa_cli.train.data import PairTable, close_loader, make_loader, open_cache_array
 from mwa_cli.train.measure import device_name, peak_mem_gib, process_age_s
 from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setup_run
 from mwa_cli.train.signals import SignalFlag, agree_stop

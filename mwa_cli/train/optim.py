@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+
 def build_optimizer(param_groups: list[dict], device: torch.device, *, betas=(0.9, 0.999),
                     eps: float = 1e-8, capturable: bool = False) -> torch.optim.Optimizer | None:
     """AdamW (fused on CUDA). Returns None when nothing is trainable (the `frozen` method).

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from mwa_cli.errors import EXIT_OOM, MwaError
-from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
+from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.data import augment_batch
 from mwa_cli.train.loss import loss_parameters, model_loss
 from mwa_cli.train.optim import build_optimizer, make_capturable

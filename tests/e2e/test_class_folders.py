@@ -15,15 +15,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from mwa_cli.data.label_text import (load_label_map, needs_description, parse_label_text_items)
+from mwa_cli.adapters.registry import recommended_lr
+from mwa_cli.data.label_text import load_label_map, needs_description, parse_label_text_items
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import ConfigError
-from mwa_cli.adapters.registry import recommended_lr
 from mwa_cli.train.config import TEMPLATED_DEFAULT_EPOCHS, TrainConfig
 from mwa_cli.train.loop import train
 from scripts.make_class_folders import build_class_folders
-
 from tests.helpers.paths import REPO
+
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers.paths import HELPERS, REPO
+
 pytestmark = pytest.mark.slow
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 COMMON = ["--backbone", "beit3-tiny-test", "--batch-size", "8", "--lr", "1e-3", "--seed", "0", "--log-every", "1",
@@ -30,9 +31,8 @@ COMMON = ["--backbone", "beit3-tiny-test", "--batch-size", "8", "--lr", "1e-3", 
 
 
 def test_gradients_match_single_process(tmp_path):
-    from tests.helpers.dist_grad_worker import BATCH, CASES
-
     from mwa_cli.train.trainer import build_trainer
+    from tests.helpers.dist_grad_worker import BATCH, CASES
 
     out = tmp_path / "dist.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -176,8 +176,8 @@ def test_a_signal_that_lands_during_the_agreement_is_kept_for_the_next_step():
 
 def test_devices_parsing_and_batch_split():
     from mwa_cli.errors import ConfigError
-    from mwa_cli.train.dist.sharding import check_batch_split, shard_slice
     from mwa_cli.train import launcher
+    from mwa_cli.train.dist.sharding import check_batch_split, shard_slice
 
     assert launcher.parse_devices("2", "cpu") == (2, None)
     with pytest.raises(ConfigError):
@@ -195,10 +195,9 @@ def test_devices_parsing_and_batch_split():
 def test_multi_positive_targets_with_global_negatives_match_single_process(tmp_path):
     """Group ids gathered across 2 gloo ranks: the mean loss and the embedding / parameter gradients equal one
     process computing the multi-positive loss over the whole global batch."""
-    from tests.helpers.dist_multipos_worker import BATCH, GROUPS, embeddings
-
-    from mwa_cli.train.trainer import build_trainer
     from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
+    from mwa_cli.train.trainer import build_trainer
+    from tests.helpers.dist_multipos_worker import BATCH, GROUPS, embeddings
 
     out = tmp_path / "multipos.pt"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

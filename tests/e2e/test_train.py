@@ -26,8 +26,8 @@ from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer
-
 from tests.helpers.paths import HELPERS, REPO
+
 EXACT = dict(method="mwa", steps=16, batch_size=8, lr=1e-3, seed=0, checkpoint_every=5, log_every=1, val_evals=1,
              workers=0)
 
@@ -298,7 +298,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(train_data_dir, tra
     from typer.testing import CliRunner
 
     from mwa_cli.cli import app
-
     from mwa_cli.train.trainer import Trainer
 
     pair_loss = Trainer._pair_loss

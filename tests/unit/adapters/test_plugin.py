@@ -24,8 +24,8 @@ from mwa_cli.adapters.methods.base import AdapterMethod, LayerSpec, MethodConfig
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.train.config import resolve_config
 from mwa_cli.train.loop import train
-
 from tests.helpers.paths import REPO
+
 NAME = "layer-gate"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

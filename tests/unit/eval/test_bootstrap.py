@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from mwa_cli.eval.bootstrap import (QueryRanks, bootstrap, images_to_separate, load_ranks, paired_difference,
-                                   point_metrics, save_ranks)
+from mwa_cli.eval.bootstrap import (
+    QueryRanks,
+    bootstrap,
+    images_to_separate,
+    load_ranks,
+    paired_difference,
+    point_metrics,
+    save_ranks,
+)
 from mwa_cli.eval.metrics import retrieval_metrics
 
 

@@ -26,11 +26,11 @@ from mwa_cli.search.build import build_index
 from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import search
 from mwa_cli.search.store import SearchIndex
+from tests.helpers.adapter_runs import perturbed_adapter_run
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
-from tests.helpers.adapter_runs import perturbed_adapter_run
-from tests.helpers.paths import REPO
 
 
 make_run = perturbed_adapter_run

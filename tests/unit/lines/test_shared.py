@@ -9,8 +9,8 @@ import torch
 
 from mwa_cli.adapters.io import save_adapter
 from mwa_cli.adapters.registry import apply_method
-from mwa_cli.models.presets import build_backbone
 from mwa_cli.lines.shared import SharedBackbones
+from mwa_cli.models.presets import build_backbone
 from mwa_cli.search.model import load_search_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

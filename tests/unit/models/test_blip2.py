@@ -19,17 +19,17 @@ from PIL import Image
 
 pytest.importorskip("transformers")
 
+from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
 from mwa_cli.adapters.methods.mwa import PARAM_BUDGET  # noqa: E402
 from mwa_cli.adapters.modules.layer_adapters import QFormerLayerAdapter  # noqa: E402
 from mwa_cli.adapters.modules.lora import FusedQKVLoRA  # noqa: E402
-from mwa_cli.adapters.io import load_adapter, save_adapter  # noqa: E402
 from mwa_cli.adapters.registry import apply_method  # noqa: E402
 from mwa_cli.errors import ConfigError  # noqa: E402
-from mwa_cli.runs import load_tokenizer  # noqa: E402
 from mwa_cli.eval.metrics import retrieval_ranks  # noqa: E402
-from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.models.hf import HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
+from mwa_cli.runs import load_tokenizer  # noqa: E402
+from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.train.loss import contrastive_loss, model_loss  # noqa: E402
 from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir  # noqa: E402
 from tests.helpers.hf_test_models import build_hf, hf_inputs  # noqa: E402
@@ -367,8 +367,8 @@ def test_train_eval_index_search_report(blip2_dir, tmp_path):
 
 def test_preset_loads_a_directory_of_its_layout(blip2_dir, tmp_path, monkeypatch):
     """The preset's success path, with the written config swapped for the tiny one (the real one is 4.7 GB)."""
-    from mwa_cli.models import blip2 as blip2_mod
     from mwa_cli.adapters.registry import recommended_lr
+    from mwa_cli.models import blip2 as blip2_mod
 
     cfg = tiny_config().to_dict()
     tiny = {k: cfg[k] for k in ("num_query_tokens", "image_text_hidden_size")}

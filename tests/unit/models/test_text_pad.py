@@ -10,9 +10,9 @@ import torch
 from mwa_cli.eval.embed import embed_texts
 from mwa_cli.models.beit3 import BEiT3Retrieval
 from mwa_cli.models.preprocess import to_pixels
+from mwa_cli.models.presets import find_tokenizer
 from mwa_cli.models.text_pad import bucket_length, bucket_lengths, padding_is_free, trim_padding
 from mwa_cli.models.tokenizer import Beit3Tokenizer
-from mwa_cli.models.presets import find_tokenizer
 from mwa_cli.resources import SAMPLE_DATA, package_file
 from mwa_cli.train.data import PairTable, TrainBatches
 from mwa_cli.train.feature_cache import fill_feature_cache

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mwa_cli import integrity
 from mwa_cli.cli import app
 from mwa_cli.data.cache import ImageCache, ensure_cache
 from mwa_cli.data.manifest import load_manifest
 from mwa_cli.data.prepare import prepare_dataset
 from mwa_cli.errors import EXIT_CORRUPT, IntegrityError
-from mwa_cli import integrity
 from mwa_cli.fileio import sha256_file
 from mwa_cli.integrity import HashingWriter, sha256_of
 from mwa_cli.search.build import build_index

@@ -6,7 +6,6 @@ import json
 import sys
 
 import pytest
-from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 
 from mwa_cli.errors import MwaError
 from mwa_cli.report import roi
@@ -14,6 +13,7 @@ from mwa_cli.report.api import default_out, make_report
 from mwa_cli.report.collect import collect
 from mwa_cli.report.estimate import StepMeasurement, estimate_full_ft_run, full_ft_command
 from mwa_cli.report.i18n import STRINGS, fmt_bytes, fmt_duration, t
+from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 
 
 def by_name(rep, name):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers.report_builder import make_run, standard_runs
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
+from tests.helpers.report_builder import make_run, standard_runs
 
 runner = CliRunner()
 
@@ -50,8 +50,8 @@ def test_different_datasets_exit_with_a_clear_message(tmp_path):
 
 
 def test_no_full_ft_prints_the_command_and_estimate_marks(tmp_path):
-    from tests.unit.report.test_build import fake_measure
     import mwa_cli.report.estimate as est
+    from tests.unit.report.test_build import fake_measure
 
     _, runs = standard_runs(tmp_path, with_full_ft=False)
     res = invoke("--runs", runs)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 
-from tests.helpers.report_builder import XSS, make_data_dir, make_run, standard_runs
-
 from mwa_cli.report import svg
 from mwa_cli.report.api import make_report
-from mwa_cli.report.html import render_html
 from mwa_cli.report.build import build_report, open_data_dir
 from mwa_cli.report.collect import collect
+from mwa_cli.report.html import render_html
+from tests.helpers.report_builder import XSS, make_data_dir, make_run, standard_runs
 
 
 def _html(tmp_path, **kw):

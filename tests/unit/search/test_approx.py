@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.unit.search.test_index import _make_run, _photo, _photos
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
@@ -19,6 +18,7 @@ from mwa_cli.search.build import build_index
 from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import exact_topk, search
 from mwa_cli.search.store import SearchIndex
+from tests.unit.search.test_index import _make_run, _photo, _photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()

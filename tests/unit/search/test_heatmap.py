@@ -23,9 +23,9 @@ from mwa_cli.search.heatmap import add_heatmaps, cell_grid, occlusion_map
 from mwa_cli.search.model import load_search_model
 from mwa_cli.search.query import search
 from mwa_cli.search.store import SearchIndex
+from tests.helpers.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-from tests.helpers.paths import REPO
 
 runner = CliRunner()
 LABELS = ["scratch", "crack", "dent", "rust", "hole"]  # one defect each (missing/misaligned parts draw several)

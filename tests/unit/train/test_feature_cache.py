@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mwa_cli.errors import ConfigError
-from mwa_cli.train.config import TrainConfig
 from mwa_cli.models.preprocess import to_pixels
+from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.feature_cache import choose_location, fill_feature_cache
 from mwa_cli.train.loop import train
 from mwa_cli.train.trainer import build_trainer

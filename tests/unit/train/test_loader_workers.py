@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mwa_cli.train.data import PairTable, TrainBatches, make_loader
-
 from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -3,13 +3,18 @@ the optimizer's moments and leaves the weights alone), and the bench's memory ca
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 from mwa_cli.errors import EXIT_OOM, MwaError
-from mwa_cli.train.trainer import (OOM_ERRORS, build_trainer, find_max_batch, largest_fitting, optimizer_standin,
-                                   probe_fits)
+from mwa_cli.train.trainer import (
+    OOM_ERRORS,
+    build_trainer,
+    find_max_batch,
+    largest_fitting,
+    optimizer_standin,
+    probe_fits,
+)
 from tests.helpers.paths import REPO, load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

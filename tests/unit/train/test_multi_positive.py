@@ -11,14 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mwa_cli.adapters.registry import recommended_lr
 from mwa_cli.errors import ConfigError
 from mwa_cli.eval.label_level import label_level_metrics, primary_protocol, protocol_groups
 from mwa_cli.eval.metrics import group_retrieval_ranks, retrieval_ranks
-from mwa_cli.adapters.registry import recommended_lr
 from mwa_cli.train.loss import contrastive_loss, sigmoid_loss
 from mwa_cli.train.positives import resolve_positives
 from tests.helpers.paths import REPO
-
 
 
 def _emb(n: int, d: int = 8, seed: int = 0) -> torch.Tensor:

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from mwa_cli.train.config import TrainConfig, default_steps, load_config_file, parse_budget, resolve_config
-from mwa_cli.models.preprocess import to_pixels
 from mwa_cli.train.data import augment_batch, crop_boxes, epoch_order, flip_allowed_mask, mentions_left_right
 from mwa_cli.train.loss import contrastive_loss
 from mwa_cli.train.schedule import WarmupCosine
