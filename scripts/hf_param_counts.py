@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from mwa_cli.adapters.registry import markdown_row, names, parameter_row
+from mwa_cli.adapters.parameters_doc import markdown_row, parameter_row
+from mwa_cli.adapters.registry import names
 from mwa_cli.models.hf import HFDualEncoder
 from mwa_cli.models.presets import build_backbone
 

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from mwa_cli.adapters.registry import markdown_row, names, parameter_row
+from mwa_cli.adapters.parameters_doc import markdown_row, parameter_row
+from mwa_cli.adapters.registry import names
 from mwa_cli.models.presets import build_backbone
 
 VARIANTS = [(m, None) for m in names()] + [("mwa", {"preset": "paper-code"}), ("mwa", {"layers": "top-8"})]

@@ -206,19 +206,35 @@ def print_glossary(con: Console, lang: str) -> None:
 
 
 def _print_header(con: Console, rep: Report, lang: str) -> None:
+    """The title line, the missing-baseline box, then the lines about how the figures were made."""
+    _print_title(con, rep, lang)
+    if not rep["baseline"]["found"]:
+        _print_missing_baseline(con, rep, lang)
+    _print_header_notes(con, rep, lang)
+
+
+def _print_title(con: Console, rep: Report, lang: str) -> None:
     ds = rep["dataset"]
     con.print(f"[bold]{escape(t(lang, 'title'))}[/]  ·  dataset {escape(str(ds['hash'] or '?')[:12])}  ·  "
               f"{escape(str(ds['split']))}: {ds['n_images']} images, {ds['n_captions']} captions", highlight=False)
-    if not rep["baseline"]["found"]:
-        lines = []
-        if not rep["baseline"]["estimated"]:
-            lines.append(f"[bold yellow]{escape(t(lang, 'no_baseline'))}[/]")
-        lines.append(escape(t(lang, "no_baseline_hint")))
-        if rep["baseline"]["train_command"]:
-            lines.append(f"  [cyan]{escape(rep['baseline']['train_command'])}[/]")
-        if not rep["baseline"]["estimated"]:
-            lines.append(escape(t(lang, "no_baseline_estimate")))
-        con.print(Panel("\n".join(lines), border_style="yellow"), highlight=False)
+
+
+def _print_missing_baseline(con: Console, rep: Report, lang: str) -> None:
+    """A yellow box: no full fine-tuning run found (unless estimated), the command that trains one."""
+    baseline = rep["baseline"]
+    lines = []
+    if not baseline["estimated"]:
+        lines.append(f"[bold yellow]{escape(t(lang, 'no_baseline'))}[/]")
+    lines.append(escape(t(lang, "no_baseline_hint")))
+    if baseline["train_command"]:
+        lines.append(f"  [cyan]{escape(baseline['train_command'])}[/]")
+    if not baseline["estimated"]:
+        lines.append(escape(t(lang, "no_baseline_estimate")))
+    con.print(Panel("\n".join(lines), border_style="yellow"), highlight=False)
+
+
+def _print_header_notes(con: Console, rep: Report, lang: str) -> None:
+    """How recall was computed, the report's notes and the tune pages."""
     numerics = sorted({view.eval_numerics_text(r["provenance"]["eval_numerics"]) for r in rep["runs"]
                        if r["provenance"].get("eval_numerics")})
     if numerics:
@@ -229,23 +245,33 @@ def _print_header(con: Console, rep: Report, lang: str) -> None:
         con.print(f"{escape(t(lang, 'tune_page'))}: {escape(entry['page'])}", highlight=False, soft_wrap=True)
 
 
-def print_report(rep: Report, console: Console | None = None, explain: bool = False) -> None:
-    """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
-    con = console or Console()
-    lang = rep.get("lang", "en")
-    _print_header(con, rep, lang)
+def _print_recall(con: Console, rep: Report, lang: str) -> None:
+    """The recall table of the primary protocol, then (when there is one) the secondary protocol's."""
     secondary = view.secondary_protocol(rep)
+    if not secondary:
+        print_grid(con, _recall_grid(rep, lang, t(lang, "sec_recall"), None), lang)
+        return
     primary = rep.get("primary_protocol", "instance")
-    title = t(lang, "sec_recall_primary", protocol=t(lang, f"protocol_{primary}")) if secondary else t(lang, "sec_recall")
+    title = t(lang, "sec_recall_primary", protocol=t(lang, f"protocol_{primary}"))
     print_grid(con, _recall_grid(rep, lang, title, None), lang)
-    if secondary:
-        title2 = t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}"))
-        print_grid(con, _recall_grid(rep, lang, title2, secondary), lang)
+    title2 = t(lang, "sec_recall_secondary", protocol=t(lang, f"protocol_{secondary}"))
+    print_grid(con, _recall_grid(rep, lang, title2, secondary), lang)
+
+
+def _print_time_to_quality(con: Console, rep: Report, lang: str) -> None:
+    """The time-to-quality table, when any run has validation checks."""
     if any((r.get("time_to_quality") or {}).get("checks") for r in rep["runs"]):
         print_grid(con, _ttq_grid(rep, lang), lang)
+
+
+def _print_seeds(con: Console, rep: Report, lang: str) -> None:
+    """The seed-group table, when any method ran with several seeds."""
     if srows := view.seed_rows(rep, lang):
         print_grid(con, _seed_grid(rep, lang, srows), lang)
-    print_grid(con, _cost_grid(rep, lang), lang)
+
+
+def _print_roi(con: Console, rep: Report, lang: str) -> None:
+    """The yearly ROI table, or the sentence saying why it is withheld."""
     if view.withheld(rep):
         con.print(Text(t(lang, "sec_roi"), style="bold"), highlight=False)
         con.print(Text(t(lang, "roi_withheld")), highlight=False)
@@ -253,10 +279,17 @@ def print_report(rep: Report, console: Console | None = None, explain: bool = Fa
     else:
         print_grid(con, _roi_grid(rep, lang), lang)
 
+
+def _print_verdict(con: Console, rep: Report, lang: str) -> None:
+    """The verdict in a blue box, marked when it rests on estimated figures."""
     verdict = escape(rep["verdict"])
     if rep["verdict_estimated"]:
         verdict += f" [italic yellow]({escape(t(lang, 'estimated'))})[/]"
     con.print(Panel(verdict, title=t(lang, "verdict"), title_align="left", border_style="blue"), highlight=False)
+
+
+def _print_footer(con: Console, rep: Report, lang: str, explain: bool) -> None:
+    """The skipped run folders, the glossary (or how to get it) and where the HTML report is."""
     for p, why in rep["skipped"]:
         con.print(Text(f"{t(lang, 'skipped')}: {p}: {why}", style="dim"), highlight=False)
     if explain:
@@ -265,3 +298,17 @@ def print_report(rep: Report, console: Console | None = None, explain: bool = Fa
         con.print(Text(t(lang, "glossary_more"), style="dim"), highlight=False)
     if rep.get("html"):
         con.print(Text.from_markup(f"HTML report: [bold]{escape(rep['html'])}[/]"), highlight=False)
+
+
+def print_report(rep: Report, console: Console | None = None, explain: bool = False) -> None:
+    """The terminal summary; `explain` adds the glossary (else one line says how to get it)."""
+    con = console or Console()
+    lang = rep.get("lang", "en")
+    _print_header(con, rep, lang)
+    _print_recall(con, rep, lang)
+    _print_time_to_quality(con, rep, lang)
+    _print_seeds(con, rep, lang)
+    print_grid(con, _cost_grid(rep, lang), lang)
+    _print_roi(con, rep, lang)
+    _print_verdict(con, rep, lang)
+    _print_footer(con, rep, lang, explain)
