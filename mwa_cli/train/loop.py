@@ -616,6 +616,7 @@ class TrainingRun:
         wall = self._elapsed()
         train_s = float(acc["train_s"])
         steps_done = s.trainer.step_count
+        graphs = s.trainer.step_graph_record()
         timing = {
             "wall_s": round(wall, 3), "train_s": round(train_s, 3), "eval_s": round(float(acc["eval_s"]), 3),
             "checkpoint_s": round(float(acc["checkpoint_s"]), 3), "steps": steps_done,
@@ -635,8 +636,8 @@ class TrainingRun:
             "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
             "best": dict(s.keeper.record(), protocol=primary_protocol(s.val_data.captions) if s.val_data else None),
             "stop_reason": self.stop_reason,
-            "layers": describe_compile(s.trainer.compiled, s.trainer.step_graph_record() is not None),
-            "step_graph": s.trainer.step_graph_record(), "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
+            "layers": describe_compile(s.trainer.compiled, graphs is not None),
+            "step_graph": graphs, "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
         }
         s.run.write_timing(timing)
         return timing

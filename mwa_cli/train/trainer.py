@@ -24,7 +24,7 @@ from mwa_cli.errors import EXIT_OOM, MwaError
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.data import augment_batch
-from mwa_cli.train.loss import loss_parameters, model_loss
+from mwa_cli.train.loss import LOCAL, Gather, loss_parameters, model_loss
 from mwa_cli.train.optim import build_optimizer, make_capturable
 from mwa_cli.train.schedule import WarmupCosine
 
@@ -80,12 +80,15 @@ class Trainer:
         self.enable_compile(compile)
         self.feature_start = 0  # > 0: batches carry cached hidden states entering this layer (feature_cache.py)
         self._ddp = None  # DDP over both encoders when started by torchrun (mwa_cli/train/dist/)
+        self._gather: Gather = LOCAL  # where the loss finds its negatives: this batch, or every rank's under DDP
         if distributed and self.optimizer is not None:
             from mwa_cli.train.dist.context import get as dist_context
             from mwa_cli.train.dist.ddp import wrap_ddp
+            from mwa_cli.train.dist.gather import rank_gather
 
             if dist_context().enabled:
                 self._ddp = wrap_ddp(model, self._encode_image, self._encode_text, self.device)
+                self._gather = rank_gather()
         self._graphs = None  # train/step_graph.py: the whole step as one CUDA graph per batch shape
         if graphs and self._ddp is None and self.optimizer is not None:
             from mwa_cli.train.step_graph import StepGraphs
@@ -208,11 +211,7 @@ class Trainer:
         return self._encode_image(px), self._encode_text(ids, mask)
 
     def _pair_loss(self, img: torch.Tensor, txt: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        if self._ddp is not None:  # this rank's rows against every rank's embeddings (with gradients)
-            from mwa_cli.train.dist.gather import rank_gather
-
-            return model_loss(self.model, img, txt, groups, rank_gather())
-        return model_loss(self.model, img, txt, groups)
+        return model_loss(self.model, img, txt, groups, self._gather)
 
     def step(self, batch: dict) -> torch.Tensor:
         """One optimizer step on `batch`; returns the loss as a 0-d device tensor (no host sync)."""
