@@ -111,7 +111,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     final_split: str = "test"
     compile: bool | None = None  # None: on with CUDA, off on the CPU (train/compile_policy.py)
-    compile_mode: str = "auto"  # auto (per method: compile_policy.AUTO_MODES) | default | reduce-overhead
+    compile_mode: str = "auto"  # auto (per method: compile_policy.AUTO_MODES) | default | reduce-overhead | graph
     text_len: int | None = None
     tokenizer: str | None = None
     resume: str | None = None
