@@ -107,8 +107,9 @@ def run_case(name: str, args, data: Path, weights: Path, tokenizer: str) -> dict
     return {"case": name, "method": method, "weights": source, "exit_code": done.returncode,
             "eval_written": (run / "eval.json").is_file(), "wall_s": round(wall, 2), "budget_s": budget,
             "over_pct": round(100 * (wall / budget - 1), 2), "passed": ok,
-            "timing": {k: timing.get(k) for k in ("wall_s", "train_s", "eval_s", "checkpoint_s", "steps",
-                                                   "planned_steps", "stop_reason", "peak_mem_gib", "device_name")},
+            "timing": {k: timing.get(k) for k in ("wall_s", "train_s", "eval_s", "checkpoint_s", "compile_s",
+                                                   "val_zero_shot_s", "layers", "steps", "planned_steps",
+                                                   "stop_reason", "peak_mem_gib", "device_name")},
             "plan": {k: plan.get(k) for k in ("total_steps", "step_time_s", "reason")},
             "stderr_tail": done.stderr[-1500:] if done.returncode else ""}
 

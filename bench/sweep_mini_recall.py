@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from mwa_cli.data.prepare import prepare_dataset
-from mwa_cli.demo import SAMPLE_DATA
 from mwa_cli.eval.evaluate import evaluate_path
+from mwa_cli.resources import SAMPLE_DATA, package_file
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import train
 
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mwa-sweep-"))
     data = work / "data"
-    prepare_dataset(SAMPLE_DATA, data, lang="en", image_size=64, split="0.6,0.2,0.2", progress=False)
+    prepare_dataset(package_file(SAMPLE_DATA), data, lang="en", image_size=64, split="0.6,0.2,0.2", progress=False)
     frozen = evaluate_path(data, split="test", method="frozen", backbone="beit3-mini", device=args.device,
                            write=False)
     frozen_val = evaluate_path(data, split="val", method="frozen", backbone="beit3-mini", device=args.device,

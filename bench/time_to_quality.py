@@ -48,11 +48,11 @@ def device_name(device: str) -> str:
 
 def prepare(work: Path) -> Path:
     from mwa_cli.data.prepare import prepare_dataset
-    from mwa_cli.demo import SAMPLE_DATA
+    from mwa_cli.resources import SAMPLE_DATA, package_file
 
     data = work / "data"
     if not (data / "manifest.csv").is_file():
-        prepare_dataset(SAMPLE_DATA, data, lang="en", image_size=64, split="0.6,0.2,0.2", progress=False)
+        prepare_dataset(package_file(SAMPLE_DATA), data, lang="en", image_size=64, split="0.6,0.2,0.2", progress=False)
     return data
 
 

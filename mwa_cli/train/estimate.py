@@ -105,7 +105,8 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     cfg = _train_config(request)
     data_dir = Path(request.data_dir).resolve()
 
-    compiled = compile_setting(cfg.compile, cfg.compile_mode, FULL_FT, resolve_device(cfg.device).type)
+    compiled = compile_setting(cfg.compile, cfg.compile_mode, FULL_FT, resolve_device(cfg.device).type,
+                               cfg.budget_s, cfg.backbone)  # as `mwa train` with that budget would
     try:
         trainer = build_trainer(cfg.backbone, FULL_FT, method_options=None, weights=cfg.weights, device=cfg.device,
                                 precision=cfg.precision, micro_batch=cfg.micro_batch, lr=cfg.lr,

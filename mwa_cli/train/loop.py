@@ -170,7 +170,8 @@ class TrainingRun:
         if s.use_cache:  # the frozen layers run once per image and caption, not once per epoch
             self.fcache = _fill_feature_cache(trainer, cfg, s.pairs, s.data_dir, len(s.cache.ids), s.run.path,
                                               s.precision, self.progress, self.message)
-            trainer.enable_compile(compile_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type))
+            trainer.enable_compile(compile_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type,
+                                                   cfg.budget_s, s.binfo.name))
         self.step = trainer.step_count
         if trainer.compiled and trainer.trains and (not self.planned or self.step < self.total_steps):
             self._compile_up_front()

@@ -27,7 +27,7 @@ from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
 from mwa_cli.train.budget import BudgetPlanner, end_of_run
-from mwa_cli.train.compile_policy import compile_setting, step_graph_setting
+from mwa_cli.train.compile_policy import budget_too_short, compile_setting, short_budget_note, step_graph_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
 from mwa_cli.train.data import PairTable, TrainBatches, flip_allowed_mask
 from mwa_cli.train.early_stop import BestKeeper
@@ -187,12 +187,14 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
                     f"pairs; {recommended_lr(binfo.name, cfg.method):g} on varied captions); "
                     "--lr sets it")
     use_cache = cfg.feature_cache != "off" and applied.trainable_params() > 0
+    compile_args = (cfg.compile, cfg.compile_mode, cfg.method, device.type, cfg.budget_s, binfo.name)
+    if cfg.budget_s is not None and budget_too_short(cfg.compile, device.type, cfg.budget_s, binfo.name):
+        message(short_budget_note(cfg.budget_s, binfo.name))
     trainer = Trainer(model, applied, device=device, precision=precision, lr=cfg.lr, min_lr=cfg.min_lr,
                       warmup_frac=cfg.warmup_frac, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
                       micro_batch=cfg.micro_batch, on_message=message, distributed=dctx.enabled,
-                      compile=False if use_cache else compile_setting(cfg.compile, cfg.compile_mode, cfg.method,
-                                                                      device.type),  # cache: compiled after its fill
-                      cuda_graph=step_graph_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type))
+                      compile=False if use_cache else compile_setting(*compile_args),  # cache: compiled after its fill
+                      cuda_graph=step_graph_setting(*compile_args))
     trainer.schedule.kind = cfg.schedule_kind
     batch_size = _resolve_batch_size(cfg, trainer, device, dctx, n_pairs, text_len, message, auto_fields)
     if use_cache:

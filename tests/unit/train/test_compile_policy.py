@@ -47,6 +47,22 @@ def test_the_table_alone_decides_a_methods_auto_mode(monkeypatch):
                                                                        "compiled (reduce-overhead)"]
 
 
+def test_a_budget_too_short_to_win_the_compilation_back_trains_eager_unless_compile_is_asked_for():
+    large = compile_policy.expected_compile_s("beit3-large") * compile_policy.COMPILE_PAYBACK
+    assert compile_setting(None, "auto", "full-ft", "cuda", 75.0, "beit3-large") is False
+    assert step_graph_setting(None, "auto", "full-ft", "cuda", 75.0, "beit3-large") is False
+    assert compile_setting(None, "auto", "full-ft", "cuda", large, "beit3-large") is True  # at the bound: compiled
+    assert step_graph_setting(None, "auto", "mwa", "cuda", large, "beit3-large") is True
+    assert compile_setting(None, "auto", "mwa", "cuda", None, "beit3-large") is True  # no budget
+    assert compile_setting(True, "auto", "mwa", "cuda", 10.0, "beit3-large") is True  # --compile
+    # a smaller backbone compiles faster, so a shorter budget already pays for it
+    mini = compile_policy.expected_compile_s("beit3-mini") * compile_policy.COMPILE_PAYBACK
+    assert mini < large and compile_setting(None, "auto", "mwa", "cuda", mini, "beit3-mini") is True
+    assert compile_setting(None, "auto", "mwa", "cuda", mini, "an-unknown-backbone") is False  # the longest
+    assert "75 s" in compile_policy.short_budget_note(75.0, "beit3-large")
+    assert compile_policy.budget_too_short(None, "cpu", 5.0, "beit3-large") is False  # the CPU is eager anyway
+
+
 def test_graph_mode_compiles_plainly_and_captures_the_step_on_cuda_only():
     assert compile_setting(None, "graph", "mwa", "cuda") is True
     assert step_graph_setting(None, "graph", "mwa", "cuda") is True
