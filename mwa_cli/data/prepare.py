@@ -2,7 +2,8 @@
 
 Steps: scan the folder (path safety) -> read captions (table / sidecar / folders) -> decode and validate every
 captioned photo in a process pool, resizing it for the cache as it goes -> merge duplicates -> split ->
-write cache, manifest.csv, rejected.csv, data_report.json and dataset.json (last, atomically).
+write cache, manifest.csv, rejected.csv, data_report.json and dataset.json (last, atomically). Each step is a
+function returning a frozen value that the next ones read; photo_records.py holds the decoding and its reuse.
 
 Accounting (checked before anything is written): every file found in the folder is either used or listed in
 rejected.csv, and every caption row found is used, merged as a duplicate, excluded by --lang, or rejected.
@@ -12,20 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 
 from mwa_cli import __version__, integrity
 from mwa_cli.data import cache as _cache
-from mwa_cli.data import ingest
+from mwa_cli.data import ingest, photo_records
 from mwa_cli.data.captions import load_templates
-from mwa_cli.data.images import DEFAULT_MAX_PIXELS, content_id
+from mwa_cli.data.images import DEFAULT_MAX_PIXELS
 from mwa_cli.data.manifest import MANIFEST_COLUMNS, PUBLISHED, REJECTED_COLUMNS, SCHEMA_VERSION, dataset_hash, write_csv
 from mwa_cli.data.splits import assign_splits, parse_ratios
 from mwa_cli.data.stats import build_report, tokenizer_coverage
@@ -35,11 +34,9 @@ from mwa_cli.fileio import atomic_write_json
 from mwa_cli.integrity import FILES_KEY
 from mwa_cli.outdir import FolderLock, is_empty, read_marker, remove_temp, write_marker
 from mwa_cli.ranges import SEED, Range
-from mwa_cli.safe_open import PHOTO_LIMIT, InputFileError, load_json, read_bytes
+from mwa_cli.safe_open import InputFileError, load_json
 
 WORKERS = Range(0, 1024, whole=True)  # decoding processes (0: one per core); more than the cores are capped
-STAGING = "staging_"  # decoded photos of one prepare, before they become the cache (cache/.staging_*)
-FILE_INDEX = "files.json"
 
 
 @dataclass
@@ -63,30 +60,20 @@ class PrepareResult:
                 "report": self.report, "notes": list(self.notes)}
 
 
-def _load_file_index(out_dir: Path, root: Path, max_pixels: int) -> tuple[dict, dict]:
-    """(path -> record for this photos folder, image_id -> record for any folder) from cache/files.json."""
-    path = _cache.cache_dir(out_dir) / FILE_INDEX
-    try:
-        idx = load_json(path)
-    except InputFileError:
-        return {}, {}
-    entries = idx.get("entries") if isinstance(idx, dict) else None
-    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
-        return {}, {}  # not what mwa writes: decode everything again
-    by_id = {v["image_id"]: v for v in entries.values() if v.get("image_id") and not v.get("reject")}
-    if idx.get("source") != str(root):
-        return {}, by_id
-    if idx.get("max_pixels") != max_pixels:  # rejections may change with the cap: keep only good entries
-        entries = {k: v for k, v in entries.items() if not v.get("reject")}
-    return entries, by_id
-
-
-def _stat_key(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [int(st.st_size), int(st.st_mtime_ns)]
+@dataclass(frozen=True)
+class _Options:
+    """prepare_dataset's options, checked."""
+    fmt: str
+    lang: str
+    ratios: tuple[float, ...]
+    seed: int
+    size: int
+    max_pixels: int
+    strict: bool
+    templates: Path | None
+    label_texts: dict[str, dict[str, str]] | None
+    tokenizer: Path | None
+    workers: int | None
 
 
 def prepare_dataset(
@@ -140,10 +127,10 @@ def prepare_dataset(
         raise ConfigError("--out must differ from the photos folder", hint="e.g. --out data")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="choose a folder name")
+    opts = _Options(fmt=fmt, lang=lang, ratios=ratios, seed=seed, size=size, max_pixels=max_pixels, strict=strict,
+                    templates=templates, label_texts=label_texts, tokenizer=tokenizer, workers=workers)
     with claim_data_dir(out, root, force=force):
-        return _prepare_into(root, out, t0, fmt=fmt, lang=lang, ratios=ratios, seed=seed, size=size,
-                             max_pixels=max_pixels, strict=strict, progress=progress, templates=templates,
-                             label_texts=label_texts, tokenizer=tokenizer, workers=workers)
+        return _prepare_into(root, out, t0, opts, progress)
 
 
 def is_data_dir(path: Path) -> bool:
@@ -188,235 +175,299 @@ def claim_data_dir(out: Path, root: Path, *, force: bool = False) -> Iterator[No
         # a killed prepare's leftovers first: on a full disk they hold the space the marker needs
         remove_temp(out, (".*.tmp",))
         with _cache.cache_lock(out):  # the cache's own temporary files are written under its lock
-            remove_temp(_cache.cache_dir(out), _cache.TEMP_PATTERNS + (f".{STAGING}*", ".*.tmp"))
+            remove_temp(_cache.cache_dir(out), _cache.TEMP_PATTERNS + (f".{photo_records.STAGING}*", ".*.tmp"))
         write_marker(out, "data", source=str(root))
         yield
 
 
-def _prepare_into(root: Path, out: Path, t0: float, *, fmt: str, lang: str, ratios: tuple, seed: int, size: int,
-                  max_pixels: int, strict: bool, progress: _cache.ProgressCallback | None, templates: Path | None,
-                  label_texts: dict[str, dict[str, str]] | None, tokenizer: Path | None,
-                  workers: int | None) -> PrepareResult:
+def _prepare_into(root: Path, out: Path, t0: float, opts: _Options,
+                  progress: _cache.ProgressCallback | None) -> PrepareResult:
     """The body of `prepare_dataset`, run while the data dir is claimed."""
-    # ---------------------------------------------------------------- scan + captions
+    inputs = _find_inputs(root, out, opts)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = photo_records.plan_decoding(out, root, inputs.scan.files, inputs.captioned, opts.size, opts.max_pixels)
+    with photo_records.staging_file(out, opts.size) as staging:
+        photos = photo_records.decode(plan, inputs.scan.files, opts.size, staging, max_pixels=opts.max_pixels,
+                                      workers=opts.workers, progress=progress)
+        contents = _group_by_content(inputs, photos)
+        pairs = _pair_captions(inputs, photos)
+        tally = _tally(inputs, contents, pairs)
+        if not pairs.rows_by_image:
+            _refuse_no_pairs(root, out, inputs, tally)
+        listing = _list_pairs(inputs, photos, contents, pairs, opts)
+        if opts.strict and len(tally.rejected):
+            _refuse_rejections(out, tally.rejected)
+        ids = listing.image_ids()
+        photo_records.write_cache(out, opts.size, ids, contents.keys_of, photos, staging)
+    photo_records.write_file_index(out, root, opts.max_pixels, photos, inputs.scan.files)
+
+    counts = _counts(inputs, tally, listing.manifest, ids)
+    notes = [*inputs.captions.notes, *_workers_notes(opts.workers), *inputs.notes, *contents.notes, *tally.notes,
+             *listing.notes, *split_warnings(counts["by_split"], listing.stated_ratios)]
+    report = _report(listing, tally, contents, pairs, counts, notes, opts.tokenizer)
+    dhash = _write_dataset(out, root, opts, inputs.format, listing.manifest, tally.rejected, report, counts)
+    return PrepareResult(out, inputs.format, counts, report, dhash, tally.rejected, decoded=len(plan.todo),
+                         reused=sum(1 for i in ids if not photos.decoded_now(contents.keys_of[i])),
+                         seconds=time.perf_counter() - t0, notes=notes)
+
+
+# -------------------------------------------------------------------------------------- scan + captions
+@dataclass(frozen=True)
+class _Inputs:
+    """What the photos folder offers: its scan, the captions read in the chosen format, the captioned photos, and
+    every file left out before any is decoded."""
+    scan: ingest.Scan
+    format: str
+    captions: ingest.Captions
+    captioned: tuple[str, ...]             # keys (into scan.files) of the photos with a caption, sorted
+    files_found: int
+    rejected: tuple[ingest.Rejection, ...]
+    notes: tuple[str, ...]                 # on the scan (earlier outputs skipped)
+
+
+def _find_inputs(root: Path, out: Path, opts: _Options) -> _Inputs:
     scan = ingest.scan_folder(root, exclude=[out])
+    chosen = _choose_format(scan, root, opts.fmt)
+    caps = _read_captions(scan, root, chosen, opts)
+    captioned = tuple(sorted({e.path for e in caps.entries}))
+    files_found = scan.walked - (1 if chosen == "table" else 0) - (len(scan.texts) if chosen == "sidecar" else 0)
+    notes = ((f"skipped {len(scan.data_dirs)} folder(s) holding an earlier `mwa prepare` output: "
+              + ", ".join(scan.data_dirs[:3])),) if scan.data_dirs else ()
+    return _Inputs(scan, chosen, caps, captioned, files_found, _left_out(scan, caps, chosen, captioned), notes)
+
+
+def _choose_format(scan: ingest.Scan, root: Path, fmt: str) -> str:
     if scan.bad_tables and fmt in ("auto", "table"):  # never a silent switch to another shape
         name, why = scan.bad_tables[0]
         raise DataError(f"the captions table {name} in {root} cannot be used: {why}",
                         hint="replace it with an ordinary file inside the photos folder, or remove it (or give "
                              "--format sidecar or --format folders to read the photos another way)",
                         exit_code=EXIT_DATA)
-    chosen = ingest.detect_format(scan) if fmt == "auto" else fmt
+    return ingest.detect_format(scan) if fmt == "auto" else fmt
+
+
+def _read_captions(scan: ingest.Scan, root: Path, chosen: str, opts: _Options) -> ingest.Captions:
     if chosen == "table":
         if not scan.tables:
             raise DataError(f"--format table, but {root} has no captions.csv, captions.tsv or captions.jsonl",
                             hint="put the captions table at the folder root, or use --format auto", exit_code=EXIT_DATA)
-        caps = ingest.read_table(scan, lang)
-    elif chosen == "sidecar":
-        caps = ingest.read_sidecars(scan)
-    else:
-        caps = ingest.read_folders(scan, load_templates(lang, templates), label_texts)
-    notes = list(caps.notes)
-    if workers is not None and workers > _cache.default_workers():
-        notes.append(f"--workers {workers}: this machine has {_cache.default_workers()} CPU cores, so that many "
-                     "decoding processes were used")
-    if scan.data_dirs:
-        notes.append(f"skipped {len(scan.data_dirs)} folder(s) holding an earlier `mwa prepare` output: "
-                     + ", ".join(scan.data_dirs[:3]))
+        return ingest.read_table(scan, opts.lang)
+    if chosen == "sidecar":
+        return ingest.read_sidecars(scan)
+    return ingest.read_folders(scan, load_templates(opts.lang, opts.templates), opts.label_texts)
 
-    rejected: list[ingest.Rejection] = list(scan.rejected) + list(caps.rejected)
-    # files that are not photos or caption sources
-    for rel in scan.other:
-        rejected.append(ingest.Rejection(rel, None, f"not an image file type ({Path(rel).suffix or 'no extension'})"))
+
+def _left_out(scan: ingest.Scan, caps: ingest.Captions, chosen: str,
+              captioned: tuple[str, ...]) -> tuple[ingest.Rejection, ...]:
+    """The files and rows not used before decoding: refused by the scan or the reader, not photos or caption
+    sources of the chosen format, or photos without a caption."""
+    unused = [ingest.Rejection(rel, None, f"not an image file type ({Path(rel).suffix or 'no extension'})")
+              for rel in scan.other]
     if chosen != "sidecar":
-        for rel in scan.texts.values():
-            rejected.append(ingest.Rejection(rel, None, f"text file not used (the captions come from the {chosen} format)"))
+        unused += [ingest.Rejection(rel, None, f"text file not used (the captions come from the {chosen} format)")
+                   for rel in scan.texts.values()]
     if chosen != "table":
-        for rel in scan.tables:
-            rejected.append(ingest.Rejection(rel, None, f"captions table not used (--format {chosen})"))
-    files_found = scan.walked - (1 if chosen == "table" else 0) - (len(scan.texts) if chosen == "sidecar" else 0)
-
-    captioned = sorted({e.path for e in caps.entries})
+        unused += [ingest.Rejection(rel, None, f"captions table not used (--format {chosen})") for rel in scan.tables]
     captioned_set = set(captioned)
-    for key, rel in scan.files.items():
-        if key not in captioned_set:
-            rejected.append(ingest.Rejection(rel, None, caps.no_caption_reason))
+    unused += [ingest.Rejection(rel, None, caps.no_caption_reason)
+               for key, rel in scan.files.items() if key not in captioned_set]
+    return (*scan.rejected, *caps.rejected, *unused)
 
-    # ---------------------------------------------------------------- decode (or reuse)
-    out.mkdir(parents=True, exist_ok=True)
-    old_index, known_ids = _load_file_index(out, root, max_pixels)
-    existing = _cache.try_open(out, size)
-    in_cache = {} if existing is None else {i: n for n, i in enumerate(existing.ids)}
-    info: dict[str, dict] = {}
-    todo: list[tuple[str, str, None]] = []
-    stats: dict[str, list[int] | None] = {}
-    for key in captioned:
-        rel = scan.files[key]
-        st = stats[rel] = _stat_key(root / rel)  # taken before decoding: a file changed meanwhile is re-read next time
-        old = old_index.get(rel)
-        if old and st and old.get("stat") == st and (old.get("reject") or old.get("image_id") in in_cache):
-            info[key] = dict(old)
+
+def _workers_notes(workers: int | None) -> tuple[str, ...]:
+    if workers is not None and workers > _cache.default_workers():
+        return (f"--workers {workers}: this machine has {_cache.default_workers()} CPU cores, so that many "
+                "decoding processes were used",)
+    return ()
+
+
+# ---------------------------------------------------------------------- group by content: duplicates merged
+@dataclass(frozen=True)
+class _Contents:
+    """The decoded photos grouped by content; the first path in sorted order stands for each image."""
+    keys_of: dict[str, list[str]]          # image_id -> keys of its photos, sorted (the first stands for it)
+    duplicates: list[list[str]]            # the paths of each image found more than once
+    multi_frame: list[str]                 # paths of the animated or multi-frame files
+    rejected: tuple[ingest.Rejection, ...]  # photos that failed to decode or validate
+    notes: tuple[str, ...]
+
+    def canon(self, image_id: str) -> str:
+        """The key of the photo that stands for `image_id`."""
+        return self.keys_of[image_id][0]
+
+
+def _group_by_content(inputs: _Inputs, photos: photo_records.Photos) -> _Contents:
+    files = inputs.scan.files
+    keys_of: dict[str, list[str]] = {}
+    multi_frame: list[str] = []
+    rejected: list[ingest.Rejection] = []
+    for key in inputs.captioned:
+        rec = photos.records[key]
+        if rec.get("reject"):
+            rejected.append(ingest.Rejection(files[key], None, rec["reject"]))
             continue
-        if in_cache and known_ids and st:
-            # touched, copied or moved but maybe not changed: the content hash decides (cache keyed by content)
-            try:
-                image_id = content_id(read_bytes(root / rel, limit=PHOTO_LIMIT))
-            except InputFileError:
-                image_id = None
-            if image_id in in_cache and image_id in known_ids:
-                info[key] = {k: v for k, v in known_ids[image_id].items() if k != "stat"} | {"stat": st}
-                continue
-        todo.append((str(root / rel), rel, None))
-    staging = _cache.cache_dir(out) / f".{STAGING}{size}_{uuid.uuid4().hex[:8]}.u8"
-    try:
-        results = _cache.decode_files(todo, size, staging, max_pixels=max_pixels, workers=workers,
-                                      progress=progress) if todo else []
-        key_of = {rel: k for k, rel in scan.files.items()}
-        for r in results:
-            rec = {"stat": stats[r["rel"]]}
-            if "reject" in r:
-                rec["reject"] = r["reject"]
-            else:
-                rec.update(image_id=r["image_id"], width=r["width"], height=r["height"], frames=r["frames"],
-                           staged=r["row"])
-            info[key_of[r["rel"]]] = rec
+        keys_of.setdefault(rec["image_id"], []).append(key)
+        if rec.get("frames", 1) > 1:
+            multi_frame.append(files[key])
+    notes = (f"{len(multi_frame)} animated or multi-frame file(s): the first frame was used",) if multi_frame else ()
+    duplicates = [[files[k] for k in keys] for keys in keys_of.values() if len(keys) > 1]
+    return _Contents(keys_of, duplicates, multi_frame, tuple(rejected), notes)
 
-        # ------------------------------------------------------------ group by content: duplicates merged
-        by_id: dict[str, list[str]] = {}
-        multi_frame: list[str] = []
-        for key in captioned:
-            rec = info[key]
-            if rec.get("reject"):
-                rejected.append(ingest.Rejection(scan.files[key], None, rec["reject"]))
-                continue
-            by_id.setdefault(rec["image_id"], []).append(key)
-            if rec.get("frames", 1) > 1:
-                multi_frame.append(scan.files[key])
-        if multi_frame:
-            notes.append(f"{len(multi_frame)} animated or multi-frame file(s): the first frame was used")
-        duplicates = [[scan.files[k] for k in keys] for keys in by_id.values() if len(keys) > 1]
-        canon = {i: keys[0] for i, keys in by_id.items()}  # keys are sorted: first path wins
 
-        # ------------------------------------------------------------ pairs
-        seen_pairs: set[tuple[str, str]] = set()
-        rows_by_image: dict[str, list[ingest.CaptionEntry]] = {}
-        dup_captions = 0
-        for e in caps.entries:
-            rec = info[e.path]
-            if rec.get("reject"):
-                if e.row is not None or e.source != "template":
-                    rejected.append(ingest.Rejection(scan.files[e.path], e.row,
-                                                     f"its image was rejected ({rec['reject']})", "row"))
-                continue
-            pair = (rec["image_id"], e.caption)
-            if pair in seen_pairs:
-                dup_captions += 1
-                continue
-            seen_pairs.add(pair)
-            rows_by_image.setdefault(rec["image_id"], []).append(e)
+# -------------------------------------------------------------------------------------------------- pairs
+@dataclass(frozen=True)
+class _Pairs:
+    """The distinct (image, caption) pairs, by image in caption order."""
+    rows_by_image: dict[str, list[ingest.CaptionEntry]]
+    duplicate_captions: int                # pairs seen before (a duplicate photo's or row's)
+    rejected: tuple[ingest.Rejection, ...]  # rows whose image was rejected
 
-        rej_df = pd.DataFrame(
-            [{"path": r.path, "row": "" if r.row is None else str(r.row), "reason": r.reason} for r in rejected],
-            columns=REJECTED_COLUMNS)
-        rej_files = sum(1 for r in rejected if r.kind == "file")
-        rej_rows = len(rejected) - rej_files
-        used_files = sum(len(v) for v in by_id.values())
-        rows_used = sum(len(v) for v in rows_by_image.values()) if chosen != "folders" else 0
-        counts_files = {"found": files_found, "used": used_files, "rejected": rej_files,
-                        "duplicates_merged": sum(len(g) - 1 for g in duplicates)}
-        counts_rows = {"found": caps.rows_found, "used": rows_used, "rejected": rej_rows,
-                       "duplicates_merged": dup_captions if chosen != "folders" else 0, "excluded_by_lang": caps.excluded}
-        if chosen != "folders" and rows_used + rej_rows + dup_captions + caps.excluded != caps.rows_found:
-            notes.append("internal check: caption rows do not add up (please report this)")
-        if used_files + rej_files != files_found:
-            notes.append("internal check: files do not add up (please report this)")
 
-        if not rows_by_image:
-            out.mkdir(parents=True, exist_ok=True)
-            write_csv(out / "rejected.csv", rej_df)
-            top = rej_df["reason"].value_counts().head(3)
-            why = "; ".join(f"{n}× {r}" for r, n in top.items()) or "the folder is empty"
-            raise DataError(
-                f"no usable image-caption pair in {root} ({files_found} files, {caps.rows_found} caption rows found): {why}",
-                hint=f"see {out / 'rejected.csv'} for every file and row with its reason. " + ingest._SHAPES_HINT,
-                exit_code=EXIT_DATA)
+def _pair_captions(inputs: _Inputs, photos: photo_records.Photos) -> _Pairs:
+    seen: set[tuple[str, str]] = set()
+    rows_by_image: dict[str, list[ingest.CaptionEntry]] = {}
+    duplicate_captions = 0
+    rejected: list[ingest.Rejection] = []
+    for e in inputs.captions.entries:
+        rec = photos.records[e.path]
+        if rec.get("reject"):
+            if e.row is not None or e.source != "template":
+                rejected.append(ingest.Rejection(inputs.scan.files[e.path], e.row,
+                                                 f"its image was rejected ({rec['reject']})", "row"))
+            continue
+        pair = (rec["image_id"], e.caption)
+        if pair in seen:
+            duplicate_captions += 1
+            continue
+        seen.add(pair)
+        rows_by_image.setdefault(rec["image_id"], []).append(e)
+    return _Pairs(rows_by_image, duplicate_captions, tuple(rejected))
 
-        # ------------------------------------------------------------ splits + manifest
-        image_ids = sorted(rows_by_image)
-        labels = {i: next((e.label for e in rows_by_image[i] if e.label), "") for i in image_ids}
-        given = {i: next((e.split for e in rows_by_image[i] if e.split), "") for i in image_ids}
-        split_of, split_method = assign_splits(image_ids, labels, given, ratios, seed)
-        conflicts = [i for i in image_ids if len({e.split for e in rows_by_image[i] if e.split}) > 1]
-        if conflicts:
-            notes.append(f"{len(conflicts)} image(s) had rows with different splits; the first one given was used")
 
-        order = sorted(image_ids, key=lambda i: scan.files[canon[i]])
-        rows = []
-        for i in order:
-            rec = info[canon[i]]
-            for e in rows_by_image[i]:
-                rows.append({"image_id": i, "path": scan.files[canon[i]], "caption": e.caption, "label": e.label,
-                             "split": split_of[i], "width": int(rec["width"]), "height": int(rec["height"])})
-        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+# ------------------------------------------------------------------------------------------- accounting
+@dataclass(frozen=True)
+class _Tally:
+    """rejected.csv and the files' and rows' counts, checked to add up."""
+    rejected: pd.DataFrame
+    files: dict[str, int]
+    rows: dict[str, int]
+    notes: tuple[str, ...]
 
-        if strict and len(rej_df):
-            write_csv(out / "rejected.csv", rej_df)
-            top = rej_df["reason"].value_counts().head(3)
-            raise DataError(
-                f"--strict: {len(rej_df)} file(s) or row(s) were rejected: "
-                + "; ".join(f"{n}× {r}" for r, n in top.items()),
-                hint=f"fix them (see {out / 'rejected.csv'}) or run without --strict; no dataset was written",
-                exit_code=EXIT_STRICT)
 
-        # ------------------------------------------------------------ cache
-        ids_in_order = list(dict.fromkeys(manifest["image_id"]))
-        staged_mm = (np.memmap(staging, dtype=np.uint8, mode="r", shape=(max(len(todo), 1), size, size, 3))
-                     if todo else None)
-        def row_source(image_id: str) -> np.ndarray:
-            rec = info[canon[image_id]]
-            if "staged" in rec:
-                return staged_mm[rec["staged"]]
-            for k in by_id[image_id]:  # any duplicate decoded this run
-                if "staged" in info[k]:
-                    return staged_mm[info[k]["staged"]]
-            return existing.array[in_cache[image_id]]
+def _tally(inputs: _Inputs, contents: _Contents, pairs: _Pairs) -> _Tally:
+    rejected = [*inputs.rejected, *contents.rejected, *pairs.rejected]
+    rej_df = pd.DataFrame(
+        [{"path": r.path, "row": "" if r.row is None else str(r.row), "reason": r.reason} for r in rejected],
+        columns=REJECTED_COLUMNS)
+    caps, folders = inputs.captions, inputs.format == "folders"
+    rej_files = sum(1 for r in rejected if r.kind == "file")
+    rej_rows = len(rejected) - rej_files
+    used_files = sum(len(v) for v in contents.keys_of.values())
+    rows_used = sum(len(v) for v in pairs.rows_by_image.values()) if not folders else 0
+    files = {"found": inputs.files_found, "used": used_files, "rejected": rej_files,
+             "duplicates_merged": sum(len(g) - 1 for g in contents.duplicates)}
+    rows = {"found": caps.rows_found, "used": rows_used, "rejected": rej_rows,
+            "duplicates_merged": pairs.duplicate_captions if not folders else 0, "excluded_by_lang": caps.excluded}
+    notes = []
+    if not folders and rows_used + rej_rows + pairs.duplicate_captions + caps.excluded != caps.rows_found:
+        notes.append("internal check: caption rows do not add up (please report this)")
+    if used_files + rej_files != inputs.files_found:
+        notes.append("internal check: files do not add up (please report this)")
+    return _Tally(rej_df, files, rows, tuple(notes))
 
-        with _cache.cache_lock(out):
-            _cache.write_cache(out, size, ids_in_order, row_source)
-        staged_mm = None  # release the staging map before it is removed
-    finally:
-        if staging.exists():
-            staging.unlink()
 
-    # file index for the next run (stat -> id), written after the cache it refers to
-    file_index = {"source": str(root), "max_pixels": max_pixels, "entries": {}}
-    for key, rec in info.items():
-        file_index["entries"][scan.files[key]] = {k: v for k, v in rec.items() if k != "staged"}
-    atomic_write_json(_cache.cache_dir(out) / FILE_INDEX, file_index)
+def _refuse_no_pairs(root: Path, out: Path, inputs: _Inputs, tally: _Tally) -> None:
+    """Nothing to train on: rejected.csv says why, the error its three most common reasons."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "rejected.csv", tally.rejected)
+    top = tally.rejected["reason"].value_counts().head(3)
+    why = "; ".join(f"{n}× {r}" for r, n in top.items()) or "the folder is empty"
+    raise DataError(
+        f"no usable image-caption pair in {root} ({inputs.files_found} files, {inputs.captions.rows_found} caption "
+        f"rows found): {why}",
+        hint=f"see {out / 'rejected.csv'} for every file and row with its reason. " + ingest._SHAPES_HINT,
+        exit_code=EXIT_DATA)
 
-    # ---------------------------------------------------------------- report + files
+
+def _refuse_rejections(out: Path, rejected: pd.DataFrame) -> None:
+    """--strict with anything rejected: rejected.csv only, no dataset."""
+    write_csv(out / "rejected.csv", rejected)
+    top = rejected["reason"].value_counts().head(3)
+    raise DataError(
+        f"--strict: {len(rejected)} file(s) or row(s) were rejected: "
+        + "; ".join(f"{n}× {r}" for r, n in top.items()),
+        hint=f"fix them (see {out / 'rejected.csv'}) or run without --strict; no dataset was written",
+        exit_code=EXIT_STRICT)
+
+
+# ------------------------------------------------------------------------------------ splits + manifest
+@dataclass(frozen=True)
+class _Listing:
+    """manifest.csv: every pair with its image's split, images in path order."""
+    manifest: pd.DataFrame
+    split_method: str
+    stated_ratios: tuple[float, ...] | None  # the ratios the split was asked to meet (None: a split column)
+    notes: tuple[str, ...]
+
+    def image_ids(self) -> list[str]:
+        """The images in manifest order."""
+        return list(dict.fromkeys(self.manifest["image_id"]))
+
+
+def _list_pairs(inputs: _Inputs, photos: photo_records.Photos, contents: _Contents, pairs: _Pairs,
+                opts: _Options) -> _Listing:
+    rows_by_image, files = pairs.rows_by_image, inputs.scan.files
+    image_ids = sorted(rows_by_image)
+    labels = {i: next((e.label for e in rows_by_image[i] if e.label), "") for i in image_ids}
+    given = {i: next((e.split for e in rows_by_image[i] if e.split), "") for i in image_ids}
+    split_of, split_method = assign_splits(image_ids, labels, given, opts.ratios, opts.seed)
+    conflicts = [i for i in image_ids if len({e.split for e in rows_by_image[i] if e.split}) > 1]
+    notes = ((f"{len(conflicts)} image(s) had rows with different splits; the first one given was used",)
+             if conflicts else ())
+    rows = []
+    for i in sorted(image_ids, key=lambda i: files[contents.canon(i)]):
+        rec = photos.records[contents.canon(i)]
+        for e in rows_by_image[i]:
+            rows.append({"image_id": i, "path": files[contents.canon(i)], "caption": e.caption, "label": e.label,
+                         "split": split_of[i], "width": int(rec["width"]), "height": int(rec["height"])})
+    stated = None if "split column" in split_method else opts.ratios
+    return _Listing(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), split_method, stated, notes)
+
+
+# ------------------------------------------------------------------------------------------ report + files
+def _counts(inputs: _Inputs, tally: _Tally, manifest: pd.DataFrame, ids: list[str]) -> dict:
+    """dataset.json's counts: images, captions, rejections, what was found, and the split's sizes."""
     by_split = {s: {"images": int(manifest[manifest["split"] == s]["image_id"].nunique()),
                     "captions": int((manifest["split"] == s).sum())} for s in ("train", "val", "test")}
-    counts = {"images": len(ids_in_order), "captions": len(manifest), "rejected": len(rej_df),
-              "found": files_found + caps.rows_found, "files": counts_files, "rows": counts_rows,
-              "by_split": by_split}
-    notes.extend(split_warnings(by_split, None if "split column" in split_method else ratios))
+    return {"images": len(ids), "captions": len(manifest), "rejected": len(tally.rejected),
+            "found": inputs.files_found + inputs.captions.rows_found, "files": tally.files, "rows": tally.rows,
+            "by_split": by_split}
+
+
+def _report(listing: _Listing, tally: _Tally, contents: _Contents, pairs: _Pairs, counts: dict, notes: list[str],
+            tokenizer: Path | None) -> dict:
+    """data_report.json, with the tokenizer's coverage of the captions."""
+    manifest = listing.manifest
     tok = tokenizer_coverage(manifest["caption"].tolist(), tokenizer)
-    report = build_report(manifest, rej_df, duplicates=duplicates, duplicate_captions=dup_captions,
-                          multi_frame=multi_frame, notes=notes, counts=counts, tokenizer=tok,
-                          split_method=split_method)
+    return build_report(manifest, tally.rejected, duplicates=contents.duplicates,
+                        duplicate_captions=pairs.duplicate_captions, multi_frame=contents.multi_frame, notes=notes,
+                        counts=counts, tokenizer=tok, split_method=listing.split_method)
+
+
+def _write_dataset(out: Path, root: Path, opts: _Options, chosen: str, manifest: pd.DataFrame,
+                   rejected: pd.DataFrame, report: dict, counts: dict) -> str:
+    """manifest.csv, rejected.csv, data_report.json, then dataset.json; the dataset's hash."""
     dhash = dataset_hash(manifest)
     write_csv(out / "manifest.csv", manifest)
-    write_csv(out / "rejected.csv", rej_df)
+    write_csv(out / "rejected.csv", rejected)
     atomic_write_json(out / "data_report.json", report)
     atomic_write_json(out / "dataset.json", {  # last: it records the sha256 of the files written before it
         "schema_version": SCHEMA_VERSION, "source": str(root), "format": chosen, "dataset_hash": dhash,
-        "counts": counts, "image_size": size, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "mwa_version": __version__,
-        "settings": {"lang": lang, "split": list(ratios), "seed": seed, "max_pixels": max_pixels,
-                     "templates": str(templates) if templates else None, "label_texts": label_texts or None},
+        "counts": counts, "image_size": opts.size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "mwa_version": __version__,
+        "settings": {"lang": opts.lang, "split": list(opts.ratios), "seed": opts.seed, "max_pixels": opts.max_pixels,
+                     "templates": str(opts.templates) if opts.templates else None,
+                     "label_texts": opts.label_texts or None},
         FILES_KEY: integrity.record(out, PUBLISHED),
     })
-    return PrepareResult(out, chosen, counts, report, dhash, rej_df, decoded=len(todo),
-                         reused=len(ids_in_order) - sum(1 for i in ids_in_order if any("staged" in info[k] for k in by_id[i])),
-                         seconds=time.perf_counter() - t0, notes=notes)
+    return dhash
