@@ -26,6 +26,7 @@ from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
+from mwa_cli.train.batch_probe import find_max_batch
 from mwa_cli.train.budget import BudgetPlanner, end_of_run
 from mwa_cli.train.compile_policy import compile_setting, step_graph_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
@@ -35,7 +36,7 @@ from mwa_cli.train.measure import device_name
 from mwa_cli.train.metric_sinks import attach_sinks
 from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
-from mwa_cli.train.trainer import Trainer, cuda_setup, find_max_batch, seed_everything
+from mwa_cli.train.trainer import Trainer, cuda_setup, seed_everything
 
 CPU_AUTO_BATCH = 32
 GPU_DEFAULT_BATCH = 128

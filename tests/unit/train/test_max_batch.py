@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from mwa_cli.errors import EXIT_OOM, MwaError
-from mwa_cli.train.trainer import (
-    OOM_ERRORS,
-    build_trainer,
-    find_max_batch,
-    largest_fitting,
-    optimizer_standin,
-    probe_fits,
-)
+from mwa_cli.train.batch_probe import find_max_batch, largest_fitting, optimizer_standin, probe_fits
+from mwa_cli.train.trainer import OOM_ERRORS, build_trainer
 from tests.helpers.paths import REPO, load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
