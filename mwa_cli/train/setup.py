@@ -111,7 +111,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
     from mwa_cli.eval.evaluate import load_split
     from mwa_cli.models.presets import NO_WEIGHTS, build_backbone, random_on_purpose, require_weights
-    from mwa_cli.runs import load_tokenizer
+    from mwa_cli.models.run_tokenizer import load_tokenizer
 
     data_dir = Path(cfg.data_dir).resolve()
     df = load_manifest(data_dir)
