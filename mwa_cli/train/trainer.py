@@ -16,7 +16,7 @@ import contextlib
 import math
 import random
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -330,7 +330,7 @@ class Trainer:
                         f"{batch} through {acc} gradient-accumulation steps")
 
     @contextlib.contextmanager
-    def without_ddp(self):
+    def without_ddp(self) -> Iterator[None]:
         """Forwards and backwards of this process alone while inside (no collectives, gradients not averaged):
         each rank of a distributed run probes its own GPU's memory (train/batch_probe.py)."""
         ddp, self._ddp = self._ddp, None
