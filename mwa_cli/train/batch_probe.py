@@ -60,7 +60,7 @@ def probe_fits(trainer: Trainer, batch: int, text_len: int,
     except OOM_ERRORS:
         ok = False
     del standin
-    trainer.optimizer.zero_grad(set_to_none=True)
+    _optimizer(trainer).zero_grad(set_to_none=True)
     if trainer.device.type == "cuda":
         torch.cuda.empty_cache()
     return ok
@@ -68,9 +68,16 @@ def probe_fits(trainer: Trainer, batch: int, text_len: int,
 
 def optimizer_standin(trainer: Trainer) -> list[torch.Tensor]:
     """Two tensors per trainable parameter without optimizer state: the memory AdamW's moments will take."""
-    state = trainer.optimizer.state
-    return [torch.empty_like(p) for group in trainer.optimizer.param_groups for p in group["params"]
-            if p.requires_grad and p not in state for _ in range(2)]
+    optimizer = _optimizer(trainer)
+    return [torch.empty_like(p) for group in optimizer.param_groups for p in group["params"]
+            if p.requires_grad and p not in optimizer.state for _ in range(2)]
+
+
+def _optimizer(trainer: Trainer) -> torch.optim.Optimizer:
+    """The trainer's optimizer; a method with nothing to train has none, and no training step to probe."""
+    if trainer.optimizer is None:
+        raise MwaError("this method has no trainable parameters: no training step to probe")
+    return trainer.optimizer
 
 
 def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None],
