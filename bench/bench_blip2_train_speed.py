@@ -24,6 +24,7 @@ import statistics
 import time
 
 import torch
+from benchlib import time_steps
 
 from mwa_cli.train.trainer import OOM_ERRORS, build_trainer
 
@@ -74,7 +75,7 @@ def time_at(trainer, batch_size: int, args) -> dict:
     batch = trainer.random_batch(batch_size, text_len=args.text_len)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = trainer.time_steps(batch, n=args.steps, warmup=args.warmup, window=args.window)
+    times = time_steps(trainer, batch, n=args.steps, warmup=args.warmup, window=args.window)
     med = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else 0.0
     del batch

@@ -35,6 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import time_steps  # noqa: E402
+
 from mwa_cli.train.dist.context import get as dist_context  # noqa: E402
 from mwa_cli.train.dist.context import init_from_env, teardown  # noqa: E402
 from mwa_cli.train.dist.sharding import shard_batch  # noqa: E402
@@ -95,7 +97,7 @@ def work(args) -> dict:
         batch = shard_batch(t.random_batch(g, seed=1), rank, world)
         if cache:
             batch = cached_inputs(t, batch)
-        times = t.time_steps(batch, n=args.steps, warmup=args.warmup + (3 if "c" in flags else 0),
+        times = time_steps(t, batch, n=args.steps, warmup=args.warmup + (3 if "c" in flags else 0),
                              window=args.window)
         med = statistics.median(times)
         mem = torch.cuda.max_memory_allocated(t.device) / 2**30 if t.device.type == "cuda" else 0.0

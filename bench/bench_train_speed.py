@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from benchlib import time_steps
 
 from mwa_cli.models.text_pad import trim_padding
 from mwa_cli.train.step_graph import WARMUP_STEPS
@@ -215,7 +216,7 @@ def bench_variant(backbone: str, method: str, options: dict | None, compile_: bo
     warmup = args.warmup + (5 if compile_ else 0) + (rounds * BATCH_VARIETY if lengths is not None else 0)
     if isinstance(compile_, str) or graph:
         extra["compile_mode"] = "graph" if graph else compile_
-    times = trainer.time_steps(batch, n=args.steps, warmup=warmup, window=args.window)
+    times = time_steps(trainer, batch, n=args.steps, warmup=warmup, window=args.window)
     med = statistics.median(times)
     text_tokens = float(np.mean(widths)) if widths else float(args.text_len)
     flops = step_flops(trainer, batch_size, text_tokens, cached)

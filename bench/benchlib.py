@@ -1,14 +1,19 @@
 """Helpers the benches (and the end-to-end tests) share: the machine's CPU name, a seeded adapter run folder to
-measure on, the JSON result written and shown, the processes a run left behind. Standard library at import time:
-`python bench/x.py` needs only the repository."""
+measure on, a trainer's step times, the JSON result written and shown, the processes a run left behind. Standard
+library at import time: `python bench/x.py` needs only the repository."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from queue import Queue
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from mwa_cli.train.trainer import Trainer
 
 
 def cpu_name() -> str:
@@ -43,6 +48,25 @@ def save_run(path: Path, backbone: str, method: str, *, perturb: float = 0.0,
                 p.add_(torch.randn(p.shape, generator=g) * perturb)
     save_adapter(path, model, applied, info)
     return path
+
+
+def time_steps(trainer: Trainer, batch: dict | Callable[[], dict], n: int = 15, warmup: int = 3,
+               window: int = 1) -> list[float]:
+    """`warmup` untimed steps of `trainer`, then `n` timings of `window` back-to-back steps each (the device
+    synchronised at the ends of each window only, as in `mwa train`), as seconds per step. `batch` may be a
+    callable that makes each step's batch (its time counts)."""
+    make = batch if callable(batch) else (lambda: batch)
+    for _ in range(warmup):
+        trainer.step(make())
+    trainer.synchronize()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        for _ in range(window):
+            trainer.step(make())
+        trainer.synchronize()
+        times.append((time.perf_counter() - t0) / window)
+    return times
 
 
 def gpu_queue(spec: str) -> "Queue[str] | None":

@@ -6,8 +6,8 @@ Random weights, bf16 autocast, 224 px, 64-token captions (--text-len: the widest
 the trainer `mwa train` builds (fused AdamW). The CUDA caching allocator is capped at --cap-gib
 (`torch.cuda.set_per_process_memory_fraction`, from the card's total), so a larger GPU answers for a smaller one;
 a real 24 GB card also holds the CUDA context (about 0.5 GiB; --cap-gib 23.5 for that). A batch fits when one
-training step of it does (forward and backward with the optimizer's moments held: trainer.probe_fits); the
-search doubles from 8, then bisects in multiples of --resolution (trainer.largest_fitting, the search
+training step of it does (forward and backward with the optimizer's moments held: batch_probe.probe_fits); the
+search doubles from 8, then bisects in multiples of --resolution (batch_probe.largest_fitting, the search
 `--batch-size auto` runs, there without the bisection). Layers eager by default (--compile: compiled, as `mwa train` on a GPU; compiled
 layers hold fewer activations). The feature-cache variant trains from cached hidden states (their storage, in
 RAM or on the GPU, is not counted). Prints a Markdown table and writes JSON with the GPU name.
@@ -22,7 +22,8 @@ import time
 
 import torch
 
-from mwa_cli.train.trainer import build_trainer, largest_fitting, probe_fits
+from mwa_cli.train.batch_probe import largest_fitting, probe_fits
+from mwa_cli.train.trainer import build_trainer
 
 # (label, method, options, feature cache)
 VARIANTS = [

@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 
 import torch
+from benchlib import time_steps
 from torch.profiler import ProfilerActivity, profile
 
 from mwa_cli.train.trainer import build_trainer
@@ -67,7 +68,7 @@ def profile_variant(backbone: str, spec: str, batch_size: int, steps: int) -> di
     trainer = build_trainer(backbone, method, method_options=options, device="cuda", precision="bf16",
                             compile=bool(compile_), drop_path=0.0)
     batch = trainer.random_batch(batch_size, text_len=64)
-    times = trainer.time_steps(batch, n=steps, warmup=8 if compile_ else 3)
+    times = time_steps(trainer, batch, n=steps, warmup=8 if compile_ else 3)
     setup_s = time.time() - t0 - sum(times)
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         t1 = time.perf_counter()

@@ -77,7 +77,7 @@ def run_demo(
     from mwa_cli.data.prepare import prepare_dataset
     from mwa_cli.models.presets import MINI, resolve_config
     from mwa_cli.report.api import make_report
-    from mwa_cli.report.i18n import fmt_duration
+    from mwa_cli.report.numbers import fmt_duration
     from mwa_cli.train.checkpoint import find_checkpoint
     from mwa_cli.train.config import TrainConfig
     from mwa_cli.train.loop import train

@@ -2,9 +2,9 @@
 
 `load_run(folder)` rebuilds what training published: the backbone (the run's weights, same seed as training, so
 a randomly initialised backbone, a test preset's or `--weights none`'s, comes out identical; the command then warns
-that its weights are random), the method re-applied, the adapter weights loaded
-after their sha256 is checked (`mwa_cli.adapters.io.load_adapter`), the tokenizer with the adapter's vocabulary
-extension (`load_tokenizer`), on the requested device, with the precision the run evaluated with.
+that its weights are random), the method re-applied, the adapter weights loaded after their sha256 is checked
+(`mwa_cli.adapters.io.load_adapter`), the tokenizer with the adapter's vocabulary extension
+(`mwa_cli.models.run_tokenizer.load_tokenizer`), on the requested device, with the precision the run evaluated with.
 `read_run_config` is the tolerant reader of a run's config.json for code that only needs its settings.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mwa_cli.errors import ConfigError
+from mwa_cli.models.run_tokenizer import load_tokenizer
 from mwa_cli.ranges import SEED, Range
 from mwa_cli.safe_open import InputFileError, load_json
 
@@ -43,26 +44,6 @@ def read_run_config(folder: str | Path) -> dict[str, Any]:
     except InputFileError:
         return {}
     return cfg if isinstance(cfg, dict) else {}
-
-
-def load_tokenizer(tokenizer_path: str | None, text_len: int, model: Any = None) -> Any:
-    """The tokenizer of a run: the backbone's sentencepiece model, plus the token table of ``model``'s vocabulary
-    extension when it has one (`mwa_cli.adapters.vocab`). Training, eval, index and search all build it here."""
-    from mwa_cli.adapters.vocab import added_tokens_from, extension_table
-    from mwa_cli.models.tokenizer import Beit3Tokenizer
-
-    if tokenizer_path and str(tokenizer_path).startswith("hf:"):  # a Hugging Face backbone's own tokenizer
-        from mwa_cli.models.hf import HFTokenizer
-
-        return HFTokenizer.from_pretrained(str(tokenizer_path)[3:], max_len=text_len)
-    if not tokenizer_path:
-        from mwa_cli.models.sources import TOKENIZER_URL
-
-        raise ConfigError("no tokenizer for this backbone: BEiT-3 needs its sentencepiece model, beit3.spm",
-                          hint=f"download {TOKENIZER_URL} and pass --tokenizer PATH (or put it beside the weights "
-                               "file)")
-    added = added_tokens_from(extension_table(model)) if model is not None else None
-    return Beit3Tokenizer.from_file(tokenizer_path, max_len=text_len, added_tokens=added)
 
 
 @dataclass

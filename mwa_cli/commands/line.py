@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mwa_cli.commands.common import DeviceOption, SummaryJsonOption, console, emit_json, err_console, guarded
-from mwa_cli.report.i18n import fmt_bytes, fmt_num
+from mwa_cli.report.numbers import fmt_bytes, fmt_num
 
 HELP = """Adapter versions per production line: one frozen backbone on the inspection PC, a small adapter per line,
 each published as v1, v2, ... with its evaluation and provenance; roll back in one command; `mwa serve --lines`

@@ -97,7 +97,7 @@ def count_bar(description: str, enabled: bool) -> Iterator[ProgressCallback | No
 
 def budget_text(seconds: float) -> str:
     """'2 h 00 min', '1 min 15 s': the budget as parsed, echoed so '2 hours' or '2hours' can be checked."""
-    from mwa_cli.report.i18n import fmt_duration
+    from mwa_cli.report.numbers import fmt_duration
 
     return fmt_duration(seconds)
 

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from mwa_cli.commands.common import console, emit_json, guarded, shown
-from mwa_cli.report.i18n import fmt_duration, fmt_num
+from mwa_cli.report.numbers import fmt_duration, fmt_num
 
 STYLE = {"finished": "green", "pruned": "blue", "running": "cyan", "interrupted": "yellow", "failed": "red",
          "damaged": "red"}

@@ -20,7 +20,8 @@ from mwa_cli.eval.embed import embed_images, embed_texts
 from mwa_cli.eval.label_level import INSTANCE_PROTOCOL, label_level_metrics, primary_protocol
 from mwa_cli.eval.metrics import retrieval_metrics, topk_lists
 from mwa_cli.finite import require_finite
-from mwa_cli.runs import load_run, load_tokenizer, read_run_config
+from mwa_cli.models.run_tokenizer import load_tokenizer
+from mwa_cli.runs import load_run, read_run_config
 from mwa_cli.runtime import amp_dtype, resolve_device, resolve_precision
 
 TOPK_MAX_QUERIES = 200  # the report's gallery shows a few; keep eval_topk.json small on big splits

@@ -13,7 +13,7 @@ from mwa_cli import __version__
 from mwa_cli.errors import ConfigError
 from mwa_cli.fileio import atomic_write_text
 from mwa_cli.report import svg
-from mwa_cli.report.i18n import fmt_bytes
+from mwa_cli.report.numbers import fmt_bytes
 from mwa_cli.templating import get_template
 
 TEMPLATE = "line_report.html.j2"

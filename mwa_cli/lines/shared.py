@@ -76,7 +76,8 @@ class SharedBackbones:
 
         from mwa_cli.adapters.io import load_adapter, read_adapter_config, verify_adapter_weights
         from mwa_cli.lines.runinfo import backbone_key
-        from mwa_cli.runs import load_tokenizer, read_run_config
+        from mwa_cli.models.run_tokenizer import load_tokenizer
+        from mwa_cli.runs import read_run_config
         from mwa_cli.search.model import SearchModel, adapter_identity
 
         folder = Path(folder)

@@ -20,7 +20,7 @@ from mwa_cli.report.collect import Collection, Run, resolve_data_dir
 from mwa_cli.report.comparison import Comparison, compare_runs
 from mwa_cli.report.estimate import full_ft_command
 from mwa_cli.report.gallery import DataDir
-from mwa_cli.report.i18n import fmt_money, fmt_pct, is_num, t
+from mwa_cli.report.i18n import t
 from mwa_cli.report.model import (
     AssumptionsInfo,
     BaselineInfo,
@@ -35,6 +35,7 @@ from mwa_cli.report.model import (
     TunePage,
     ZeroShotReference,
 )
+from mwa_cli.report.numbers import fmt_money, fmt_pct, is_num
 from mwa_cli.report.protocols import PROTOCOLS, protocol_sentences, recall_under
 from mwa_cli.report.run_entry import ordered_runs, run_entry
 from mwa_cli.train.budget import share_text

@@ -13,8 +13,8 @@ from mwa_cli.report import roi as roi_mod
 from mwa_cli.report.choice import Choice
 from mwa_cli.report.collect import Collection, Run
 from mwa_cli.report.gallery import DataDir
-from mwa_cli.report.i18n import is_num
 from mwa_cli.report.model import Protocol
+from mwa_cli.report.numbers import is_num
 from mwa_cli.report.protocols import choose_primary_protocol
 
 

@@ -1,12 +1,11 @@
 """The report's own words in English and Japanese (``--lang en|ja``); data (captions, labels, names) stays as is.
 
-``t(lang, key, **values)`` formats one string. Every key exists in both languages (a test checks it). Number
-formatters live here too so the terminal, HTML and verdict show the same figures the same way.
+``t(lang, key, **values)`` formats one string. Every key exists in both languages (a test checks it). Numbers are
+formatted in `mwa_cli.report.numbers`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 LANGS = ("en", "ja")
@@ -467,70 +466,3 @@ def t(lang: str, key: str, **values: Any) -> str:
     table = STRINGS.get(lang, STRINGS["en"])
     text = table.get(key, STRINGS["en"][key])
     return text.format(**values) if values else text
-
-
-# ---- number formatting shared by terminal, HTML and verdict ---------------------------------------------------
-def is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt_num(x: Any, digits: int = 1, na: str = "—") -> str:
-    return f"{x:,.{digits}f}" if is_num(x) else na
-
-
-def fmt_pct(x: Any, digits: int = 1, na: str = "—", signed: bool = False) -> str:
-    if not is_num(x):
-        return na
-    return f"{x:+.{digits}f} %" if signed else f"{x:.{digits}f} %"
-
-
-def fmt_delta(x: Any, digits: int = 1, na: str = "—") -> str:
-    return f"{x:+.{digits}f}" if is_num(x) else na
-
-
-def fmt_int(x: Any, na: str = "—") -> str:
-    return f"{int(x):,}" if is_num(x) else na
-
-
-def fmt_count(x: Any, na: str = "—") -> str:
-    """Parameter counts: 86.5 M, 1.2 B, 12.3 k."""
-    if not is_num(x):
-        return na
-    for div, suf in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.1f} {suf}"
-    return f"{int(x)}"
-
-
-def fmt_bytes(x: Any, na: str = "—", signed: bool = False) -> str:
-    if not is_num(x):
-        return na
-    sign = ("+" if x > 0 else "-" if x < 0 else "") if signed else ("-" if x < 0 else "")
-    v = abs(float(x))
-    for div, suf in ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if v >= div:
-            return f"{sign}{v / div:.1f} {suf}"
-    return f"{sign}{int(v)} B"
-
-
-def fmt_duration(seconds: Any, lang: str = "en", na: str = "—") -> str:
-    if not is_num(seconds):
-        return na
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if lang == "ja":
-        if h:
-            return f"{h}時間{m:02d}分"
-        return f"{m}分{sec:02d}秒" if m else f"{sec}秒"
-    if h:
-        return f"{h} h {m:02d} min"
-    return f"{m} min {sec:02d} s" if m else f"{sec} s"
-
-
-def fmt_money(x: Any, currency: str, na: str = "—", signed: bool = False) -> str:
-    if not is_num(x):
-        return na
-    digits = 0 if abs(x) >= 100 else 2
-    sign = ("+" if x > 0 else "-" if x < 0 else "") if signed else ("-" if x < 0 else "")
-    return f"{sign}{abs(x):,.{digits}f} {currency}"

@@ -16,7 +16,7 @@ from mwa_cli.eval.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, QueryRanks, 
 from mwa_cli.eval.zero_shot import ZeroShot
 from mwa_cli.report import evidence
 from mwa_cli.report.collect import Run
-from mwa_cli.report.i18n import is_num
+from mwa_cli.report.numbers import is_num
 from mwa_cli.report.protocols import recall_under
 from mwa_cli.train.budget import SHORT_SCHEDULE, default_schedule_of
 from mwa_cli.train.collapse import recall_collapse

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mwa_cli.report.i18n import is_num
+from mwa_cli.report.numbers import is_num
 
 PROTOCOLS = ("instance", "label_level")
 

@@ -11,7 +11,6 @@ from mwa_cli.report.choice import Choice
 from mwa_cli.report.collect import Run
 from mwa_cli.report.comparison import Comparison, device_hours, num
 from mwa_cli.report.gallery import build_gallery
-from mwa_cli.report.i18n import is_num
 from mwa_cli.report.model import (
     Cost,
     EstimatedFlags,
@@ -26,6 +25,7 @@ from mwa_cli.report.model import (
     RunROI,
     Savings,
 )
+from mwa_cli.report.numbers import is_num
 from mwa_cli.report.protocols import PROTOCOLS, recall_under
 
 RECALL_KEYS: list[tuple[Literal["i2t", "t2i"], str]] = [("i2t", "r1"), ("i2t", "r5"), ("i2t", "r10"),

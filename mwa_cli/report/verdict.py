@@ -10,7 +10,8 @@ from typing import Any
 
 from mwa_cli.eval.bootstrap import images_to_separate
 from mwa_cli.eval.small_split import MIN_EVAL_IMAGES
-from mwa_cli.report.i18n import fmt_delta, fmt_duration, fmt_money, fmt_num, fmt_pct, is_num, t
+from mwa_cli.report.i18n import t
+from mwa_cli.report.numbers import fmt_delta, fmt_duration, fmt_money, fmt_num, fmt_pct, is_num
 
 
 def classify(delta_ci: dict[str, Any]) -> str:

@@ -8,7 +8,9 @@ from typing import Any
 
 from mwa_cli.eval.small_split import MARK, trivial_recalls
 from mwa_cli.report.build import display_name
-from mwa_cli.report.i18n import (
+from mwa_cli.report.i18n import t
+from mwa_cli.report.model import Report, RunEntry
+from mwa_cli.report.numbers import (
     fmt_bytes,
     fmt_count,
     fmt_delta,
@@ -18,9 +20,7 @@ from mwa_cli.report.i18n import (
     fmt_num,
     fmt_pct,
     is_num,
-    t,
 )
-from mwa_cli.report.model import Report, RunEntry
 from mwa_cli.report.run_entry import RECALL_KEYS
 from mwa_cli.report.svg import color_for
 

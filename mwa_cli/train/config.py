@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from mwa_cli.errors import EXIT_USAGE, ConfigError
 from mwa_cli.ranges import COUNT, SEED, Range, out_of_range
 from mwa_cli.safe_open import MAX_JSON_DEPTH, nesting_depth, parse_json, read_text
+from mwa_cli.typecheck import TypeMismatch, conform, type_names
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
@@ -198,9 +199,8 @@ class TrainConfig:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-_TYPES = {f.name: {t.strip() for t in str(f.type).split("|")} for f in dataclasses.fields(TrainConfig)}
-_TYPES["budget"] |= {"float"}  # parse_budget also takes seconds as a number
-_MAX_INT = 2**53  # larger "whole numbers" (1e308) are not counts anyone means
+# what a value read from a file may be: the field's type hint; parse_budget also takes seconds as a number
+_HINTS: dict[str, Any] = {**typing.get_type_hints(TrainConfig), "budget": str | float | None}
 
 
 # examples for the options whose default is "not given" (None)
@@ -220,28 +220,18 @@ def check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
     error naming the option and the file, never a TypeError deep inside training. Integral floats become ints."""
     out = dict(values)
     for key, value in values.items():
-        allowed = _TYPES.get(key)
-        if allowed is None or (value is None and "None" in allowed):
+        hint = _HINTS.get(key)
+        if hint is None:
             continue
-        ok = False
-        if "bool" in allowed:
-            ok = isinstance(value, bool)
-        if not ok and "int" in allowed and not isinstance(value, bool):
-            if isinstance(value, float) and value.is_integer() and abs(value) <= _MAX_INT:
-                out[key], ok = int(value), True
-            else:
-                ok = isinstance(value, int) and abs(value) <= _MAX_INT
-        if not ok and "float" in allowed and isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = math.isfinite(value)
-        if not ok and "str" in allowed:
-            ok = isinstance(value, str)
-        if not ok and "dict" in allowed:
-            ok = isinstance(value, dict)
-        if not ok:
-            want = " or ".join(sorted(t if t != "None" else "null" for t in allowed))
+        try:
+            out[key] = conform(value, hint, json_numbers=True)
+        except TypeMismatch:
+            want = " or ".join(sorted(type_names(hint)))
             raise ConfigError(f"{key} in {source} must be {want}, not {value!r}"[:300],
-                              hint="fix the value in the file (option names and types: `mwa train --help`)")
+                              hint="fix the value in the file (option names and types: `mwa train --help`)") from None
     return out
+
+
 _BUDGET_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s|days?|d)?", re.I)
 _UNIT_S = {"h": 3600, "m": 60, "s": 1, "d": 86400}
 

@@ -87,8 +87,8 @@ def measure_full_ft_step(request: EstimateRequest) -> StepMeasurement:
     from mwa_cli.data.manifest import load_manifest
     from mwa_cli.models.presets import find_tokenizer
     from mwa_cli.models.presets import resolve_config as resolve_backbone
+    from mwa_cli.models.run_tokenizer import load_tokenizer
     from mwa_cli.models.text_pad import padding_is_free
-    from mwa_cli.runs import load_tokenizer
     from mwa_cli.runtime import resolve_device
     from mwa_cli.train.compile_policy import compile_setting
     from mwa_cli.train.data import TrainBatches, make_loader

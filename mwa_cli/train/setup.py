@@ -26,6 +26,7 @@ from mwa_cli.errors import ConfigError, DataError
 from mwa_cli.models.text_pad import padding_is_free
 from mwa_cli.runtime import resolve_device, resolve_precision
 from mwa_cli.train import checkpoint as ckpt_mod
+from mwa_cli.train.batch_probe import find_max_batch
 from mwa_cli.train.budget import BudgetPlanner, end_of_run
 from mwa_cli.train.compile_policy import budget_too_short, compile_setting, short_budget_note, step_graph_setting
 from mwa_cli.train.config import TrainConfig, config_from_run, default_steps
@@ -35,7 +36,7 @@ from mwa_cli.train.measure import device_name
 from mwa_cli.train.metric_sinks import attach_sinks
 from mwa_cli.train.positives import resolve_positives
 from mwa_cli.train.run_dir import RunDir, base_config_record, default_run_name
-from mwa_cli.train.trainer import Trainer, cuda_setup, find_max_batch, seed_everything
+from mwa_cli.train.trainer import Trainer, cuda_setup, seed_everything
 
 CPU_AUTO_BATCH = 32
 GPU_DEFAULT_BATCH = 128
@@ -110,7 +111,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     from mwa_cli.data.manifest import load_dataset_info, load_manifest
     from mwa_cli.eval.evaluate import load_split
     from mwa_cli.models.presets import NO_WEIGHTS, build_backbone, random_on_purpose, require_weights
-    from mwa_cli.runs import load_tokenizer
+    from mwa_cli.models.run_tokenizer import load_tokenizer
 
     data_dir = Path(cfg.data_dir).resolve()
     df = load_manifest(data_dir)

@@ -4,9 +4,10 @@
   (micro-batches) that keeps every negative of the batch, CUDA-OOM back-off, fused AdamW on CUDA, frozen prefix
   under no_grad. The hot path does no host sync: the loss stays on the device; the training loop reads it only at
   logging intervals.
-* `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (benchmarks).
-* `find_max_batch(...)`: `--batch-size auto` on CUDA, the largest micro-batch whose step fits (`largest_fitting`
-  over `probe_fits`; bench/max_batch_24g.py under a memory cap).
+* `build_trainer(...)`: a Trainer on a freshly built backbone + method, no data needed (the full fine-tuning
+  estimate, benchmarks).
+
+The batch-size probe (`--batch-size auto`) is train/batch_probe.py; the benchmarks' step timing bench/benchlib.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import math
 import random
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -328,10 +329,21 @@ class Trainer:
         self.on_message(f"CUDA out of memory: micro-batch halved to {self.micro_batch}; the effective batch stays "
                         f"{batch} through {acc} gradient-accumulation steps")
 
-    # ----------------------------------------------------------------- benchmark helpers
+    @contextlib.contextmanager
+    def without_ddp(self) -> Iterator[None]:
+        """Forwards and backwards of this process alone while inside (no collectives, gradients not averaged):
+        each rank of a distributed run probes its own GPU's memory (train/batch_probe.py)."""
+        ddp, self._ddp = self._ddp, None
+        try:
+            yield
+        finally:
+            self._ddp = ddp
+
+    # ----------------------------------------------------------------- random inputs
     def random_batch(self, batch_size: int, *, text_len: int | None = None, seed: int = 0,
                      augment: bool = True) -> dict:
-        """A batch of random data in the trainer's input format (uint8 images from a private generator)."""
+        """A batch of random data in the trainer's input format (uint8 images from a private generator): what
+        `warm_compile` and the batch-size probe run, and the benchmarks' inputs."""
         g = torch.Generator().manual_seed(seed)
         s = self.image_size
         text_len = int(text_len or self.model.config.text_len)
@@ -349,24 +361,6 @@ class Trainer:
         if self.device.type == "cuda":
             batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch
-
-    def time_steps(self, batch: dict | Callable[[], dict], n: int = 15, warmup: int = 3,
-                   window: int = 1) -> list[float]:
-        """Benchmark only: `warmup` untimed steps, then `n` timings of `window` back-to-back steps each (the device
-        synchronised at the ends of each window only, as in `mwa train`), as seconds per step. `batch` may be a
-        callable that makes each step's batch (its time counts)."""
-        make = batch if callable(batch) else (lambda: batch)
-        for _ in range(warmup):
-            self.step(make())
-        self.synchronize()
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            for _ in range(window):
-                self.step(make())
-            self.synchronize()
-            times.append((time.perf_counter() - t0) / window)
-        return times
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -468,78 +462,3 @@ def cuda_setup(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-def largest_fitting(fits: Callable[[int], bool], cap: int, *, start: int = 8, resolution: int | None = None) -> int:
-    """The largest batch ≤ `cap` for which `fits(b)` holds, 0 when `start` (or `cap`, if smaller) does not: doubling
-    from `start`, then, with `resolution`, bisection in multiples of it between the last fit and the first
-    failure (without: the largest power-of-two multiple of `start`). Assumes what fits at b fits below it."""
-    b = min(start, cap)
-    best, failed = 0, None
-    while True:
-        if not fits(b):
-            failed = b
-            break
-        best = b
-        if b >= cap:
-            break
-        b = min(cap, 2 * b)
-    if not resolution or best == 0 or failed is None:
-        return best
-    lo, hi = best, failed  # lo fits, hi does not
-    while hi - lo > resolution:
-        mid = lo + (hi - lo) // 2 // resolution * resolution
-        if mid <= lo:
-            break
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
-def probe_fits(trainer: Trainer, batch: int, text_len: int,
-               inputs: Callable[[int], tuple[torch.Tensor, ...]] | None = None) -> bool:
-    """Does one training step of `batch` random pairs fit in the device's memory? Forward and backward while
-    stand-ins of the optimizer's moments are held (AdamW allocates them at its first step); the weights and the
-    optimizer are untouched, the gradients cleared. `inputs(batch)` -> (pixels or image states, ids or text
-    states, padding mask) on the device; default: random images and captions of `text_len` tokens."""
-    ok = True
-    standin = optimizer_standin(trainer)
-    try:
-        if inputs is None:
-            data = trainer.random_batch(batch, text_len=text_len, seed=1)
-            px, ids, mask = (trainer.pixels(data), data["input_ids"].to(trainer.device),
-                             data["padding_mask"].to(trainer.device))
-        else:
-            px, ids, mask = inputs(batch)
-        trainer._forward_backward(px, ids, mask)
-        del px, ids, mask
-        trainer.synchronize()
-    except OOM_ERRORS:
-        ok = False
-    del standin
-    trainer.optimizer.zero_grad(set_to_none=True)
-    if trainer.device.type == "cuda":
-        torch.cuda.empty_cache()
-    return ok
-
-
-def optimizer_standin(trainer: Trainer) -> list[torch.Tensor]:
-    """Two tensors per trainable parameter without optimizer state: the memory AdamW's moments will take."""
-    state = trainer.optimizer.state
-    return [torch.empty_like(p) for group in trainer.optimizer.param_groups for p in group["params"]
-            if p.requires_grad and p not in state for _ in range(2)]
-
-
-def find_max_batch(trainer: Trainer, cap: int, text_len: int, message: Callable[[str], None],
-                   resolution: int | None = None) -> int:
-    """`--batch-size auto`: the largest micro-batch ≤ cap whose training step fits (`probe_fits`; powers of two
-    from 8, or multiples of `resolution` past the last one that fits); the weights untouched."""
-    ddp, trainer._ddp = trainer._ddp, None  # distributed: each rank probes its own GPU, no collectives
-    try:
-        best = largest_fitting(lambda b: probe_fits(trainer, b, text_len), cap, resolution=resolution)
-    finally:
-        trainer._ddp = ddp
-    if best == 0:
-        raise MwaError(f"CUDA out of memory even with a batch of {min(8, cap)}",
-                       hint="use a smaller backbone or --precision bf16", exit_code=EXIT_OOM)
-    message(f"--batch-size auto: the largest micro-batch that fits is {best}; using batch size {best}")
-    return best

@@ -12,7 +12,7 @@ from typing import Callable
 
 from mwa_cli.errors import MwaError
 from mwa_cli.outdir import read_marker
-from mwa_cli.report.i18n import fmt_duration
+from mwa_cli.report.numbers import fmt_duration
 from mwa_cli.train.checkpoint import find_checkpoint
 from mwa_cli.train.config import TrainConfig, load_config_file
 from mwa_cli.train.loop import ProgressFn, train

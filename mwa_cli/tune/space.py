@@ -149,7 +149,7 @@ def _extends_vocab(fixed: dict[str, Any], backbone: str, captions: list[str]) ->
     """Will the trials extend the vocabulary (`--extend-vocab`, auto: many <unk> tokens in the train captions)?"""
     from mwa_cli.adapters.vocab import plan_extension
     from mwa_cli.models.presets import find_tokenizer, resolve_config
-    from mwa_cli.runs import load_tokenizer
+    from mwa_cli.models.run_tokenizer import load_tokenizer
 
     mode = fixed.get("extend_vocab", "auto")
     if mode == "off":

@@ -9,7 +9,7 @@ import torch
 
 from mwa_cli.adapters.registry import apply_method
 from mwa_cli.models.presets import build_backbone
-from mwa_cli.runs import load_tokenizer
+from mwa_cli.models.run_tokenizer import load_tokenizer
 
 CAPTIONS = ["a red scratch on a steel plate number 3", "blue dent mark 7 on the left", "a white crack number 12",
             "yellow stain on the right 20"]

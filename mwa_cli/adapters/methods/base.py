@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
 import typing
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 from mwa_cli.errors import ConfigError
 from mwa_cli.ranges import Range, out_of_range
+from mwa_cli.typecheck import describe, matches
 
 if typing.TYPE_CHECKING:
     from mwa_cli.adapters.applied import AppliedMethod
@@ -40,8 +39,8 @@ class Family(Protocol):
 @dataclasses.dataclass
 class MethodConfig:
     """A method's options: the field names are the option names, the defaults the method's defaults, the type
-    hints what a value may be and ``ranges`` (`mwa_cli.ranges.Range` per option) what a number may be, both checked
-    by ``validate``."""
+    hints what a value may be (`mwa_cli.typecheck`) and ``ranges`` (`mwa_cli.ranges.Range` per option) what a
+    number may be, both checked by ``validate``."""
 
     ranges: ClassVar[dict[str, Range]] = {}
 
@@ -52,9 +51,9 @@ class MethodConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not _matches(value, hints[f.name]):
+            if not matches(value, hints[f.name]):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                raise ConfigError(f"option {f.name} of method {method} must be {_describe(hints[f.name])}, "
+                raise ConfigError(f"option {f.name} of method {method} must be {describe(hints[f.name])}, "
                                   f"not {value!r}", hint=f"e.g. {_option_example(f.name, default)}")
         bad = out_of_range(vars(self), self.ranges)
         if bad is not None:
@@ -145,45 +144,9 @@ class AdapterMethod(Method):
         return applied
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:  # NaN and infinity are no option value
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is type(None):
-        return value is None
-    return isinstance(value, hint)
-
-
 def _option_example(name: str, value: Any) -> str:
     """``--option name=value`` as a shell takes it (JSON for lists and objects, quoted)."""
     if isinstance(value, str):
         return f"--option {name}={value}"
     text = json.dumps(value, separators=(",", ":"))
     return f"--option '{name}={text}'" if isinstance(value, (list, dict)) else f"--option {name}={text}"
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    if origin is dict:
-        return "an object"
-    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a text"}.get(hint, str(hint))

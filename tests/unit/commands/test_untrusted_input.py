@@ -120,7 +120,7 @@ def test_long_captions_are_cut_with_one_warning_per_command(train_data_dir, trai
     n = int(re.search(r"text length: (\d+) longer than 32 tokens", flat(res)).group(1))
     import pandas as pd
 
-    from mwa_cli.runs import load_tokenizer
+    from mwa_cli.models.run_tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(train_tokenizer), 32)
     captions = pd.read_csv(train_data_dir / "manifest.csv")["caption"]

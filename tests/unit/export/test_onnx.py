@@ -110,7 +110,7 @@ def test_vocabulary_extension_is_exported(tmp_path):
     torch.manual_seed(0)
     model, info = build_backbone("beit3-tiny-test")
     applied = apply_method(model, "mwa")
-    from mwa_cli.runs import load_tokenizer
+    from mwa_cli.models.run_tokenizer import load_tokenizer
 
     tok = load_tokenizer(info.tokenizer_path, 32)
     table = vocab.make_table(["傷", "溶"], vocab.first_new_id(tok, model))

@@ -28,7 +28,7 @@ from mwa_cli.errors import ConfigError  # noqa: E402
 from mwa_cli.eval.metrics import retrieval_ranks  # noqa: E402
 from mwa_cli.models.hf import HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
-from mwa_cli.runs import load_tokenizer  # noqa: E402
+from mwa_cli.models.run_tokenizer import load_tokenizer  # noqa: E402
 from mwa_cli.similarity import paired_similarity, similarity  # noqa: E402
 from mwa_cli.train.loss import contrastive_loss, model_loss  # noqa: E402
 from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir  # noqa: E402

@@ -21,7 +21,7 @@ from mwa_cli.adapters.modules.alignment import SharedCoreAE  # noqa: E402
 from mwa_cli.adapters.two_tower import pair_layers  # noqa: E402
 from mwa_cli.models.hf import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, HFTokenizer  # noqa: E402
 from mwa_cli.models.presets import build_backbone  # noqa: E402
-from mwa_cli.runs import load_tokenizer  # noqa: E402
+from mwa_cli.models.run_tokenizer import load_tokenizer  # noqa: E402
 from mwa_cli.train.loss import contrastive_loss, model_loss, sigmoid_loss  # noqa: E402
 from tests.helpers.data_dir import make_train_data_dir as train_make_data_dir  # noqa: E402
 from tests.helpers.hf_test_models import build_hf, hf_inputs  # noqa: E402

@@ -17,8 +17,8 @@ from mwa_cli.adapters.io import load_adapter, read_adapter_config, save_adapter
 from mwa_cli.adapters.registry import apply_method
 from mwa_cli.cli import app
 from mwa_cli.models.presets import build_backbone
+from mwa_cli.models.run_tokenizer import load_tokenizer
 from mwa_cli.models.tokenizer import UNK_ID
-from mwa_cli.runs import load_tokenizer
 from mwa_cli.train.trainer import Trainer
 
 runner = CliRunner()

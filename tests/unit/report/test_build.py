@@ -12,7 +12,8 @@ from mwa_cli.report import roi
 from mwa_cli.report.api import default_out, make_report
 from mwa_cli.report.collect import collect
 from mwa_cli.report.estimate import StepMeasurement, estimate_full_ft_run, full_ft_command
-from mwa_cli.report.i18n import STRINGS, fmt_bytes, fmt_duration, t
+from mwa_cli.report.i18n import STRINGS, t
+from mwa_cli.report.numbers import fmt_bytes, fmt_duration
 from tests.helpers.report_builder import make_data_dir, make_run, standard_runs
 
 

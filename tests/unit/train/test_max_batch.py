@@ -7,14 +7,8 @@ import pytest
 import torch
 
 from mwa_cli.errors import EXIT_OOM, MwaError
-from mwa_cli.train.trainer import (
-    OOM_ERRORS,
-    build_trainer,
-    find_max_batch,
-    largest_fitting,
-    optimizer_standin,
-    probe_fits,
-)
+from mwa_cli.train.batch_probe import find_max_batch, largest_fitting, optimizer_standin, probe_fits
+from mwa_cli.train.trainer import OOM_ERRORS, build_trainer
 from tests.helpers.paths import REPO, load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -106,3 +100,25 @@ def test_the_bench_probes_the_feature_cache_variant_from_hidden_states():
     px, txt, mask = bench.cached_inputs(trainer, 4, 16)
     assert px.shape == (4, 17, 64) and txt.shape == (4, 16, 64) and mask.shape == (4, 16)
     assert probe_fits(trainer, 4, 16, lambda b: bench.cached_inputs(trainer, b, 16))
+
+
+def test_the_probe_runs_past_ddp_and_puts_it_back():
+    """Under torchrun each rank probes its own GPU: no DDP forward (its collectives would wait for the other
+    ranks' probes), and the wrapper back in place afterwards, also when nothing fits."""
+    trainer = build_trainer("beit3-tiny-test", "nke", device="cpu", precision="fp32")
+    wrapper = object()  # stands for the DDP wrapper of a distributed run
+    trainer._ddp = wrapper
+    during: list[object] = []
+    real = trainer._forward_backward
+
+    def forward_backward(*args):
+        during.append(trainer._ddp)
+        return real(*args)
+    trainer._forward_backward = forward_backward
+    _oom_above(trainer, 16, [])
+    assert find_max_batch(trainer, 256, 16, lambda _t: None) == 16
+    assert during == [None, None, None] and trainer._ddp is wrapper
+    _oom_above(trainer, 4, [])
+    with pytest.raises(MwaError, match="even with a batch of 8"):
+        find_max_batch(trainer, 256, 16, lambda _t: None)
+    assert trainer._ddp is wrapper
