@@ -9,6 +9,7 @@ Hints are walked with ``typing.get_origin`` / ``get_args``: Literal, unions (``X
 from __future__ import annotations
 
 import math
+import sys
 import types
 import typing
 from typing import Any, Literal
@@ -60,11 +61,17 @@ def _conform(value: Any, hint: Any, *, json_numbers: bool) -> Any:
     if hint is int:
         return _conform_int(value, json_numbers)
     if hint is float:  # NaN and infinity are no option value
-        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return value if finite else _NO_MATCH
+        return value if _finite_number(value) else _NO_MATCH
     if hint is type(None):
         return value if value is None else _NO_MATCH
     return value if isinstance(value, hint) else _NO_MATCH
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float that a float holds: not NaN, not infinite, and no int beyond the float range (1e400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
 
 
 def _conform_int(value: Any, json_numbers: bool) -> Any:

@@ -99,3 +99,9 @@ def test_type_names_name_a_files_types():
     assert type_names(int | str | None) == {"int", "str", "null"}
     assert type_names(Optional[bool]) == {"bool", "null"}
     assert type_names(dict) == {"dict"}
+
+
+def test_a_whole_number_beyond_the_float_range_is_no_float_and_raises_no_overflow():
+    assert not matches(10**400, float) and matches(10**300, float)
+    with pytest.raises(TypeMismatch, match="is not"):
+        conform(10**400, float, json_numbers=True)
