@@ -99,8 +99,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
 def _train(config: TrainConfig, progress: ProgressFn | None, *, count_from_process_start: bool) -> RunResult:
     t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
-    if count_from_process_start and start_time_monotonic() is not None:
-        t_start = start_time_monotonic()  # started by `mwa train --devices N`: count from the launcher
+    launched = start_time_monotonic() if count_from_process_start else None
+    if launched is not None:
+        t_start = launched  # started by `mwa train --devices N`: count from the launcher
     return TrainingRun(setup_run(config, progress, t_start)).run()
 
 

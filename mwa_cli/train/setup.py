@@ -667,8 +667,8 @@ def default_batch_size(device: torch.device) -> int:
     return GPU_DEFAULT_BATCH if device.type == "cuda" else CPU_AUTO_BATCH
 
 
-def train_pairs(cache, train_df, ids: np.ndarray, mask: np.ndarray, captions: list[str], flip: str,
-                groups: np.ndarray | None = None) -> PairTable:
+def train_pairs(cache: ImageCache, train_df: pd.DataFrame, ids: torch.Tensor, mask: torch.Tensor, captions: list[str],
+                flip: str, groups: np.ndarray | None = None) -> PairTable:
     """The train split's pairs: image rows in the image cache, tokenised captions, where flips are allowed."""
     return PairTable(image_rows=np.array([cache.index_of(i) for i in train_df["image_id"]], dtype=np.int64),
                      input_ids=ids, padding_mask=mask, flip_ok=flip_allowed_mask(captions, flip), groups=groups)
