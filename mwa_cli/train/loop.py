@@ -119,8 +119,8 @@ class TrainingRun:
     def __init__(self, setup: RunSetup):
         self.setup = setup
         self.cfg, self.env, self.data, self.folder = setup.cfg, setup.env, setup.data, setup.folder
-        self.trainer, self.batches = setup.training.trainer, setup.training.batches
-        self.batch_size = setup.training.batch_size
+        self.backbone, self.trainer, self.batches = setup.backbone, setup.training.trainer, setup.training.batches
+        self.batch_size, self.budget_s, self.limit = setup.training.batch_size, setup.budget_s, setup.limit
         self.run_dir = setup.folder.run
         # the run's changing state, each value in one object: steps planned, time totals, budget, best check
         self.plan, self.clocks, self.planner, self.keeper = setup.plan, setup.clocks, setup.planner, setup.keeper
@@ -136,7 +136,7 @@ class TrainingRun:
         self.fcache: FeatureCache | None = None
         self.it: Iterator[dict] | None = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
-        if getattr(setup.backbone.model, "loss_kind", "softmax") == "softmax":
+        if getattr(self.backbone.model, "loss_kind", "softmax") == "softmax":
             self.collapse = CollapseWatch(  # micro-batches keep the whole batch's columns (Trainer, GradCache)
                 self.batch_size, after_step=max(1, round(self.cfg.warmup_frac * max(1, self.plan.total_steps))),
                 lr=self.cfg.lr)
@@ -161,10 +161,9 @@ class TrainingRun:
             finally:
                 close_loader(self.it)
             self.folder.config.write_final_plan()  # small refits are not written each time
-            limit = self.setup.limit
-            if (self.stop_reason is None and self.setup.budget_s is not None and limit is not None
-                    and self.step >= limit and self.trainer.trains):
-                self.stop_reason = f"the --steps/--epochs limit ({limit} steps) ended the run before its budget"
+            if (self.stop_reason is None and self.budget_s is not None and self.limit is not None
+                    and self.step >= self.limit and self.trainer.trains):
+                self.stop_reason = f"the --steps/--epochs limit ({self.limit} steps) ended the run before its budget"
                 self.message(self.stop_reason)
             if self.env.dctx.enabled:  # the same decision on every rank, also for a signal after the last agreement
                 self.flag.signum, _ = self.env.dctx.agree(self.flag.signum)
@@ -192,12 +191,12 @@ class TrainingRun:
         self.interval_steps = 0
         self.t_interval = time.monotonic()
         self.last_ckpt_time = time.monotonic()
-        self.measure = planner.new_measurement(device.type, max_steps=self.setup.limit) if not plan.planned else None
+        self.measure = planner.new_measurement(device.type, max_steps=self.limit) if not plan.planned else None
         self.eval_steps = planner.eval_steps(plan.total_steps) if plan.planned else set()
         if self._checks_by_step():  # no budget: the same steps checked (and published) every run (val_schedule.py)
             self.eval_steps = step_checks(plan.total_steps, self.batch_size, planner.val_items, planner.val_share)
         self.clocks.mark_training()
-        if plan.planned and self.setup.budget_s is not None:  # resumed: re-measure from here, warm-up included
+        if plan.planned and self.budget_s is not None:  # resumed: re-measure from here, warm-up included
             planner.start_rate(self.step, self.clocks.total("train"))
         if trainer.trains and plan.goes_on(self.step):
             loader = make_loader(self.batches, self.step, workers=loader_workers(cfg, device),
@@ -236,7 +235,7 @@ class TrainingRun:
         """Decide, the same on every rank, whether to stop, to run a due validation check first ("again"), or to
         train ("train"); also returns whether a time-based checkpoint is due."""
         planner, plan, step = self.planner, self.plan, self.step
-        must_stop = plan.planned and self.setup.budget_s is not None and planner.must_stop(step, plan.total_steps,
+        must_stop = plan.planned and self.budget_s is not None and planner.must_stop(step, plan.total_steps,
                                                                                            self.eval_steps)
         time_due = time.monotonic() - self.last_ckpt_time >= self.cfg.checkpoint_minutes * 60
         self.clocks.count_training()
@@ -266,7 +265,7 @@ class TrainingRun:
 
     def _checks_by_step(self) -> bool:
         """Cost-aware checks without a time budget go by step, not by the clock (docs/decisions.md)."""
-        return (self.plan.planned and self.setup.budget_s is None and self.data.val is not None
+        return (self.plan.planned and self.budget_s is None and self.data.val is not None
                 and self.planner.cost_aware)
 
     def _train_step(self) -> None:
@@ -310,14 +309,14 @@ class TrainingRun:
         if self.data.val is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
             self._validate(step)  # the step-0 check was the process's first (cold): measure a warm one
         total_steps, why = on_main(lambda: planner.plan(
-            step, measure.step_time, self.setup.limit, time.monotonic(),
+            step, measure.step_time, self.limit, time.monotonic(),
             checks_s=self.clocks.total("val_check"), elapsed_s=self.clocks.elapsed()))
         self.plan.fix(total_steps)
         trainer.schedule.fit(max(1, total_steps))
         self.measure = None
         self.eval_steps = planner.eval_steps(total_steps)
         self.emit("plan", {"total_steps": total_steps, "reason": why, "step_time_s": planner.step_time,
-                           "budget_s": self.setup.budget_s})
+                           "budget_s": self.budget_s})
         self.message(why)
         config = self.folder.config
         default = default_schedule_of(config.record)
@@ -338,7 +337,7 @@ class TrainingRun:
         logged = step % cfg.log_every == 0 or plan.ended_at(step) or step == 1
         if logged:
             self._log_train(step)
-        if plan.planned and self.setup.budget_s is not None and (logged or (self.env.device.type != "cuda"
+        if plan.planned and self.budget_s is not None and (logged or (self.env.device.type != "cuda"
                                                                             and not dctx.enabled)):
             # refit the plan to the step time measured over the recent window (CPU: host clock is exact,
             # every step; CUDA/DDP: at logging steps, which sync anyway)
@@ -401,8 +400,7 @@ class TrainingRun:
         self._publish_best(step)
         with self.clocks.timing("checkpoint"):
             if env.dctx.is_main:
-                backbone = self.setup.backbone
-                save_adapter(run.path, backbone.model, backbone.applied, backbone.binfo)
+                save_adapter(run.path, self.backbone.model, self.backbone.applied, self.backbone.binfo)
         result, top, ranks = final_evaluation(run.path, data.final_split, env.device, env.precision,
                                               self.cfg.eval_batch_size, self.clocks)
         run.write_eval(result, top, ranks=ranks)
@@ -429,7 +427,7 @@ class TrainingRun:
 
         def evaluate() -> tuple[dict, dict | None]:
             with evaluation_numerics():
-                return evaluate_model(self.setup.backbone.model, data.tok, data.data_dir, split_name,
+                return evaluate_model(self.backbone.model, data.tok, data.data_dir, split_name,
                                       device=env.device, dtype=amp_dtype(env.precision),
                                       batch_size=self.cfg.eval_batch_size, cache=data.cache, split_data=split_data,
                                       topk=topk, identity=data.identity)
@@ -450,7 +448,7 @@ class TrainingRun:
         self.emit("eval", row)
 
     def _best_weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().to("cpu", copy=True) for n, p in self.setup.backbone.applied.trainable_named_parameters()}
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.backbone.applied.trainable_named_parameters()}
 
     def _validate(self, step_now: int) -> None:
         """A validation check during training: logged, timed (its share of the wall time), best kept."""
@@ -494,7 +492,7 @@ class TrainingRun:
         keeper = self.keeper
         if keeper.step is None or keeper.step == step_now or keeper.weights is None:
             return
-        params = dict(self.setup.backbone.applied.trainable_named_parameters())
+        params = dict(self.backbone.applied.trainable_named_parameters())
         with torch.no_grad():
             for name, value in keeper.weights.items():
                 params[name].copy_(value.to(params[name].device, params[name].dtype))
@@ -524,7 +522,7 @@ class TrainingRun:
     def _check_weights(self, step_now: int) -> None:
         """Stop when a trainable weight is NaN or infinite, although the loss was finite (an optimizer setting
         that overflows the update): they are never checkpointed, evaluated or published. One device sync."""
-        params = [p for _, p in self.setup.backbone.applied.trainable_named_parameters()]
+        params = [p for _, p in self.backbone.applied.trainable_named_parameters()]
         if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             return
         raise NonFiniteLoss(f"the weights became NaN or infinite by step {step_now}, while the loss was still "
@@ -562,7 +560,7 @@ class TrainingRun:
         st = planner.observe_progress(step_now, self.clocks.total("train"))
         if st is None:
             return None
-        new_total, why = planner.plan(step_now, st, self.setup.limit, time.monotonic(),
+        new_total, why = planner.plan(step_now, st, self.limit, time.monotonic(),
                                       evals_left=sum(1 for e in self.eval_steps if e > step_now),
                                       checks_s=self.clocks.total("val_check"), elapsed_s=self.clocks.elapsed())
         new_total = max(new_total, step_now)
@@ -573,7 +571,7 @@ class TrainingRun:
         if abs(new_total - total_steps) > 0.03 * total_steps:  # say and write the larger moves only
             self.message("re-planned: " + why)
             self.emit("plan", {"total_steps": new_total, "reason": why, "step_time_s": st,
-                               "budget_s": self.setup.budget_s})
+                               "budget_s": self.budget_s})
             config.write()
         return new_total
 
@@ -612,9 +610,9 @@ class TrainingRun:
             "device_name": device_name(device), "n_devices": self.env.dctx.world_size,
             "peak_mem_gib": round(peak_mem_gib(device), 4),
             "data_wait_fraction": round(clocks.total("data_wait") / train_s, 4) if train_s > 0 else 0.0,
-            "budget_s": self.setup.budget_s, "torch": torch.__version__, "mwa": __version__,
+            "budget_s": self.budget_s, "torch": torch.__version__, "mwa": __version__,
             "trainable_params": training.trainable_params, "total_params": training.total_params,
-            "estimated": False, "vocab_extension_params": extension_params(self.setup.backbone.model),
+            "estimated": False, "vocab_extension_params": extension_params(self.backbone.model),
             "status": status, "planned_steps": int(self.plan.total_steps), "batch_size": batch_size,
             "micro_batch": trainer.micro_batch or batch_size, "precision": self.env.precision,
             "feature_cache": self.fcache.describe() if self.fcache is not None else None,
