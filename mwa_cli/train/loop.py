@@ -3,7 +3,9 @@
 `train()` builds the run with `setup.setup_run` (config, device, data, model, trainer, run folder, planner) and
 hands it to `TrainingRun`, whose `run()` reads top-down: start (feature cache, zero-shot check, loader), the loop
 (`_before_step` → `_train_step` → `_after_step`: budget planning, logging, validation checks, checkpoints,
-signals), then `_interrupted()` or `_final()` (best adapter, final evaluation, artefacts).
+signals), then `_interrupted()` or `_final()` (best adapter, final evaluation, artefacts). The run's changing
+state lives in one object each: the step plan (`StepPlan`), the time totals (`RunClocks`, train/clocks.py), the
+config.json record (`ConfigRecord`, its one writer), the budget planner and the best-checkpoint keeper.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,20 +26,26 @@ from mwa_cli.eval.label_level import PROTOCOL_WORDS, primary_protocol, primary_r
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
-from mwa_cli.train.budget import default_schedule_of, short_schedule_note
+from mwa_cli.train.budget import Measurement, default_schedule_of, short_schedule_note
+from mwa_cli.train.clocks import RunClocks
 from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.compile_policy import compile_setting
 from mwa_cli.train.compile_policy import describe as describe_compile
 from mwa_cli.train.config import TrainConfig
-from mwa_cli.train.data import PairTable, close_loader, make_loader, open_cache_array
+from mwa_cli.train.data import close_loader, make_loader, open_cache_array
 from mwa_cli.train.dist.context import reseed_rank
 from mwa_cli.train.dist.env import start_time_monotonic
 from mwa_cli.train.dist.rank0 import on_main
 from mwa_cli.train.measure import device_name, peak_mem_gib, process_age_s
-from mwa_cli.train.setup import ProgressFn, RunSetup, emit, loader_workers, setup_run
+from mwa_cli.train.setup import ProgressFn, RunData, RunEnv, RunSetup, loader_workers, setup_run
 from mwa_cli.train.signals import SignalFlag, agree_stop
 from mwa_cli.train.trainer import Trainer
 from mwa_cli.train.val_schedule import step_checks
+
+if TYPE_CHECKING:
+    from mwa_cli.eval.bootstrap import QueryRanks
+    from mwa_cli.eval.evaluate import SplitData
+    from mwa_cli.train.feature_cache import FeatureCache
 
 MIN_STOP_FRACTION = 0.5  # early stopping never before half the planned steps (docs/decisions.md: a dip-then-climb curve)
 
@@ -90,8 +99,9 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, *, count_from
 
 def _train(config: TrainConfig, progress: ProgressFn | None, *, count_from_process_start: bool) -> RunResult:
     t_start = time.monotonic() - (process_age_s() if count_from_process_start else 0.0)
-    if count_from_process_start and start_time_monotonic() is not None:
-        t_start = start_time_monotonic()  # started by `mwa train --devices N`: count from the launcher
+    launched = start_time_monotonic() if count_from_process_start else None
+    if launched is not None:
+        t_start = launched  # started by `mwa train --devices N`: count from the launcher
     return TrainingRun(setup_run(config, progress, t_start)).run()
 
 
@@ -102,59 +112,61 @@ class TrainingRun:
     interval_loss: torch.Tensor  # the loss summed on the device since the last sync point
     interval_steps: int
     t_interval: float  # start of the logging interval (samples/s counts training time only)
-    t_seg: float  # start of the training time not yet added to acc["train_s"]
     last_ckpt_time: float
-    measure: Any  # budget: the warm-up step-time measurement until the first plan, then None
+    measure: Measurement | None  # budget: the warm-up step-time measurement until the first plan
     eval_steps: set[int]  # the steps with a planned validation check
 
     def __init__(self, setup: RunSetup):
-        s = self.setup = setup
-        self.progress = s.progress
-        self.message = s.message
-        self.acc = s.acc
-        self.planned = s.planned
-        self.total_steps = s.total_steps
-        self.step = s.trainer.step_count
+        self.setup = setup
+        self.cfg, self.env, self.data, self.folder = setup.cfg, setup.env, setup.data, setup.folder
+        self.backbone, self.trainer, self.batches = setup.backbone, setup.training.trainer, setup.training.batches
+        self.batch_size, self.budget_s, self.limit = setup.training.batch_size, setup.budget_s, setup.limit
+        self.run_dir = setup.folder.run
+        # the run's changing state, each value in one object: steps planned, time totals, budget, best check
+        self.plan, self.clocks, self.planner, self.keeper = setup.plan, setup.clocks, setup.planner, setup.keeper
+        self.message, self.emit = setup.env.message, setup.env.emit
+        self.step = self.trainer.step_count
         self.stop_reason: str | None = None
         self.last_check_step: int | None = None
         self.last_loss: float | None = None
-        self.last_good_ckpt_step = int(s.resume_state["trainer"]["step"]) if s.resume_state is not None else None
+        resumed = setup.resume_state
+        self.last_good_ckpt_step = int(resumed["trainer"]["step"]) if resumed is not None else None
         self.status = "completed"
         self.stop_request: StopRun | None = None  # a progress callback's StopRun, acted on before the next step
-        self.fcache = None
-        self.it = None
+        self.fcache: FeatureCache | None = None
+        self.it: Iterator[dict] | None = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
-        if getattr(s.model, "loss_kind", "softmax") == "softmax":
+        if getattr(self.backbone.model, "loss_kind", "softmax") == "softmax":
             self.collapse = CollapseWatch(  # micro-batches keep the whole batch's columns (Trainer, GradCache)
-                s.batch_size, after_step=max(1, round(s.cfg.warmup_frac * max(1, self.total_steps))), lr=s.cfg.lr)
+                self.batch_size, after_step=max(1, round(self.cfg.warmup_frac * max(1, self.plan.total_steps))),
+                lr=self.cfg.lr)
         self.flag = SignalFlag()
 
     # ------------------------------------------------------------------ the run, top-down
     def run(self) -> RunResult:
-        s = self.setup
         self.flag.install()
         try:
             self._start()
             try:
                 self._loop()
-                self._flush_train_time()
+                self.clocks.count_training()
                 self.last_loss = self._check_interval(self.step) or self.last_loss
             except NonFiniteLoss as exc:
-                self._flush_train_time()
+                self.clocks.count_training()
                 self._write_timing("nonfinite")
-                return RunResult(s.run.path, "nonfinite", EXIT_NONFINITE, s.trainer.step_count, int(self.total_steps),
+                return RunResult(self.run_dir.path, "nonfinite", EXIT_NONFINITE, self.trainer.step_count,
+                                 int(self.plan.total_steps),
                                  message=exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""),
                                  timing={}, last_loss=None)
             finally:
                 close_loader(self.it)
-            if s.cfg_record.get("plan"):  # the plan as it finally stood (small refits are not written each time)
-                s.run.write_config(s.cfg_record)
-            if (self.stop_reason is None and s.budget_s is not None and s.limit is not None and self.step >= s.limit
-                    and s.trainer.trains):
-                self.stop_reason = f"the --steps/--epochs limit ({s.limit} steps) ended the run before its budget"
+            self.folder.config.write_final_plan()  # small refits are not written each time
+            if (self.stop_reason is None and self.budget_s is not None and self.limit is not None
+                    and self.step >= self.limit and self.trainer.trains):
+                self.stop_reason = f"the --steps/--epochs limit ({self.limit} steps) ended the run before its budget"
                 self.message(self.stop_reason)
-            if s.dctx.enabled:  # the same decision on every rank, also for a signal after the last step's agreement
-                self.flag.signum, _ = s.dctx.agree(self.flag.signum)
+            if self.env.dctx.enabled:  # the same decision on every rank, also for a signal after the last agreement
+                self.flag.signum, _ = self.env.dctx.agree(self.flag.signum)
             if self.flag.signum is not None:
                 return self._interrupted()
             return self._final()
@@ -165,50 +177,47 @@ class TrainingRun:
 
     def _start(self) -> None:
         """Feature cache, the step-0 validation check (zero-shot point), the loop's clocks and the data loader."""
-        s = self.setup
-        trainer, cfg, device = s.trainer, s.cfg, s.device
-        if s.use_cache:  # the frozen layers run once per image and caption, not once per epoch
-            self.fcache = _fill_feature_cache(trainer, cfg, s.pairs, s.data_dir, len(s.cache.ids), s.run.path,
-                                              s.precision, self.progress, self.message)
+        trainer, cfg, device, plan, planner = self.trainer, self.cfg, self.env.device, self.plan, self.planner
+        if self.setup.training.use_cache:  # the frozen layers run once per image and caption, not once per epoch
+            self.fcache = _fill_feature_cache(trainer, cfg, self.data, self.run_dir.path, self.env)
             trainer.enable_compile(compile_setting(cfg.compile, cfg.compile_mode, cfg.method, device.type,
-                                                   cfg.budget_s, s.binfo.name))
+                                                   cfg.budget_s, self.backbone.binfo.name))
         self.step = trainer.step_count
-        if trainer.compiled and trainer.trains and (not self.planned or self.step < self.total_steps):
+        if trainer.compiled and trainer.trains and plan.goes_on(self.step):
             self._compile_up_front()
-        if s.resume_state is None and s.val_data is not None and cfg.val_evals != 0 and trainer.trains:
+        if self.setup.resume_state is None and self.data.val is not None and cfg.val_evals != 0 and trainer.trains:
             self._validate(0)
 
         self.interval_loss = torch.zeros((), device=device)
         self.interval_steps = 0
         self.t_interval = time.monotonic()
         self.last_ckpt_time = time.monotonic()
-        self.measure = s.planner.new_measurement(device.type, max_steps=s.limit) if not self.planned else None
-        self.eval_steps = s.planner.eval_steps(self.total_steps) if self.planned else set()
+        self.measure = planner.new_measurement(device.type, max_steps=self.limit) if not plan.planned else None
+        self.eval_steps = planner.eval_steps(plan.total_steps) if plan.planned else set()
         if self._checks_by_step():  # no budget: the same steps checked (and published) every run (val_schedule.py)
-            self.eval_steps = step_checks(self.total_steps, s.batch_size, s.planner.val_items, s.planner.val_share)
-        self.t_seg = time.monotonic()
-        if self.planned and s.budget_s is not None:  # resumed: re-measure from here, warm-up included
-            s.planner.start_rate(self.step, float(self.acc["train_s"]))
-        if trainer.trains and (not self.planned or self.step < self.total_steps):
-            loader = make_loader(s.dataset, self.step, workers=loader_workers(cfg, device),
+            self.eval_steps = step_checks(plan.total_steps, self.batch_size, planner.val_items, planner.val_share)
+        self.clocks.mark_training()
+        if plan.planned and self.budget_s is not None:  # resumed: re-measure from here, warm-up included
+            planner.start_rate(self.step, self.clocks.total("train"))
+        if trainer.trains and plan.goes_on(self.step):
+            loader = make_loader(self.batches, self.step, workers=loader_workers(cfg, device),
                                  pin_memory=device.type == "cuda")
             self.it = iter(loader)
 
     def _compile_up_front(self) -> None:
         """Compile before the first step and the step-0 check (Trainer.warm_compile), so the budget's step-time
         measurement sees steady steps; the time is simply spent, and said once."""
-        s = self.setup
-        batch = s.dataset[self.step]  # the first step's own batch, as the loader will give it
+        batch = self.batches[self.step]  # the first step's own batch, as the loader will give it
         if self.fcache is not None:
-            batch = self.fcache.inputs(batch, s.device)
-        eval_batch = s.cfg.eval_batch_size if s.val_data is not None and s.cfg.val_evals != 0 else 0
-        seconds = s.trainer.warm_compile(batch, s.dataset.other_widths(batch), eval_batch=eval_batch)
-        self.acc["compile_s"] = float(self.acc.get("compile_s", 0.0)) + seconds
+            batch = self.fcache.inputs(batch, self.env.device)
+        eval_batch = self.cfg.eval_batch_size if self.data.val is not None and self.cfg.val_evals != 0 else 0
+        seconds = self.trainer.warm_compile(batch, self.batches.other_widths(batch), eval_batch=eval_batch)
+        self.clocks.add("compile", seconds)
         self.message(f"compiling the layers: {seconds:.0f} s, paid once per run (--no-compile trains without)")
 
     def _loop(self) -> None:
         """Steps until the plan, a limit, a budget stop, early stopping or a signal ends training."""
-        while self.it is not None and (not self.planned or self.step < self.total_steps):
+        while self.it is not None and self.plan.goes_on(self.step):
             action, time_due = self._before_step()
             if action == "stop":
                 break
@@ -226,17 +235,17 @@ class TrainingRun:
     def _before_step(self) -> tuple[str, bool]:
         """Decide, the same on every rank, whether to stop, to run a due validation check first ("again"), or to
         train ("train"); also returns whether a time-based checkpoint is due."""
-        s = self.setup
-        cfg, planner, step = s.cfg, s.planner, self.step
-        must_stop = self.planned and s.budget_s is not None and planner.must_stop(step, self.total_steps,
-                                                                                  self.eval_steps)
-        time_due = time.monotonic() - self.last_ckpt_time >= cfg.checkpoint_minutes * 60
-        self._flush_train_time()
-        val_due = (self.planned and s.val_data is not None and self.last_check_step != step and
+        planner, plan, step = self.planner, self.plan, self.step
+        must_stop = plan.planned and self.budget_s is not None and planner.must_stop(step, plan.total_steps,
+                                                                                           self.eval_steps)
+        time_due = time.monotonic() - self.last_ckpt_time >= self.cfg.checkpoint_minutes * 60
+        self.clocks.count_training()
+        val_due = (plan.planned and self.data.val is not None and self.last_check_step != step and
                    not self._checks_by_step()
-                   and planner.val_due(float(self.acc.get("val_check_s", 0.0)), self._elapsed()))
-        stop_signal, must_stop, time_due, val_due, requested = agree_stop(s.dctx, self.flag, must_stop, time_due,
-                                                                          val_due, self.stop_request is not None)
+                   and planner.val_due(self.clocks.total("val_check"), self.clocks.elapsed()))
+        stop_signal, must_stop, time_due, val_due, requested = agree_stop(self.env.dctx, self.flag, must_stop,
+                                                                          time_due, val_due,
+                                                                          self.stop_request is not None)
         if stop_signal is not None:
             return "stop", time_due
         if requested:  # a progress callback's StopRun at the last check (rank 0's, agreed by every rank)
@@ -249,7 +258,7 @@ class TrainingRun:
                 return "stop", time_due
             return "again", time_due
         if must_stop:
-            self.stop_reason = (f"stopping at step {step} of {self.total_steps}: the remaining budget is needed for "
+            self.stop_reason = (f"stopping at step {step} of {plan.total_steps}: the remaining budget is needed for "
                                 "the final evaluation and artefacts")
             self.message(self.stop_reason)
             return "stop", time_due
@@ -257,209 +266,205 @@ class TrainingRun:
 
     def _checks_by_step(self) -> bool:
         """Cost-aware checks without a time budget go by step, not by the clock (docs/decisions.md)."""
-        s = self.setup
-        return self.planned and s.budget_s is None and s.val_data is not None and s.planner.cost_aware
+        return (self.plan.planned and self.budget_s is None and self.data.val is not None
+                and self.planner.cost_aware)
 
     def _train_step(self) -> None:
         """The next batch (its wait counted), then one optimizer step; the loss stays on the device."""
-        s = self.setup
-        t_wait = time.monotonic()
-        try:
-            batch = next(self.it)
-        except Exception as exc:  # noqa: BLE001 - a worker's error or death, or the loader's timeout
-            raise loader_failure(exc, self.step + 1,
-                                 s.resume_cmd if self.last_good_ckpt_step is not None else None) from None
-        if self.fcache is not None:
-            batch = self.fcache.inputs(batch, s.device)
-        self.acc["data_wait_s"] += time.monotonic() - t_wait
-        reseed_rank(s.cfg.seed, self.step)  # ranks > 0: this step's own dropout / drop-path draws
-        loss = s.trainer.step(batch)
-        self.step = s.trainer.step_count
+        assert self.it is not None  # the loop runs only with a loader
+        with self.clocks.timing("data_wait"):
+            try:
+                batch = next(self.it)
+            except Exception as exc:  # noqa: BLE001 - a worker's error or death, or the loader's timeout
+                raise loader_failure(exc, self.step + 1,
+                                     self.folder.resume_cmd if self.last_good_ckpt_step is not None else None
+                                     ) from None
+            if self.fcache is not None:
+                batch = self.fcache.inputs(batch, self.env.device)
+        reseed_rank(self.cfg.seed, self.step)  # ranks > 0: this step's own dropout / drop-path draws
+        loss = self.trainer.step(batch)
+        self.step = self.trainer.step_count
         self.interval_loss += loss
         self.interval_steps += 1
-        self.acc["samples"] += s.batch_size
+        self.clocks.count_samples(self.batch_size)
 
     def _measurement_done(self) -> bool:
         """Budget: has the warm-up step-time measurement finished (rank 0's clock decides)?"""
-        done = self.measure.tick(self.step, self.setup.trainer.synchronize)
-        if self.setup.dctx.enabled:
-            done = self.setup.dctx.broadcast_object(done)
+        assert self.measure is not None
+        done = self.measure.tick(self.step, self.trainer.synchronize)
+        if self.env.dctx.enabled:
+            done = self.env.dctx.broadcast_object(done)
         return done
 
     def _plan_from_measurement(self) -> bool:
         """Budget: checkpoint, measure a warm check, then plan the run's steps and fit the schedule to them; True
         when the plan ends the run here."""
-        s = self.setup
-        trainer, planner, cfg, step = s.trainer, s.planner, s.cfg, self.step
+        trainer, planner, cfg, step, measure = self.trainer, self.planner, self.cfg, self.step, self.measure
+        assert measure is not None
         self._log_train(step)  # syncs and checks the loss is finite before the checkpoint
-        self._flush_train_time()
+        self.clocks.count_training()
         secs = self._checkpoint(step)
         self.last_good_ckpt_step = step
         self.last_ckpt_time = time.monotonic()
         planner.observe_checkpoint(secs)
-        if s.val_data is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
+        if self.data.val is not None and cfg.val_evals != 0 and not planner.warm_eval_seen:
             self._validate(step)  # the step-0 check was the process's first (cold): measure a warm one
-        measure = self.measure
-        self.total_steps, why = on_main(lambda: planner.plan(
-            step, measure.step_time, s.limit, time.monotonic(),
-            checks_s=float(self.acc.get("val_check_s", 0.0)), elapsed_s=self._elapsed()))
-        trainer.schedule.fit(max(1, self.total_steps))
-        self.planned = True
+        total_steps, why = on_main(lambda: planner.plan(
+            step, measure.step_time, self.limit, time.monotonic(),
+            checks_s=self.clocks.total("val_check"), elapsed_s=self.clocks.elapsed()))
+        self.plan.fix(total_steps)
+        trainer.schedule.fit(max(1, total_steps))
         self.measure = None
-        self.eval_steps = planner.eval_steps(self.total_steps)
-        emit(self.progress, "plan", {"total_steps": self.total_steps, "reason": why,
-                                     "step_time_s": planner.step_time, "budget_s": s.budget_s})
+        self.eval_steps = planner.eval_steps(total_steps)
+        self.emit("plan", {"total_steps": total_steps, "reason": why, "step_time_s": planner.step_time,
+                           "budget_s": self.budget_s})
         self.message(why)
-        default = default_schedule_of(s.cfg_record)
-        if note := short_schedule_note(self.total_steps, default):  # said when the plan is made, not at the end
+        config = self.folder.config
+        default = default_schedule_of(config.record)
+        if note := short_schedule_note(total_steps, default):  # said when the plan is made, not at the end
             self.message(note)
-        s.cfg_record["plan"] = {"total_steps": self.total_steps, "step_time_s": planner.step_time,
-                                "warmup_steps": trainer.schedule.warmup_steps, "reason": why,
-                                "schedule": trainer.schedule.kind, "refits": 0,
-                                "default_steps": default[0] if default else None}
-        s.run.write_config(s.cfg_record)
-        self.t_seg = time.monotonic()
-        planner.start_rate(step, float(self.acc["train_s"]))
-        return step >= self.total_steps
+        config.set_plan({"total_steps": total_steps, "step_time_s": planner.step_time,
+                         "warmup_steps": trainer.schedule.warmup_steps, "reason": why,
+                         "schedule": trainer.schedule.kind, "refits": 0,
+                         "default_steps": default[0] if default else None})
+        self.clocks.mark_training()
+        planner.start_rate(step, self.clocks.total("train"))
+        return step >= total_steps
 
     def _after_step(self, time_due: bool) -> bool:
         """Logging, re-planning, a planned validation check and a due checkpoint; True when early stopping ends
         the run."""
-        s = self.setup
-        cfg, dctx, step = s.cfg, s.dctx, self.step
-        logged = step % cfg.log_every == 0 or (self.planned and step >= self.total_steps) or step == 1
+        cfg, dctx, plan, step = self.cfg, self.env.dctx, self.plan, self.step
+        logged = step % cfg.log_every == 0 or plan.ended_at(step) or step == 1
         if logged:
             self._log_train(step)
-        if self.planned and s.budget_s is not None and (logged or (s.device.type != "cuda" and not dctx.enabled)):
+        if plan.planned and self.budget_s is not None and (logged or (self.env.device.type != "cuda"
+                                                                            and not dctx.enabled)):
             # refit the plan to the step time measured over the recent window (CPU: host clock is exact,
             # every step; CUDA/DDP: at logging steps, which sync anyway)
-            self._flush_train_time()
+            self.clocks.count_training()
             new_total = on_main(lambda: self._refit(step))
             if new_total is not None:
-                self.total_steps = new_total
-                s.trainer.schedule.fit(max(1, self.total_steps), at_step=step)
-                self.eval_steps = {e for e in s.planner.eval_steps(self.total_steps) if e > step} | {
+                plan.total_steps = new_total
+                self.trainer.schedule.fit(max(1, new_total), at_step=step)
+                self.eval_steps = {e for e in self.planner.eval_steps(new_total) if e > step} | {
                     e for e in self.eval_steps if e <= step}
-        is_last = self.planned and step >= self.total_steps
-        if step in self.eval_steps and not is_last and s.val_data is not None and self._timed_check(step):
+        is_last = plan.ended_at(step)
+        if step in self.eval_steps and not is_last and self.data.val is not None and self._timed_check(step):
             return True
         due = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or (
             cfg.checkpoint_every <= 0 and (time_due if dctx.enabled else
                                            time.monotonic() - self.last_ckpt_time >= cfg.checkpoint_minutes * 60))
         if due and not is_last:
             self._check_interval(step, consume=False)  # never checkpoint/evaluate non-finite weights
-            self._flush_train_time()
+            self.clocks.count_training()
             secs = self._checkpoint(step)
-            s.planner.observe_checkpoint(secs)
+            self.planner.observe_checkpoint(secs)
             self.last_good_ckpt_step = step
             self.last_ckpt_time = time.monotonic()
-            self.t_seg = time.monotonic()
+            self.clocks.mark_training()
             self.t_interval += secs  # samples/s counts training time only
         return False
 
     # ------------------------------------------------------------------ the end of a run
     def _interrupted(self) -> RunResult:
         """A signal stopped the run: a resumable checkpoint, timing.json, and how to resume."""
-        s = self.setup
-        step, run = self.step, s.run
+        step, run, plan, resume_cmd = self.step, self.run_dir, self.plan, self.folder.resume_cmd
         self._check_weights(step)  # a resumable checkpoint of NaN weights would resume nothing
         self._checkpoint(step)
-        s.dctx.barrier()  # no rank leaves before rank 0 has written the checkpoint
+        self.env.dctx.barrier()  # no rank leaves before rank 0 has written the checkpoint
         code = EXIT_SIGTERM if self.flag.signum == signal.SIGTERM else EXIT_SIGINT
         name = "SIGTERM" if self.flag.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
         timing = self._write_timing("interrupted")
-        where = (f"stopped at step {step} of {self.total_steps}" if self.planned else
+        where = (f"stopped at step {step} of {plan.total_steps}" if plan.planned else
                  f"stopped during warm-up (step {step}), before the step plan was made")
         msg = (f"{name}: {where}; a resumable checkpoint is in {run.checkpoint_root / 'last'}. "
-               f"Resume with: {s.resume_cmd}")
-        emit(self.progress, "done", {"status": "interrupted", "message": msg, "step": step,
-                                     "total_steps": int(self.total_steps) if self.planned else None})
-        return RunResult(run.path, "interrupted", code, step, int(self.total_steps), message=msg,
-                         resume_command=s.resume_cmd, timing=timing, last_loss=self.last_loss)
+               f"Resume with: {resume_cmd}")
+        self.emit("done", {"status": "interrupted", "message": msg, "step": step,
+                           "total_steps": int(plan.total_steps) if plan.planned else None})
+        return RunResult(run.path, "interrupted", code, step, int(plan.total_steps), message=msg,
+                         resume_command=resume_cmd, timing=timing, last_loss=self.last_loss)
 
     def _final(self) -> RunResult:
         """The final evaluation and artefacts: last check, best adapter published, evaluated as `mwa eval` would."""
         from mwa_cli.adapters.io import save_adapter
 
-        s = self.setup
-        step, run, keeper = self.step, s.run, s.keeper
-        if s.trainer.trains and self.last_good_ckpt_step != step:
+        step, run, keeper, data, env = self.step, self.run_dir, self.keeper, self.data, self.env
+        if self.trainer.trains and self.last_good_ckpt_step != step:
             self._checkpoint(step)  # an interruption from here on resumes straight into the final evaluation
             self.last_good_ckpt_step = step
         self.flag.restore()  # from here on, Ctrl-C interrupts the (short) finalisation directly
-        if s.val_data is not None and self.last_check_step != step:
-            result, _, secs = self._run_eval(s.val_data, "val", step)
+        if data.val is not None and self.last_check_step != step:
+            result, _, secs = self._run_eval(data.val, "val", step)
             self._log_eval(result, step)
-            keeper.observe(step, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
-                           self._best_weights)
+            keeper.observe(step, primary_rsum(result), self.clocks.elapsed_without_evals(), self._best_weights)
         self._publish_best(step)
-        t0 = time.monotonic()
-        if s.dctx.is_main:
-            save_adapter(run.path, s.model, s.applied, s.binfo)
-        self.acc["checkpoint_s"] += time.monotonic() - t0
-        result, top, ranks = final_evaluation(run.path, s.final_split, s.device, s.precision, s.cfg.eval_batch_size,
-                                              self.acc)
+        with self.clocks.timing("checkpoint"):
+            if env.dctx.is_main:
+                save_adapter(run.path, self.backbone.model, self.backbone.applied, self.backbone.binfo)
+        result, top, ranks = final_evaluation(run.path, data.final_split, env.device, env.precision,
+                                              self.cfg.eval_batch_size, self.clocks)
         run.write_eval(result, top, ranks=ranks)
         timing = self._write_timing(self.status)
         protocol, fig = primary_recall(result)
-        msg = (f"finished {step} steps in {timing['wall_s']:.1f} s; {s.final_split} RSUM {fig['rsum']:.2f} "
+        msg = (f"finished {step} steps in {timing['wall_s']:.1f} s; {data.final_split} RSUM {fig['rsum']:.2f} "
                f"({PROTOCOL_WORDS[protocol]})")
         if self.stop_reason:
             msg += f" ({self.stop_reason})"
         if keeper.step is not None and keeper.step != step:
             msg += (f"; the published adapter is the best one, from step {keeper.step} (val RSUM {keeper.rsum:.2f}, "
-                    f"{protocol_words(s.val_data)})")
-        emit(self.progress, "done", {"status": self.status, "message": msg, "eval": result, "timing": timing,
-                                     "step": step, "total_steps": step})
-        return RunResult(run.path, self.status, EXIT_OK, step, int(self.total_steps), message=msg, eval=result,
+                    f"{protocol_words(data.val)})")
+        self.emit("done", {"status": self.status, "message": msg, "eval": result, "timing": timing,
+                           "step": step, "total_steps": step})
+        return RunResult(run.path, self.status, EXIT_OK, step, int(self.plan.total_steps), message=msg, eval=result,
                          timing=timing, last_loss=self.last_loss)
 
     # ------------------------------------------------------------------ evaluations
-    def _run_eval(self, split_data, split_name: str, step: int, *, topk: bool = False):
+    def _run_eval(self, split_data: SplitData, split_name: str, step: int, *, topk: bool = False
+                  ) -> tuple[dict, dict | None, float]:
         from mwa_cli.eval.evaluate import evaluate_model, evaluation_numerics
 
-        s = self.setup
-        t0 = time.monotonic()
+        data, env = self.data, self.env
+
         def evaluate() -> tuple[dict, dict | None]:
             with evaluation_numerics():
-                return evaluate_model(s.model, s.tok, s.data_dir, split_name, device=s.device,
-                                      dtype=amp_dtype(s.precision), batch_size=s.cfg.eval_batch_size, cache=s.cache,
-                                      split_data=split_data, topk=topk, identity=s.identity)
+                return evaluate_model(self.backbone.model, data.tok, data.data_dir, split_name,
+                                      device=env.device, dtype=amp_dtype(env.precision),
+                                      batch_size=self.cfg.eval_batch_size, cache=data.cache, split_data=split_data,
+                                      topk=topk, identity=data.identity)
 
-        result, top = on_main(evaluate)  # rank 0 evaluates, the others wait
-        seconds = time.monotonic() - t0
-        self.acc["eval_s"] += seconds
-        return result, top, seconds
+        with self.clocks.timing("eval") as lap:
+            result, top = on_main(evaluate)  # rank 0 evaluates, the others wait
+        return result, top, lap.seconds
 
     def _log_eval(self, result: dict, step: int) -> None:
-        acc = self.acc
         protocol, fig = primary_recall(result)  # one protocol per number: the one the best adapter is kept by
         row = {"kind": "eval", "step": step, "split": result["split"], "protocol": protocol, "rsum": fig["rsum"],
                "i2t_r1": fig["i2t"]["r1"], "i2t_r5": fig["i2t"]["r5"], "i2t_r10": fig["i2t"]["r10"],
                "t2i_r1": fig["t2i"]["r1"], "t2i_r5": fig["t2i"]["r5"], "t2i_r10": fig["t2i"]["r10"],
-               "mean_recall": fig["mean_recall"], "instance_rsum": result["rsum"], "time_s": round(self._elapsed(), 3),
-               "time_no_val_s": round(self._elapsed() - float(acc["eval_s"]), 3)}  # time to quality excludes checks
-        self.setup.run.append_metrics(row)
-        emit(self.progress, "eval", row)
+               "mean_recall": fig["mean_recall"], "instance_rsum": result["rsum"],
+               "time_s": round(self.clocks.elapsed(), 3),
+               "time_no_val_s": round(self.clocks.elapsed_without_evals(), 3)}  # time to quality excludes checks
+        self.run_dir.append_metrics(row)
+        self.emit("eval", row)
 
     def _best_weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().to("cpu", copy=True) for n, p in self.setup.applied.trainable_named_parameters()}
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.backbone.applied.trainable_named_parameters()}
 
     def _validate(self, step_now: int) -> None:
         """A validation check during training: logged, timed (its share of the wall time), best kept."""
-        s = self.setup
-        result, _, secs = self._run_eval(s.val_data, "val", step_now)
-        s.planner.observe_eval(secs, s.val_data.n_images + s.val_data.n_captions, warm=step_now > 0)
-        key = "val_check_s" if step_now > 0 else "val_zero_shot_s"  # the step-0 check also measures the cost
-        self.acc[key] = float(self.acc.get(key, 0.0)) + secs
+        val, keeper = self.data.val, self.keeper
+        assert val is not None
+        result, _, secs = self._run_eval(val, "val", step_now)
+        self.planner.observe_eval(secs, val.n_images + val.n_captions, warm=step_now > 0)
+        self.clocks.add("val_check" if step_now > 0 else "val_zero_shot", secs)  # step 0 also measures the cost
         self._log_eval(result, step_now)
         self.last_check_step = step_now
-        if s.keeper.observe(step_now, primary_rsum(result), self._elapsed() - float(self.acc["eval_s"]),
-                            self._best_weights):
-            emit(self.progress, "best", dict(s.keeper.record(), protocol=protocol_words(s.val_data)))
+        if keeper.observe(step_now, primary_rsum(result), self.clocks.elapsed_without_evals(), self._best_weights):
+            self.emit("best", dict(keeper.record(), protocol=protocol_words(val)))
         try:
-            emit(self.progress, "validation", {"step": step_now, "val_primary": primary_rsum(result),
-                                               "elapsed_s": self._elapsed() - float(self.acc["eval_s"])})
+            self.emit("validation", {"step": step_now, "val_primary": primary_rsum(result),
+                                     "elapsed_s": self.clocks.elapsed_without_evals()})
         except StopRun as request:  # ends the run before the next step
             self.stop_request = request
 
@@ -467,13 +472,13 @@ class TrainingRun:
         """A validation check between steps (its time is not training time); True when early stopping says
         the run is done (`stop_reason` set and said)."""
         self._check_interval(step_now, consume=False)  # never evaluate non-finite weights
-        self._flush_train_time()
+        self.clocks.count_training()
         t_eval = time.monotonic()
         self._validate(step_now)
-        self.t_seg = time.monotonic()
+        self.clocks.mark_training()
         self.t_interval += time.monotonic() - t_eval
-        if self.setup.keeper.should_stop() and self._stop_allowed(step_now):
-            self.stop_reason = self.setup.keeper.reason()
+        if self.keeper.should_stop() and self._stop_allowed(step_now):
+            self.stop_reason = self.keeper.reason()
             self.message(self.stop_reason)
             return True
         return False
@@ -481,186 +486,163 @@ class TrainingRun:
     def _stop_allowed(self, step_now: int) -> bool:
         """Early stopping waits for the warm-up and half of the planned steps: a high learning rate often
         costs recall before it pays (full fine-tuning dips below zero-shot at first)."""
-        return step_now >= max(self.setup.trainer.schedule.warmup_steps, MIN_STOP_FRACTION * self.total_steps)
+        return step_now >= max(self.trainer.schedule.warmup_steps, MIN_STOP_FRACTION * self.plan.total_steps)
 
     def _publish_best(self, step_now: int) -> None:
         """Put the best validation checkpoint's weights back: the published adapter is the best one seen."""
-        keeper = self.setup.keeper
+        keeper = self.keeper
         if keeper.step is None or keeper.step == step_now or keeper.weights is None:
             return
-        params = dict(self.setup.applied.trainable_named_parameters())
+        params = dict(self.backbone.applied.trainable_named_parameters())
         with torch.no_grad():
             for name, value in keeper.weights.items():
                 params[name].copy_(value.to(params[name].device, params[name].dtype))
         self.message(f"publishing the best adapter: step {keeper.step} (val RSUM {keeper.rsum:.2f}, "
-                     f"{protocol_words(self.setup.val_data)}), not the last "
+                     f"{protocol_words(self.data.val)}), not the last "
                      f"step {step_now}")
 
     # ------------------------------------------------------------------ loss, logging, planning
-    def _flush_train_time(self) -> None:
-        now = time.monotonic()
-        self.acc["train_s"] += now - self.t_seg
-        self.t_seg = now
-
     def _check_interval(self, step_now: int, consume: bool = True) -> float | None:
         """Sync point: read the interval's mean loss; stop on a non-finite value (consume: start a new one)."""
-        s = self.setup
         if self.interval_steps == 0:
             self._check_weights(step_now)
             return None
         # global batch's loss, same on all ranks
-        value = float(s.dctx.mean(self.interval_loss).item()) / self.interval_steps
+        value = float(self.env.dctx.mean(self.interval_loss).item()) / self.interval_steps
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"the loss became {value} between steps {step_now - self.interval_steps + 1} and {step_now}: "
-                f"training stopped; {self._kept()}", hint=nonfinite_hint(s.cfg, "the loss"))
+                f"training stopped; {self._kept()}", hint=nonfinite_hint(self.cfg, "the loss"))
         self._check_weights(step_now)
         if not consume:
             return value
-        self.interval_loss = torch.zeros((), device=s.device)
+        self.interval_loss = torch.zeros((), device=self.env.device)
         self.interval_steps = 0
         return value
 
     def _check_weights(self, step_now: int) -> None:
         """Stop when a trainable weight is NaN or infinite, although the loss was finite (an optimizer setting
         that overflows the update): they are never checkpointed, evaluated or published. One device sync."""
-        params = [p for _, p in self.setup.applied.trainable_named_parameters()]
+        params = [p for _, p in self.backbone.applied.trainable_named_parameters()]
         if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
             return
         raise NonFiniteLoss(f"the weights became NaN or infinite by step {step_now}, while the loss was still "
                             f"finite: training stopped; {self._kept()}",
-                            hint=nonfinite_hint(self.setup.cfg, "the optimizer's update"))
+                            hint=nonfinite_hint(self.cfg, "the optimizer's update"))
 
     def _kept(self) -> str:
-        s = self.setup
         return (f"the last good checkpoint (step {self.last_good_ckpt_step}) is kept in "
-                f"{s.run.checkpoint_root / 'last'}" if self.last_good_ckpt_step is not None
+                f"{self.run_dir.checkpoint_root / 'last'}" if self.last_good_ckpt_step is not None
                 else "no checkpoint had been written yet")
 
     def _log_train(self, step_now: int) -> None:
         """A metrics.jsonl train row (a sync point: reads the interval's mean loss)."""
-        s = self.setup
-        self._flush_train_time()
+        self.clocks.count_training()
         dt = time.monotonic() - self.t_interval
         n_int = self.interval_steps
         value = self._check_interval(step_now)
         if value is None:
             return
         self.last_loss = value
-        row = {"kind": "train", "step": step_now, "epoch": round(step_now / s.dataset.steps_per_epoch, 4),
-               "loss": value, "lr": s.trainer.last_lr,
-               "samples_per_s": round(n_int * s.batch_size / dt, 3) if dt > 0 else 0.0,
-               "mem_gib": round(peak_mem_gib(s.device), 4), "time_s": round(self._elapsed(), 3)}
-        s.run.append_metrics(row)
-        emit(self.progress, "step", dict(row, total_steps=self.total_steps if self.planned else None))
+        row = {"kind": "train", "step": step_now, "epoch": round(step_now / self.batches.steps_per_epoch, 4),
+               "loss": value, "lr": self.trainer.last_lr,
+               "samples_per_s": round(n_int * self.batch_size / dt, 3) if dt > 0 else 0.0,
+               "mem_gib": round(peak_mem_gib(self.env.device), 4), "time_s": round(self.clocks.elapsed(), 3)}
+        self.run_dir.append_metrics(row)
+        self.emit("step", dict(row, total_steps=self.plan.shown()))
         if self.collapse is not None and (note := self.collapse.observe(step_now, value)):
             self.message(note)
         self.t_interval = time.monotonic()
-        self.t_seg = time.monotonic()
+        self.clocks.mark_training()
 
     def _refit(self, step_now: int) -> int | None:
         """Rank 0: re-measure the step time and re-plan; the new total when it moved by ≥ 1 % (≥ 1 step)."""
-        s = self.setup
-        planner, total_steps = s.planner, self.total_steps
-        st = planner.observe_progress(step_now, float(self.acc["train_s"]))
+        planner, total_steps = self.planner, self.plan.total_steps
+        st = planner.observe_progress(step_now, self.clocks.total("train"))
         if st is None:
             return None
-        new_total, why = planner.plan(step_now, st, s.limit, time.monotonic(),
+        new_total, why = planner.plan(step_now, st, self.limit, time.monotonic(),
                                       evals_left=sum(1 for e in self.eval_steps if e > step_now),
-                                      checks_s=float(self.acc.get("val_check_s", 0.0)), elapsed_s=self._elapsed())
+                                      checks_s=self.clocks.total("val_check"), elapsed_s=self.clocks.elapsed())
         new_total = max(new_total, step_now)
         if abs(new_total - total_steps) < max(1.0, 0.01 * total_steps):
             return None
-        plan = s.cfg_record.setdefault("plan", {})
-        plan["refits"] = int(plan.get("refits", 0)) + 1
-        plan.update(total_steps=new_total, step_time_s=st, reason=why, replanned_at=step_now)
+        config = self.folder.config
+        config.refit_plan(total_steps=new_total, step_time_s=st, reason=why, replanned_at=step_now)
         if abs(new_total - total_steps) > 0.03 * total_steps:  # say and write the larger moves only
             self.message("re-planned: " + why)
-            emit(self.progress, "plan", {"total_steps": new_total, "reason": why, "step_time_s": st,
-                                         "budget_s": s.budget_s})
-            s.run.write_config(s.cfg_record)
+            self.emit("plan", {"total_steps": new_total, "reason": why, "step_time_s": st,
+                               "budget_s": self.budget_s})
+            config.write()
         return new_total
 
     # ------------------------------------------------------------------ checkpoints and timing
-    def _elapsed(self) -> float:
-        return time.monotonic() - self.setup.t_start + float(self.acc["wall_prev_s"])
-
-    def _device_seconds(self) -> float:
-        """Device-seconds of the whole run: each segment's wall time x its own number of devices."""
-        acc = self.acc
-        prev = float(acc.get("device_prev_s", float(acc["wall_prev_s"]) * int(acc.get("prev_world_size", 1))))
-        return prev + (self._elapsed() - float(acc["wall_prev_s"])) * self.setup.dctx.world_size
-
     def _checkpoint(self, step: int) -> float:
-        s = self.setup
-        t0 = time.monotonic()
-        if not s.dctx.is_main:  # rank 0 alone writes (DDP keeps the trainables and optimizer equal on every rank)
+        """Rank 0 writes a resumable checkpoint of `step` (DDP keeps the trainables and optimizer equal on every
+        rank); its seconds, 0 on the other ranks."""
+        if not self.env.dctx.is_main:
             return 0.0
-        state = {"trainer": s.trainer.state_dict(), "rng": ckpt_mod.rng_state(),
-                 "acc": dict(self.acc, wall_prev_s=self._elapsed(), device_prev_s=self._device_seconds()),
-                 "total_steps": int(self.total_steps), "planned": self.planned, "batch_size": s.batch_size,
-                 "world_size": s.dctx.world_size, "planner": s.planner.state(), "best": s.keeper.state_dict()}
-        epoch, j = s.dataset.position(step)
-        ckpt_mod.save_checkpoint(s.run.checkpoint_root, state, {"step": step, "epoch": epoch, "batch_in_epoch": j,
-                                                                "total_steps": int(self.total_steps)})
-        seconds = time.monotonic() - t0
-        self.acc["checkpoint_s"] += seconds
-        emit(self.progress, "checkpoint", {"step": step, "seconds": seconds,
-                                           "path": str(s.run.checkpoint_root / "last")})
-        return seconds
+        plan, root = self.plan, self.run_dir.checkpoint_root
+        with self.clocks.timing("checkpoint") as lap:
+            state = {"trainer": self.trainer.state_dict(), "rng": ckpt_mod.rng_state(), "acc": self.clocks.state(),
+                     "total_steps": int(plan.total_steps), "planned": plan.planned, "batch_size": self.batch_size,
+                     "world_size": self.env.dctx.world_size, "planner": self.planner.state(),
+                     "best": self.keeper.state_dict()}
+            epoch, j = self.batches.position(step)
+            ckpt_mod.save_checkpoint(root, state, {"step": step, "epoch": epoch, "batch_in_epoch": j,
+                                                   "total_steps": int(plan.total_steps)})
+        self.emit("checkpoint", {"step": step, "seconds": lap.seconds, "path": str(root / "last")})
+        return lap.seconds
 
     def _write_timing(self, status: str) -> dict:
         from mwa_cli.adapters.vocab import extension_params
 
-        s = self.setup
-        acc, device, batch_size = self.acc, s.device, s.batch_size
-        wall = self._elapsed()
-        train_s = float(acc["train_s"])
-        steps_done = s.trainer.step_count
-        graphs = s.trainer.step_graph_record()
+        clocks, trainer, device, batch_size = self.clocks, self.trainer, self.env.device, self.batch_size
+        training, val = self.setup.training, self.data.val
+        wall = clocks.elapsed()
+        train_s = clocks.total("train")
+        graphs = trainer.step_graph_record()
         timing = {
-            "wall_s": round(wall, 3), "train_s": round(train_s, 3), "eval_s": round(float(acc["eval_s"]), 3),
-            "checkpoint_s": round(float(acc["checkpoint_s"]), 3), "steps": steps_done,
-            "samples": int(acc["samples"]),
-            "samples_per_s": round(acc["samples"] / train_s, 3) if train_s > 0 else 0.0,
-            "device_hours": round(self._device_seconds() / 3600.0, 6), "device_type": device.type,
-            "device_name": device_name(device), "n_devices": s.dctx.world_size,
+            "wall_s": round(wall, 3), "train_s": round(train_s, 3), "eval_s": round(clocks.total("eval"), 3),
+            "checkpoint_s": round(clocks.total("checkpoint"), 3), "steps": trainer.step_count,
+            "samples": clocks.samples,
+            "samples_per_s": round(clocks.samples / train_s, 3) if train_s > 0 else 0.0,
+            "device_hours": round(clocks.device_seconds() / 3600.0, 6), "device_type": device.type,
+            "device_name": device_name(device), "n_devices": self.env.dctx.world_size,
             "peak_mem_gib": round(peak_mem_gib(device), 4),
-            "data_wait_fraction": round(acc["data_wait_s"] / train_s, 4) if train_s > 0 else 0.0,
-            "budget_s": s.budget_s, "torch": torch.__version__, "mwa": __version__,
-            "trainable_params": s.trainable_params, "total_params": s.total_params,
-            "estimated": False, "vocab_extension_params": extension_params(s.model),
-            "status": status, "planned_steps": int(self.total_steps), "batch_size": batch_size,
-            "micro_batch": s.trainer.micro_batch or batch_size, "precision": s.precision,
+            "data_wait_fraction": round(clocks.total("data_wait") / train_s, 4) if train_s > 0 else 0.0,
+            "budget_s": self.budget_s, "torch": torch.__version__, "mwa": __version__,
+            "trainable_params": training.trainable_params, "total_params": training.total_params,
+            "estimated": False, "vocab_extension_params": extension_params(self.backbone.model),
+            "status": status, "planned_steps": int(self.plan.total_steps), "batch_size": batch_size,
+            "micro_batch": trainer.micro_batch or batch_size, "precision": self.env.precision,
             "feature_cache": self.fcache.describe() if self.fcache is not None else None,
-            "val_share": round(float(acc.get("val_check_s", 0.0)) / wall, 4) if wall > 0 else 0.0,
-            "val_zero_shot_s": round(float(acc.get("val_zero_shot_s", 0.0)), 3),
-            "best": dict(s.keeper.record(), protocol=primary_protocol(s.val_data.captions) if s.val_data else None),
+            "val_share": round(clocks.total("val_check") / wall, 4) if wall > 0 else 0.0,
+            "val_zero_shot_s": round(clocks.total("val_zero_shot"), 3),
+            "best": dict(self.keeper.record(), protocol=primary_protocol(val.captions) if val else None),
             "stop_reason": self.stop_reason,
-            "layers": describe_compile(s.trainer.compiled, graphs is not None),
-            "step_graph": graphs, "compile_s": round(float(acc.get("compile_s", 0.0)), 3),
+            "layers": describe_compile(trainer.compiled, graphs is not None),
+            "step_graph": graphs, "compile_s": round(clocks.total("compile"), 3),
         }
-        s.run.write_timing(timing)
+        self.run_dir.write_timing(timing)
         return timing
 
 
 def final_evaluation(run_path: Path, split: str, device: torch.device, precision: str, batch_size: int,
-                     acc: dict) -> tuple[dict, dict | None, Any]:
+                     clocks: RunClocks) -> tuple[dict, dict | None, QueryRanks | None]:
     """The run's number: its published adapter loaded into a fresh model and evaluated by `evaluate_target`, the
     code `mwa eval RUN` runs, with the same precision and batch size (rank 0; the other ranks wait)."""
     from mwa_cli.eval.evaluate import evaluate_target
 
-    t0 = time.monotonic()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    def run() -> tuple[dict, dict | None, Any]:
+    def run() -> tuple[dict, dict | None, QueryRanks | None]:
         result, top, _, ranks = evaluate_target(run_path, split=split, device=str(device), precision=precision,
                                                 batch_size=batch_size)
         return result, top, ranks
 
-    result, top, ranks = on_main(run)
-    acc["eval_s"] += time.monotonic() - t0
+    with clocks.timing("eval"):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        result, top, ranks = on_main(run)
     return result, top, ranks
 
 
@@ -695,8 +677,8 @@ def loader_failure(exc: BaseException, step: int, resume_cmd: str | None) -> Mwa
                     "without worker processes)", exit_code=EXIT_INTERNAL)
 
 
-def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, data_dir: Path, n_cached: int,
-                        run_path: Path, precision: str, progress: ProgressFn | None, message: Callable[[str], None]):
+def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, data: RunData, run_path: Path, env: RunEnv
+                        ) -> FeatureCache:
     """Fill the feature cache of the train split (progress events "cache"), and say what it holds."""
     from mwa_cli.models.preprocess import to_pixels
     from mwa_cli.train.dist.cache_share import CacheShare
@@ -705,16 +687,17 @@ def _fill_feature_cache(trainer: Trainer, cfg: TrainConfig, pairs: PairTable, da
 
     size = trainer.image_size
     k = trainer.feature_start
-    message(f"feature cache: layers 0-{k - 1} are frozen, so their output is computed once per training image and "
-            f"caption; images are used whole (no random crop or flip) so the cache stays valid every epoch")
+    pairs = data.pairs
+    env.message(f"feature cache: layers 0-{k - 1} are frozen, so their output is computed once per training image "
+                f"and caption; images are used whole (no random crop or flip) so the cache stays valid every epoch")
     fc = fill_feature_cache(
-        trainer.model, k, open_cache_array(data_dir, size, n_cached), pairs.image_rows, pairs.input_ids,
-        pairs.padding_mask, lambda u8: to_pixels(u8, size), device=trainer.device, dtype=amp_dtype(precision),
-        location=cfg.feature_cache, folder=run_path, batch_size=cfg.eval_batch_size,
-        progress=lambda done, total: emit(progress, "cache", {"done": done, "total": total}),
+        trainer.model, k, open_cache_array(data.data_dir, size, len(data.cache.ids)), pairs.image_rows,
+        pairs.input_ids, pairs.padding_mask, lambda u8: to_pixels(u8, size), device=trainer.device,
+        dtype=amp_dtype(env.precision), location=cfg.feature_cache, folder=run_path, batch_size=cfg.eval_batch_size,
+        progress=lambda done, total: env.emit("cache", {"done": done, "total": total}),
         share=CacheShare(dist_context()))
     d = fc.describe()
-    message(f"feature cache: {d['images']} images + {d['captions']} captions, {d['gib']:.2f} GiB in "
-            f"{d['location'].upper() if d['location'] in ('gpu', 'ram') else 'a file in the run folder'}, "
-            f"filled in {d['fill_s']:.1f} s")
+    env.message(f"feature cache: {d['images']} images + {d['captions']} captions, {d['gib']:.2f} GiB in "
+                f"{d['location'].upper() if d['location'] in ('gpu', 'ram') else 'a file in the run folder'}, "
+                f"filled in {d['fill_s']:.1f} s")
     return fc
