@@ -147,6 +147,7 @@ def test_an_option_typo_is_refused_before_any_model_or_process(layer_gate, sampl
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_the_help_lists_it():
     """In a fresh process: the help is written when the command line is imported, after the registration."""
     script = ("from tests.unit.adapters import test_plugin\n"

@@ -48,6 +48,7 @@ def test_mwa_debug_on_raises_the_exception(value, monkeypatch):
     assert isinstance(res.exception, RuntimeError)
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_a_run_stopped_by_sigterm_keeps_its_step_on_the_bar(train_data_dir, train_tokenizer, tmp_path):
     out = tmp_path / "runs"
     args = [sys.executable, "-m", "mwa_cli", "train", str(train_data_dir), "--backbone", "beit3-tiny-test",

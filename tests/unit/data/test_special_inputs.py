@@ -148,6 +148,7 @@ def test_a_folder_nested_1900_levels_deep(tmp_path):
     assert_accounted(tmp_path / "data")
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_an_unreadable_sub_folder(tmp_path):
     photos = make_photos(tmp_path / "photos", n=4)
     locked = photos / "locked"

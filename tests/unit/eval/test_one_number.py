@@ -43,6 +43,7 @@ def test_train_and_eval_give_the_same_number(finished_run):
         assert again[key] == written[key], key
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_eval_of_another_split_keeps_the_runs_number(finished_run):
     before = (finished_run / "eval.json").read_bytes()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from mwa_cli.cli import app
@@ -33,6 +34,7 @@ main()
 """
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_an_export_killed_half_way_does_not_block_the_next_one(tmp_path):
     run = perturbed_adapter_run(tmp_path / "run", "beit3-tiny-test", "mwa")
     out = tmp_path / "exp"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.adapter_runs import perturbed_adapter_run
 from tests.helpers.paths import REPO
 from tests.unit.export.test_onnx import photos
@@ -21,6 +23,7 @@ def _written_under(home: Path) -> list[str]:
                   if p.is_file() and not str(p.relative_to(home)).startswith(MWA_OWN))
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_export_index_and_search_write_nothing_outside_out(tmp_path):
     run = perturbed_adapter_run(tmp_path / "run", "beit3-tiny-test", "mwa")
     pics = photos(tmp_path / "photos", n=3)

@@ -128,6 +128,7 @@ def test_a_wide_terminal_gets_whole_tables_and_a_narrow_one_stacked_columns(repo
     assert "  I→T R@1: " in tiny  # too narrow for any table: one block per row
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_piped_output_fits_80_columns(reports):
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

@@ -55,6 +55,7 @@ def test_ivf_flat_recall_and_full_probe_is_exact():
     assert 0.3 < recall_at_k(some, exact_rows.numpy()) < 1.0  # approximate, and not useless
 
 
+@pytest.mark.slow  # a real subprocess or several commands: seconds
 def test_ivf_pq_reranked_recall_and_size_rules():
     x = clustered(12000, 32, seed=1)
     keys = np.arange(12000, dtype=np.int64)
