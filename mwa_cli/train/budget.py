@@ -11,7 +11,8 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
    for a compilation: that time is spent before the clock reads `now`, like the start-up.
 3. `plan()`: steps = now + (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
    final val eval + final test eval (+30 % for the top-k lists) + the end of the run (`EndOfRun`: the last
-   checkpoint, the published weights written and read back at the measured checkpoint write speed, the final
+   checkpoint, the published weights written and read back at the measured checkpoint write speed (an assumed
+   one until a checkpoint is timed), the final
    evaluation's model rebuilt as set-up built it) + a margin of 0.5 s + 0.5 % of the budget, and the validation checks still to come (their share of the time when the checks are cost-aware).
    Time already spent (start-up, warm-up, compilation, cache fill, resumed segments) is simply gone from
    `deadline − now`: it is never mistaken for the step rate.
@@ -36,6 +37,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 EVAL_OVERHEAD_S = 0.2
+# Bytes a second the end of a run is assumed to write before any checkpoint has been timed: the rate a full
+# fine-tuning of Large wrote its last checkpoint and published weights at on an H100 host (10.8 GB in 25 s).
+ASSUMED_WRITE_BYTES_PER_S = 400e6
 
 
 @dataclass
@@ -53,6 +57,10 @@ class EndOfRun:
         published weights, once to write them and once to read and hash them again."""
         per_byte = ckpt_s / max(1, self.state_bytes())
         return ckpt_s + 2.0 * self.published_bytes * per_byte + self.rebuild_s
+
+    def assumed_seconds(self) -> float:
+        """The end's seconds before any checkpoint was timed: its bytes at `ASSUMED_WRITE_BYTES_PER_S`."""
+        return self.seconds(self.state_bytes() / ASSUMED_WRITE_BYTES_PER_S)
 
 
 def end_of_run(trainer, rebuild_s: float) -> EndOfRun:
@@ -182,9 +190,16 @@ class BudgetPlanner:
 
     def final_reserve_s(self) -> float:
         final_eval = EVAL_OVERHEAD_S + 1.3 * self.final_items * self._per_item()
-        adapter = 0.2 + (self.end_s if self.end is not None else 0.5 * self.ckpt_s)  # EndOfRun
+        adapter = 0.2 + self._end_seconds()
         margin = 0.5 + 0.005 * (self.budget_s or 0.0)
         return self.val_eval_s() + final_eval + adapter + margin
+
+    def _end_seconds(self) -> float:
+        """The end of the run (`EndOfRun`): as of the latest checkpoint, or at the assumed write speed before
+        one was timed (a short run may write its first only at the end); without sizes, half a checkpoint."""
+        if self.end is None:
+            return 0.5 * self.ckpt_s
+        return self.end_s if self.ckpt_s > 0 else self.end.assumed_seconds()
 
     @property
     def cost_aware(self) -> bool:

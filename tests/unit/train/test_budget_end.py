@@ -46,3 +46,22 @@ def test_the_sizes_come_from_the_trainer():
     assert end.state_bytes() == params  # no optimizer state before the first step
     trainer.step(trainer.random_batch(4))
     assert 2.9 * params < end.state_bytes() < 3 * params + 4096  # AdamW: two moments per weight that had a gradient
+
+
+def test_before_any_checkpoint_is_timed_the_end_is_reserved_at_the_assumed_write_speed():
+    from mwa_cli.train.budget import ASSUMED_WRITE_BYTES_PER_S
+
+    # full fine-tuning of Large: 2.7 GB of weights, 8.1 GB with both AdamW moments, none of it timed yet
+    weights, state = 2.7e9, 8.1e9
+    end = EndOfRun(rebuild_s=6.0, published_bytes=int(weights), state_bytes=lambda: int(state))
+    with_end, plain = _planner(end=end), _planner()
+    for p in (plain, with_end):
+        p.observe_eval(0.2 + 100 * 0.01, 100)
+    expected = (state + 2 * weights) / ASSUMED_WRITE_BYTES_PER_S + 6.0
+    assert end.assumed_seconds() == pytest.approx(expected)
+    assert with_end.final_reserve_s() - plain.final_reserve_s() == pytest.approx(expected)
+    total_plain, _ = plain.plan(10, 0.1, None, now=10.0)
+    total_end, _ = with_end.plan(10, 0.1, None, now=10.0)
+    assert total_plain - total_end == pytest.approx(expected / 0.1, abs=1)
+    with_end.observe_checkpoint(2.0)  # once one is timed, its speed replaces the assumption
+    assert with_end.final_reserve_s() - plain.final_reserve_s() == pytest.approx(end.seconds(2.0))
