@@ -32,14 +32,20 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 EVAL_OVERHEAD_S = 0.2
 # Bytes a second the end of a run is assumed to write before any checkpoint has been timed: the rate a full
 # fine-tuning of Large wrote its last checkpoint and published weights at on an H100 host (10.8 GB in 25 s).
+# Where the end is large, a synced write of WRITE_PROBE_BYTES in the run folder measures the disk instead (this
+# project's 2-core machine: 265 MB/s, dd with fsync).
 ASSUMED_WRITE_BYTES_PER_S = 400e6
+WRITE_PROBE_BYTES = 64 * 2**20
+PROBE_ABOVE_BYTES = 256 * 2**20  # trainable weights below this end in seconds at any disk speed: not probed
 
 
 @dataclass
@@ -51,6 +57,7 @@ class EndOfRun:
     rebuild_s: float  # seconds the backbone build took at set-up (weights read and checked)
     published_bytes: int  # the trainable weights the adapter file holds
     state_bytes: Callable[[], int]  # a checkpoint's tensors as they are now (trainables + optimizer state)
+    write_bytes_per_s: float = ASSUMED_WRITE_BYTES_PER_S  # until a checkpoint is timed (measured where large)
 
     def seconds(self, ckpt_s: float) -> float:
         """The end's seconds, given that writing a checkpoint took `ckpt_s`: that write speed applies to the
@@ -59,12 +66,32 @@ class EndOfRun:
         return ckpt_s + 2.0 * self.published_bytes * per_byte + self.rebuild_s
 
     def assumed_seconds(self) -> float:
-        """The end's seconds before any checkpoint was timed: its bytes at `ASSUMED_WRITE_BYTES_PER_S`."""
-        return self.seconds(self.state_bytes() / ASSUMED_WRITE_BYTES_PER_S)
+        """The end's seconds before any checkpoint was timed: its bytes at `write_bytes_per_s`."""
+        return self.seconds(self.state_bytes() / self.write_bytes_per_s)
 
 
-def end_of_run(trainer, rebuild_s: float) -> EndOfRun:
-    """The `EndOfRun` of a trainer's run (sizes read from its tensors; nothing is copied)."""
+def write_speed(folder: Path, nbytes: int = WRITE_PROBE_BYTES) -> float | None:
+    """Bytes a second a synced write of `nbytes` to `folder` took (the probe file is removed); None when it could
+    not be written (the run's own writes will then say why)."""
+    probe = folder / ".write-probe.tmp"  # a killed run's leftover is removed with the run's other .*.tmp files
+    block = os.urandom(2**20)
+    t0 = time.monotonic()
+    try:
+        with open(probe, "wb") as fh:
+            for _ in range(max(1, nbytes // len(block))):
+                fh.write(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return max(1, nbytes // len(block)) * len(block) / max(1e-6, time.monotonic() - t0)
+    except OSError:
+        return None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def end_of_run(trainer, rebuild_s: float, probe_dir: Path | None = None) -> EndOfRun:
+    """The `EndOfRun` of a trainer's run (sizes read from its tensors; nothing is copied). With `probe_dir` (the
+    run folder, on the process that writes it), a large end's write speed is measured there."""
     params = [p for p in trainer.model.parameters() if p.requires_grad]
 
     def state_bytes() -> int:
@@ -72,8 +99,10 @@ def end_of_run(trainer, rebuild_s: float) -> EndOfRun:
         moments = sum(t.numel() * t.element_size() for st in opt for t in st.values() if hasattr(t, "numel"))
         return sum(p.numel() * p.element_size() for p in params) + moments
 
-    return EndOfRun(rebuild_s=float(rebuild_s), published_bytes=sum(p.numel() * p.element_size() for p in params),
-                    state_bytes=state_bytes)
+    published = sum(p.numel() * p.element_size() for p in params)
+    measured = write_speed(probe_dir) if probe_dir is not None and published >= PROBE_ABOVE_BYTES else None
+    return EndOfRun(rebuild_s=float(rebuild_s), published_bytes=published, state_bytes=state_bytes,
+                    write_bytes_per_s=measured or ASSUMED_WRITE_BYTES_PER_S)
 RATE_WINDOW_S = 3.0  # the step time is the mean over at least this much recent training time
 RATE_WINDOW_FRAC = 0.15  # ... or this share of the training time so far, whichever is longer
 

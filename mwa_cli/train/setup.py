@@ -214,7 +214,7 @@ def setup_run(config: TrainConfig, progress: ProgressFn | None, t_start: float) 
     clocks = RunClocks(t_start, env.dctx.world_size, saved=state.get("acc") if state is not None else None)
     limit = _step_limit(cfg, env, training, split, len(data.pairs))
     plan = _step_plan(cfg, training.trainer, limit, state)
-    planner = _budget_planner(cfg, data, training, backbone, clocks, state)
+    planner = _budget_planner(cfg, env, data, training, backbone, folder, clocks, state)
     keeper = _best_keeper(cfg, data, training, state)
     _announce(cfg, env, backbone, data, training, folder, plan, clocks)
     attach_sinks(folder.run, cfg.log, batch_size=training.batch_size,  # --log tensorboard
@@ -551,8 +551,8 @@ def _step_plan(cfg: TrainConfig, trainer: Trainer, limit: int | None, resume_sta
     return StepPlan(total_steps=total_steps, planned=False)
 
 
-def _budget_planner(cfg: TrainConfig, data: RunData, training: Training, backbone: Backbone, clocks: RunClocks,
-                    resume_state: dict | None) -> BudgetPlanner:
+def _budget_planner(cfg: TrainConfig, env: RunEnv, data: RunData, training: Training, backbone: Backbone,
+                    folder: RunFolder, clocks: RunClocks, resume_state: dict | None) -> BudgetPlanner:
     """The budget planner (also the validation-check schedule without a budget), resumed where it was."""
     val, test = data.val, data.test
     planner = BudgetPlanner(budget_s=cfg.budget_s, deadline=clocks.deadline(cfg.budget_s),
@@ -561,7 +561,8 @@ def _budget_planner(cfg: TrainConfig, data: RunData, training: Training, backbon
                             checkpoint_every=cfg.checkpoint_every, checkpoint_minutes=cfg.checkpoint_minutes,
                             batch_size=max(1, training.batch_size), val_share=cfg.val_share)
     # the last checkpoint, published weights, final model build
-    planner.end = end_of_run(training.trainer, backbone.binfo.build_s)
+    probe = folder.run.path if cfg.budget_s is not None and env.dctx.is_main else None
+    planner.end = end_of_run(training.trainer, backbone.binfo.build_s, probe_dir=probe)
     if resume_state is not None:
         planner.load_state(resume_state.get("planner"))
     return planner

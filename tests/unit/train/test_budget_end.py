@@ -65,3 +65,22 @@ def test_before_any_checkpoint_is_timed_the_end_is_reserved_at_the_assumed_write
     assert total_plain - total_end == pytest.approx(expected / 0.1, abs=1)
     with_end.observe_checkpoint(2.0)  # once one is timed, its speed replaces the assumption
     assert with_end.final_reserve_s() - plain.final_reserve_s() == pytest.approx(end.seconds(2.0))
+
+
+def test_a_large_end_measures_the_disk_it_will_write_to(tmp_path, monkeypatch):
+    from mwa_cli.train import budget
+    from mwa_cli.train.trainer import build_trainer
+
+    speed = budget.write_speed(tmp_path, nbytes=4 * 2**20)
+    assert speed is not None and speed > 0 and list(tmp_path.iterdir()) == []  # the probe file is gone
+    assert budget.write_speed(tmp_path / "missing") is None  # cannot write there: no figure, no error
+
+    trainer = build_trainer("beit3-tiny-test", "full-ft", device="cpu", lr=1e-3, total_steps=2, drop_path=0.0)
+    small = end_of_run(trainer, rebuild_s=0.5, probe_dir=tmp_path)
+    assert small.write_bytes_per_s == budget.ASSUMED_WRITE_BYTES_PER_S  # a few MB: not worth a probe
+    monkeypatch.setattr(budget, "PROBE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(budget, "write_speed", lambda folder, nbytes=0: 123e6)
+    large = end_of_run(trainer, rebuild_s=0.5, probe_dir=tmp_path)
+    assert large.write_bytes_per_s == 123e6
+    assert large.assumed_seconds() == pytest.approx(large.seconds(large.state_bytes() / 123e6))
+    assert end_of_run(trainer, rebuild_s=0.5).write_bytes_per_s == budget.ASSUMED_WRITE_BYTES_PER_S  # no folder
