@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# pytest-xdist's workers inherit COLUMNS=80, and a Rich console created at import keeps it: the tests that set
+# their own width (CliRunner env, terminal_width) would then see 80. Without it, each reads its own.
+os.environ.pop("COLUMNS", None)
+
 from tests.helpers.data_dir import make_train_data_dir
 from tests.helpers.paths import SHARED
 from tests.helpers.tokenizer import make_train_tokenizer

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import signal
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -186,6 +187,9 @@ def pool_map(fn: Callable, tasks: Sequence, *, workers: int, chunksize: int) -> 
     except BaseException as exc:
         procs.update(getattr(pool, "_processes", None) or {})
         if isinstance(exc, BrokenProcessPool):
+            reaped_by = time.monotonic() + 2.0  # a dead worker may not be reaped yet on a busy machine: its code
+            for p in procs.values():          # is the cause the user is told
+                p.join(timeout=max(0.0, reaped_by - time.monotonic()))
             exc.exit_codes = [p.exitcode for p in procs.values() if p.exitcode is not None]  # type: ignore[attr-defined]
         pool.shutdown(wait=False, cancel_futures=True)
         for p in procs.values():

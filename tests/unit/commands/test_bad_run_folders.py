@@ -97,7 +97,7 @@ def test_report_over_a_damaged_run(case, damage, message, good_run, tmp_path):
     html = (tmp_path / "all.html").read_text(encoding="utf-8")
     assert "good" in html
     if message is not None:
-        assert "Skipped" in flat(res) and case in flat(res)
+        assert "Skipped" in flat(res) and case in "".join(flat(res).split())  # a long path may wrap mid-name
 
 
 RESUME_CASES = [
