@@ -74,15 +74,15 @@ def write_speed(folder: Path, nbytes: int = WRITE_PROBE_BYTES) -> float | None:
     """Bytes a second a synced write of `nbytes` to `folder` took (the probe file is removed); None when it could
     not be written (the run's own writes will then say why)."""
     probe = folder / ".write-probe.tmp"  # a killed run's leftover is removed with the run's other .*.tmp files
-    block = os.urandom(2**20)
+    block, blocks = os.urandom(2**20), max(1, nbytes // 2**20)
     t0 = time.monotonic()
     try:
         with open(probe, "wb") as fh:
-            for _ in range(max(1, nbytes // len(block))):
+            for _ in range(blocks):
                 fh.write(block)
             fh.flush()
             os.fsync(fh.fileno())
-        return max(1, nbytes // len(block)) * len(block) / max(1e-6, time.monotonic() - t0)
+        return blocks * len(block) / max(1e-6, time.monotonic() - t0)
     except OSError:
         return None
     finally:
@@ -103,6 +103,8 @@ def end_of_run(trainer, rebuild_s: float, probe_dir: Path | None = None) -> EndO
     measured = write_speed(probe_dir) if probe_dir is not None and published >= PROBE_ABOVE_BYTES else None
     return EndOfRun(rebuild_s=float(rebuild_s), published_bytes=published, state_bytes=state_bytes,
                     write_bytes_per_s=measured or ASSUMED_WRITE_BYTES_PER_S)
+
+
 RATE_WINDOW_S = 3.0  # the step time is the mean over at least this much recent training time
 RATE_WINDOW_FRAC = 0.15  # ... or this share of the training time so far, whichever is longer
 
