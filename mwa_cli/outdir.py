@@ -40,12 +40,18 @@ def write_marker(path: Path, kind: str, **fields: Any) -> None:
 
 
 def is_empty(path: Path) -> bool:
-    """No folder, or one holding nothing but mwa's own lock file: a process killed between taking the lock and
-    marking the folder leaves only that, and the same command run again must find the folder free."""
+    """No folder, or one holding nothing but mwa's own lock file and a half-written marker: a process killed
+    between taking the lock and marking the folder (or while marking it) leaves only those, and the same command
+    run again must find the folder free."""
     path = Path(path)
     if not path.is_dir():
         return True
-    return all(entry.name == LOCK and _is_mwa_lock(entry) for entry in path.iterdir())
+    return all(_is_mwa_lock(entry) if entry.name == LOCK else _is_marker_temp(entry.name) for entry in path.iterdir())
+
+
+def _is_marker_temp(name: str) -> bool:
+    """The temporary file `atomic_write` fills before it becomes a marker (``.<marker>.<random>.tmp``)."""
+    return name.endswith(".tmp") and any(name.startswith(f"{marker}.") for marker in MARKERS.values())
 
 
 def _is_mwa_lock(path: Path) -> bool:

@@ -60,6 +60,24 @@ def test_a_start_killed_before_its_marker_is_reused(tmp_path, lock_text):
     run.unlock()
 
 
+def test_a_start_killed_while_writing_its_marker_is_reused(tmp_path):
+    # the marker is written to a temporary file first: a kill there leaves the lock and that file
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / ".lock").write_text("mwa process 4242")
+    (tmp_path / "r" / ".mwa-run.k2x8q1.tmp").write_text('{"kind": "r')
+    run = RunDir.create(tmp_path, "r")
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", ".mwa-run"]
+    run.unlock()
+
+
+def test_a_user_file_named_like_a_temporary_one_is_not_taken_for_mwa_s(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.tmp").write_text("the user's")
+    with pytest.raises(ConfigError, match="not an mwa run folder"):
+        RunDir.create(tmp_path, "r")
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["notes.tmp"]
+
+
 def test_a_foreign_lock_file_is_not_taken_for_mwa_s(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / ".lock").write_text("held by the user's backup tool")
