@@ -290,11 +290,14 @@ class BudgetPlanner:
             return False
         if self.warm_eval_seen and checks_s + self.val_eval_s() > self.val_share * elapsed_s:
             return False
-        if self.deadline is not None:
-            now = self.clock() if now is None else now
-            if now + self.val_eval_s() + (self.step_time or 0.0) + self.final_reserve_s() > self.deadline:
-                return False
-        return True
+        return self.check_fits(now)
+
+    def check_fits(self, now: float | None = None) -> bool:
+        """Whether one more check, a step and the final work still fit before the deadline (always without one)."""
+        if self.deadline is None:
+            return True
+        now = self.clock() if now is None else now
+        return now + self.val_eval_s() + (self.step_time or 0.0) + self.final_reserve_s() <= self.deadline
 
     def must_stop(self, step: int, total_steps: int, eval_steps: set[int], now: float | None = None) -> bool:
         """True when one more step plus the evaluations still due would pass the deadline."""

@@ -105,6 +105,9 @@ class TrainConfig:
     log: str = "off"  # off | tensorboard: also write the metric rows there (mwa_cli/train/metric_sinks.py)
     val_evals: int | None = None  # None: cost-aware checks (≤ val_share of the wall time); k: k evenly spaced
     val_share: float = 0.05
+    # training times (s, without evaluations) also checked once reached: `mwa tune`'s pruning rungs, so that
+    # trials are compared on what each had reached at the same time, not at their next regular check
+    val_at: list[float] = field(default_factory=list)
     patience: int | None = None  # val checks without improvement before stopping; None: 4 under --budget, else off
     schedule: str = "auto"  # auto (wsd with --budget, cosine otherwise) | cosine | wsd (mwa_cli/train/schedule.py)
     checkpoint_every: int = 0
@@ -161,6 +164,9 @@ class TrainConfig:
                               f"not {value!r}"[:300], hint=f"e.g. {_example(name)}")
         if self.budget not in (None, ""):
             parse_budget(self.budget)
+        if any(not 0 < t < MAX_BUDGET_S for t in self.val_at):
+            raise ConfigError(f"val_at must hold training times in seconds above 0, not {self.val_at!r}"[:300],
+                              hint="e.g. val_at = [4.2, 12.5]")
         if self.name is not None:
             from mwa_cli.train.run_dir import check_run_name
 

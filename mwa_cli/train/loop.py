@@ -133,6 +133,7 @@ class TrainingRun:
         self.last_good_ckpt_step = int(resumed["trainer"]["step"]) if resumed is not None else None
         self.status = "completed"
         self.stop_request: StopRun | None = None  # a progress callback's StopRun, acted on before the next step
+        self.val_at_left: list[float] = []  # the training times of `val_at` not reached yet (set by _start)
         self.fcache: FeatureCache | None = None
         self.it: Iterator[dict] | None = None
         self.collapse = None  # softmax loss only: the sigmoid loss has no single "everything equal" value
@@ -197,6 +198,9 @@ class TrainingRun:
         if self._checks_by_step():  # no budget: the same steps checked (and published) every run (val_schedule.py)
             self.eval_steps = step_checks(plan.total_steps, self.batch_size, planner.val_items, planner.val_share)
         self.clocks.mark_training()
+        # resumed: the times reached before the checkpoint were checked then
+        saved = self.clocks.wall_prev_s - self.clocks.total("eval")
+        self.val_at_left = sorted(t for t in cfg.val_at if t > saved)
         if plan.planned and self.budget_s is not None:  # resumed: re-measure from here, warm-up included
             planner.start_rate(self.step, self.clocks.total("train"))
         if trainer.trains and plan.goes_on(self.step):
@@ -241,8 +245,8 @@ class TrainingRun:
         time_due = time.monotonic() - self.last_ckpt_time >= self.cfg.checkpoint_minutes * 60
         self.clocks.count_training()
         val_due = (plan.planned and self.data.val is not None and self.last_check_step != step and
-                   not self._checks_by_step()
-                   and planner.val_due(self.clocks.total("val_check"), self.clocks.elapsed()))
+                   (self._asked_check_due() or not self._checks_by_step()
+                    and planner.val_due(self.clocks.total("val_check"), self.clocks.elapsed())))
         stop_signal, must_stop, time_due, val_due, requested = agree_stop(self.env.dctx, self.flag, must_stop,
                                                                           time_due, val_due,
                                                                           self.stop_request is not None)
@@ -263,6 +267,15 @@ class TrainingRun:
             self.message(self.stop_reason)
             return "stop", time_due
         return "train", time_due
+
+    def _asked_check_due(self) -> bool:
+        """A check at a training time `val_at` asks for, now reached, that still fits before the budget's end
+        (each time is checked once: a check that no longer fits is dropped)."""
+        reached = self.clocks.elapsed_without_evals()
+        if not self.val_at_left or self.val_at_left[0] > reached:
+            return False
+        self.val_at_left = [t for t in self.val_at_left if t > reached]
+        return self.planner.check_fits()
 
     def _checks_by_step(self) -> bool:
         """Cost-aware checks without a time budget go by step, not by the clock (docs/decisions.md)."""

@@ -156,31 +156,55 @@ def open_study(optuna, folder: TuneFolder, method: str, settings: TuneSettings, 
     return study
 
 
-def make_pruner(optuna, kind: str, length: dict[str, float | int], study: Any):
-    """The pruner --pruner names, its rungs in milliseconds of trial time: a sixth of a trial's length first (the
-    budget; with --trial-steps, the longest finished trial's time; no pruning before one has finished)."""
+def rung_ladder(optuna, kind: str, length: dict[str, float | int], study: Any) -> tuple[int, int] | None:
+    """The pruner's first rung and a trial's length, in milliseconds of trial time: a sixth of the length first
+    (the budget; with --trial-steps, the longest finished trial's time); None: no pruning (yet)."""
     if kind == "none":
-        return optuna.pruners.NopPruner()
+        return None
     if "budget_s" in length:
         full_ms = int(1000 * float(length["budget_s"]))
     else:
         done = [t.last_step for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.last_step is not None]
         if not done:
-            return optuna.pruners.NopPruner()
+            return None
         full_ms = max(done)
-    first = max(1, int(full_ms * FIRST_RUNG))
+    return max(1, int(full_ms * FIRST_RUNG)), full_ms
+
+
+def rung_times_s(optuna, kind: str, length: dict[str, float | int], study: Any) -> list[float]:
+    """The trial times (s) where the pruner compares trials. Every trial checks val there (`val_at`): compared
+    at its next regular check instead, a trial whose check came later had trained longer (up to a check
+    interval, as long as the first rung itself)."""
+    ladder = rung_ladder(optuna, kind, length, study)
+    if ladder is None:
+        return []
+    rung, full_ms = ladder
+    times = []
+    while rung < full_ms:
+        times.append(rung / 1000)
+        rung *= REDUCTION
+    return times
+
+
+def make_pruner(optuna, kind: str, length: dict[str, float | int], study: Any):
+    """The pruner --pruner names, on the rungs of `rung_ladder` (successive halving keeps the best third)."""
+    ladder = rung_ladder(optuna, kind, length, study)
+    if ladder is None:
+        return optuna.pruners.NopPruner()
+    first, full_ms = ladder
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=first, max_resource=max(first + 1, full_ms),
                                               reduction_factor=REDUCTION)
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=REDUCTION)
 
 
-def trial_values(folder: TuneFolder, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig values of a new trial of `method` with configuration `params`."""
+def trial_values(folder: TuneFolder, method: str, params: dict[str, Any], val_at: list[float]) -> dict[str, Any]:
+    """The TrainConfig values of a new trial of `method` with configuration `params`, checked at `val_at`."""
     values = {**folder.record["fixed"], **folder.space(method).train_values(params),
               "data_dir": folder.record["data_dir"], "seed": folder.record["seed"],
-              "val_share": folder.record["val_share"], "final_split": "val", "tune": str(folder.path.resolve())}
+              "val_share": folder.record["val_share"], "val_at": val_at, "final_split": "val",
+              "tune": str(folder.path.resolve())}
     length = folder.trial_length
     if "budget_s" in length:
         values["budget"] = f"{length['budget_s']:g}s"
@@ -252,7 +276,8 @@ def _execute(optuna, study: Any, trial: Any, params: dict[str, Any], folder: Tun
                               "describe": describe(params), "resumed": resumed})
     t0 = time.monotonic()
     try:
-        outcome = run_trial(trial, method, trial_values(folder, method, params), folder.trials, progress)
+        val_at = rung_times_s(optuna, folder.record["pruner"], folder.trial_length, study)
+        outcome = run_trial(trial, method, trial_values(folder, method, params, val_at), folder.trials, progress)
     finally:
         folder.add_spent(method, time.monotonic() - t0)
     state = optuna.trial.TrialState

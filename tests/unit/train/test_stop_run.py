@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from mwa_cli.errors import ConfigError
 from mwa_cli.runs_view import status
 from mwa_cli.train.config import TrainConfig
 from mwa_cli.train.loop import StopRun, train
@@ -53,3 +54,23 @@ def test_stop_run_at_a_check_ends_the_run_as_pruned(train_data_dir, train_tokeni
     assert timing["status"] == "pruned" and timing["stop_reason"] == "pruned by the test"
     assert (res.run_dir / "eval.json").is_file() and (res.run_dir / "adapter_model.safetensors").is_file()
     assert status(res.run_dir) == "pruned"
+
+
+def test_each_asked_training_time_gets_one_check_at_the_next_step(train_data_dir, train_tokenizer, tmp_path):
+    def checked_steps(name: str, val_at: list[float]) -> list[int]:
+        seen: list[int] = []
+        config = _config(train_data_dir, train_tokenizer, tmp_path, name)
+        config.val_at = val_at
+        train(config, lambda event, data: seen.append(data["step"]) if event == "validation" else None)
+        return seen
+
+    plain = checked_steps("plain", [])
+    # two times already passed at the first step after the zero-shot check: one check there; one past the end: none
+    asked = checked_steps("asked", [1e-6, 1e-5, 1e5])
+    assert 1 not in plain and asked == sorted({*plain, 1})
+
+
+@pytest.mark.parametrize("val_at", [[0.0], [-3.0], [1e12]])
+def test_asked_check_times_must_be_positive_seconds(val_at):
+    with pytest.raises(ConfigError, match="val_at must hold training times in seconds above 0"):
+        TrainConfig(data_dir="d", val_at=val_at).validate()

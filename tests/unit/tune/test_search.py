@@ -14,7 +14,7 @@ from mwa_cli.runs_view import status
 from mwa_cli.train.config import load_config_file
 from mwa_cli.tune import trials as trials_mod
 from mwa_cli.tune.layout import JOURNAL, PAGE, SETTINGS, TRIALS
-from mwa_cli.tune.search import run_tune
+from mwa_cli.tune.search import run_tune, rung_times_s
 from mwa_cli.tune.settings import TuneSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,6 +45,9 @@ def test_a_tune_writes_trials_study_recommendation_and_page(train_data_dir, trai
         assert json.loads((run / "eval.json").read_text())["split"] == "val"  # the test split stays untouched
         assert not (run / "checkpoint").exists()  # a finished trial keeps its results, not its training state
         assert json.loads((run / "config.json").read_text())["tune"] == str(folder.resolve())
+    # checked at the pruner's rungs: none before a trial finished (--trial-steps), then those of its time
+    asked = [json.loads((folder / TRIALS / n / "config.json").read_text())["val_at"] for n in names]
+    assert asked[0] == [] and asked[1] and asked[1] == sorted(asked[1])
     # the defaults first, then the top half from the feature cache
     first = [d["params"] for e, d in events if e == "trial"][:2]
     assert first[0]["layers"] == "all" and first[1] == dict(first[0], layers="top-1", feature_cache="auto")
@@ -155,3 +158,11 @@ def test_a_folder_marked_by_a_run_killed_before_it_wrote_tune_json_starts_afresh
     write_marker(folder, "tune")
     result = run_tune(settings(train_data_dir, train_tokenizer, tmp_path, max_trials=1))
     assert [r.name for r in result.methods[0].records] == ["mwa-t000"] and (folder / SETTINGS).is_file()
+
+
+def test_rungs_start_at_a_sixth_of_a_trial_and_grow_threefold():
+    assert rung_times_s(optuna, "halving", {"budget_s": 25}, None) == [4.166, 12.498]
+    assert rung_times_s(optuna, "hyperband", {"budget_s": 60}, None) == [10.0, 30.0]
+    assert rung_times_s(optuna, "none", {"budget_s": 25}, None) == []
+    no_trial_finished = optuna.create_study()
+    assert rung_times_s(optuna, "halving", {"steps": 6}, no_trial_finished) == []
