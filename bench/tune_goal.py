@@ -17,7 +17,7 @@ shares the card with the other seeds alike) --budget 5m stays inside a 10-minute
 reach a package index, carry its wheels and put them on the path first (it uses Optuna's journal file, so
 SQLAlchemy and Alembic are not needed):
 
-    pip download --no-deps -d .whl optuna==5.0.0 colorlog          # where pip works; .whl git-ignored
+    pip download --no-deps -d .whl optuna==5.1.0 colorlog          # where pip works; .whl git-ignored
     pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=$PWD:/tmp/site
 
 1. Prepares sample_data (English captions, 64 px, split 0.6/0.2/0.2, as bench/time_to_quality.py).
