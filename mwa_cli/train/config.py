@@ -165,7 +165,7 @@ class TrainConfig:
         if self.budget not in (None, ""):
             parse_budget(self.budget)
         if any(not 0 < t < MAX_BUDGET_S for t in self.val_at):
-            raise ConfigError(f"val_at must hold training times in seconds above 0, not {self.val_at!r}"[:300],
+            raise ConfigError(f"val_at must hold training times in seconds, above 0 and under a year, not {self.val_at!r}"[:300],
                               hint="e.g. val_at = [4.2, 12.5]")
         if self.name is not None:
             from mwa_cli.train.run_dir import check_run_name

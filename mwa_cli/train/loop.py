@@ -271,8 +271,10 @@ class TrainingRun:
     def _asked_check_due(self) -> bool:
         """A check at a training time `val_at` asks for, now reached, that still fits before the budget's end
         (each time is checked once: a check that no longer fits is dropped)."""
+        if not self.val_at_left:  # every step asks: most runs have no such times
+            return False
         reached = self.clocks.elapsed_without_evals()
-        if not self.val_at_left or self.val_at_left[0] > reached:
+        if self.val_at_left[0] > reached:
             return False
         self.val_at_left = [t for t in self.val_at_left if t > reached]
         return self.planner.check_fits()

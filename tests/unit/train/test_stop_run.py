@@ -72,5 +72,5 @@ def test_each_asked_training_time_gets_one_check_at_the_next_step(train_data_dir
 
 @pytest.mark.parametrize("val_at", [[0.0], [-3.0], [1e12]])
 def test_asked_check_times_must_be_positive_seconds(val_at):
-    with pytest.raises(ConfigError, match="val_at must hold training times in seconds above 0"):
+    with pytest.raises(ConfigError, match="val_at must hold training times in seconds, above 0 and under a year"):
         TrainConfig(data_dir="d", val_at=val_at).validate()
