@@ -20,6 +20,11 @@ the GPU (or CPU) name with every number. On a CPU, a tiny configuration checks t
 
     PYTHONPATH=$PWD python bench/budget_end_check.py --backbone beit3-tiny-test --budget 40s --device cpu \\
         --out /tmp/be.json --work /tmp/be
+
+and BEiT-3 Base on a CPU, small batches so that a run holds a few steps (the end of the run is what is checked):
+
+    PYTHONPATH=$PWD python bench/budget_end_check.py --backbone beit3-base --budget 150s --device cpu \
+        --batch-size 4 --cases full-ft --out /tmp/be.json --work /tmp/be
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ def run_case(name: str, args, data: Path, weights: Path, tokenizer: str) -> dict
     cmd = [sys.executable, "-m", "mwa_cli", "train", str(data), "--method", method, "--backbone", args.backbone,
            "--weights", "none" if source == "none" else str(weights), "--tokenizer", tokenizer,
            "--budget", args.budget, "--patience", "0", "--device", args.device, "--out", str(runs),
-           "--name", run_name, "--quiet"]
+           "--name", run_name, "--quiet"] + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=parse_budget(args.budget) * 4 + 600)
@@ -110,7 +115,7 @@ def run_case(name: str, args, data: Path, weights: Path, tokenizer: str) -> dict
             "over_pct": round(100 * (wall / budget - 1), 2), "passed": ok,
             "timing": {k: timing.get(k) for k in ("wall_s", "train_s", "eval_s", "checkpoint_s", "compile_s",
                                                    "val_zero_shot_s", "layers", "steps", "planned_steps",
-                                                   "stop_reason", "peak_mem_gib", "device_name")},
+                                                   "stop_reason", "peak_mem_gib", "device_name", "end")},
             "plan": {k: plan.get(k) for k in ("total_steps", "step_time_s", "reason")},
             "stderr_tail": done.stderr[-1500:] if done.returncode else ""}
 
@@ -123,6 +128,7 @@ def main() -> int:
     ap.add_argument("--budget", default="75s")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="passed to mwa train (default: its own)")
     ap.add_argument("--tolerance", type=float, default=0.05, help="allowed error either side of the budget (0.05 = 5 %%)")
     ap.add_argument("--cases", default="full-ft,mwa-none", help=f"comma-separated: {', '.join(CASES)}")
     args = ap.parse_args()

@@ -44,7 +44,7 @@ after_change() {
     # The budget's end alone on the GPU: another process would lengthen its checkpoints and evaluations.
     part budget_end 270 python3 bench/budget_end_check.py --cases full-ft,mwa-none \
         --out "$OUT/budget_end.json" --work /tmp/budget_end
-    keep_runs budget_end_runs /tmp/budget_end
+    keep_runs budget_end_runs /tmp/budget_end/runs  # timing.json's "end": what the reserve held and what it took
 }
 
 tune() {

@@ -10,10 +10,12 @@ How (`train()` drives it; every decision reads the planner's `clock`, so tests d
    text widths and for evaluation (`Trainer.warm_compile`, said once with its time), so no measured step pays
    for a compilation: that time is spent before the clock reads `now`, like the start-up.
 3. `plan()`: steps = now + (deadline − now − reserve) / (step time + amortised checkpoint time), where reserve =
-   final val eval + final test eval (+30 % for the top-k lists) + the end of the run (`EndOfRun`: the last
-   checkpoint, the published weights written and read back at the measured checkpoint write speed (an assumed
-   one until a checkpoint is timed), the final
-   evaluation's model rebuilt as set-up built it) + a margin of 0.5 s + 0.5 % of the budget, and the validation checks still to come (their share of the time when the checks are cost-aware).
+   final val eval + final test eval (+5 % for the top-k lists and ranks) + the end of the run (`EndOfRun`: the
+   last checkpoint, the published weights written at the measured checkpoint write speed (an assumed one until
+   a checkpoint is timed) and read back at the page cache's measured speed, the final evaluation's model rebuilt
+   as set-up built it) + a margin of 0.5 s + 0.5 % of the budget, and the validation checks still to come (their
+   share of the time when the checks are cost-aware). timing.json's "end" records what this reserve held and
+   what the end took.
    Time already spent (start-up, warm-up, compilation, cache fill, resumed segments) is simply gone from
    `deadline − now`: it is never mistaken for the step rate.
 4. `observe_progress()` after steps (every step on the CPU, at logging steps on CUDA where the loop syncs anyway):
@@ -34,16 +36,26 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mwa_cli.fileio import sha256_file
+
 EVAL_OVERHEAD_S = 0.2
+# The final evaluation also keeps the top-k lists and per-query ranks: within the noise of a plain evaluation
+# (BEiT-3 Base on 88 test pairs, CPU), so a small share covers them.
+FINAL_EVAL_EXTRA = 1.05
 # Bytes a second the end of a run is assumed to write before any checkpoint has been timed: the rate a full
 # fine-tuning of Large wrote its last checkpoint and published weights at on an H100 host (10.8 GB in 25 s).
 # Where the end is large, a synced write of WRITE_PROBE_BYTES in the run folder measures the disk instead (this
 # project's 2-core machine: 265 MB/s, dd with fsync).
 ASSUMED_WRITE_BYTES_PER_S = 400e6
+# The published weights are read back by the final evaluation right after they were written, from the page cache:
+# at memory speed, not the disk's. Assumed until the probe has read (and hashed) its own file back the same way.
+ASSUMED_READ_BYTES_PER_S = 1e9
 WRITE_PROBE_BYTES = 64 * 2**20
 PROBE_ABOVE_BYTES = 256 * 2**20  # trainable weights below this end in seconds at any disk speed: not probed
 
@@ -51,38 +63,72 @@ PROBE_ABOVE_BYTES = 256 * 2**20  # trainable weights below this end in seconds a
 @dataclass
 class EndOfRun:
     """What the end of a run writes and reads after its last step, so the reserve holds it: the last checkpoint
-    (the size of the checkpoints already timed), the published weights (written, hashed, then read back by the
-    final evaluation), and the final evaluation's fresh model, built as set-up built it (timed there)."""
+    (the size of the checkpoints already timed), the published weights (written and hashed like a checkpoint,
+    then read back by the final evaluation), and the final evaluation's fresh model, built as set-up built it
+    (timed there)."""
 
     rebuild_s: float  # seconds the backbone build took at set-up (weights read and checked)
     published_bytes: int  # the trainable weights the adapter file holds
     state_bytes: Callable[[], int]  # a checkpoint's tensors as they are now (trainables + optimizer state)
     write_bytes_per_s: float = ASSUMED_WRITE_BYTES_PER_S  # until a checkpoint is timed (measured where large)
+    read_bytes_per_s: float = ASSUMED_READ_BYTES_PER_S  # a just-written file read back (measured where large)
 
     def seconds(self, ckpt_s: float) -> float:
-        """The end's seconds, given that writing a checkpoint took `ckpt_s`: that write speed applies to the
-        published weights, once to write them and once to read and hash them again."""
+        """The end's seconds, given that writing (and hashing) a checkpoint took `ckpt_s`: the published weights
+        are written and hashed at that speed, then read back at `read_bytes_per_s` (they are in the page cache)."""
         per_byte = ckpt_s / max(1, self.state_bytes())
-        return ckpt_s + 2.0 * self.published_bytes * per_byte + self.rebuild_s
+        return (ckpt_s + self.published_bytes * per_byte + self.published_bytes / self.read_bytes_per_s
+                + self.rebuild_s)
 
     def assumed_seconds(self) -> float:
         """The end's seconds before any checkpoint was timed: its bytes at `write_bytes_per_s`."""
         return self.seconds(self.state_bytes() / self.write_bytes_per_s)
 
 
-def write_speed(folder: Path, nbytes: int = WRITE_PROBE_BYTES) -> float | None:
-    """Bytes a second a synced write of `nbytes` to `folder` took (the probe file is removed); None when it could
-    not be written (the run's own writes will then say why)."""
+@dataclass
+class EndRecord:
+    """What the work after the last step was reserved and what it took, in seconds (timing.json's "end"), so a
+    run that ends early or late shows which part the reserve misjudged."""
+    reserved: dict[str, float] | None  # `BudgetPlanner.reserve_parts()` when training stopped (None: no budget)
+    taken: dict[str, float] = field(default_factory=dict)  # checkpoint_s, val_s, publish_s, final_eval_s
+
+    @contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        self.taken[part] = time.monotonic() - t0
+
+    def record(self) -> dict:
+        reserved = self.reserved or {}
+        return {"reserved_s": round(sum(reserved.values()), 3), "taken_s": round(sum(self.taken.values()), 3),
+                "reserved": {k: round(v, 3) for k, v in reserved.items()},
+                "taken": {k: round(v, 3) for k, v in self.taken.items()}}
+
+
+@dataclass(frozen=True)
+class DiskSpeed:
+    """Bytes a second of a synced write to a folder, and of reading the just-written file back with its sha256."""
+    write: float
+    read: float
+
+
+def disk_speed(folder: Path, nbytes: int = WRITE_PROBE_BYTES) -> DiskSpeed | None:
+    """`DiskSpeed` of `folder`, measured with a probe file of `nbytes` (removed after); None when it could not be
+    written (the run's own writes will then say why)."""
     probe = folder / ".write-probe.tmp"  # a killed run's leftover is removed with the run's other .*.tmp files
     block, blocks = os.urandom(2**20), max(1, nbytes // 2**20)
-    t0 = time.monotonic()
+    written = blocks * len(block)
     try:
+        t0 = time.monotonic()
         with open(probe, "wb") as fh:
             for _ in range(blocks):
                 fh.write(block)
             fh.flush()
             os.fsync(fh.fileno())
-        return blocks * len(block) / max(1e-6, time.monotonic() - t0)
+        t1 = time.monotonic()
+        sha256_file(probe)  # as the final evaluation reads the published weights: hashed, from the page cache
+        t2 = time.monotonic()
+        return DiskSpeed(write=written / max(1e-6, t1 - t0), read=written / max(1e-6, t2 - t1))
     except OSError:
         return None
     finally:
@@ -91,7 +137,7 @@ def write_speed(folder: Path, nbytes: int = WRITE_PROBE_BYTES) -> float | None:
 
 def end_of_run(trainer, rebuild_s: float, probe_dir: Path | None = None) -> EndOfRun:
     """The `EndOfRun` of a trainer's run (sizes read from its tensors; nothing is copied). With `probe_dir` (the
-    run folder, on the process that writes it), a large end's write speed is measured there."""
+    run folder, on the process that writes it), a large end's disk speeds are measured there."""
     params = [p for p in trainer.model.parameters() if p.requires_grad]
 
     def state_bytes() -> int:
@@ -100,9 +146,10 @@ def end_of_run(trainer, rebuild_s: float, probe_dir: Path | None = None) -> EndO
         return sum(p.numel() * p.element_size() for p in params) + moments
 
     published = sum(p.numel() * p.element_size() for p in params)
-    measured = write_speed(probe_dir) if probe_dir is not None and published >= PROBE_ABOVE_BYTES else None
+    measured = disk_speed(probe_dir) if probe_dir is not None and published >= PROBE_ABOVE_BYTES else None
+    speeds = measured or DiskSpeed(write=ASSUMED_WRITE_BYTES_PER_S, read=ASSUMED_READ_BYTES_PER_S)
     return EndOfRun(rebuild_s=float(rebuild_s), published_bytes=published, state_bytes=state_bytes,
-                    write_bytes_per_s=measured or ASSUMED_WRITE_BYTES_PER_S)
+                    write_bytes_per_s=speeds.write, read_bytes_per_s=speeds.read)
 
 
 RATE_WINDOW_S = 3.0  # the step time is the mean over at least this much recent training time
@@ -220,10 +267,14 @@ class BudgetPlanner:
         return EVAL_OVERHEAD_S + self.val_items * self._per_item() if self.val_items else 0.0
 
     def final_reserve_s(self) -> float:
-        final_eval = EVAL_OVERHEAD_S + 1.3 * self.final_items * self._per_item()
-        adapter = 0.2 + self._end_seconds()
-        margin = 0.5 + 0.005 * (self.budget_s or 0.0)
-        return self.val_eval_s() + final_eval + adapter + margin
+        return sum(self.reserve_parts().values())
+
+    def reserve_parts(self) -> dict[str, float]:
+        """What the reserve for the work after the last step holds, in seconds: the last val check, the final
+        evaluation (with its top-k lists), the end of the run (`EndOfRun`) and a margin."""
+        final_eval = EVAL_OVERHEAD_S + FINAL_EVAL_EXTRA * self.final_items * self._per_item()
+        return {"val_s": self.val_eval_s(), "final_eval_s": final_eval,
+                "end_s": 0.2 + self._end_seconds(), "margin_s": 0.5 + 0.005 * (self.budget_s or 0.0)}
 
     def _end_seconds(self) -> float:
         """The end of the run (`EndOfRun`): as of the latest checkpoint, or at the assumed write speed before

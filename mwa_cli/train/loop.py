@@ -26,7 +26,7 @@ from mwa_cli.eval.label_level import PROTOCOL_WORDS, primary_protocol, primary_r
 from mwa_cli.outdir import released_on_exit
 from mwa_cli.runtime import amp_dtype
 from mwa_cli.train import checkpoint as ckpt_mod
-from mwa_cli.train.budget import Measurement, default_schedule_of, short_schedule_note
+from mwa_cli.train.budget import EndRecord, Measurement, default_schedule_of, short_schedule_note
 from mwa_cli.train.clocks import RunClocks
 from mwa_cli.train.collapse import CollapseWatch
 from mwa_cli.train.compile_policy import compile_setting
@@ -405,22 +405,26 @@ class TrainingRun:
         from mwa_cli.adapters.io import save_adapter
 
         step, run, keeper, data, env = self.step, self.run_dir, self.keeper, self.data, self.env
+        end = EndRecord(self.planner.reserve_parts() if self.budget_s is not None else None)
         if self.trainer.trains and self.last_good_ckpt_step != step:
-            self._checkpoint(step)  # an interruption from here on resumes straight into the final evaluation
+            # an interruption from here on resumes straight into the final evaluation
+            end.taken["checkpoint_s"] = self._checkpoint(step)
             self.last_good_ckpt_step = step
         self.flag.restore()  # from here on, Ctrl-C interrupts the (short) finalisation directly
         if data.val is not None and self.last_check_step != step:
-            result, _, secs = self._run_eval(data.val, "val", step)
+            result, _, end.taken["val_s"] = self._run_eval(data.val, "val", step)
             self._log_eval(result, step)
             keeper.observe(step, primary_rsum(result), self.clocks.elapsed_without_evals(), self._best_weights)
         self._publish_best(step)
-        with self.clocks.timing("checkpoint"):
+        with self.clocks.timing("checkpoint") as lap:
             if env.dctx.is_main:
                 save_adapter(run.path, self.backbone.model, self.backbone.applied, self.backbone.binfo)
-        result, top, ranks = final_evaluation(run.path, data.final_split, env.device, env.precision,
-                                              self.cfg.eval_batch_size, self.clocks)
+        end.taken["publish_s"] = lap.seconds
+        with end.timing("final_eval_s"):
+            result, top, ranks = final_evaluation(run.path, data.final_split, env.device, env.precision,
+                                                  self.cfg.eval_batch_size, self.clocks)
         run.write_eval(result, top, ranks=ranks)
-        timing = self._write_timing(self.status)
+        timing = self._write_timing(self.status, end)
         protocol, fig = primary_recall(result)
         msg = (f"finished {step} steps in {timing['wall_s']:.1f} s; {data.final_split} RSUM {fig['rsum']:.2f} "
                f"({PROTOCOL_WORDS[protocol]})")
@@ -609,7 +613,7 @@ class TrainingRun:
         self.emit("checkpoint", {"step": step, "seconds": lap.seconds, "path": str(root / "last")})
         return lap.seconds
 
-    def _write_timing(self, status: str) -> dict:
+    def _write_timing(self, status: str, end: EndRecord | None = None) -> dict:
         from mwa_cli.adapters.vocab import extension_params
 
         clocks, trainer, device, batch_size = self.clocks, self.trainer, self.env.device, self.batch_size
@@ -639,6 +643,8 @@ class TrainingRun:
             "layers": describe_compile(trainer.compiled, graphs is not None),
             "step_graph": graphs, "compile_s": round(clocks.total("compile"), 3),
         }
+        if end is not None and end.reserved is not None:
+            timing["end"] = end.record()
         self.run_dir.write_timing(timing)
         return timing
 

@@ -202,6 +202,7 @@ def test_reference_run_writes_the_run_directory(train_reference_run, train_data_
         assert key in timing, key
     assert timing["steps"] == 16 and timing["samples"] == 128 and timing["device_type"] == "cpu"
     assert timing["estimated"] is False and 0 < timing["trainable_params"] < timing["total_params"]
+    assert "end" not in timing  # no budget: nothing was reserved for the end
     ev = json.loads((run / "eval.json").read_text())
     assert ev["split"] == "test" and ev["n_images"] == 4 and ev["n_captions"] == 8
     assert ev["method"] == "mwa" and ev["backbone"] == "beit3-tiny-test" and ev["dataset_hash"]
@@ -240,6 +241,9 @@ def test_budget_is_honoured(train_data_dir, train_tokenizer, tmp_path, train_fau
     plan = json.loads((res.run_dir / "config.json").read_text())["plan"]
     assert plan["total_steps"] >= timing["steps"] > 5
     assert (res.run_dir / "eval.json").is_file()
+    end = timing["end"]  # what the reserve held when training stopped, against what the end took
+    assert set(end["reserved"]) == {"val_s", "final_eval_s", "end_s", "margin_s"} and end["reserved_s"] > 0
+    assert {"publish_s", "final_eval_s"} <= set(end["taken"]) and 0 < end["taken_s"] < timing["wall_s"]
 
 
 # ------------------------------------------------------------------------------------------------ faults
