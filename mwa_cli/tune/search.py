@@ -2,7 +2,8 @@
 
 Each method has its own Optuna study in the tune folder's journal file (so a later run continues it): a TPE
 sampler seeded from --seed (and the number of trials so far, so a continued search draws new configurations),
-the defaults enqueued first (`space.first_params`), successive halving of trials that fall behind (pruners below).
+the defaults enqueued first (`space.first_params`, never pruned), successive halving of trials that fall behind
+(pruners below).
 Trials run one after another until the method's share of the budget cannot hold another trial, or --trials are
 done. Trials an interrupted run left running are continued first, from their checkpoints.
 """
@@ -277,7 +278,11 @@ def _execute(optuna, study: Any, trial: Any, params: dict[str, Any], folder: Tun
     t0 = time.monotonic()
     try:
         val_at = rung_times_s(optuna, folder.record["pruner"], folder.trial_length, study)
-        outcome = run_trial(trial, method, trial_values(folder, method, params, val_at), folder.trials, progress)
+        # the enqueued references (the defaults; the top half from the cache) run whole: with a few trials at a
+        # rung, successive halving keeps only the best one there, so the second would live or die on one check
+        reference = trial.number < len(folder.space(method).first_params())
+        outcome = run_trial(trial, method, trial_values(folder, method, params, val_at), folder.trials, progress,
+                            prunable=not reference)
     finally:
         folder.add_spent(method, time.monotonic() - t0)
     state = optuna.trial.TrialState

@@ -63,7 +63,8 @@ class SearchSpace:
         return p
 
     def first_params(self) -> list[dict[str, Any]]:
-        """The configurations enqueued first: the defaults; the top half from the feature cache when offered."""
+        """The configurations enqueued first (never pruned): the defaults; the top half from the feature cache when
+        offered."""
         default: dict[str, Any] = {"lr": self.lr_default}
         if len(self.batch_sizes) > 1:
             default["batch_size"] = self.batch_default

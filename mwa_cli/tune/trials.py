@@ -37,10 +37,11 @@ class TrialOutcome:
 
 class PruneWatch:
     """The progress callback of one trial: forwards every event, reports each trained validation check's best val
-    RSUM so far to the Optuna trial, and raises `StopRun` ("pruned") when its pruner says the trial is behind."""
+    RSUM so far to the Optuna trial, and raises `StopRun` ("pruned") when its pruner says the trial is behind
+    (never for a `prunable=False` trial: it still reports, so the others are compared against it)."""
 
-    def __init__(self, trial: Any, run_dir: Path, progress: ProgressFn | None):
-        self.trial, self.run_dir, self.progress = trial, run_dir, progress
+    def __init__(self, trial: Any, run_dir: Path, progress: ProgressFn | None, prunable: bool = True):
+        self.trial, self.run_dir, self.progress, self.prunable = trial, run_dir, progress, prunable
         self.best: float | None = None
 
     def __call__(self, event: str, data: dict) -> None:
@@ -54,7 +55,7 @@ class PruneWatch:
         value = float(data["val_primary"])
         self.best = value if self.best is None else max(self.best, value)
         self.trial.report(self.best, step=int(round(1000 * float(data["elapsed_s"]))))
-        if self.trial.should_prune():
+        if self.prunable and self.trial.should_prune():
             raise StopRun(f"pruned by the tuner at {data['elapsed_s']:.1f} s: its best val RSUM so far, "
                           f"{self.best:.2f}, is behind the other trials' at that time")
 
@@ -72,14 +73,15 @@ def trial_config(values: dict[str, Any], trials_dir: Path, name: str) -> TrainCo
 
 
 def run_trial(trial: Any, method: str, values: dict[str, Any], trials_dir: Path,
-              progress: ProgressFn | None) -> TrialOutcome:
+              progress: ProgressFn | None, prunable: bool = True) -> TrialOutcome:
     """Train (or continue, or read) the run folder of `trial` with the TrainConfig `values`; its outcome. A
-    failure of the configuration is a failed trial (its message kept); Ctrl-C / SIGTERM raise `TuneInterrupted`."""
+    failure of the configuration is a failed trial (its message kept); Ctrl-C / SIGTERM raise `TuneInterrupted`.
+    `prunable=False`: the trial runs its whole length whatever the pruner says."""
     name = trial_name(method, trial.number)
     run_dir = trials_dir / name
     trial.set_user_attr("run", name)
     if not is_finished(run_dir):
-        watch = PruneWatch(trial, run_dir, progress)
+        watch = PruneWatch(trial, run_dir, progress, prunable)
         try:
             result = train(trial_config(values, trials_dir, name), watch)
         except MwaError as exc:

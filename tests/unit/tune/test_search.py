@@ -86,15 +86,17 @@ def test_a_tune_writes_trials_study_recommendation_and_page(train_data_dir, trai
 
 def test_pruned_trials_are_marked_pruned_in_the_study_and_the_run_folder(train_data_dir, train_tokenizer, tmp_path):
     never_good_enough = optuna.pruners.ThresholdPruner(lower=1e9)
-    result = run_tune(settings(train_data_dir, train_tokenizer, tmp_path, max_trials=2), pruner=never_good_enough)
+    result = run_tune(settings(train_data_dir, train_tokenizer, tmp_path, max_trials=3), pruner=never_good_enough)
     folder = tmp_path / "t"
-    assert study_states(folder) == ["PRUNED", "PRUNED"]
-    for rec in result.methods[0].records:
-        assert rec.state == "pruned" and status(folder / TRIALS / rec.name) == "pruned"
-        assert json.loads((folder / TRIALS / rec.name / "timing.json").read_text())["status"] == "pruned"
+    # the two enqueued references (the defaults, the top half from the cache) run whole; the third is pruned
+    assert study_states(folder) == ["COMPLETE", "COMPLETE", "PRUNED"]
+    states = [(rec.state, status(folder / TRIALS / rec.name)) for rec in result.methods[0].records]
+    assert states == [("complete", "finished"), ("complete", "finished"), ("pruned", "pruned")]
+    pruned = result.methods[0].records[2]
+    assert json.loads((folder / TRIALS / pruned.name / "timing.json").read_text())["status"] == "pruned"
     m = result.methods[0]
-    assert m.recommendation.chosen is None and m.config_path is None
-    assert not (folder / "recommended-mwa.toml").exists() and (folder / PAGE).is_file()
+    assert m.recommendation.chosen is not None and m.recommendation.chosen.name != pruned.name
+    assert (folder / "recommended-mwa.toml").is_file() and (folder / PAGE).is_file()
 
 
 def test_an_interrupted_trial_continues_from_its_checkpoint(train_data_dir, train_tokenizer, tmp_path,
