@@ -11,6 +11,8 @@ not set the best):
 
 The best trial itself reaches the target, so a recommendation exists whenever a trial completed; when no other
 configuration came within the tolerance (or none was faster), the best one is recommended and the reason says so.
+When the best trial reached the target only in the last third of its length, its curve had not levelled off:
+the trials were too short to tell the configurations' speeds apart, and a note says so.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mwa_cli.tune.records import TrialRecord
+
+LATE_SHARE = 2 / 3  # reaching the target after this share of the trial: still rising at its end
 
 
 @dataclass
@@ -71,10 +75,23 @@ def recommend(records: list[TrialRecord], tolerance: float = 0.01, share: float 
         rec.reason = (f"{chosen.name} reached {pct} of the best val RSUM in {_secs(rec.time_s)}, the best "
                       f"({best.name}) in {_secs(rec.best_time_s)}; its val RSUM {chosen.best:.2f} is within {tol} "
                       f"of the best {best.best:.2f}")
+    late = _too_short_note(best, target, pct)
+    if late:
+        rec.notes.append(late)
     if best.zero_shot is not None and best.best <= best.zero_shot:
         rec.notes.append(f"no trial beat the untrained backbone on val (zero-shot val RSUM {best.zero_shot:.2f}): "
                          "within a trial's length, training did not help")
     return rec
+
+
+def _too_short_note(best: TrialRecord, target: float, pct: str) -> str | None:
+    """A note when the best trial reached the target late in its length (None otherwise)."""
+    reached, end = best.time_to(target), best.curve[-1][0]
+    if reached is None or end <= 0 or reached < LATE_SHARE * end:
+        return None
+    return (f"the best trial reached {pct} of its val RSUM only at {reached:.1f} s of its {end:.1f} s: the trials "
+            "were too short for the curves to level off, so which configuration is fastest was barely measured; "
+            "a longer --budget (or --trial-budget) gives a clearer choice")
 
 
 def _secs(seconds: float | None) -> str:

@@ -81,4 +81,12 @@ def test_a_best_that_never_beat_the_untrained_backbone_is_noted():
     rec = recommend([flat])
     assert rec.chosen is flat
     assert any("no trial beat the untrained backbone" in n for n in rec.notes)
-    assert recommend([BEST]).notes == []
+    assert not any("untrained" in n for n in recommend([BEST]).notes)
+
+
+def test_a_best_trial_that_reaches_the_target_late_says_the_trials_were_too_short():
+    # BEST reaches 237.5 at 40 s of 60 s: exactly two thirds, still rising
+    rec = recommend([BEST])
+    assert any("too short" in n and "40.0 s of its 60.0 s" in n for n in rec.notes)
+    early = trial(1, [(10.0, 240.0), (30.0, 245.0), (60.0, 250.0)])  # 95 % at 10 s of 60: levelled off
+    assert not any("too short" in n for n in recommend([early]).notes)
