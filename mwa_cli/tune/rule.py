@@ -11,8 +11,9 @@ not set the best):
 
 The best trial itself reaches the target, so a recommendation exists whenever a trial completed; when no other
 configuration came within the tolerance (or none was faster), the best one is recommended and the reason says so.
-When the best trial reached the target only in the last third of its length, its curve had not levelled off:
-the trials were too short to tell the configurations' speeds apart, and a note says so.
+When the best trial reached the target only in the last third of its length and its best check was one of its
+last two, its curve had not levelled off: the trials were too short to tell the configurations' speeds apart,
+and a note says so (a trial ended by early stopping has levelled off: its best lies `patience` checks back).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def recommend(records: list[TrialRecord], tolerance: float = 0.01, share: float 
 def _too_short_note(best: TrialRecord, target: float, pct: str) -> str | None:
     """A note when the best trial reached the target late in its length (None otherwise)."""
     reached, end = best.time_to(target), best.curve[-1][0]
-    if reached is None or end <= 0 or reached < LATE_SHARE * end:
+    rising = max(v for _, v in best.curve[-2:]) == best.best
+    if reached is None or end <= 0 or reached < LATE_SHARE * end or not rising:
         return None
     return (f"the best trial reached {pct} of its val RSUM only at {reached:.1f} s of its {end:.1f} s: the trials "
             "were too short for the curves to level off, so which configuration is fastest was barely measured; "

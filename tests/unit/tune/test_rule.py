@@ -90,3 +90,6 @@ def test_a_best_trial_that_reaches_the_target_late_says_the_trials_were_too_shor
     assert any("too short" in n and "40.0 s of its 60.0 s" in n for n in rec.notes)
     early = trial(1, [(10.0, 240.0), (30.0, 245.0), (60.0, 250.0)])  # 95 % at 10 s of 60: levelled off
     assert not any("too short" in n for n in recommend([early]).notes)
+    # late, but its best lies three checks back (as in a run early stopping ended): a noisy plateau, not a rise
+    plateau = trial(2, [(10.0, 230.0), (40.0, 250.0), (45.0, 236.0), (50.0, 235.0), (55.0, 237.0)])
+    assert not any("too short" in n for n in recommend([plateau]).notes)
