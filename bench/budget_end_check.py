@@ -23,7 +23,7 @@ the GPU (or CPU) name with every number. On a CPU, a tiny configuration checks t
 
 and BEiT-3 Base on a CPU, small batches so that a run holds a few steps (the end of the run is what is checked):
 
-    PYTHONPATH=$PWD python bench/budget_end_check.py --backbone beit3-base --budget 150s --device cpu \
+    PYTHONPATH=$PWD python bench/budget_end_check.py --backbone beit3-base --budget 150s --device cpu \\
         --batch-size 4 --cases full-ft --out /tmp/be.json --work /tmp/be
 """
 
