@@ -70,21 +70,17 @@ def test_a_start_killed_while_writing_its_marker_is_reused(tmp_path):
     run.unlock()
 
 
-def test_a_user_file_named_like_a_temporary_one_is_not_taken_for_mwa_s(tmp_path):
+@pytest.mark.parametrize("name, text", [
+    ("notes.tmp", "the user's"),  # named like a temporary file, but not mwa's marker's
+    (".lock", "held by the user's backup tool"),  # named like mwa's lock, but not written by mwa
+])
+def test_a_user_file_named_like_one_of_mwa_s_is_not_taken_for_mwa_s(tmp_path, name, text):
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "notes.tmp").write_text("the user's")
+    (tmp_path / "r" / name).write_text(text)
     with pytest.raises(ConfigError, match="not an mwa run folder"):
         RunDir.create(tmp_path, "r")
-    assert [p.name for p in (tmp_path / "r").iterdir()] == ["notes.tmp"]
-
-
-def test_a_foreign_lock_file_is_not_taken_for_mwa_s(tmp_path):
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / ".lock").write_text("held by the user's backup tool")
-    with pytest.raises(ConfigError, match="not an mwa run folder"):
-        RunDir.create(tmp_path, "r")
-    assert [p.name for p in (tmp_path / "r").iterdir()] == [".lock"]
-    assert (tmp_path / "r" / ".lock").read_text() == "held by the user's backup tool"
+    assert [p.name for p in (tmp_path / "r").iterdir()] == [name]
+    assert (tmp_path / "r" / name).read_text() == text
 
 
 def test_an_aborted_start_of_mwa_is_reused_and_marked(tmp_path):
